@@ -1,0 +1,346 @@
+//! The client protocol on `/ws`: JSON text frames, one object each, tagged by `type`.
+
+use std::{borrow::Cow, fmt};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A message a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// The first message when no `?token=` was given; later, a refresh before expiry.
+    Auth {
+        /// The compact JWT.
+        token: Token,
+    },
+    /// An application-level round trip, answered by [`ServerMessage::Pong`] with the same `id`.
+    Ping {
+        /// Any JSON value the client wants echoed back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+}
+
+impl ClientMessage {
+    /// Decodes one text frame. Anything that is not exactly one known message is an error.
+    pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// A message the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Sent once, when the connection has authenticated.
+    Connected {
+        /// This connection's id, unique across the fleet.
+        connection_id: String,
+        /// The user the token names.
+        user_id: String,
+        /// The gateway instance that holds the socket.
+        instance_id: String,
+        /// How often the server pings; a client that sees no traffic for about
+        /// twice this long may treat the connection as dead.
+        heartbeat_interval_ms: u64,
+    },
+    /// The answer to [`ClientMessage::Ping`].
+    Pong {
+        /// The ping's `id`, when it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// A message pushed to the user by an internal service.
+    Message {
+        /// Any JSON value.
+        data: Value,
+    },
+    /// Explains the close frame that follows it.
+    Error {
+        /// A machine-readable reason, such as `token_expired`.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// Builds an [`ServerMessage::Error`].
+    pub fn error(code: impl Into<ErrorCode>, message: impl Into<String>) -> Self {
+        Self::Error {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Encodes the message as the text of one frame.
+    pub fn encode(&self) -> String {
+        // Serialising these types cannot fail: every key is a string and every
+        // value is plain data.
+        serde_json::to_string(self).expect("server messages always serialise")
+    }
+}
+
+/// The machine-readable `code` of an [`ServerMessage::Error`].
+///
+/// A string on the wire so that new reasons (token validation grows more) are
+/// not a breaking change; the constants are the ones Pulse sends today.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ErrorCode(pub Cow<'static, str>);
+
+impl ErrorCode {
+    /// The frame was not a JSON object of a known `type`, or not text.
+    pub const MALFORMED_MESSAGE: Self = Self::new("malformed_message");
+    /// A token was required and none came.
+    pub const MISSING_TOKEN: Self = Self::new("missing_token");
+    /// No `auth` message within the authentication timeout.
+    pub const AUTH_TIMEOUT: Self = Self::new("auth_timeout");
+    /// The token expired.
+    pub const TOKEN_EXPIRED: Self = Self::new("token_expired");
+    /// The client stopped answering pings.
+    pub const HEARTBEAT_TIMEOUT: Self = Self::new("heartbeat_timeout");
+    /// The authentication service could not be reached.
+    pub const AUTH_UNAVAILABLE: Self = Self::new("auth_unavailable");
+    /// The server is shutting down.
+    pub const GOING_AWAY: Self = Self::new("going_away");
+
+    /// A code from a static string.
+    pub const fn new(code: &'static str) -> Self {
+        Self(Cow::Borrowed(code))
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&'static str> for ErrorCode {
+    fn from(code: &'static str) -> Self {
+        Self::new(code)
+    }
+}
+
+impl From<String> for ErrorCode {
+    fn from(code: String) -> Self {
+        Self(Cow::Owned(code))
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A JWT as it travels in a message. Its `Debug` never shows the token, so a
+/// message can be logged without leaking a credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(pub String);
+
+impl Token {
+    /// The compact JWT.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// WebSocket close codes Pulse sends: the graphql-ws family, so that client
+/// libraries already know them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// 1000: the session ended normally.
+    Normal = 1000,
+    /// 1001: the server is going away (drain, shutdown).
+    GoingAway = 1001,
+    /// 1009: a message was larger than the server takes.
+    MessageTooBig = 1009,
+    /// 4400: a message that is not valid for the protocol.
+    Malformed = 4400,
+    /// 4401: a missing, invalid or expired token.
+    Unauthorized = 4401,
+    /// 4403: disconnected by the server (kicked, revoked, another user's token).
+    Forbidden = 4403,
+    /// 4408: no authentication within the timeout, or no pong within the heartbeat.
+    Timeout = 4408,
+    /// 4429: too many connections or messages.
+    TooMany = 4429,
+}
+
+impl CloseCode {
+    /// The numeric code on the wire.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a number, where it is one of Pulse's.
+    pub fn from_code(code: u16) -> Option<Self> {
+        Some(match code {
+            1000 => Self::Normal,
+            1001 => Self::GoingAway,
+            1009 => Self::MessageTooBig,
+            4400 => Self::Malformed,
+            4401 => Self::Unauthorized,
+            4403 => Self::Forbidden,
+            4408 => Self::Timeout,
+            4429 => Self::TooMany,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn decodes_the_documented_client_messages() {
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"auth","token":"a.b.c"}"#).unwrap(),
+            ClientMessage::Auth {
+                token: Token("a.b.c".into())
+            }
+        );
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"ping","id":7}"#).unwrap(),
+            ClientMessage::Ping { id: Some(json!(7)) }
+        );
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"ping"}"#).unwrap(),
+            ClientMessage::Ping { id: None }
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_known_message() {
+        for text in [
+            "",
+            "null",
+            "[]",
+            "{}",
+            r#"{"type":"subscribe"}"#,
+            r#"{"type":"auth"}"#,
+            r#"{"type":"auth","token":5}"#,
+            r#"{"token":"a.b.c"}"#,
+            "{\"type\":\"ping\"",
+        ] {
+            assert!(ClientMessage::decode(text).is_err(), "{text:?} decoded");
+        }
+    }
+
+    #[test]
+    fn encodes_the_documented_server_messages() {
+        let connected = ServerMessage::Connected {
+            connection_id: "c1".into(),
+            user_id: "u1".into(),
+            instance_id: "i1".into(),
+            heartbeat_interval_ms: 30_000,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&connected.encode()).unwrap(),
+            json!({"type":"connected","connection_id":"c1","user_id":"u1","instance_id":"i1","heartbeat_interval_ms":30000})
+        );
+        assert_eq!(ServerMessage::Pong { id: None }.encode(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerMessage::error(ErrorCode::TOKEN_EXPIRED, "token has expired").encode(),
+            r#"{"type":"error","code":"token_expired","message":"token has expired"}"#
+        );
+    }
+
+    #[test]
+    fn token_debug_never_shows_the_token() {
+        let message = ClientMessage::Auth {
+            token: Token("secret.jwt.value".into()),
+        };
+        assert!(!format!("{message:?}").contains("secret"));
+    }
+
+    #[test]
+    fn close_codes_round_trip() {
+        for code in [1000, 1001, 1009, 4400, 4401, 4403, 4408, 4429] {
+            assert_eq!(CloseCode::from_code(code).unwrap().code(), code);
+        }
+        assert_eq!(CloseCode::from_code(1006), None);
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn client_message() -> impl Strategy<Value = ClientMessage> {
+        prop_oneof![
+            "\\PC{0,64}".prop_map(|token| ClientMessage::Auth {
+                token: Token(token)
+            }),
+            // `null` is the same on the wire as no id at all, so ids are never null here.
+            prop::option::of(json_value().prop_filter("null id", |v| !v.is_null()))
+                .prop_map(|id| ClientMessage::Ping { id }),
+        ]
+    }
+
+    fn server_message() -> impl Strategy<Value = ServerMessage> {
+        prop_oneof![
+            ("\\PC{0,16}", "\\PC{0,16}", "\\PC{0,16}", any::<u64>()).prop_map(
+                |(connection_id, user_id, instance_id, heartbeat_interval_ms)| {
+                    ServerMessage::Connected {
+                        connection_id,
+                        user_id,
+                        instance_id,
+                        heartbeat_interval_ms,
+                    }
+                }
+            ),
+            prop::option::of(json_value().prop_filter("null id", |v| !v.is_null()))
+                .prop_map(|id| ServerMessage::Pong { id }),
+            json_value().prop_map(|data| ServerMessage::Message { data }),
+            ("[a-z_]{1,20}", "\\PC{0,40}").prop_map(|(code, message)| ServerMessage::Error {
+                code: ErrorCode::from(code),
+                message
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_messages_round_trip(message in client_message()) {
+            let text = serde_json::to_string(&message).unwrap();
+            prop_assert_eq!(ClientMessage::decode(&text).unwrap(), message);
+        }
+
+        #[test]
+        fn server_messages_round_trip(message in server_message()) {
+            let decoded: ServerMessage = serde_json::from_str(&message.encode()).unwrap();
+            prop_assert_eq!(decoded, message);
+        }
+
+        #[test]
+        fn decoding_arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = ClientMessage::decode(&text);
+        }
+    }
+}

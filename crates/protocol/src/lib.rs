@@ -1,0 +1,23 @@
+//! Every message shape Pulse speaks, and nothing that does I/O.
+//!
+//! - [`client`]: the JSON protocol on `/ws`, as serde tagged enums, and the
+//!   close codes of the graphql-ws family.
+//! - [`event`]: the internal presence events that instances publish to each
+//!   other and that `Watch` streams to internal services.
+//! - [`proto`]: the prost/tonic code generated from `proto/`, with the file
+//!   descriptor set that gRPC reflection serves.
+//! - [`status`]: gRPC statuses that carry a machine-readable reason.
+//! - `runtime` (feature `runtime`): logging set-up and the shutdown signal
+//!   that every binary shares.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod event;
+pub mod proto;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+pub mod status;
+
+pub use client::{ClientMessage, CloseCode, ErrorCode, ServerMessage, Token};
+pub use event::{EventKind, PresenceEvent};

@@ -1,0 +1,23 @@
+//! Code generated from `proto/` by `tonic-prost-build`.
+
+/// `pulse.auth.v1`: token validation.
+pub mod auth {
+    /// Version 1 of the auth API.
+    #[allow(missing_docs, unreachable_pub, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("pulse.auth.v1");
+    }
+}
+
+/// `pulse.presence.v1`: presence queries and the `Watch` stream.
+pub mod presence {
+    /// Version 1 of the presence API.
+    #[allow(missing_docs, unreachable_pub, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("pulse.presence.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every Pulse proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/pulse_descriptor.bin"));
