@@ -1,0 +1,267 @@
+//! Which connections this instance holds, by user, and how many every other
+//! instance holds, as learnt from the presence bus.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use pulse_presence::ConnectionRecord;
+use pulse_protocol::{EventKind, PresenceEvent};
+use tokio::sync::mpsc;
+
+use crate::session::Outbound;
+
+/// A connection held by this instance: what is needed to reach its socket.
+#[derive(Debug, Clone)]
+pub struct LocalConnection {
+    /// The connection's id, unique across the fleet.
+    pub connection_id: Arc<str>,
+    /// When it authenticated, milliseconds since the Unix epoch.
+    pub connected_at_ms: u64,
+    /// The connection's bounded outbound queue.
+    pub outbound: mpsc::Sender<Outbound>,
+}
+
+/// Tracks every open connection of this instance by user, and the connections
+/// of other instances as the presence bus reports them.
+///
+/// All methods take `&self` and hold an internal lock only for the map
+/// operation itself, never across an `.await`.
+#[derive(Debug, Default)]
+pub struct ConnectionManager {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    local: HashMap<String, HashMap<Arc<str>, LocalConnection>>,
+    local_connections: usize,
+    /// user id -> connection id -> instance id, for every other instance.
+    remote: HashMap<String, HashMap<String, String>>,
+    remote_connections: usize,
+}
+
+impl ConnectionManager {
+    /// An empty manager.
+    pub fn new() -> Self {
+        todo!()
+    }
+
+    /// Adds a connection of `user_id`; returns how many local connections the user has now.
+    pub fn add(&self, user_id: &str, connection: LocalConnection) -> usize {
+        let _ = (user_id, connection);
+        todo!()
+    }
+
+    /// Removes one connection; returns whether it was there.
+    pub fn remove(&self, user_id: &str, connection_id: &str) -> bool {
+        let _ = (user_id, connection_id);
+        todo!()
+    }
+
+    /// Removes and returns every local connection of a user.
+    pub fn remove_user(&self, user_id: &str) -> Vec<LocalConnection> {
+        let _ = user_id;
+        todo!()
+    }
+
+    /// The local connections of a user.
+    pub fn connections(&self, user_id: &str) -> Vec<LocalConnection> {
+        let _ = user_id;
+        todo!()
+    }
+
+    /// How many connections this instance holds for a user.
+    pub fn local_count(&self, user_id: &str) -> usize {
+        let _ = user_id;
+        todo!()
+    }
+
+    /// How many connections other instances hold for a user.
+    pub fn remote_count(&self, user_id: &str) -> usize {
+        let _ = user_id;
+        todo!()
+    }
+
+    /// How many connections this instance holds in all.
+    pub fn len(&self) -> usize {
+        todo!()
+    }
+
+    /// Whether this instance holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many users have at least one connection on this instance.
+    pub fn user_count(&self) -> usize {
+        todo!()
+    }
+
+    /// Every local connection, with its user id.
+    pub fn snapshot(&self) -> Vec<(String, LocalConnection)> {
+        todo!()
+    }
+
+    /// Applies a presence event of another instance (`own_instance` is skipped).
+    pub fn apply_remote_event(&self, own_instance: &str, event: &PresenceEvent) {
+        let _ = (own_instance, event);
+        todo!()
+    }
+
+    /// Replaces the whole view of other instances with a snapshot.
+    pub fn replace_remote(&self, own_instance: &str, records: Vec<ConnectionRecord>) {
+        let _ = (own_instance, records);
+        todo!()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in
+        // a way that matters more than losing the gateway, so recover the data.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(id: &str) -> (LocalConnection, mpsc::Receiver<Outbound>) {
+        let (outbound, rx) = mpsc::channel(4);
+        (
+            LocalConnection {
+                connection_id: id.into(),
+                connected_at_ms: 1,
+                outbound,
+            },
+            rx,
+        )
+    }
+
+    fn ids(connections: &[LocalConnection]) -> Vec<String> {
+        let mut ids: Vec<String> = connections
+            .iter()
+            .map(|c| c.connection_id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn event(kind: EventKind, user: &str, conn: &str, instance: &str) -> PresenceEvent {
+        PresenceEvent {
+            user_id: user.into(),
+            kind,
+            connection_id: conn.into(),
+            instance_id: instance.into(),
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn tracks_connections_by_user_id() {
+        let manager = ConnectionManager::new();
+        manager.add("alice", conn("a1").0);
+        manager.add("bob", conn("b1").0);
+        assert_eq!(ids(&manager.connections("alice")), ["a1"]);
+        assert_eq!(ids(&manager.connections("bob")), ["b1"]);
+        assert!(manager.connections("carol").is_empty());
+        assert_eq!(manager.user_count(), 2);
+    }
+
+    #[test]
+    fn adding_increments_the_count() {
+        let manager = ConnectionManager::new();
+        assert_eq!(manager.add("alice", conn("a1").0), 1);
+        assert_eq!(manager.add("alice", conn("a2").0), 2);
+        assert_eq!(manager.local_count("alice"), 2);
+        assert_eq!(manager.len(), 2);
+        assert_eq!(manager.user_count(), 1);
+    }
+
+    #[test]
+    fn removing_decrements_the_count() {
+        let manager = ConnectionManager::new();
+        manager.add("alice", conn("a1").0);
+        manager.add("alice", conn("a2").0);
+        assert!(manager.remove("alice", "a1"));
+        assert_eq!(manager.local_count("alice"), 1);
+        assert_eq!(manager.len(), 1);
+        assert!(!manager.remove("alice", "a1"), "a second remove is a no-op");
+        assert!(!manager.remove("bob", "a2"), "the user must match");
+        assert!(manager.remove("alice", "a2"));
+        assert_eq!(manager.local_count("alice"), 0);
+        assert_eq!(manager.user_count(), 0);
+        assert!(manager.is_empty());
+    }
+
+    #[test]
+    fn a_users_connections_are_exactly_that_set() {
+        let manager = ConnectionManager::new();
+        for id in ["a1", "a2", "a3"] {
+            manager.add("alice", conn(id).0);
+        }
+        manager.add("bob", conn("b1").0);
+        manager.remove("alice", "a2");
+        assert_eq!(ids(&manager.connections("alice")), ["a1", "a3"]);
+    }
+
+    #[test]
+    fn clean_up_removes_all_of_a_users_connections() {
+        let manager = ConnectionManager::new();
+        for id in ["a1", "a2", "a3"] {
+            manager.add("alice", conn(id).0);
+        }
+        manager.add("bob", conn("b1").0);
+        assert_eq!(ids(&manager.remove_user("alice")), ["a1", "a2", "a3"]);
+        assert!(manager.connections("alice").is_empty());
+        assert_eq!(manager.len(), 1);
+        assert_eq!(ids(&manager.connections("bob")), ["b1"]);
+        assert!(manager.remove_user("alice").is_empty());
+    }
+
+    #[test]
+    fn the_same_connection_id_is_counted_once() {
+        let manager = ConnectionManager::new();
+        assert_eq!(manager.add("alice", conn("a1").0), 1);
+        assert_eq!(manager.add("alice", conn("a1").0), 1);
+        assert_eq!(manager.len(), 1);
+    }
+
+    #[test]
+    fn counts_other_instances_from_the_bus() {
+        let manager = ConnectionManager::new();
+        manager.add("alice", conn("a1").0);
+        manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r1", "other"));
+        manager.apply_remote_event("me", &event(EventKind::Online, "alice", "r1", "other"));
+        manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r2", "third"));
+        // Our own events are already in the local map.
+        manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "a1", "me"));
+        assert_eq!(manager.remote_count("alice"), 2);
+        assert_eq!(manager.local_count("alice"), 1);
+
+        manager.apply_remote_event("me", &event(EventKind::Disconnected, "alice", "r1", "other"));
+        manager.apply_remote_event("me", &event(EventKind::Disconnected, "alice", "r1", "other"));
+        assert_eq!(manager.remote_count("alice"), 1);
+
+        manager.replace_remote(
+            "me",
+            vec![
+                ConnectionRecord {
+                    connection_id: "x".into(),
+                    user_id: "bob".into(),
+                    instance_id: "other".into(),
+                    connected_at_ms: 1,
+                },
+                ConnectionRecord {
+                    connection_id: "a1".into(),
+                    user_id: "alice".into(),
+                    instance_id: "me".into(),
+                    connected_at_ms: 1,
+                },
+            ],
+        );
+        assert_eq!(manager.remote_count("alice"), 0);
+        assert_eq!(manager.remote_count("bob"), 1);
+    }
+}

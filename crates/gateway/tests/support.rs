@@ -1,0 +1,136 @@
+//! Test support: a gateway on 127.0.0.1:0 and a WebSocket client that speaks to it over TCP.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use pulse_auth::{Authenticator, Validator, ValidatorSettings};
+use pulse_gateway::{DrainReport, Settings};
+use pulse_presence::Presence;
+use serde_json::Value;
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+pub const SECRET: &[u8] = b"test-secret";
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub presence: Presence,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<DrainReport, std::io::Error>>>,
+}
+
+impl Gateway {
+    pub async fn start(settings: Settings) -> Self {
+        Self::start_with(settings, Presence::in_memory()).await
+    }
+
+    pub async fn start_with(settings: Settings, presence: Presence) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let validator = Validator::new(ValidatorSettings {
+            secret: SECRET.to_vec(),
+            leeway: Duration::from_secs(0),
+            max_token_bytes: 8192,
+        })
+        .unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(pulse_gateway::run(
+            settings,
+            Authenticator::Local(validator),
+            presence.clone(),
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            addr,
+            presence,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.addr)
+    }
+
+    pub async fn connect(&self, query: &str) -> Client {
+        connect_async(self.url(query)).await.expect("websocket handshake").0
+    }
+
+    /// Signals shutdown and waits for the gateway to finish draining.
+    pub async fn stop(mut self) -> DrainReport {
+        self.shutdown.take().unwrap().send(()).ok();
+        self.task.take().unwrap().await.unwrap().unwrap()
+    }
+}
+
+pub fn settings() -> Settings {
+    Settings::new("test-instance")
+}
+
+pub fn token(user: &str) -> String {
+    pulse_auth::mint_token(SECRET, user, Duration::from_secs(3600))
+}
+
+/// The next text message as JSON, skipping pings; panics on anything else.
+pub async fn next_json(client: &mut Client) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("no message within 10 s")
+        {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the close frame and returns it; panics if the socket ends without one.
+pub async fn close_frame(client: &mut Client) -> CloseFrame {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("no close within 10 s")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// Expects an `error` message with `code`, then a close frame with `close_code`.
+pub async fn expect_error_then_close(client: &mut Client, code: &str, close_code: u16) {
+    let error = next_json(client).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["code"], code, "{error}");
+    assert_eq!(u16::from(close_frame(client).await.code), close_code);
+}
+
+pub async fn send_json(client: &mut Client, value: Value) {
+    client.send(Message::text(value.to_string())).await.unwrap();
+}
+
+/// Polls `condition` until it holds, for at most 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
