@@ -165,6 +165,8 @@ pub enum CloseCode {
     GoingAway = 1001,
     /// 1009: a message was larger than the server takes.
     MessageTooBig = 1009,
+    /// 1013: a dependency (the auth service) is unavailable; try again later.
+    TryAgainLater = 1013,
     /// 4400: a message that is not valid for the protocol.
     Malformed = 4400,
     /// 4401: a missing, invalid or expired token.
@@ -189,6 +191,7 @@ impl CloseCode {
             1000 => Self::Normal,
             1001 => Self::GoingAway,
             1009 => Self::MessageTooBig,
+            1013 => Self::TryAgainLater,
             4400 => Self::Malformed,
             4401 => Self::Unauthorized,
             4403 => Self::Forbidden,
@@ -253,7 +256,10 @@ mod tests {
             serde_json::from_str::<Value>(&connected.encode()).unwrap(),
             json!({"type":"connected","connection_id":"c1","user_id":"u1","instance_id":"i1","heartbeat_interval_ms":30000})
         );
-        assert_eq!(ServerMessage::Pong { id: None }.encode(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerMessage::Pong { id: None }.encode(),
+            r#"{"type":"pong"}"#
+        );
         assert_eq!(
             ServerMessage::error(ErrorCode::TOKEN_EXPIRED, "token has expired").encode(),
             r#"{"type":"error","code":"token_expired","message":"token has expired"}"#
@@ -270,7 +276,7 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip() {
-        for code in [1000, 1001, 1009, 4400, 4401, 4403, 4408, 4429] {
+        for code in [1000, 1001, 1009, 1013, 4400, 4401, 4403, 4408, 4429] {
             assert_eq!(CloseCode::from_code(code).unwrap().code(), code);
         }
         assert_eq!(CloseCode::from_code(1006), None);

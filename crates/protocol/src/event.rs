@@ -108,6 +108,9 @@ mod tests {
 
     #[test]
     fn kinds_are_snake_case_on_the_wire() {
-        assert_eq!(serde_json::to_string(&EventKind::Offline).unwrap(), r#""offline""#);
+        assert_eq!(
+            serde_json::to_string(&EventKind::Offline).unwrap(),
+            r#""offline""#
+        );
     }
 }

@@ -12,7 +12,9 @@ pub fn init_tracing() {
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
     let registry = tracing_subscriber::registry().with(filter);
     if json {
-        registry.with(fmt::layer().json().flatten_event(true)).init();
+        registry
+            .with(fmt::layer().json().flatten_event(true))
+            .init();
     } else {
         registry.with(fmt::layer()).init();
     }
@@ -49,4 +51,31 @@ pub async fn shutdown_signal() {
 pub fn exit_with_config_error(error: &dyn std::fmt::Display) -> ! {
     eprintln!("error: {error}");
     std::process::exit(2)
+}
+
+/// Parses the command line (with environment fallbacks) or exits.
+///
+/// `--help` and `--version` print as usual; any other error prints clap's
+/// message on one line, naming the setting, and exits with status 2.
+pub fn parse_or_exit<C: clap::Parser>() -> C {
+    match C::try_parse() {
+        Ok(config) => config,
+        Err(error) if !error.use_stderr() => {
+            // --help / --version: print them, successfully.
+            let _ = error.print();
+            std::process::exit(0)
+        }
+        Err(error) => {
+            // clap's message runs until the first blank line (the usage hint
+            // follows it); fold it into one line so the setting stays named.
+            let rendered = error.to_string();
+            let line: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}", line.join(" "));
+            std::process::exit(2)
+        }
+    }
 }
