@@ -1,0 +1,269 @@
+//! `pulse-auth` as a real gRPC server on 127.0.0.1:0, called the way the gateway calls it.
+
+use std::time::{Duration, Instant};
+
+use pulse_auth::{
+    AuthError, Authenticator, RemoteValidator, Validator, ValidatorSettings, mint_token, run,
+};
+use serde_json::json;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+const SECRET: &[u8] = b"integration-secret-at-least-32-bytes";
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running server: its URL, the trigger that stops it, and its task.
+struct Server {
+    url: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let validator = Validator::new(ValidatorSettings {
+            secret: SECRET.to_vec(),
+            leeway: Duration::from_secs(30),
+            max_token_bytes: 8192,
+        })
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        // The listener is bound before `run` starts, so clients may connect at
+        // once: the kernel queues them until the server accepts.
+        let task = tokio::spawn(run(validator, listener, async {
+            let _ = stopped.await;
+        }));
+        Self { url, stop, task }
+    }
+
+    fn remote(&self) -> RemoteValidator {
+        RemoteValidator::new(&self.url, TIMEOUT).unwrap()
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        let result = tokio::time::timeout(TIMEOUT, self.task)
+            .await
+            .expect("run returns promptly after shutdown")
+            .unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn sign(secret: &[u8], claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn validate_over_grpc_matches_the_library() {
+    let server = Server::start().await;
+    let remote = server.remote();
+
+    let exp = now() + 600;
+    let token = sign(
+        SECRET,
+        &json!({"sub": "user-7", "exp": exp, "roles": ["admin"], "org": {"id": 3, "name": "acme"}}),
+    );
+    let identity = remote.validate(&token).await.unwrap();
+    assert_eq!(identity.user_id, "user-7");
+    assert_eq!(identity.expires_at, exp);
+    assert_eq!(identity.claims["roles"], json!(["admin"]));
+    assert_eq!(identity.claims["org"], json!({"id": 3, "name": "acme"}));
+    assert_eq!(identity.claims["exp"], json!(exp));
+
+    // Through the caller-facing enum too.
+    let minted = mint_token(SECRET, "dev", Duration::from_secs(60));
+    let remote_answer = Authenticator::Remote(remote.clone())
+        .validate(&minted)
+        .await;
+    let local = Validator::new(ValidatorSettings {
+        secret: SECRET.to_vec(),
+        leeway: Duration::ZERO,
+        max_token_bytes: 8192,
+    })
+    .unwrap();
+    let local_answer = Authenticator::Local(local).validate(&minted).await;
+    assert_eq!(remote_answer.unwrap(), local_answer.unwrap());
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_cross_the_wire_as_the_same_error() {
+    let server = Server::start().await;
+    let remote = server.remote();
+
+    let expired = sign(SECRET, &json!({"sub": "u", "exp": now() - 3600}));
+    assert_eq!(
+        remote.validate(&expired).await,
+        Err(AuthError::TokenExpired)
+    );
+
+    let forged = mint_token(b"not-the-secret", "u", Duration::from_secs(600));
+    assert_eq!(remote.validate(&forged).await, Err(AuthError::BadSignature));
+
+    let early = sign(
+        SECRET,
+        &json!({"sub": "u", "exp": now() + 7200, "nbf": now() + 3600}),
+    );
+    assert_eq!(remote.validate(&early).await, Err(AuthError::NotYetValid));
+
+    let anonymous = sign(SECRET, &json!({"exp": now() + 600}));
+    assert_eq!(
+        remote.validate(&anonymous).await,
+        Err(AuthError::MissingClaim("sub"))
+    );
+
+    assert_eq!(remote.validate("").await, Err(AuthError::Malformed));
+    assert_eq!(
+        remote.validate("not.a.jwt").await,
+        Err(AuthError::Malformed)
+    );
+
+    let huge = "x".repeat(9000);
+    assert_eq!(
+        remote.validate(&huge).await,
+        Err(AuthError::TokenTooLarge {
+            len: 9000,
+            max: 8192
+        })
+    );
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_serving() {
+    let server = Server::start().await;
+    let mut health = HealthClient::new(server.channel().await);
+    for service in ["", "pulse.auth.v1.Auth"] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.status(), ServingStatus::Serving, "{service:?}");
+    }
+    drop(health);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_the_auth_service() {
+    let server = Server::start().await;
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == "pulse.auth.v1.Auth"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "grpc.health.v1.Health"),
+        "{names:?}"
+    );
+    drop(responses);
+    drop(reflection);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unavailable_within_the_timeout() {
+    // Bind and drop: nothing listens on the port afterwards.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let timeout = Duration::from_secs(2);
+    let remote = RemoteValidator::new(&format!("http://127.0.0.1:{port}"), timeout).unwrap();
+    let token = mint_token(SECRET, "u", Duration::from_secs(60));
+    let started = Instant::now();
+    let result = tokio::time::timeout(timeout * 3, remote.validate(&token))
+        .await
+        .expect("the call is bounded by the client's own timeout");
+    assert!(started.elapsed() <= timeout + Duration::from_secs(1));
+    match result {
+        Err(AuthError::Unavailable(message)) => {
+            assert!(!message.contains(&token), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_unavailable_within_the_timeout() {
+    // Bound but never accepted: the kernel completes the TCP handshake and
+    // nothing ever speaks HTTP/2, so only the client's timeout ends the call.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let timeout = Duration::from_millis(300);
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let remote = RemoteValidator::new(&url, timeout).unwrap();
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), remote.validate("a.b.c"))
+        .await
+        .expect("the call is bounded by the client's own timeout");
+    assert!(
+        matches!(result, Err(AuthError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < timeout * 4, "{:?}", started.elapsed());
+    drop(silent);
+}
+
+#[test]
+fn bad_urls_and_timeouts_name_their_setting() {
+    for url in [
+        "",
+        "not a url",
+        "127.0.0.1:50051",
+        "ftp://host:1",
+        "https://host:1",
+    ] {
+        let err = RemoteValidator::new(url, TIMEOUT).unwrap_err().to_string();
+        assert!(err.starts_with("--auth-url / AUTH_URL"), "{url:?}: {err}");
+    }
+    let err = RemoteValidator::new("http://127.0.0.1:1", Duration::ZERO).unwrap_err();
+    assert!(
+        err.to_string().starts_with("--auth-timeout / AUTH_TIMEOUT"),
+        "{err}"
+    );
+}
