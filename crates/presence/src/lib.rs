@@ -1,1 +1,404 @@
-//! placeholder
+//! Per-user connection state and the presence event bus.
+//!
+//! This crate owns who is connected where: every open WebSocket connection
+//! (user, connection id, gateway instance, when it opened), the set of online
+//! users, and the stream of [`PresenceEvent`]s that tells every instance and
+//! every internal service about changes. It is the only code in Pulse that
+//! knows Redis keys, scripts and channels.
+//!
+//! [`Presence`] is one type with two backends:
+//!
+//! - **Redis** ([`Presence::redis`]), shared by every gateway instance. Each
+//!   state change is one Lua script that changes the state *and* publishes its
+//!   events in the same atomic step, so events are ordered exactly as the state
+//!   changed, and a user goes `online` once per none-to-some transition and
+//!   `offline` once per some-to-none, under any concurrency.
+//! - **In memory** ([`Presence::in_memory`]), for a single node: the same
+//!   semantics and the same events.
+//!
+//! The crate also serves `pulse.presence.v1.Presence` over gRPC ([`run`]).
+//!
+//! In Redis, one user's connections live in one hash-tagged key
+//! (`<ns>:user:{<user_id>}`), beside an index per instance
+//! (`<ns>:instance:{<instance_id>}`), the set of online users, a connection
+//! counter and the `<ns>:events` channel. The scripts touch keys of several
+//! hash slots at once (a user, an instance, the global set and counter),
+//! which single-node Redis accepts; Redis Cluster is not supported yet and
+//! will need those global keys and the instance purge reshaped.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use pulse_protocol::PresenceEvent;
+use tokio::sync::{broadcast, oneshot, watch};
+
+mod bus;
+mod memory;
+mod redis_store;
+pub mod service;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use service::run;
+
+use memory::MemoryStore;
+use redis_store::RedisStore;
+
+/// How many events the bus buffers for a slow subscriber before it lags.
+const EVENT_CAPACITY: usize = 16_384;
+
+/// The longest id (user, connection or instance) accepted, in bytes.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// One open connection: which user, which gateway instance holds it, since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// The connection's id, unique across the fleet.
+    pub connection_id: String,
+    /// The user the connection authenticated as.
+    pub user_id: String,
+    /// The gateway instance that holds the socket.
+    pub instance_id: String,
+    /// When the connection opened, milliseconds since the Unix epoch.
+    pub connected_at_ms: u64,
+}
+
+/// How many users are online, and on how many connections in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OnlineCount {
+    /// Users with at least one open connection.
+    pub users: u64,
+    /// Open connections across all users.
+    pub connections: u64,
+}
+
+/// Why a presence operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    /// The backend (Redis) could not be reached or failed, so there is no
+    /// answer (never a stale one). A change may or may not have been applied
+    /// (Redis can run a script whose reply is then lost); every change is
+    /// idempotent, so retrying it is safe.
+    #[error("presence backend unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is wrong (an empty id, a bad Redis URL); retrying
+    /// the same request will fail the same way.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// Where the Redis backend connects and how it names its keys.
+///
+/// Its `Debug` hides the URL's credentials, so options can be logged.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// A `redis://` (or `rediss://`, `unix://`) URL.
+    pub url: String,
+    /// The prefix of every key and of the event channel, so that several
+    /// Pulse deployments (or tests) can share one Redis. Default `pulse`.
+    pub namespace: String,
+    /// How many pooled command connections to keep at most.
+    pub pool_size: usize,
+}
+
+impl RedisOptions {
+    /// Options for `url` with the default namespace (`pulse`) and pool size (16).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: "pulse".to_owned(),
+            pool_size: 16,
+        }
+    }
+
+    /// The same options with another namespace.
+    #[must_use]
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `redis://user:password@host` -> `redis://<redacted>@host`.
+        let url = match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}<redacted>{}", &self.url[..scheme + 3], &self.url[at..])
+            }
+            _ => self.url.clone(),
+        };
+        f.debug_struct("RedisOptions")
+            .field("url", &url)
+            .field("namespace", &self.namespace)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self::new("redis://127.0.0.1:6379")
+    }
+}
+
+/// Per-user connection state and the event bus, with a Redis or an in-memory
+/// backend. Cloning is cheap and every clone shares the same state and bus.
+#[derive(Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    events: broadcast::Sender<PresenceEvent>,
+    epoch: watch::Sender<u64>,
+    // Dropped with the last `Presence` clone, which tells the bus task to stop.
+    _bus_stop: Option<oneshot::Sender<()>>,
+}
+
+enum Backend {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.inner.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        };
+        f.debug_struct("Presence")
+            .field("backend", &backend)
+            .finish()
+    }
+}
+
+impl Presence {
+    /// A single-node store kept in this process.
+    ///
+    /// Its bus is live from the start, so [`Presence::bus_epoch`] reads 1 and
+    /// never changes.
+    pub fn in_memory() -> Self {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (epoch, _) = watch::channel(1);
+        Self {
+            inner: Arc::new(Inner {
+                backend: Backend::Memory(MemoryStore::new(events.clone())),
+                events,
+                epoch,
+                _bus_stop: None,
+            }),
+        }
+    }
+
+    /// A store shared through Redis.
+    ///
+    /// Builds the connection pool without connecting, so a process can start
+    /// while Redis is down (operations fail with
+    /// [`PresenceError::Unavailable`] until it is back), and spawns the task
+    /// that subscribes to the event channel and keeps resubscribing. The task
+    /// ends when the last clone of the returned value is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::InvalidArgument`] for a URL that does not parse, an
+    /// empty namespace or one with `{` or `}` (which would break the keys'
+    /// hash tags), or a pool size of zero.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn redis(options: RedisOptions) -> Result<Self, PresenceError> {
+        let store = RedisStore::new(&options)?;
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (epoch, _) = watch::channel(0);
+        let (bus_stop, stopped) = oneshot::channel();
+        bus::spawn(
+            store.subscriber(),
+            store.keys().channel(),
+            events.clone(),
+            epoch.clone(),
+            stopped,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend: Backend::Redis(store),
+                events,
+                epoch,
+                _bus_stop: Some(bus_stop),
+            }),
+        })
+    }
+
+    /// Records an open connection.
+    ///
+    /// Publishes `connected`, then `online` when it is the user's first
+    /// connection anywhere. Idempotent: registering a connection id the user
+    /// already has changes nothing and publishes nothing (even with another
+    /// instance or time).
+    pub async fn register(&self, record: &ConnectionRecord) -> Result<(), PresenceError> {
+        check_id("user_id", &record.user_id)?;
+        check_id("connection_id", &record.connection_id)?;
+        check_id("instance_id", &record.instance_id)?;
+        match &self.inner.backend {
+            Backend::Memory(store) => {
+                store.register(record);
+                Ok(())
+            }
+            Backend::Redis(store) => store.register(record).await,
+        }
+    }
+
+    /// Forgets a closed connection.
+    ///
+    /// Publishes `disconnected`, then `offline` when it was the user's last
+    /// connection anywhere. Idempotent: an unknown connection changes nothing
+    /// and publishes nothing.
+    pub async fn unregister(
+        &self,
+        user_id: &str,
+        connection_id: &str,
+    ) -> Result<(), PresenceError> {
+        check_id("user_id", user_id)?;
+        check_id("connection_id", connection_id)?;
+        match &self.inner.backend {
+            Backend::Memory(store) => {
+                store.unregister(user_id, connection_id);
+                Ok(())
+            }
+            Backend::Redis(store) => store.unregister(user_id, connection_id).await,
+        }
+    }
+
+    /// Removes every connection `instance_id` holds, with the same events as
+    /// [`Presence::unregister`] for each, and returns how many there were.
+    ///
+    /// For a graceful shutdown, and for a restart under the same id, which
+    /// must not leave the previous run's connections behind as phantoms.
+    pub async fn unregister_instance(&self, instance_id: &str) -> Result<u64, PresenceError> {
+        check_id("instance_id", instance_id)?;
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.unregister_instance(instance_id)),
+            Backend::Redis(store) => store.unregister_instance(instance_id).await,
+        }
+    }
+
+    /// A user's open connections, oldest first (ties by connection id).
+    /// Empty when the user is offline.
+    pub async fn user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>, PresenceError> {
+        check_id("user_id", user_id)?;
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.user(user_id)),
+            Backend::Redis(store) => store.user(user_id).await,
+        }
+    }
+
+    /// Several users' open connections, in the order asked, each as
+    /// [`Presence::user`] returns it; one round trip to Redis.
+    pub async fn users(
+        &self,
+        user_ids: &[String],
+    ) -> Result<Vec<Vec<ConnectionRecord>>, PresenceError> {
+        for user_id in user_ids {
+            check_id("user_id", user_id)?;
+        }
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(user_ids.iter().map(|id| store.user(id)).collect()),
+            Backend::Redis(store) => store.users(user_ids).await,
+        }
+    }
+
+    /// How many users are online, and on how many connections.
+    pub async fn count_online(&self) -> Result<OnlineCount, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.count_online()),
+            Backend::Redis(store) => store.count_online().await,
+        }
+    }
+
+    /// Every open connection, sorted by user, then as [`Presence::user`] sorts.
+    ///
+    /// With Redis this walks the online set in batches (`SSCAN`, never a
+    /// blocking whole-keyspace command), so it is a consistent view of each
+    /// user but not one instant across all users; changes that happen while
+    /// it runs arrive as events.
+    pub async fn all_connections(&self) -> Result<Vec<ConnectionRecord>, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.all_connections()),
+            Backend::Redis(store) => store.all_connections().await,
+        }
+    }
+
+    /// Checks that the backend answers; always `Ok` in memory.
+    pub async fn ping(&self) -> Result<(), PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(store) => store.ping().await,
+        }
+    }
+
+    /// Every event from every instance, including this one's, in the order
+    /// the backend applied them.
+    ///
+    /// A receiver that falls more than about 16 000 events behind gets
+    /// `Lagged` and should re-read the state it cares about.
+    pub fn subscribe(&self) -> broadcast::Receiver<PresenceEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// How many times the bus has subscribed to the event channel.
+    ///
+    /// With Redis it starts at 0 (not subscribed yet) and goes up by one on
+    /// every successful (re)subscription: a change means events published
+    /// while the bus was down were missed, so a consumer should take a fresh
+    /// snapshot. In memory it is 1 from the start. Either way, once it is
+    /// above 0, events published from then on reach [`Presence::subscribe`].
+    pub fn bus_epoch(&self) -> watch::Receiver<u64> {
+        self.inner.epoch.subscribe()
+    }
+}
+
+/// Rejects an empty or oversized id before it reaches a key name.
+fn check_id(what: &str, value: &str) -> Result<(), PresenceError> {
+    if value.is_empty() {
+        return Err(PresenceError::InvalidArgument(format!(
+            "{what} must not be empty"
+        )));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(PresenceError::InvalidArgument(format!(
+            "{what} is longer than {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Sorts one user's connections the way every query returns them.
+fn sort_connections(connections: &mut [ConnectionRecord]) {
+    connections.sort_by(|a, b| {
+        (&a.user_id, a.connected_at_ms, &a.connection_id).cmp(&(
+            &b.user_id,
+            b.connected_at_ms,
+            &b.connection_id,
+        ))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_debug_hides_credentials() {
+        let options = RedisOptions::new("redis://user:s3cret@redis.internal:6379/0");
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("redis://<redacted>@redis.internal:6379/0"),
+            "{shown}"
+        );
+        assert!(format!("{:?}", RedisOptions::default()).contains("redis://127.0.0.1:6379"));
+    }
+}

@@ -1,0 +1,25 @@
+-- Registers one connection, and publishes `connected` then, for the user's
+-- first connection, `online`, in the same atomic step.
+--
+-- KEYS[1] user hash, KEYS[2] instance index, KEYS[3] online set,
+-- KEYS[4] connection counter.
+-- ARGV[1] event channel, ARGV[2] user id, ARGV[3] connection id,
+-- ARGV[4] instance id, ARGV[5] connected_at_ms as a decimal string.
+--
+-- Returns 1 when the connection was added, 0 when the user already had it
+-- (then nothing changes and nothing is published: registering is idempotent).
+local channel, user_id, connection_id, instance_id, at_ms =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+if redis.call('HSETNX', KEYS[1], connection_id, at_ms .. '|' .. instance_id) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[2], connection_id, user_id)
+redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', channel, event('connected', user_id, connection_id, instance_id, at_ms))
+-- The user hash is the truth; the online set is the index of non-empty ones.
+if redis.call('HLEN', KEYS[1]) == 1 then
+  redis.call('SADD', KEYS[3], user_id)
+  redis.call('PUBLISH', channel, event('online', user_id, connection_id, instance_id, at_ms))
+end
+return 1

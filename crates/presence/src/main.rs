@@ -1,0 +1,63 @@
+//! `pulse-presence`: the presence gRPC service over Redis.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, error::ErrorKind};
+use pulse_presence::{Presence, RedisOptions};
+use pulse_protocol::runtime::{exit_with_config_error, init_tracing, shutdown_signal};
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+/// Settings; every flag also reads its environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pulse-presence",
+    version,
+    about = "Pulse's presence gRPC service"
+)]
+struct Config {
+    /// The address to serve gRPC on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50052")]
+    listen: SocketAddr,
+    /// The Redis that holds presence state.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The prefix of every Redis key and channel (shared with the gateways).
+    #[arg(long, env = "REDIS_NAMESPACE", default_value = "pulse")]
+    redis_namespace: String,
+}
+
+#[tokio::main]
+async fn main() {
+    let config = Config::try_parse().unwrap_or_else(|error| match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => error.exit(),
+        // clap names the flag in its first line; the rest is a usage hint.
+        _ => {
+            let text = error.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            exit_with_config_error(&line.trim_start_matches("error: "))
+        }
+    });
+    init_tracing();
+
+    let options = RedisOptions::new(&config.redis_url).with_namespace(&config.redis_namespace);
+    let presence = match Presence::redis(options) {
+        Ok(presence) => presence,
+        // The message names the setting; the URL itself may hold a password.
+        Err(error) => exit_with_config_error(&error),
+    };
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) => exit_with_config_error(&format!("--listen {}: {error}", config.listen)),
+    };
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    info!(%addr, namespace = %config.redis_namespace, "pulse-presence listening");
+
+    match pulse_presence::run(presence, listener, shutdown_signal()).await {
+        Ok(()) => info!("pulse-presence stopped"),
+        Err(error) => {
+            error!(%error, "pulse-presence failed");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The single-node backend: the same state and events as Redis, in a map.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard},
+};
+
+use pulse_protocol::{EventKind, PresenceEvent, event::now_ms};
+use tokio::sync::broadcast;
+
+use crate::{ConnectionRecord, OnlineCount, sort_connections};
+
+/// Connections in memory. Events are sent while the lock is held, so that
+/// they reach subscribers in exactly the order the state changed, as Redis
+/// scripts guarantee for the shared backend.
+pub(crate) struct MemoryStore {
+    state: Mutex<State>,
+    events: broadcast::Sender<PresenceEvent>,
+}
+
+#[derive(Default)]
+struct State {
+    /// user id -> connection id -> (instance id, connected at).
+    users: HashMap<String, HashMap<String, (String, u64)>>,
+    /// instance id -> connection id -> user id.
+    instances: HashMap<String, HashMap<String, String>>,
+    connections: u64,
+}
+
+impl MemoryStore {
+    pub(crate) fn new(events: broadcast::Sender<PresenceEvent>) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            events,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in
+        // a way later calls would trip on, so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish(
+        &self,
+        kind: EventKind,
+        user_id: &str,
+        connection_id: &str,
+        instance_id: &str,
+        at_ms: u64,
+    ) {
+        // Sending fails only when nobody subscribes, which is fine.
+        let _ = self.events.send(PresenceEvent {
+            user_id: user_id.to_owned(),
+            kind,
+            connection_id: connection_id.to_owned(),
+            instance_id: instance_id.to_owned(),
+            at_ms,
+        });
+    }
+
+    pub(crate) fn register(&self, record: &ConnectionRecord) {
+        let mut state = self.lock();
+        let connections = state.users.entry(record.user_id.clone()).or_default();
+        if connections.contains_key(&record.connection_id) {
+            return;
+        }
+        connections.insert(
+            record.connection_id.clone(),
+            (record.instance_id.clone(), record.connected_at_ms),
+        );
+        let first = connections.len() == 1;
+        state
+            .instances
+            .entry(record.instance_id.clone())
+            .or_default()
+            .insert(record.connection_id.clone(), record.user_id.clone());
+        state.connections += 1;
+        let (user, connection, instance) =
+            (&record.user_id, &record.connection_id, &record.instance_id);
+        self.publish(
+            EventKind::Connected,
+            user,
+            connection,
+            instance,
+            record.connected_at_ms,
+        );
+        if first {
+            self.publish(
+                EventKind::Online,
+                user,
+                connection,
+                instance,
+                record.connected_at_ms,
+            );
+        }
+    }
+
+    pub(crate) fn unregister(&self, user_id: &str, connection_id: &str) {
+        let mut state = self.lock();
+        self.remove(&mut state, user_id, connection_id, None, now_ms());
+    }
+
+    pub(crate) fn unregister_instance(&self, instance_id: &str) -> u64 {
+        let mut state = self.lock();
+        let Some(held) = state.instances.remove(instance_id) else {
+            return 0;
+        };
+        let at_ms = now_ms();
+        let mut removed = 0;
+        for (connection_id, user_id) in held {
+            if self.remove(
+                &mut state,
+                &user_id,
+                &connection_id,
+                Some(instance_id),
+                at_ms,
+            ) {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Removes one connection (only if `instance` holds it, when given) and
+    /// publishes its events; false when there was nothing to remove.
+    fn remove(
+        &self,
+        state: &mut State,
+        user_id: &str,
+        connection_id: &str,
+        instance: Option<&str>,
+        at_ms: u64,
+    ) -> bool {
+        let Some(connections) = state.users.get_mut(user_id) else {
+            return false;
+        };
+        let held_elsewhere = instance.is_some_and(|instance| {
+            connections
+                .get(connection_id)
+                .is_some_and(|(held_by, _)| held_by != instance)
+        });
+        if held_elsewhere {
+            return false;
+        }
+        let Some((instance_id, _)) = connections.remove(connection_id) else {
+            return false;
+        };
+        let last = connections.is_empty();
+        if last {
+            state.users.remove(user_id);
+        }
+        if let Some(index) = state.instances.get_mut(&instance_id) {
+            index.remove(connection_id);
+            if index.is_empty() {
+                state.instances.remove(&instance_id);
+            }
+        }
+        state.connections -= 1;
+        self.publish(
+            EventKind::Disconnected,
+            user_id,
+            connection_id,
+            &instance_id,
+            at_ms,
+        );
+        if last {
+            self.publish(
+                EventKind::Offline,
+                user_id,
+                connection_id,
+                &instance_id,
+                at_ms,
+            );
+        }
+        true
+    }
+
+    pub(crate) fn user(&self, user_id: &str) -> Vec<ConnectionRecord> {
+        let state = self.lock();
+        let mut records = records_of(&state, user_id);
+        drop(state);
+        sort_connections(&mut records);
+        records
+    }
+
+    pub(crate) fn count_online(&self) -> OnlineCount {
+        let state = self.lock();
+        OnlineCount {
+            users: state.users.len() as u64,
+            connections: state.connections,
+        }
+    }
+
+    pub(crate) fn all_connections(&self) -> Vec<ConnectionRecord> {
+        let state = self.lock();
+        let mut records: Vec<_> = state
+            .users
+            .keys()
+            .flat_map(|user_id| records_of(&state, user_id))
+            .collect();
+        drop(state);
+        sort_connections(&mut records);
+        records
+    }
+}
+
+fn records_of(state: &State, user_id: &str) -> Vec<ConnectionRecord> {
+    state
+        .users
+        .get(user_id)
+        .map_or_else(Vec::new, |connections| {
+            connections
+                .iter()
+                .map(
+                    |(connection_id, (instance_id, connected_at_ms))| ConnectionRecord {
+                        connection_id: connection_id.clone(),
+                        user_id: user_id.to_owned(),
+                        instance_id: instance_id.clone(),
+                        connected_at_ms: *connected_at_ms,
+                    },
+                )
+                .collect()
+        })
+}

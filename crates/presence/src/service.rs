@@ -1,0 +1,349 @@
+//! `pulse.presence.v1.Presence` over gRPC, with the standard health and
+//! reflection services.
+
+use std::{collections::HashSet, future::Future, pin::Pin, time::Duration};
+
+use futures_util::{Stream, StreamExt, stream};
+use pulse_protocol::{
+    PresenceEvent,
+    event::timestamp_from_ms,
+    proto::{
+        FILE_DESCRIPTOR_SET,
+        presence::v1::{
+            self as pb,
+            presence_server::{self, PresenceServer},
+        },
+    },
+    status::status_with_reason,
+};
+use tokio::{
+    net::TcpListener,
+    sync::{broadcast, watch},
+    time::{MissedTickBehavior, interval, sleep},
+};
+use tonic::{
+    Code, Request, Response, Status,
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{info, warn};
+
+use crate::{ConnectionRecord, Presence, PresenceError};
+
+/// The `ErrorInfo` domain of every status this service returns.
+pub const ERROR_DOMAIN: &str = "pulse.presence";
+/// The most user ids one `GetUsers` or `Watch` request may name.
+pub const MAX_IDS: usize = 1000;
+
+/// How often the health service asks the backend whether it answers.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest a unary call may take; store calls give up well before this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often idle HTTP/2 connections are pinged, so a `Watch` whose client
+/// vanished without closing is noticed and dropped.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long open calls may take to finish once shutdown begins.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Serves `pulse.presence.v1.Presence`, `grpc.health.v1.Health` and server
+/// reflection on `listener` until `shutdown` completes, then drains.
+///
+/// Health reports `SERVING` (for `""` and for the presence service) while the
+/// backend answers [`Presence::ping`], checked every second, and
+/// `NOT_SERVING` otherwise and once shutdown begins. On shutdown, open `Watch`
+/// streams end with `UNAVAILABLE` (reason `shutting_down`) so that clients
+/// move to another instance, and calls still open after a 10 s drain are cut.
+pub async fn run(
+    presence: Presence,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (stopping_tx, stopping) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .inspect_err(|error| warn!(%error, "serving without reflection v1"))
+        .ok();
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .inspect_err(|error| warn!(%error, "serving without reflection v1alpha"))
+        .ok();
+
+    let service = PresenceService {
+        presence: presence.clone(),
+        stopping: stopping.clone(),
+    };
+    let signal = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            info!("presence service shutting down");
+            set_health(&health, ServingStatus::NotServing).await;
+            // Ends every open Watch, which graceful shutdown would otherwise wait on forever.
+            let _ = stopping_tx.send(true);
+        }
+    };
+    let server = Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .add_service(health_service)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .add_service(PresenceServer::new(service))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
+
+    let drain_deadline = {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+            sleep(DRAIN_DEADLINE).await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = drain_deadline => {
+            warn!(deadline = ?DRAIN_DEADLINE, "drain deadline passed; closing the remaining calls");
+            Ok(())
+        }
+        () = watch_health(presence, health, stopping) => Ok(()),
+    }
+}
+
+/// Sets the health of the server as a whole and of the presence service.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(presence_server::SERVICE_NAME, status)
+        .await;
+}
+
+/// Mirrors whether the backend answers into the health service until
+/// shutdown begins, then waits for the server to finish (it never ends the
+/// `select!` in [`run`] itself).
+async fn watch_health(
+    presence: Presence,
+    health: HealthReporter,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut ticks = interval(HEALTH_INTERVAL);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut serving = None;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopping.wait_for(|stopping| *stopping) => break,
+        }
+        let result = presence.ping().await;
+        // The check may have finished after shutdown began; shutdown wins.
+        if *stopping.borrow() {
+            break;
+        }
+        let now_serving = result.is_ok();
+        if serving == Some(now_serving) {
+            continue;
+        }
+        match result {
+            Err(error) => warn!(%error, "presence backend does not answer; health is NOT_SERVING"),
+            Ok(()) if serving.is_some() => {
+                info!("presence backend answers again; health is SERVING")
+            }
+            Ok(()) => {}
+        }
+        let status = if now_serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        set_health(&health, status).await;
+        serving = Some(now_serving);
+    }
+    std::future::pending::<()>().await;
+}
+
+struct PresenceService {
+    presence: Presence,
+    stopping: watch::Receiver<bool>,
+}
+
+/// The stream `Watch` returns.
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::PresenceEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl presence_server::Presence for PresenceService {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::UserPresence>, Status> {
+        let user_id = request.into_inner().user_id;
+        let connections = self.presence.user(&user_id).await.map_err(to_status)?;
+        Ok(Response::new(user_presence(user_id, connections)))
+    }
+
+    async fn get_users(
+        &self,
+        request: Request<pb::GetUsersRequest>,
+    ) -> Result<Response<pb::GetUsersResponse>, Status> {
+        let user_ids = request.into_inner().user_ids;
+        check_id_count(user_ids.len())?;
+        let users = self.presence.users(&user_ids).await.map_err(to_status)?;
+        Ok(Response::new(pb::GetUsersResponse {
+            users: user_ids
+                .into_iter()
+                .zip(users)
+                .map(|(user_id, connections)| user_presence(user_id, connections))
+                .collect(),
+        }))
+    }
+
+    async fn count_online(
+        &self,
+        _request: Request<pb::CountOnlineRequest>,
+    ) -> Result<Response<pb::CountOnlineResponse>, Status> {
+        let count = self.presence.count_online().await.map_err(to_status)?;
+        Ok(Response::new(pb::CountOnlineResponse {
+            users: count.users,
+            connections: count.connections,
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let request = request.into_inner();
+        let filter = match (request.all, request.user_ids.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                check_id_count(request.user_ids.len())?;
+                if request.user_ids.iter().any(String::is_empty) {
+                    return Err(invalid_argument("user_ids must not contain an empty id"));
+                }
+                Some(request.user_ids.into_iter().collect())
+            }
+            (false, true) => return Err(invalid_argument("name some user_ids, or set all")),
+            (true, false) => return Err(invalid_argument("set either user_ids or all, not both")),
+        };
+        let watcher = Watcher {
+            events: self.presence.subscribe(),
+            epoch: self.presence.bus_epoch(),
+            stopping: self.stopping.clone(),
+            filter,
+        };
+        Ok(Response::new(watcher.into_stream()))
+    }
+}
+
+/// One `Watch` call: an adaptor over the bus receiver, so it needs no task
+/// of its own and ends as soon as tonic drops it (the client went away).
+struct Watcher {
+    events: broadcast::Receiver<PresenceEvent>,
+    epoch: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    filter: Option<HashSet<String>>,
+}
+
+impl Watcher {
+    fn into_stream(self) -> WatchStream {
+        stream::unfold(Some(self), |watcher| async move {
+            let mut watcher = watcher?;
+            let item = watcher.next().await?;
+            // After an error the stream ends: the client re-watches and re-queries.
+            let next = item.is_ok().then_some(watcher);
+            Some((item, next))
+        })
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Option<Result<pb::PresenceEvent, Status>> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stopping.wait_for(|stopping| *stopping) => {
+                    return Some(Err(status_with_reason(
+                        Code::Unavailable,
+                        ERROR_DOMAIN,
+                        "shutting_down",
+                        "the presence service is shutting down; watch another instance",
+                    )));
+                }
+                changed = self.epoch.changed() => {
+                    // The store is gone only when the server is; end quietly.
+                    changed.ok()?;
+                    return Some(Err(lagged("the event bus reconnected and may have missed events")));
+                }
+                event = self.events.recv() => match event {
+                    Ok(event) => {
+                        if self.filter.as_ref().is_none_or(|users| users.contains(&event.user_id)) {
+                            return Some(Ok(pb::PresenceEvent::from(&event)));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        return Some(Err(lagged(&format!("this watch fell {missed} events behind"))));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+}
+
+fn user_presence(user_id: String, connections: Vec<ConnectionRecord>) -> pb::UserPresence {
+    pb::UserPresence {
+        user_id,
+        online: !connections.is_empty(),
+        connections: connections
+            .into_iter()
+            .map(|record| pb::Connection {
+                connection_id: record.connection_id,
+                instance_id: record.instance_id,
+                connected_at: Some(timestamp_from_ms(record.connected_at_ms)),
+            })
+            .collect(),
+    }
+}
+
+fn check_id_count(count: usize) -> Result<(), Status> {
+    if count > MAX_IDS {
+        return Err(invalid_argument(&format!(
+            "at most {MAX_IDS} user_ids per request, got {count}"
+        )));
+    }
+    Ok(())
+}
+
+fn invalid_argument(message: &str) -> Status {
+    status_with_reason(
+        Code::InvalidArgument,
+        ERROR_DOMAIN,
+        "invalid_argument",
+        message,
+    )
+}
+
+fn lagged(message: &str) -> Status {
+    status_with_reason(
+        Code::Aborted,
+        ERROR_DOMAIN,
+        "watch_lagged",
+        &format!("{message}; watch again and re-read the users"),
+    )
+}
+
+/// The one place a store error becomes a gRPC status.
+fn to_status(error: PresenceError) -> Status {
+    match error {
+        PresenceError::InvalidArgument(message) => invalid_argument(&message),
+        PresenceError::Unavailable(message) => status_with_reason(
+            Code::Unavailable,
+            ERROR_DOMAIN,
+            "backend_unavailable",
+            &message,
+        ),
+    }
+}

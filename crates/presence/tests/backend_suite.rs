@@ -1,0 +1,489 @@
+//! The behaviour both backends must share, written once and run against each:
+//! `memory::<case>` on `Presence::in_memory()`, `redis::<case>` on Redis with
+//! a fresh namespace.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+
+use pulse_presence::{ConnectionRecord, OnlineCount, Presence, PresenceError};
+use pulse_protocol::{EventKind::*, PresenceEvent, event::now_ms};
+use support::{Events, expect, record, replay, summary};
+
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(pulse_presence::Presence::in_memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let server = pulse_presence::testing::RedisServer::start().await;
+                    super::$case(super::support::redis_presence(&server).await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    register_then_query,
+    two_connections_one_user,
+    register_twice_is_idempotent,
+    unregister_unknown_is_a_no_op,
+    users_keeps_order,
+    unregister_instance_removes_only_that_instance,
+    all_connections_is_a_snapshot,
+    concurrent_changes_keep_online_and_offline_exact,
+    concurrent_duplicates_count_once,
+    at_ms_round_trips_exactly,
+    odd_ids_round_trip,
+    empty_ids_are_invalid,
+);
+
+async fn register_then_query(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let alice = record("alice", "c1", "gw-1", 1_700_000_000_000);
+    presence.register(&alice).await.unwrap();
+
+    assert_eq!(presence.user("alice").await.unwrap(), [alice]);
+    assert_eq!(presence.user("bob").await.unwrap(), []);
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount {
+            users: 1,
+            connections: 1
+        }
+    );
+    assert_eq!(
+        summary(&events.settle(&presence).await),
+        expect(&[
+            ("alice", Connected, "c1", "gw-1"),
+            ("alice", Online, "c1", "gw-1")
+        ])
+    );
+}
+
+async fn two_connections_one_user(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let tab = record("alice", "c1", "gw-1", 1_700_000_000_000);
+    let phone = record("alice", "c2", "gw-2", 1_700_000_000_001);
+    presence.register(&tab).await.unwrap();
+    presence.register(&phone).await.unwrap();
+    assert_eq!(presence.user("alice").await.unwrap(), [tab, phone]);
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount {
+            users: 1,
+            connections: 2
+        }
+    );
+
+    presence.unregister("alice", "c1").await.unwrap();
+    assert_eq!(presence.user("alice").await.unwrap().len(), 1);
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount {
+            users: 1,
+            connections: 1
+        }
+    );
+    presence.unregister("alice", "c2").await.unwrap();
+    assert_eq!(presence.user("alice").await.unwrap(), []);
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount::default()
+    );
+
+    assert_eq!(
+        summary(&events.settle(&presence).await),
+        expect(&[
+            ("alice", Connected, "c1", "gw-1"),
+            ("alice", Online, "c1", "gw-1"),
+            ("alice", Connected, "c2", "gw-2"),
+            ("alice", Disconnected, "c1", "gw-1"),
+            ("alice", Disconnected, "c2", "gw-2"),
+            ("alice", Offline, "c2", "gw-2"),
+        ])
+    );
+}
+
+async fn register_twice_is_idempotent(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let first = record("alice", "c1", "gw-1", 1_700_000_000_000);
+    presence.register(&first).await.unwrap();
+    presence.register(&first).await.unwrap();
+    // The same id again from elsewhere changes nothing either: first wins.
+    presence
+        .register(&record("alice", "c1", "gw-2", 1_800_000_000_000))
+        .await
+        .unwrap();
+
+    assert_eq!(presence.user("alice").await.unwrap(), [first]);
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount {
+            users: 1,
+            connections: 1
+        }
+    );
+    // gw-2 never held c1, so purging it must not take c1 away.
+    assert_eq!(presence.unregister_instance("gw-2").await.unwrap(), 0);
+    assert_eq!(presence.user("alice").await.unwrap().len(), 1);
+    assert_eq!(
+        summary(&events.settle(&presence).await),
+        expect(&[
+            ("alice", Connected, "c1", "gw-1"),
+            ("alice", Online, "c1", "gw-1")
+        ])
+    );
+}
+
+async fn unregister_unknown_is_a_no_op(presence: Presence) {
+    let mut events = Events::new(&presence);
+    presence
+        .register(&record("alice", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    events.settle(&presence).await;
+
+    presence.unregister("alice", "nope").await.unwrap();
+    presence.unregister("nobody", "c1").await.unwrap();
+    presence.unregister("nobody", "nope").await.unwrap();
+    assert_eq!(presence.unregister_instance("gw-unknown").await.unwrap(), 0);
+    presence.unregister("alice", "c1").await.unwrap();
+    presence.unregister("alice", "c1").await.unwrap();
+
+    assert_eq!(
+        summary(&events.settle(&presence).await),
+        expect(&[
+            ("alice", Disconnected, "c1", "gw-1"),
+            ("alice", Offline, "c1", "gw-1")
+        ])
+    );
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount::default()
+    );
+}
+
+async fn users_keeps_order(presence: Presence) {
+    let alice = record("alice", "a1", "gw-1", 10);
+    let carol = [
+        record("carol", "c2", "gw-1", 20),
+        record("carol", "c1", "gw-2", 20),
+    ];
+    presence.register(&alice).await.unwrap();
+    for connection in &carol {
+        presence.register(connection).await.unwrap();
+    }
+
+    let asked: Vec<String> = ["carol", "bob", "alice", "bob"].map(String::from).into();
+    let answer = presence.users(&asked).await.unwrap();
+    // Carol's two connections opened at the same instant, so they sort by id.
+    let carol_sorted = vec![carol[1].clone(), carol[0].clone()];
+    assert_eq!(answer, [carol_sorted, vec![], vec![alice], vec![]]);
+    assert_eq!(
+        presence.users(&[]).await.unwrap(),
+        Vec::<Vec<ConnectionRecord>>::new()
+    );
+}
+
+async fn unregister_instance_removes_only_that_instance(presence: Presence) {
+    let mut events = Events::new(&presence);
+    presence
+        .register(&record("alice", "a1", "gw-1", 1))
+        .await
+        .unwrap();
+    presence
+        .register(&record("alice", "a2", "gw-2", 2))
+        .await
+        .unwrap();
+    presence
+        .register(&record("bob", "b1", "gw-1", 3))
+        .await
+        .unwrap();
+    presence
+        .register(&record("carol", "c1", "gw-1", 4))
+        .await
+        .unwrap();
+    presence.unregister("carol", "c1").await.unwrap();
+    events.settle(&presence).await;
+
+    assert_eq!(presence.unregister_instance("gw-1").await.unwrap(), 2);
+    assert_eq!(
+        presence.user("alice").await.unwrap(),
+        [record("alice", "a2", "gw-2", 2)]
+    );
+    assert_eq!(presence.user("bob").await.unwrap(), []);
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount {
+            users: 1,
+            connections: 1
+        }
+    );
+
+    let mut seen = summary(&events.settle(&presence).await);
+    // The purge walks its index in no particular order; each user's own
+    // events must still come in order, which sorting by user keeps.
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        expect(&[
+            ("alice", Disconnected, "a1", "gw-1"),
+            ("bob", Disconnected, "b1", "gw-1"),
+            ("bob", Offline, "b1", "gw-1"),
+        ])
+    );
+    // A second purge (a restart under the same id, say) finds nothing left.
+    assert_eq!(presence.unregister_instance("gw-1").await.unwrap(), 0);
+    assert_eq!(presence.unregister_instance("gw-2").await.unwrap(), 1);
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount::default()
+    );
+}
+
+async fn all_connections_is_a_snapshot(presence: Presence) {
+    assert_eq!(presence.all_connections().await.unwrap(), []);
+    let mut expected = vec![
+        record("alice", "a1", "gw-1", 5),
+        record("alice", "a2", "gw-2", 1),
+        record("bob", "b1", "gw-1", 3),
+        record("carol", "c1", "gw-3", 2),
+    ];
+    for connection in &expected {
+        presence.register(connection).await.unwrap();
+    }
+    presence
+        .register(&record("dave", "d1", "gw-1", 9))
+        .await
+        .unwrap();
+    presence.unregister("dave", "d1").await.unwrap();
+
+    // By user, then oldest first.
+    expected.swap(0, 1);
+    assert_eq!(presence.all_connections().await.unwrap(), expected);
+}
+
+async fn concurrent_changes_keep_online_and_offline_exact(presence: Presence) {
+    const TASKS: usize = 50;
+    const ROUNDS: usize = 4;
+    let users = ["u0", "u1", "u2"];
+    let instances = ["i0", "i1", "i2"];
+    let mut events = Events::new(&presence);
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let presence = presence.clone();
+            let (user, instance) = (users[task % 3], instances[(task / 3) % 3]);
+            tokio::spawn(async move {
+                let mut kept = Vec::new();
+                for round in 0..ROUNDS {
+                    let connection_id = format!("t{task}-r{round}");
+                    let connection = record(user, &connection_id, instance, now_ms());
+                    presence.register(&connection).await.unwrap();
+                    tokio::task::yield_now().await;
+                    if (task + round) % 3 == 0 {
+                        kept.push(connection);
+                    } else {
+                        presence.unregister(user, &connection_id).await.unwrap();
+                    }
+                }
+                kept
+            })
+        })
+        .collect();
+    let mut kept: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for task in tasks {
+        for connection in task.await.unwrap() {
+            kept.entry(connection.user_id)
+                .or_default()
+                .insert(connection.connection_id);
+        }
+    }
+
+    let seen = events.settle(&presence).await;
+    let open = replay(&seen);
+    let total: usize = kept.values().map(BTreeSet::len).sum();
+    let count_of = |kind| seen.iter().filter(|event| event.kind == kind).count();
+    assert_eq!(count_of(Connected), TASKS * ROUNDS);
+    assert_eq!(count_of(Disconnected), TASKS * ROUNDS - total);
+    for user in users {
+        let expected = kept.get(user).cloned().unwrap_or_default();
+        let actual: BTreeSet<_> = presence
+            .user(user)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|connection| connection.connection_id)
+            .collect();
+        assert_eq!(actual, expected, "{user}'s connections");
+        assert_eq!(
+            open.get(user).copied().unwrap_or(0),
+            expected.len() as i64,
+            "{user}'s events"
+        );
+
+        let transitions: Vec<_> = seen
+            .iter()
+            .filter(|event| event.user_id == user && matches!(event.kind, Online | Offline))
+            .map(|event| event.kind)
+            .collect();
+        assert!(!transitions.is_empty(), "{user} never came online");
+        for (index, kind) in transitions.iter().enumerate() {
+            assert_eq!(
+                *kind,
+                if index % 2 == 0 { Online } else { Offline },
+                "{user}: {transitions:?}"
+            );
+        }
+        assert_eq!(
+            transitions.last() == Some(&Online),
+            !expected.is_empty(),
+            "{user}'s final state"
+        );
+    }
+    let count = presence.count_online().await.unwrap();
+    assert_eq!(count.connections, total as u64);
+    assert_eq!(
+        count.users,
+        kept.values().filter(|set| !set.is_empty()).count() as u64
+    );
+}
+
+async fn concurrent_duplicates_count_once(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let connection = record("alice", "c1", "gw-1", 1);
+    let registers: Vec<_> = (0..20)
+        .map(|_| {
+            let (presence, connection) = (presence.clone(), connection.clone());
+            tokio::spawn(async move { presence.register(&connection).await.unwrap() })
+        })
+        .collect();
+    for task in registers {
+        task.await.unwrap();
+    }
+    let unregisters: Vec<_> = (0..20)
+        .map(|_| {
+            let presence = presence.clone();
+            tokio::spawn(async move { presence.unregister("alice", "c1").await.unwrap() })
+        })
+        .collect();
+    for task in unregisters {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        summary(&events.settle(&presence).await),
+        expect(&[
+            ("alice", Connected, "c1", "gw-1"),
+            ("alice", Online, "c1", "gw-1"),
+            ("alice", Disconnected, "c1", "gw-1"),
+            ("alice", Offline, "c1", "gw-1"),
+        ])
+    );
+    assert_eq!(
+        presence.count_online().await.unwrap(),
+        OnlineCount::default()
+    );
+}
+
+async fn at_ms_round_trips_exactly(presence: Presence) {
+    let mut events = Events::new(&presence);
+    // A 13-digit timestamp of today, 2^53 + 1 (the first integer a double
+    // cannot hold) and the largest u64: none may be rounded on the way.
+    for (index, at_ms) in [1_712_345_678_901, 9_007_199_254_740_993, u64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let user = format!("user-{index}");
+        let connection = record(&user, "c1", "gw-1", at_ms);
+        presence.register(&connection).await.unwrap();
+        assert_eq!(presence.user(&user).await.unwrap(), [connection]);
+        let seen = events.settle(&presence).await;
+        assert_eq!(
+            seen.iter().map(|event| event.at_ms).collect::<Vec<_>>(),
+            [at_ms, at_ms]
+        );
+    }
+
+    let before = now_ms();
+    presence.unregister("user-0", "c1").await.unwrap();
+    let after = now_ms();
+    for event in events.settle(&presence).await {
+        assert!(
+            (before..=after).contains(&event.at_ms),
+            "{event:?} not in {before}..={after}"
+        );
+    }
+}
+
+async fn odd_ids_round_trip(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let user = "ünï\"cøde\\/{x}}\n\t😀 |";
+    let connection = record(user, "c\"1|2", "gw/1 ✓|{i}", 1_712_345_678_901);
+    presence.register(&connection).await.unwrap();
+    assert_eq!(
+        presence.user(user).await.unwrap(),
+        std::slice::from_ref(&connection)
+    );
+    assert_eq!(
+        presence.all_connections().await.unwrap(),
+        std::slice::from_ref(&connection)
+    );
+    presence
+        .unregister_instance(&connection.instance_id)
+        .await
+        .unwrap();
+
+    let expected: Vec<PresenceEvent> = [Connected, Online, Disconnected, Offline]
+        .into_iter()
+        .map(|kind| PresenceEvent {
+            user_id: user.to_owned(),
+            kind,
+            connection_id: connection.connection_id.clone(),
+            instance_id: connection.instance_id.clone(),
+            at_ms: 0,
+        })
+        .collect();
+    let seen: Vec<_> = events
+        .settle(&presence)
+        .await
+        .into_iter()
+        .map(|event| PresenceEvent { at_ms: 0, ..event })
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+async fn empty_ids_are_invalid(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let long = "x".repeat(pulse_presence::MAX_ID_LEN + 1);
+    let results = [
+        presence.register(&record("", "c1", "gw-1", 1)).await,
+        presence.register(&record("alice", "", "gw-1", 1)).await,
+        presence.register(&record("alice", "c1", "", 1)).await,
+        presence.register(&record(&long, "c1", "gw-1", 1)).await,
+        presence.unregister("", "c1").await,
+        presence.unregister("alice", "").await,
+        presence.unregister_instance("").await.map(drop),
+        presence.user("").await.map(drop),
+        presence
+            .users(&["alice".to_owned(), String::new()])
+            .await
+            .map(drop),
+    ];
+    for result in results {
+        assert!(
+            matches!(result, Err(PresenceError::InvalidArgument(_))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(events.settle(&presence).await, []);
+}

@@ -1,0 +1,392 @@
+//! `pulse.presence.v1.Presence`, health and reflection over real TCP, with a
+//! real Redis behind them.
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures_util::StreamExt;
+use pulse_presence::{
+    Presence, RedisOptions,
+    testing::{RedisServer, free_port, unique_namespace},
+};
+use pulse_protocol::{
+    event::timestamp_from_ms,
+    proto::presence::v1::{
+        self as pb, EventKind, presence_client::PresenceClient, presence_server,
+    },
+    status::reason_of,
+};
+use support::{DEADLINE, record, redis_presence};
+use tokio::{
+    net::TcpListener,
+    sync::oneshot,
+    task::JoinHandle,
+    time::{sleep, timeout},
+};
+use tonic::{Code, Streaming, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// A served store: the client channel, the stop switch and the server task.
+struct Served {
+    channel: Channel,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Served {
+    async fn start(presence: Presence) -> Self {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(pulse_presence::run(presence, listener, async {
+            let _ = stopped.await;
+        }));
+        // The listener is already bound, so connecting cannot race the server.
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            channel,
+            stop,
+            task,
+        }
+    }
+
+    fn client(&self) -> PresenceClient<Channel> {
+        PresenceClient::new(self.channel.clone())
+    }
+
+    async fn health(&self, service: &str) -> ServingStatus {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let response = HealthClient::new(self.channel.clone())
+            .check(request)
+            .await
+            .unwrap();
+        response.into_inner().status()
+    }
+
+    /// Polls the health of `service` until it is `status`.
+    async fn wait_health(&self, service: &str, status: ServingStatus) {
+        let polls = async {
+            while self.health(service).await != status {
+                sleep(Duration::from_millis(50)).await;
+            }
+        };
+        timeout(DEADLINE, polls)
+            .await
+            .unwrap_or_else(|_| panic!("health of {service:?} never became {status:?}"));
+    }
+
+    async fn shutdown(self) {
+        self.stop.send(()).unwrap();
+        timeout(DEADLINE, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+const SERVICE: &str = presence_server::SERVICE_NAME;
+
+async fn next_kind(stream: &mut Streaming<pb::PresenceEvent>) -> (String, EventKind, String) {
+    let event = timeout(DEADLINE, stream.message())
+        .await
+        .expect("an event in time")
+        .expect("no error")
+        .expect("the stream is open");
+    (event.user_id.clone(), event.kind(), event.connection_id)
+}
+
+#[tokio::test]
+async fn queries_answer_from_the_store() {
+    let server = RedisServer::start().await;
+    let presence = redis_presence(&server).await;
+    let served = Served::start(presence.clone()).await;
+    let mut client = served.client();
+
+    presence
+        .register(&record("alice", "c1", "gw-1", 1_712_345_678_901))
+        .await
+        .unwrap();
+    presence
+        .register(&record("alice", "c2", "gw-2", 1_712_345_678_902))
+        .await
+        .unwrap();
+    presence
+        .register(&record("bob", "b1", "gw-1", 1_712_345_678_903))
+        .await
+        .unwrap();
+
+    let alice = client
+        .get_user(pb::GetUserRequest {
+            user_id: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(alice.online);
+    assert_eq!(
+        alice.connections,
+        [
+            pb::Connection {
+                connection_id: "c1".into(),
+                instance_id: "gw-1".into(),
+                connected_at: Some(timestamp_from_ms(1_712_345_678_901)),
+            },
+            pb::Connection {
+                connection_id: "c2".into(),
+                instance_id: "gw-2".into(),
+                connected_at: Some(timestamp_from_ms(1_712_345_678_902)),
+            },
+        ]
+    );
+
+    let users = client
+        .get_users(pb::GetUsersRequest {
+            user_ids: vec!["bob".into(), "nobody".into(), "alice".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    let shape: Vec<_> = users
+        .iter()
+        .map(|user| (user.user_id.as_str(), user.online, user.connections.len()))
+        .collect();
+    assert_eq!(
+        shape,
+        [("bob", true, 1), ("nobody", false, 0), ("alice", true, 2)]
+    );
+
+    let count = client
+        .count_online(pb::CountOnlineRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((count.users, count.connections), (2, 3));
+    served.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_arguments_with_a_reason() {
+    let served = Served::start(Presence::in_memory()).await;
+    let mut client = served.client();
+    let too_many = vec!["u".to_owned(); 1001];
+
+    let statuses = [
+        client
+            .get_user(pb::GetUserRequest {
+                user_id: String::new(),
+            })
+            .await
+            .map(drop),
+        client
+            .get_users(pb::GetUsersRequest {
+                user_ids: too_many.clone(),
+            })
+            .await
+            .map(drop),
+        client
+            .get_users(pb::GetUsersRequest {
+                user_ids: vec!["alice".into(), String::new()],
+            })
+            .await
+            .map(drop),
+        client.watch(pb::WatchRequest::default()).await.map(drop),
+        client
+            .watch(pb::WatchRequest {
+                user_ids: vec!["alice".into()],
+                all: true,
+            })
+            .await
+            .map(drop),
+        client
+            .watch(pb::WatchRequest {
+                user_ids: too_many,
+                all: false,
+            })
+            .await
+            .map(drop),
+    ];
+    for status in statuses {
+        let status = status.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(
+            reason_of(&status).as_deref(),
+            Some("invalid_argument"),
+            "{status:?}"
+        );
+    }
+    served.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_streams_one_users_events_in_order() {
+    let server = RedisServer::start().await;
+    let presence = redis_presence(&server).await;
+    let served = Served::start(presence.clone()).await;
+    let mut client = served.client();
+
+    let mut alice = client
+        .watch(pb::WatchRequest {
+            user_ids: vec!["alice".into()],
+            all: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut everyone = client
+        .watch(pb::WatchRequest {
+            user_ids: vec![],
+            all: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    presence
+        .register(&record("bob", "b1", "gw-1", 1))
+        .await
+        .unwrap();
+    presence
+        .register(&record("alice", "c1", "gw-1", 2))
+        .await
+        .unwrap();
+    presence.unregister("alice", "c1").await.unwrap();
+
+    let alice_events = [
+        ("alice".to_owned(), EventKind::Connected, "c1".to_owned()),
+        ("alice".to_owned(), EventKind::Online, "c1".to_owned()),
+        ("alice".to_owned(), EventKind::Disconnected, "c1".to_owned()),
+        ("alice".to_owned(), EventKind::Offline, "c1".to_owned()),
+    ];
+    for expected in &alice_events {
+        assert_eq!(&next_kind(&mut alice).await, expected);
+    }
+    assert_eq!(
+        next_kind(&mut everyone).await,
+        ("bob".into(), EventKind::Connected, "b1".into())
+    );
+    assert_eq!(
+        next_kind(&mut everyone).await,
+        ("bob".into(), EventKind::Online, "b1".into())
+    );
+    for expected in &alice_events {
+        assert_eq!(&next_kind(&mut everyone).await, expected);
+    }
+
+    // Shutdown ends open watches with a reason, instead of waiting on them.
+    let stop = served.shutdown();
+    let (_, ended) = tokio::join!(stop, timeout(DEADLINE, alice.next()));
+    let status = ended.unwrap().expect("a final status").unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(reason_of(&status).as_deref(), Some("shutting_down"));
+}
+
+#[tokio::test]
+async fn a_watch_that_falls_behind_is_aborted() {
+    let presence = Presence::in_memory();
+    let served = Served::start(presence.clone()).await;
+    let mut watch = served
+        .client()
+        .watch(pb::WatchRequest {
+            user_ids: vec![],
+            all: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // More events than the bus buffers, while the client reads none.
+    for index in 0..20_000 {
+        let connection_id = format!("c{index}");
+        presence
+            .register(&record("alice", &connection_id, "gw-1", 1))
+            .await
+            .unwrap();
+    }
+    let outcome = timeout(DEADLINE, async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcome.code(), Code::Aborted);
+    assert_eq!(reason_of(&outcome).as_deref(), Some("watch_lagged"));
+    served.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_is_serving_while_redis_answers() {
+    let server = RedisServer::start().await;
+    let served = Served::start(redis_presence(&server).await).await;
+    served.wait_health("", ServingStatus::Serving).await;
+    served.wait_health(SERVICE, ServingStatus::Serving).await;
+    served.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_down_is_unavailable_with_a_reason() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let presence =
+        Presence::redis(RedisOptions::new(url).with_namespace(unique_namespace())).unwrap();
+    let served = Served::start(presence).await;
+
+    let status = served
+        .client()
+        .get_user(pb::GetUserRequest {
+            user_id: "alice".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason_of(&status).as_deref(), Some("backend_unavailable"));
+    assert_eq!(served.health("").await, ServingStatus::NotServing);
+    assert_eq!(served.health(SERVICE).await, ServingStatus::NotServing);
+    served.shutdown().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_the_presence_service() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+
+    let served = Served::start(Presence::in_memory()).await;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(served.channel.clone())
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a service list: {response:?}");
+    };
+    let names: Vec<_> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    assert!(names.iter().any(|name| name == SERVICE), "{names:?}");
+    drop(responses);
+    served.shutdown().await;
+}

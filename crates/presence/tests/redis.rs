@@ -1,0 +1,206 @@
+//! What only the Redis backend has: a server that can be down, a bus that
+//! reconnects, a subscriber task that must not outlive the store.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pulse_presence::{
+    Presence, PresenceError, RedisOptions,
+    testing::{RedisServer, free_port, unique_namespace},
+};
+use pulse_protocol::EventKind;
+use support::{DEADLINE, Events, bus_ready, record, redis_presence, wait_epoch};
+use tokio::{sync::broadcast::error::RecvError, time::timeout};
+
+/// Redis down must mean a prompt `Unavailable`, never a hang.
+const PROMPT: Duration = Duration::from_secs(5);
+
+fn presence_at(url: &str) -> Presence {
+    Presence::redis(RedisOptions::new(url).with_namespace(unique_namespace())).unwrap()
+}
+
+#[tokio::test]
+async fn redis_down_is_unavailable_promptly() {
+    let presence = presence_at(&format!("redis://127.0.0.1:{}", free_port()));
+
+    let started = Instant::now();
+    let result = presence.register(&record("alice", "c1", "gw-1", 1)).await;
+    assert!(
+        matches!(result, Err(PresenceError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
+
+    assert!(matches!(
+        presence.ping().await,
+        Err(PresenceError::Unavailable(_))
+    ));
+    assert!(matches!(
+        presence.user("alice").await,
+        Err(PresenceError::Unavailable(_))
+    ));
+    assert!(matches!(
+        presence.count_online().await,
+        Err(PresenceError::Unavailable(_))
+    ));
+    assert!(matches!(
+        presence.all_connections().await,
+        Err(PresenceError::Unavailable(_))
+    ));
+    assert_eq!(
+        *presence.bus_epoch().borrow(),
+        0,
+        "the bus cannot have subscribed"
+    );
+}
+
+#[tokio::test]
+async fn a_store_started_before_redis_works_once_redis_is_up() {
+    let port = free_port();
+    let presence = presence_at(&format!("redis://127.0.0.1:{port}"));
+    assert!(presence.ping().await.is_err());
+
+    let _server = RedisServer::spawn_on(port).await;
+    bus_ready(&presence).await;
+    let mut events = Events::new(&presence);
+    presence
+        .register(&record("alice", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    assert_eq!(events.next().await.kind, EventKind::Connected);
+    presence.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_bus_resubscribes_and_bumps_its_epoch() {
+    // A private server, because killing pub/sub clients would disturb other tests.
+    let server = RedisServer::spawn().await;
+    let presence = redis_presence(&server).await;
+    let mut epochs = presence.bus_epoch();
+    epochs.borrow_and_update();
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+
+    timeout(DEADLINE, epochs.changed()).await.unwrap().unwrap();
+    assert_eq!(*epochs.borrow(), 2);
+    let mut events = Events::new(&presence);
+    presence
+        .register(&record("alice", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    assert_eq!(events.next().await.kind, EventKind::Connected);
+}
+
+#[tokio::test]
+async fn the_bus_survives_a_redis_restart() {
+    let first = RedisServer::spawn().await;
+    let port = first.port().unwrap();
+    let presence = redis_presence(&first).await;
+    first.stop().await;
+
+    // Commands fail while it is down, and work again once it is back.
+    let down = presence.register(&record("alice", "c1", "gw-1", 1)).await;
+    assert!(
+        matches!(down, Err(PresenceError::Unavailable(_))),
+        "{down:?}"
+    );
+    let _second = RedisServer::spawn_on(port).await;
+    wait_epoch(&presence, 2).await;
+    let mut events = Events::new(&presence);
+    presence
+        .register(&record("alice", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    assert_eq!(events.next().await.kind, EventKind::Connected);
+}
+
+#[tokio::test]
+async fn undecodable_payloads_are_skipped() {
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let presence =
+        Presence::redis(RedisOptions::new(server.url()).with_namespace(&namespace)).unwrap();
+    bus_ready(&presence).await;
+    let mut events = Events::new(&presence);
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    for garbage in [
+        "not json",
+        r#"{"user_id":"alice"}"#,
+        r#"{"kind":"exploded"}"#,
+    ] {
+        let _: u64 = redis::cmd("PUBLISH")
+            .arg(format!("{namespace}:events"))
+            .arg(garbage)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+    presence
+        .register(&record("alice", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    let event = events.next().await;
+    assert_eq!(
+        (event.user_id.as_str(), event.kind),
+        ("alice", EventKind::Connected)
+    );
+}
+
+#[tokio::test]
+async fn the_bus_task_ends_with_the_last_clone() {
+    let server = RedisServer::start().await;
+    let presence = redis_presence(&server).await;
+    let clone = presence.clone();
+    let mut events = presence.subscribe();
+    drop(presence);
+    drop(clone);
+    // The task holds a sender of this channel, so `Closed` means it is gone.
+    let ended = timeout(DEADLINE, events.recv())
+        .await
+        .expect("the bus task ended");
+    assert!(matches!(ended, Err(RecvError::Closed)), "{ended:?}");
+}
+
+#[tokio::test]
+async fn two_stores_on_one_namespace_share_state_and_events() {
+    // Two gateway instances: each sees the other's changes, in one order.
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let options = RedisOptions::new(server.url()).with_namespace(&namespace);
+    let (one, two) = (
+        Presence::redis(options.clone()).unwrap(),
+        Presence::redis(options).unwrap(),
+    );
+    bus_ready(&one).await;
+    bus_ready(&two).await;
+    let (mut seen_by_one, mut seen_by_two) = (Events::new(&one), Events::new(&two));
+
+    one.register(&record("alice", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    two.register(&record("alice", "c2", "gw-2", 2))
+        .await
+        .unwrap();
+    one.unregister("alice", "c2").await.unwrap();
+    assert_eq!(
+        two.user("alice").await.unwrap(),
+        [record("alice", "c1", "gw-1", 1)]
+    );
+    let purged = two.unregister_instance("gw-1").await.unwrap();
+    assert_eq!(purged, 1);
+
+    let by_one = seen_by_one.settle(&one).await;
+    let by_two = seen_by_two.settle(&two).await;
+    assert_eq!(by_one.len(), 6);
+    assert_eq!(by_one, by_two);
+}

@@ -1,0 +1,184 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code, unreachable_pub)] // Each test binary uses its own subset.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use pulse_presence::{
+    ConnectionRecord, Presence, RedisOptions,
+    testing::{RedisServer, unique_namespace},
+};
+use pulse_protocol::{EventKind, PresenceEvent};
+use tokio::{sync::broadcast, time::timeout};
+
+/// How long any awaited condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn record(
+    user_id: &str,
+    connection_id: &str,
+    instance_id: &str,
+    connected_at_ms: u64,
+) -> ConnectionRecord {
+    ConnectionRecord {
+        connection_id: connection_id.to_owned(),
+        user_id: user_id.to_owned(),
+        instance_id: instance_id.to_owned(),
+        connected_at_ms,
+    }
+}
+
+/// A Redis-backed store in a fresh namespace, with its bus subscribed.
+pub async fn redis_presence(server: &RedisServer) -> Presence {
+    let options = RedisOptions::new(server.url()).with_namespace(unique_namespace());
+    let presence = Presence::redis(options).expect("valid redis options");
+    bus_ready(&presence).await;
+    presence
+}
+
+/// Waits until events published from now on reach subscribers.
+pub async fn bus_ready(presence: &Presence) {
+    wait_epoch(presence, 1).await;
+}
+
+/// Waits until the bus has subscribed at least `epoch` times.
+pub async fn wait_epoch(presence: &Presence, epoch: u64) {
+    let mut epochs = presence.bus_epoch();
+    timeout(DEADLINE, epochs.wait_for(|current| *current >= epoch))
+        .await
+        .unwrap_or_else(|_| panic!("the bus did not reach epoch {epoch} in time"))
+        .expect("the bus is alive");
+}
+
+/// A subscription with helpers to read it without sleeping.
+pub struct Events {
+    receiver: broadcast::Receiver<PresenceEvent>,
+}
+
+static MARKERS: AtomicU64 = AtomicU64::new(0);
+
+impl Events {
+    pub fn new(presence: &Presence) -> Self {
+        Self {
+            receiver: presence.subscribe(),
+        }
+    }
+
+    pub async fn next(&mut self) -> PresenceEvent {
+        timeout(DEADLINE, self.receiver.recv())
+            .await
+            .expect("an event in time")
+            .expect("the bus is alive and keeping up")
+    }
+
+    /// Every event published before this call, and nothing after.
+    ///
+    /// Events are totally ordered, so a marker connection registered and
+    /// unregistered now has its events after everything that came before;
+    /// reading up to the marker's `offline` proves nothing else is in flight,
+    /// with no sleep. The marker's own events are left out.
+    pub async fn settle(&mut self, presence: &Presence) -> Vec<PresenceEvent> {
+        let marker = format!("~marker-{}", MARKERS.fetch_add(1, Ordering::Relaxed));
+        presence
+            .register(&record(&marker, "marker", "marker", 1))
+            .await
+            .expect("registering the marker");
+        presence
+            .unregister(&marker, "marker")
+            .await
+            .expect("unregistering the marker");
+        let mut seen = Vec::new();
+        loop {
+            let event = self.next().await;
+            if event.user_id == marker && event.kind == EventKind::Offline {
+                return seen;
+            }
+            // Other stores' markers (tests with two stores) are left out too.
+            if !event.user_id.starts_with("~marker-") {
+                seen.push(event);
+            }
+        }
+    }
+}
+
+/// The parts of events that tests compare: user, kind, connection, instance.
+pub fn summary(events: &[PresenceEvent]) -> Vec<(String, EventKind, String, String)> {
+    events
+        .iter()
+        .map(|event| {
+            (
+                event.user_id.clone(),
+                event.kind,
+                event.connection_id.clone(),
+                event.instance_id.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Builds what [`summary`] returns from string slices.
+pub fn expect(
+    events: &[(&str, EventKind, &str, &str)],
+) -> Vec<(String, EventKind, String, String)> {
+    events
+        .iter()
+        .map(|(user, kind, connection, instance)| {
+            (
+                (*user).to_owned(),
+                *kind,
+                (*connection).to_owned(),
+                (*instance).to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Replays connected/disconnected events per user and checks that `online`
+/// comes right after (in that user's events) the `connected` that took the
+/// user from none to some, and `offline` right after the `disconnected` that
+/// took them back to none, and never otherwise. Returns the open counts.
+pub fn replay(events: &[PresenceEvent]) -> HashMap<String, i64> {
+    let mut open: HashMap<String, i64> = HashMap::new();
+    let mut due: HashMap<String, (EventKind, String)> = HashMap::new();
+    for event in events {
+        if let Some(expected) = due.remove(&event.user_id) {
+            assert_eq!(
+                (event.kind, event.connection_id.clone()),
+                expected,
+                "{event:?}"
+            );
+            continue;
+        }
+        let count = open.entry(event.user_id.clone()).or_default();
+        match event.kind {
+            EventKind::Connected => {
+                *count += 1;
+                if *count == 1 {
+                    due.insert(
+                        event.user_id.clone(),
+                        (EventKind::Online, event.connection_id.clone()),
+                    );
+                }
+            }
+            EventKind::Disconnected => {
+                *count -= 1;
+                assert!(*count >= 0, "more disconnects than connects: {event:?}");
+                if *count == 0 {
+                    due.insert(
+                        event.user_id.clone(),
+                        (EventKind::Offline, event.connection_id.clone()),
+                    );
+                }
+            }
+            EventKind::Online | EventKind::Offline => {
+                panic!("a transition nothing caused: {event:?}")
+            }
+        }
+    }
+    assert!(due.is_empty(), "transitions never published: {due:?}");
+    open
+}
