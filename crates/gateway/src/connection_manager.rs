@@ -45,48 +45,73 @@ struct Inner {
 impl ConnectionManager {
     /// An empty manager.
     pub fn new() -> Self {
-        todo!()
+        Self::default()
     }
 
     /// Adds a connection of `user_id`; returns how many local connections the user has now.
     pub fn add(&self, user_id: &str, connection: LocalConnection) -> usize {
-        let _ = (user_id, connection);
-        todo!()
+        let mut inner = self.lock();
+        let connections = inner.local.entry(user_id.to_owned()).or_default();
+        let added = connections
+            .insert(connection.connection_id.clone(), connection)
+            .is_none();
+        let count = connections.len();
+        if added {
+            inner.local_connections += 1;
+        }
+        count
     }
 
     /// Removes one connection; returns whether it was there.
     pub fn remove(&self, user_id: &str, connection_id: &str) -> bool {
-        let _ = (user_id, connection_id);
-        todo!()
+        let mut inner = self.lock();
+        let Some(connections) = inner.local.get_mut(user_id) else {
+            return false;
+        };
+        let removed = connections.remove(connection_id).is_some();
+        if connections.is_empty() {
+            inner.local.remove(user_id);
+        }
+        if removed {
+            inner.local_connections -= 1;
+        }
+        removed
     }
 
     /// Removes and returns every local connection of a user.
     pub fn remove_user(&self, user_id: &str) -> Vec<LocalConnection> {
-        let _ = user_id;
-        todo!()
+        let mut inner = self.lock();
+        let removed: Vec<LocalConnection> = inner
+            .local
+            .remove(user_id)
+            .map(|connections| connections.into_values().collect())
+            .unwrap_or_default();
+        inner.local_connections -= removed.len();
+        removed
     }
 
     /// The local connections of a user.
     pub fn connections(&self, user_id: &str) -> Vec<LocalConnection> {
-        let _ = user_id;
-        todo!()
+        self.lock()
+            .local
+            .get(user_id)
+            .map(|connections| connections.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// How many connections this instance holds for a user.
     pub fn local_count(&self, user_id: &str) -> usize {
-        let _ = user_id;
-        todo!()
+        self.lock().local.get(user_id).map_or(0, HashMap::len)
     }
 
     /// How many connections other instances hold for a user.
     pub fn remote_count(&self, user_id: &str) -> usize {
-        let _ = user_id;
-        todo!()
+        self.lock().remote.get(user_id).map_or(0, HashMap::len)
     }
 
     /// How many connections this instance holds in all.
     pub fn len(&self) -> usize {
-        todo!()
+        self.lock().local_connections
     }
 
     /// Whether this instance holds no connection.
@@ -96,30 +121,91 @@ impl ConnectionManager {
 
     /// How many users have at least one connection on this instance.
     pub fn user_count(&self) -> usize {
-        todo!()
+        self.lock().local.len()
     }
 
     /// Every local connection, with its user id.
     pub fn snapshot(&self) -> Vec<(String, LocalConnection)> {
-        todo!()
+        self.lock()
+            .local
+            .iter()
+            .flat_map(|(user_id, connections)| {
+                connections
+                    .values()
+                    .map(move |connection| (user_id.clone(), connection.clone()))
+            })
+            .collect()
+    }
+
+    /// How many connections other instances hold in all.
+    pub fn remote_len(&self) -> usize {
+        self.lock().remote_connections
     }
 
     /// Applies a presence event of another instance (`own_instance` is skipped).
     pub fn apply_remote_event(&self, own_instance: &str, event: &PresenceEvent) {
-        let _ = (own_instance, event);
-        todo!()
+        if event.instance_id == own_instance {
+            return;
+        }
+        let mut inner = self.lock();
+        match event.kind {
+            EventKind::Connected => {
+                let added = inner
+                    .remote
+                    .entry(event.user_id.clone())
+                    .or_default()
+                    .insert(event.connection_id.clone(), event.instance_id.clone())
+                    .is_none();
+                if added {
+                    inner.remote_connections += 1;
+                }
+            }
+            EventKind::Disconnected => {
+                let Some(connections) = inner.remote.get_mut(&event.user_id) else {
+                    return;
+                };
+                let removed = connections.remove(&event.connection_id).is_some();
+                if connections.is_empty() {
+                    inner.remote.remove(&event.user_id);
+                }
+                if removed {
+                    inner.remote_connections -= 1;
+                }
+            }
+            // Online and offline follow a connected or disconnected event,
+            // which already carried the change.
+            EventKind::Online | EventKind::Offline => {}
+        }
     }
 
     /// Replaces the whole view of other instances with a snapshot.
     pub fn replace_remote(&self, own_instance: &str, records: Vec<ConnectionRecord>) {
-        let _ = (own_instance, records);
-        todo!()
+        let mut remote: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let mut count = 0;
+        for record in records {
+            if record.instance_id == own_instance {
+                continue;
+            }
+            if remote
+                .entry(record.user_id)
+                .or_default()
+                .insert(record.connection_id, record.instance_id)
+                .is_none()
+            {
+                count += 1;
+            }
+        }
+        let mut inner = self.lock();
+        inner.remote = remote;
+        inner.remote_connections = count;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the maps half-updated in
         // a way that matters more than losing the gateway, so recover the data.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -240,8 +326,14 @@ mod tests {
         assert_eq!(manager.remote_count("alice"), 2);
         assert_eq!(manager.local_count("alice"), 1);
 
-        manager.apply_remote_event("me", &event(EventKind::Disconnected, "alice", "r1", "other"));
-        manager.apply_remote_event("me", &event(EventKind::Disconnected, "alice", "r1", "other"));
+        manager.apply_remote_event(
+            "me",
+            &event(EventKind::Disconnected, "alice", "r1", "other"),
+        );
+        manager.apply_remote_event(
+            "me",
+            &event(EventKind::Disconnected, "alice", "r1", "other"),
+        );
         assert_eq!(manager.remote_count("alice"), 1);
 
         manager.replace_remote(

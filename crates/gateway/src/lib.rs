@@ -1,1 +1,65 @@
-//! placeholder
+//! The WebSocket edge of Pulse.
+//!
+//! `pulse-gateway` serves `/ws` with hyper and fastwebsockets: it authenticates
+//! each socket (a `?token=` or a first `auth` message, within a deadline), runs
+//! the per-connection state machine (awaiting auth, live, closing), keeps
+//! sockets healthy with heartbeats, tracks every user's connections in the
+//! local [`ConnectionManager`], registers them with presence, and cleans up on
+//! every kind of end. Validation goes through `pulse-auth` (in-process or over
+//! gRPC) and state through `pulse-presence` (Redis or in-memory).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod connection_manager;
+pub mod login;
+mod server;
+pub mod session;
+
+use std::time::Duration;
+
+pub use config::{Config, ConfigError};
+pub use connection_manager::{ConnectionManager, LocalConnection};
+pub use login::DevLogin;
+pub use server::{DrainReport, Gateway, run};
+
+/// Everything the gateway needs besides its authenticator, its presence store and its listener.
+///
+/// Built from [`Config`] by the binary, or directly by tests.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This instance's id, as seen in `connected` messages and presence.
+    pub instance_id: String,
+    /// How often the server pings each socket; a socket whose pong has not
+    /// come back by the next ping is closed.
+    pub heartbeat_interval: Duration,
+    /// How long a socket may stay unauthenticated.
+    pub auth_timeout: Duration,
+    /// Clock skew allowed past a token's `exp` before a live connection is closed.
+    pub token_leeway: Duration,
+    /// The largest message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// How many messages may wait for a connection's socket before it is
+    /// treated as too slow and closed.
+    pub outbound_queue: usize,
+    /// How long shutdown waits for sockets to close and deregister.
+    pub drain_timeout: Duration,
+    /// The dev login endpoint, when it is on.
+    pub dev_login: Option<DevLogin>,
+}
+
+impl Settings {
+    /// The defaults of the contract, for an instance id.
+    pub fn new(instance_id: impl Into<String>) -> Self {
+        Self {
+            instance_id: instance_id.into(),
+            heartbeat_interval: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(5),
+            token_leeway: Duration::from_secs(30),
+            max_message_bytes: 64 * 1024,
+            outbound_queue: 256,
+            drain_timeout: Duration::from_secs(20),
+            dev_login: None,
+        }
+    }
+}

@@ -63,7 +63,10 @@ impl Gateway {
     }
 
     pub async fn connect(&self, query: &str) -> Client {
-        connect_async(self.url(query)).await.expect("websocket handshake").0
+        connect_async(self.url(query))
+            .await
+            .expect("websocket handshake")
+            .0
     }
 
     /// Signals shutdown and waits for the gateway to finish draining.
@@ -102,7 +105,11 @@ pub async fn close_frame(client: &mut Client) -> CloseFrame {
             .await
             .expect("no close within 10 s")
         {
-            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Close(Some(frame)))) => {
+                // Let tungstenite send its queued close reply, as a browser would at once.
+                let _ = client.flush().await;
+                return frame;
+            }
             Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
             Some(Ok(_)) => continue,
             other => panic!("socket ended without a close frame: {other:?}"),
@@ -130,7 +137,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

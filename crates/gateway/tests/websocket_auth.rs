@@ -87,7 +87,11 @@ mod websocket_auth {
     async fn a_token_over_8_kib_is_rejected() {
         let gateway = Gateway::start(settings()).await;
         let mut client = gateway.connect("").await;
-        send_json(&mut client, json!({"type": "auth", "token": "a".repeat(8193)})).await;
+        send_json(
+            &mut client,
+            json!({"type": "auth", "token": "a".repeat(8193)}),
+        )
+        .await;
         expect_error_then_close(&mut client, "token_too_large", 4401).await;
         gateway.stop().await;
     }

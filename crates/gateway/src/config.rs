@@ -1,0 +1,238 @@
+//! Settings from flags with environment fallbacks, validated once at start.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+use pulse_auth::{Authenticator, KeyArgs, RemoteValidator, Validator};
+use pulse_presence::{Presence, RedisOptions};
+
+use crate::{DevLogin, Settings};
+
+/// How long one call to a remote `pulse-auth` may take.
+const AUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A setting that cannot be used; its message names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting's value is not acceptable.
+    #[error("{setting}: {reason}")]
+    Invalid {
+        /// The flag and environment variable.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `pulse-gateway`: the WebSocket edge of Pulse.
+#[derive(Debug, Parser)]
+#[command(name = "pulse-gateway", version, about)]
+pub struct Config {
+    /// A helper command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address to listen on for WebSockets (`/ws`) and the dev login.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+
+    /// `pulse-auth` gRPC endpoint, such as http://pulse-auth:50051. Without it,
+    /// tokens are validated in-process with the key flags.
+    #[arg(long, env = "AUTH_URL")]
+    pub auth_url: Option<String>,
+
+    /// Redis for shared presence, such as redis://127.0.0.1:6379. Without it,
+    /// presence is in memory and this is the only instance.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel, so deployments can share a Redis.
+    #[arg(long, env = "REDIS_NAMESPACE", default_value = "pulse")]
+    pub redis_namespace: String,
+
+    /// This instance's id in presence; host name plus a random suffix when unset.
+    /// Keep it stable across restarts of the same pod to clear its old connections at once.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// How often the server pings each socket; one without a pong by the next ping is closed.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30s")]
+    pub heartbeat_interval: humantime::Duration,
+
+    /// How long a socket may stay unauthenticated before it is closed with 4408.
+    #[arg(long, env = "AUTH_TIMEOUT", default_value = "5s")]
+    pub auth_timeout: humantime::Duration,
+
+    /// Largest client message in bytes; larger ones close the socket with 1009.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Messages that may wait for one slow socket before it is closed.
+    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 256)]
+    pub outbound_queue: usize,
+
+    /// How long shutdown waits for sockets to close and deregister.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s")]
+    pub drain_timeout: humantime::Duration,
+
+    /// JSON file of dev users ({"users":[{"email","user_id","password_hash"}]},
+    /// argon2 hashes); turns on `POST /auth/login`. Needs --jwt-secret to sign tokens.
+    #[arg(long = "dev-users", env = "DEV_USERS_FILE")]
+    pub dev_users: Option<PathBuf>,
+
+    /// Lifetime of tokens minted by the dev login.
+    #[arg(long, env = "DEV_TOKEN_TTL", default_value = "1h")]
+    pub dev_token_ttl: humantime::Duration,
+
+    /// Keys for in-process validation (and for signing dev-login tokens).
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+/// Helper commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reads a password on stdin and prints its argon2 hash, for the dev users file.
+    HashPassword,
+}
+
+/// Everything `run` needs, built from a [`Config`].
+pub struct Built {
+    /// The address to bind.
+    pub listen: SocketAddr,
+    /// The gateway's settings.
+    pub settings: Settings,
+    /// How tokens are validated.
+    pub auth: Authenticator,
+    /// Where presence lives.
+    pub presence: Presence,
+}
+
+impl Config {
+    /// Checks every setting and builds the parts; must run inside a tokio runtime
+    /// (the Redis backend starts its bus task).
+    pub fn build(self) -> Result<Built, ConfigError> {
+        let positive = |value: humantime::Duration, setting: &'static str| {
+            let value: Duration = value.into();
+            if value.is_zero() {
+                Err(ConfigError::invalid(setting, "must be greater than zero"))
+            } else {
+                Ok(value)
+            }
+        };
+        let heartbeat_interval = positive(
+            self.heartbeat_interval,
+            "--heartbeat-interval / HEARTBEAT_INTERVAL",
+        )?;
+        let auth_timeout = positive(self.auth_timeout, "--auth-timeout / AUTH_TIMEOUT")?;
+        let drain_timeout = positive(self.drain_timeout, "--drain-timeout / DRAIN_TIMEOUT")?;
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "--max-message-bytes / MAX_MESSAGE_BYTES",
+                "must be at least 1024 (a token alone can be 8 KiB)",
+            ));
+        }
+        if self.outbound_queue == 0 {
+            return Err(ConfigError::invalid(
+                "--outbound-queue / OUTBOUND_QUEUE",
+                "must be at least 1",
+            ));
+        }
+        let instance_id = match self.instance_id {
+            Some(id) if id.trim().is_empty() || id.chars().any(char::is_whitespace) => {
+                return Err(ConfigError::invalid(
+                    "--instance-id / INSTANCE_ID",
+                    "must be non-empty and without spaces",
+                ));
+            }
+            Some(id) => id,
+            None => default_instance_id(),
+        };
+
+        let key_settings = || self.keys.validator_settings();
+        let auth = match &self.auth_url {
+            Some(url) => {
+                Authenticator::Remote(RemoteValidator::new(url, AUTH_REQUEST_TIMEOUT).map_err(
+                    |error| ConfigError::invalid("--auth-url / AUTH_URL", error.to_string()),
+                )?)
+            }
+            None => {
+                let settings = key_settings().map_err(|error| {
+                    ConfigError::invalid(
+                        "--jwt-secret / JWT_SECRET",
+                        format!("{error} (or set --auth-url to validate with pulse-auth)"),
+                    )
+                })?;
+                Authenticator::Local(Validator::new(settings).map_err(|error| {
+                    ConfigError::invalid("--jwt-secret / JWT_SECRET", error.to_string())
+                })?)
+            }
+        };
+
+        let dev_login = match &self.dev_users {
+            Some(path) => {
+                let keys = key_settings().map_err(|_| {
+                    ConfigError::invalid(
+                        "--dev-users / DEV_USERS_FILE",
+                        "the dev login signs tokens with --jwt-secret / JWT_SECRET, which is not set",
+                    )
+                })?;
+                Some(DevLogin::load(
+                    path,
+                    &keys.secret,
+                    positive(self.dev_token_ttl, "--dev-token-ttl / DEV_TOKEN_TTL")?,
+                )?)
+            }
+            None => None,
+        };
+
+        let presence = match self.redis_url {
+            Some(url) => {
+                if self.redis_namespace.is_empty() || self.redis_namespace.contains(['{', '}']) {
+                    return Err(ConfigError::invalid(
+                        "--redis-namespace / REDIS_NAMESPACE",
+                        "must be non-empty and without braces",
+                    ));
+                }
+                Presence::redis(RedisOptions::new(url).with_namespace(self.redis_namespace))
+                    .map_err(|error| {
+                        ConfigError::invalid("--redis-url / REDIS_URL", error.to_string())
+                    })?
+            }
+            None => Presence::in_memory(),
+        };
+
+        let settings = Settings {
+            instance_id,
+            heartbeat_interval,
+            auth_timeout,
+            token_leeway: self.keys.jwt_leeway.into(),
+            max_message_bytes: self.max_message_bytes,
+            outbound_queue: self.outbound_queue,
+            drain_timeout,
+            dev_login,
+        };
+        Ok(Built {
+            listen: self.listen,
+            settings,
+            auth,
+            presence,
+        })
+    }
+}
+
+/// The host name plus a random suffix, so two processes on one host differ.
+fn default_instance_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    format!("{host}-{suffix}")
+}

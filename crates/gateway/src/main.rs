@@ -1,0 +1,71 @@
+//! `pulse-gateway`: parse settings, bind, serve `/ws` until SIGTERM or Ctrl-C, drain.
+
+use std::io::Read;
+
+use pulse_gateway::config::{Command, Config};
+use pulse_protocol::runtime::{
+    exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
+};
+use tracing::{info, warn};
+
+#[tokio::main]
+async fn main() {
+    let config: Config = parse_or_exit();
+    if let Some(Command::HashPassword) = config.command {
+        let mut password = String::new();
+        if let Err(error) = std::io::stdin().read_to_string(&mut password) {
+            exit_with_config_error(&format!("reading the password from stdin: {error}"));
+        }
+        println!(
+            "{}",
+            pulse_gateway::login::hash_password(password.trim_end_matches(['\r', '\n']))
+        );
+        return;
+    }
+
+    init_tracing();
+    let built = match config.build() {
+        Ok(built) => built,
+        Err(error) => exit_with_config_error(&error),
+    };
+    let listener = match tokio::net::TcpListener::bind(built.listen).await {
+        Ok(listener) => listener,
+        Err(error) => exit_with_config_error(&format!(
+            "--listen / LISTEN_ADDR: cannot listen on {}: {error}",
+            built.listen
+        )),
+    };
+    let addr = listener.local_addr().unwrap_or(built.listen);
+    info!(
+        %addr,
+        instance_id = %built.settings.instance_id,
+        dev_login = built.settings.dev_login.is_some(),
+        "pulse-gateway listening"
+    );
+    match pulse_gateway::run(
+        built.settings,
+        built.auth,
+        built.presence,
+        listener,
+        shutdown_signal(),
+    )
+    .await
+    {
+        Ok(report) if report.completed => {
+            info!(
+                closed = report.open_at_shutdown,
+                "drained, every socket closed"
+            );
+        }
+        Ok(report) => {
+            warn!(
+                open = report.open_at_shutdown,
+                "drain timed out; remaining sockets dropped"
+            );
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(1);
+        }
+    }
+}

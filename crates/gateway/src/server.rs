@@ -1,0 +1,259 @@
+//! The HTTP side: accepting TCP, routing, upgrading `/ws`, and the drain.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use pulse_auth::Authenticator;
+use pulse_presence::Presence;
+use tokio::{net::TcpListener, sync::broadcast::error::RecvError};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn};
+
+use crate::{ConnectionManager, Settings, login, session};
+
+/// How long a client may take to send its request head (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What happened during shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Sockets open when shutdown began.
+    pub open_at_shutdown: usize,
+    /// Whether every session finished before the drain timeout.
+    pub completed: bool,
+}
+
+/// A gateway: its shared state, before and while it serves.
+pub struct Gateway {
+    shared: Arc<session::Shared>,
+}
+
+impl Gateway {
+    /// A gateway with these settings, validating tokens with `auth` and
+    /// keeping presence in `presence`.
+    pub fn new(settings: Settings, auth: Authenticator, presence: Presence) -> Self {
+        Self {
+            shared: Arc::new(session::Shared {
+                settings,
+                auth,
+                presence,
+                manager: Arc::new(ConnectionManager::new()),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The connections this gateway holds, and what it knows of other instances.
+    pub fn manager(&self) -> Arc<ConnectionManager> {
+        self.shared.manager.clone()
+    }
+
+    /// Serves on an already-bound listener until `shutdown` completes, then
+    /// drains: stops accepting, closes every socket with 1001, deregisters
+    /// them from presence and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<DrainReport, std::io::Error> {
+        let shared = self.shared;
+        let presence = shared.presence.clone();
+        let instance_id = shared.settings.instance_id.clone();
+        // A restart with the same instance id must not leave the previous life's
+        // connections behind.
+        match presence.unregister_instance(&instance_id).await {
+            Ok(0) => {}
+            Ok(stale) => info!(%instance_id, stale, "removed connections left by a previous run"),
+            Err(error) => {
+                warn!(%instance_id, %error, "could not clear a previous run's connections")
+            }
+        }
+
+        let tracker = TaskTracker::new();
+        tracker.spawn(remote_view(shared.clone()));
+
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        tracker.spawn(serve_connection(stream, peer, shared.clone(), tracker.clone()));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+
+        let open_at_shutdown = shared.manager.len();
+        info!(open = open_at_shutdown, "draining");
+        shared.shutdown.cancel();
+        tracker.close();
+        let completed = tokio::time::timeout(shared.settings.drain_timeout, tracker.wait())
+            .await
+            .is_ok();
+        // Whatever a session could not deregister itself goes now.
+        if let Err(error) = presence.unregister_instance(&instance_id).await {
+            warn!(%instance_id, %error, "could not deregister this instance's connections");
+        }
+        Ok(DrainReport {
+            open_at_shutdown,
+            completed,
+        })
+    }
+}
+
+/// Builds a [`Gateway`] and serves it; see [`Gateway::serve`].
+pub async fn run(
+    settings: Settings,
+    auth: Authenticator,
+    presence: Presence,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<DrainReport, std::io::Error> {
+    Gateway::new(settings, auth, presence)
+        .serve(listener, shutdown)
+        .await
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<session::Shared>,
+    tracker: TaskTracker,
+) {
+    let shared_shutdown = shared.shutdown.clone();
+    let service = service_fn(move |request| {
+        let shared = shared.clone();
+        let tracker = tracker.clone();
+        async move { Ok::<_, Infallible>(route(request, peer, shared, tracker).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let shutdown = shared_shutdown.clone();
+    let mut connection = std::pin::pin!(
+        builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+    );
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            // Finish the request in flight, if any, then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        debug!(%peer, %error, "http connection ended with an error");
+    }
+}
+
+async fn route(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<session::Shared>,
+    tracker: TaskTracker,
+) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/ws") => {
+            if shared.shutdown.is_cancelled() {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
+            }
+            if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+                let mut response = text(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this endpoint takes WebSocket upgrades only\n",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::UPGRADE, "websocket".parse().expect("static header"));
+                return response;
+            }
+            let query_token = request.uri().query().and_then(|query| {
+                form_urlencoded::parse(query.as_bytes())
+                    .find(|(key, _)| key == "token")
+                    .map(|(_, value)| value.into_owned())
+            });
+            match fastwebsockets::upgrade::upgrade(&mut request) {
+                Ok((response, upgrade)) => {
+                    tracker.spawn(async move {
+                        match upgrade.await {
+                            Ok(ws) => session::run(ws, query_token, peer, shared).await,
+                            Err(error) => debug!(%peer, %error, "upgrade did not complete"),
+                        }
+                    });
+                    response.map(|_| Full::new(Bytes::new()))
+                }
+                Err(error) => text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad websocket handshake: {error}\n"),
+                ),
+            }
+        }
+        (&Method::POST, "/auth/login") => match &shared.settings.dev_login {
+            Some(dev_login) => login::handle(dev_login, request).await,
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// A plain-text response.
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "text/plain; charset=utf-8".parse().expect("static header"),
+    );
+    response
+}
+
+/// Keeps the manager's view of other instances in step with the presence bus.
+async fn remote_view(shared: Arc<session::Shared>) {
+    let own = shared.settings.instance_id.as_str();
+    let mut events = shared.presence.subscribe();
+    let mut epoch = shared.presence.bus_epoch();
+    resync(&shared).await;
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            changed = epoch.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                resync(&shared).await;
+            }
+            event = events.recv() => match event {
+                Ok(event) => shared.manager.apply_remote_event(own, &event),
+                Err(RecvError::Lagged(missed)) => {
+                    warn!(missed, "presence events lagged; resynchronising");
+                    resync(&shared).await;
+                }
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+async fn resync(shared: &session::Shared) {
+    match shared.presence.all_connections().await {
+        Ok(records) => shared
+            .manager
+            .replace_remote(&shared.settings.instance_id, records),
+        Err(error) => warn!(%error, "could not load other instances' connections"),
+    }
+}
