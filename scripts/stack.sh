@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the whole stack locally: a private redis-server, pulse-auth,
+# pulse-presence and two gateway instances, with the dev login on.
+# Ctrl-C stops everything.
+#
+#   GATEWAY_PORTS="3000 3001" AUTH_PORT=50051 PRESENCE_PORT=50052 scripts/stack.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+GATEWAY_PORTS=${GATEWAY_PORTS:-"3000 3001"}
+AUTH_PORT=${AUTH_PORT:-50051}
+PRESENCE_PORT=${PRESENCE_PORT:-50052}
+export JWT_SECRET=${JWT_SECRET:-dev-secret}
+
+ensure_redis
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+bin=${CARGO_TARGET_DIR:-target}/debug
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  stop_private_redis
+}
+start_private_redis
+trap cleanup EXIT INT TERM
+
+"$bin/pulse-auth" --listen "127.0.0.1:$AUTH_PORT" &
+pids+=($!)
+"$bin/pulse-presence" --listen "127.0.0.1:$PRESENCE_PORT" --redis-url "$REDIS_URL" &
+pids+=($!)
+n=0
+for port in $GATEWAY_PORTS; do
+  n=$((n + 1))
+  "$bin/pulse-gateway" --listen "127.0.0.1:$port" --instance-id "gateway-$n" \
+    --auth-url "http://127.0.0.1:$AUTH_PORT" --redis-url "$REDIS_URL" \
+    --dev-users deploy/dev-users.json &
+  pids+=($!)
+done
+
+step "stack up: gateways on ports $GATEWAY_PORTS, pulse-auth :$AUTH_PORT, pulse-presence :$PRESENCE_PORT, $REDIS_URL (Ctrl-C stops)"
+wait -n "${pids[@]}" || true
+echo "a process exited; stopping the stack" >&2

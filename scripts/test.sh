@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The one test command (README and .ci/run call it): format, lint, docs and
+# every test of the workspace against a private redis-server on a free port.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_redis
+start_private_redis   # exports REDIS_URL; stopped on exit
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo doc --workspace --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+
+# The whole-system tests start the real binaries, so build them first.
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+step "cargo test --workspace --all-features (REDIS_URL=$REDIS_URL)"
+cargo test --workspace --all-features

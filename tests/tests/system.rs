@@ -1,0 +1,362 @@
+//! The whole system: a real redis-server, the real pulse-auth and
+//! pulse-presence binaries, two gateway instances, and WebSocket clients over TCP.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use pulse_e2e::*;
+use pulse_protocol::proto::presence::v1::{
+    EventKind, GetUserRequest, PresenceEvent, UserPresence, WatchRequest,
+    presence_client::PresenceClient,
+};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{Message, protocol::CloseFrame};
+use tonic::transport::Channel;
+
+struct Stack {
+    _redis: RedisServer,
+    _auth: Service,
+    _presence: Service,
+    gateways: Vec<Service>,
+    presence: PresenceClient<Channel>,
+}
+
+/// Redis, pulse-auth, pulse-presence and two gateways that use them, in a
+/// namespace of their own.
+async fn stack() -> Stack {
+    let redis = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let auth = Service::start(
+        "pulse-auth",
+        &["--listen", "127.0.0.1:0", "--jwt-secret", SECRET],
+    )
+    .await;
+    let presence = Service::start(
+        "pulse-presence",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            redis.url(),
+            "--redis-namespace",
+            &namespace,
+        ],
+    )
+    .await;
+    let auth_url = auth.grpc_url();
+    let mut gateways = Vec::new();
+    for instance in ["gw-a", "gw-b"] {
+        gateways.push(
+            Service::start(
+                "pulse-gateway",
+                &[
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--auth-url",
+                    &auth_url,
+                    "--redis-url",
+                    redis.url(),
+                    "--redis-namespace",
+                    &namespace,
+                    "--instance-id",
+                    instance,
+                ],
+            )
+            .await,
+        );
+    }
+    let client = PresenceClient::connect(presence.grpc_url()).await.unwrap();
+    Stack {
+        _redis: redis,
+        _auth: auth,
+        _presence: presence,
+        gateways,
+        presence: client,
+    }
+}
+
+async fn user(presence: &mut PresenceClient<Channel>, user_id: &str) -> UserPresence {
+    presence
+        .get_user(GetUserRequest {
+            user_id: user_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn instances_of(presence: &mut PresenceClient<Channel>, user_id: &str) -> Vec<String> {
+    let mut instances: Vec<String> = user(presence, user_id)
+        .await
+        .connections
+        .into_iter()
+        .map(|c| c.instance_id)
+        .collect();
+    instances.sort();
+    instances
+}
+
+async fn next_event(stream: &mut tonic::Streaming<PresenceEvent>) -> (EventKind, String) {
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the watch stream is open")
+        .expect("an event, not an error");
+    (event.kind(), event.instance_id)
+}
+
+#[tokio::test]
+async fn one_user_on_two_instances() {
+    let mut stack = stack().await;
+    let mut watch = stack
+        .presence
+        .watch(WatchRequest {
+            user_ids: vec!["alice".into()],
+            all: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A tab on each instance.
+    let query = format!("?token={}", token("alice"));
+    let mut on_a = connect(stack.gateways[0].addr, &query).await;
+    let connected_a = next_json(&mut on_a).await;
+    assert_eq!(connected_a["type"], "connected");
+    assert_eq!(connected_a["instance_id"], "gw-a");
+    assert_eq!(
+        next_event(&mut watch).await,
+        (EventKind::Connected, "gw-a".into())
+    );
+    assert_eq!(
+        next_event(&mut watch).await,
+        (EventKind::Online, "gw-a".into())
+    );
+
+    let mut on_b = connect(stack.gateways[1].addr, &query).await;
+    let connected_b = next_json(&mut on_b).await;
+    assert_eq!(connected_b["instance_id"], "gw-b");
+    assert_ne!(connected_a["connection_id"], connected_b["connection_id"]);
+    assert_eq!(
+        next_event(&mut watch).await,
+        (EventKind::Connected, "gw-b".into())
+    );
+
+    let presence = user(&mut stack.presence, "alice").await;
+    assert!(presence.online);
+    assert_eq!(
+        instances_of(&mut stack.presence, "alice").await,
+        ["gw-a", "gw-b"]
+    );
+    let ids: BTreeSet<String> = presence
+        .connections
+        .iter()
+        .map(|c| c.connection_id.clone())
+        .collect();
+    let expected: BTreeSet<String> = [&connected_a, &connected_b]
+        .iter()
+        .map(|m| m["connection_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, expected);
+
+    // The application ping works on a live socket.
+    on_a.send(Message::text(
+        json!({"type": "ping", "id": "p1"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_json(&mut on_a).await,
+        json!({"type": "pong", "id": "p1"})
+    );
+
+    // A clean close on A leaves B.
+    on_a.close(Some(CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_event(&mut watch).await,
+        (EventKind::Disconnected, "gw-a".into())
+    );
+    assert_eq!(instances_of(&mut stack.presence, "alice").await, ["gw-b"]);
+
+    // Dropping B's TCP without a close frame is cleaned up too, and the user goes offline.
+    drop(on_b);
+    assert_eq!(
+        next_event(&mut watch).await,
+        (EventKind::Disconnected, "gw-b".into())
+    );
+    assert_eq!(
+        next_event(&mut watch).await,
+        (EventKind::Offline, "gw-b".into())
+    );
+    let presence = user(&mut stack.presence, "alice").await;
+    assert!(!presence.online);
+    assert!(presence.connections.is_empty());
+}
+
+#[tokio::test]
+async fn a_gateway_stopped_with_sigterm_closes_with_1001_and_deregisters() {
+    let mut stack = stack().await;
+    let mut client = connect(stack.gateways[0].addr, &format!("?token={}", token("bob"))).await;
+    assert_eq!(next_json(&mut client).await["type"], "connected");
+    eventually("bob online", Duration::from_secs(10), || {
+        let mut presence = stack.presence.clone();
+        async move { user(&mut presence, "bob").await.online }
+    })
+    .await;
+
+    let status = stack.gateways[0].terminate().await;
+    assert!(status.success(), "gateway exit status {status}");
+    let error = next_json(&mut client).await;
+    assert_eq!(error["code"], "going_away");
+    match client.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+    // Deregistered before the process exited: no polling needed.
+    assert!(!user(&mut stack.presence, "bob").await.online);
+}
+
+#[tokio::test]
+async fn the_login_checkpoint() {
+    let users = std::env::temp_dir().join(format!("pulse-dev-users-{}.json", unique_namespace()));
+    let hash = hash_password("test123").await;
+    std::fs::write(
+        &users,
+        json!({"users": [{"email": "test@test.com", "user_id": "test-user", "password_hash": hash}]})
+            .to_string(),
+    )
+    .unwrap();
+    let gateway = Service::start(
+        "pulse-gateway",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--dev-users",
+            users.to_str().unwrap(),
+        ],
+    )
+    .await;
+
+    let (status, body) = post_json(
+        gateway.addr,
+        "/auth/login",
+        r#"{"email":"test@test.com","password":"test123"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = body["token"].as_str().unwrap();
+
+    let query = format!("?token={token}");
+    let mut first = connect(gateway.addr, &query).await;
+    let connected = next_json(&mut first).await;
+    assert_eq!(connected["type"], "connected");
+    assert_eq!(connected["user_id"], "test-user");
+    // A second tab with the same token, and the first stays connected.
+    let mut second = connect(gateway.addr, &query).await;
+    assert_eq!(next_json(&mut second).await["type"], "connected");
+    first
+        .send(Message::text(r#"{"type":"ping","id":1}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut first).await,
+        json!({"type": "pong", "id": 1})
+    );
+
+    let (status, body) = post_json(
+        gateway.addr,
+        "/auth/login",
+        r#"{"email":"test@test.com","password":"wrong"}"#,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("invalid_credentials"));
+    let (status, _) = post_json(gateway.addr, "/auth/login", "not json").await;
+    assert_eq!(status, 400);
+    std::fs::remove_file(users).ok();
+}
+
+async fn hash_password(password: &str) -> String {
+    let mut child = tokio::process::Command::new(binary("pulse-gateway"))
+        .arg("hash-password")
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(password.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A bad setting stops a binary at start with one line naming it.
+#[tokio::test]
+async fn bad_settings_fail_with_one_line() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "pulse-gateway",
+            &["--heartbeat-interval", "soon"],
+            "--heartbeat-interval",
+        ),
+        ("pulse-gateway", &[], "--jwt-secret"),
+        (
+            "pulse-gateway",
+            &["--jwt-secret", "s", "--auth-timeout", "0s"],
+            "--auth-timeout",
+        ),
+        (
+            "pulse-gateway",
+            &["--jwt-secret", "s", "--listen", "nowhere"],
+            "--listen",
+        ),
+        (
+            "pulse-gateway",
+            &[
+                "--jwt-secret",
+                "s",
+                "--dev-users",
+                "/nonexistent/users.json",
+            ],
+            "--dev-users",
+        ),
+        ("pulse-auth", &[], "--jwt-secret"),
+        (
+            "pulse-presence",
+            &["--listen", "127.0.0.1:99999"],
+            "--listen",
+        ),
+    ];
+    for (binary_name, args, setting) in cases {
+        let output = tokio::process::Command::new(binary(binary_name))
+            .args(*args)
+            .env_clear()
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{binary_name} {args:?}: {stderr}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{binary_name} {args:?} printed {stderr:?}");
+        assert!(
+            lines[0].contains(setting),
+            "{binary_name} {args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
