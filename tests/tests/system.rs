@@ -5,9 +5,12 @@ use std::{collections::BTreeSet, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use pulse_e2e::*;
-use pulse_protocol::proto::presence::v1::{
-    EventKind, GetUserRequest, PresenceEvent, UserPresence, WatchRequest,
-    presence_client::PresenceClient,
+use pulse_protocol::{
+    proto::presence::v1::{
+        DisconnectRequest, EventKind, GetUserRequest, PresenceEvent, SendRequest, UserPresence,
+        WatchRequest, presence_client::PresenceClient,
+    },
+    status::reason_of,
 };
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{Message, protocol::CloseFrame};
@@ -196,6 +199,81 @@ async fn one_user_on_two_instances() {
     let presence = user(&mut stack.presence, "alice").await;
     assert!(!presence.online);
     assert!(presence.connections.is_empty());
+}
+
+#[tokio::test]
+async fn send_and_disconnect_through_the_presence_service() {
+    let mut stack = stack().await;
+    let query = format!("?token={}", token("carol"));
+    let mut on_a = connect(stack.gateways[0].addr, &query).await;
+    next_json(&mut on_a).await;
+    let mut on_b = connect(stack.gateways[1].addr, &query).await;
+    next_json(&mut on_b).await;
+
+    let sent = stack
+        .presence
+        .send(SendRequest {
+            user_id: "carol".into(),
+            data_json: r#"{"title":"hello","n":[1,2,3]}"#.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.connections, 2);
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            next_json(client).await,
+            json!({"type": "message", "data": {"title": "hello", "n": [1, 2, 3]}})
+        );
+    }
+
+    let bad = stack
+        .presence
+        .send(SendRequest {
+            user_id: "carol".into(),
+            data_json: "{not json".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(reason_of(&bad).as_deref(), Some("invalid_argument"));
+
+    let offline = stack
+        .presence
+        .send(SendRequest {
+            user_id: "nobody".into(),
+            data_json: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(offline.connections, 0);
+
+    let closed = stack
+        .presence
+        .disconnect(DisconnectRequest {
+            user_id: "carol".into(),
+            connection_id: String::new(),
+            reason: "account suspended".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(closed.connections, 2);
+    for client in [&mut on_a, &mut on_b] {
+        let error = next_json(client).await;
+        assert_eq!(error["code"], "disconnected");
+        assert_eq!(error["message"], "account suspended");
+        match client.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 4403),
+            other => panic!("expected a 4403 close, got {other:?}"),
+        }
+    }
+    eventually("carol offline", Duration::from_secs(10), || {
+        let mut presence = stack.presence.clone();
+        async move { !user(&mut presence, "carol").await.online }
+    })
+    .await;
 }
 
 #[tokio::test]

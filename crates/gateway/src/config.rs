@@ -80,6 +80,10 @@ pub struct Config {
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 256)]
     pub outbound_queue: usize,
 
+    /// How long one write may block on a client that does not read before its socket is dropped.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value = "10s")]
+    pub write_timeout: humantime::Duration,
+
     /// How long shutdown waits for sockets to close and deregister.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s")]
     pub drain_timeout: humantime::Duration,
@@ -135,6 +139,7 @@ impl Config {
         )?;
         let auth_timeout = positive(self.auth_timeout, "--auth-timeout / AUTH_TIMEOUT")?;
         let drain_timeout = positive(self.drain_timeout, "--drain-timeout / DRAIN_TIMEOUT")?;
+        let write_timeout = positive(self.write_timeout, "--write-timeout / WRITE_TIMEOUT")?;
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "--max-message-bytes / MAX_MESSAGE_BYTES",
@@ -218,6 +223,7 @@ impl Config {
             token_leeway: self.keys.jwt_leeway.into(),
             max_message_bytes: self.max_message_bytes,
             outbound_queue: self.outbound_queue,
+            write_timeout,
             drain_timeout,
             dev_login,
         };

@@ -10,7 +10,7 @@ use pulse_presence::ConnectionRecord;
 use pulse_protocol::{EventKind, PresenceEvent};
 use tokio::sync::mpsc;
 
-use crate::session::Outbound;
+use crate::session::Kick;
 
 /// A connection held by this instance: what is needed to reach its socket.
 #[derive(Debug, Clone)]
@@ -19,8 +19,10 @@ pub struct LocalConnection {
     pub connection_id: Arc<str>,
     /// When it authenticated, milliseconds since the Unix epoch.
     pub connected_at_ms: u64,
-    /// The connection's bounded outbound queue.
-    pub outbound: mpsc::Sender<Outbound>,
+    /// The connection's bounded outbound queue of encoded server messages.
+    pub outbound: mpsc::Sender<Arc<str>>,
+    /// Closes the connection from outside its session.
+    pub kick: Arc<Kick>,
 }
 
 /// Tracks every open connection of this instance by user, and the connections
@@ -97,6 +99,14 @@ impl ConnectionManager {
             .get(user_id)
             .map(|connections| connections.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Calls `f` with each local connection of a user, under the lock: `f`
+    /// must not block (a `try_send` or a kick, not an `.await`).
+    pub fn for_each_connection(&self, user_id: &str, mut f: impl FnMut(&LocalConnection)) {
+        if let Some(connections) = self.lock().local.get(user_id) {
+            connections.values().for_each(&mut f);
+        }
     }
 
     /// How many connections this instance holds for a user.
@@ -213,13 +223,14 @@ impl ConnectionManager {
 mod tests {
     use super::*;
 
-    fn conn(id: &str) -> (LocalConnection, mpsc::Receiver<Outbound>) {
+    fn conn(id: &str) -> (LocalConnection, mpsc::Receiver<Arc<str>>) {
         let (outbound, rx) = mpsc::channel(4);
         (
             LocalConnection {
                 connection_id: id.into(),
                 connected_at_ms: 1,
                 outbound,
+                kick: Arc::default(),
             },
             rx,
         )

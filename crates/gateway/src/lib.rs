@@ -22,6 +22,7 @@ pub use config::{Config, ConfigError};
 pub use connection_manager::{ConnectionManager, LocalConnection};
 pub use login::DevLogin;
 pub use server::{DrainReport, Gateway, run};
+pub use session::Kick;
 
 /// Everything the gateway needs besides its authenticator, its presence store and its listener.
 ///
@@ -42,6 +43,8 @@ pub struct Settings {
     /// How many messages may wait for a connection's socket before it is
     /// treated as too slow and closed.
     pub outbound_queue: usize,
+    /// How long one write to a socket may block before the socket is dropped.
+    pub write_timeout: Duration,
     /// How long shutdown waits for sockets to close and deregister.
     pub drain_timeout: Duration,
     /// The dev login endpoint, when it is on.
@@ -58,6 +61,7 @@ impl Settings {
             token_leeway: Duration::from_secs(30),
             max_message_bytes: 64 * 1024,
             outbound_queue: 256,
+            write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
             dev_login: None,
         }

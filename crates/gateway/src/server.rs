@@ -9,7 +9,14 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pulse_auth::Authenticator;
 use pulse_presence::Presence;
-use tokio::{net::TcpListener, sync::broadcast::error::RecvError};
+use pulse_protocol::{CloseCode, Command, ErrorCode, command::message_frame};
+use tokio::{
+    net::TcpListener,
+    sync::{
+        broadcast::error::RecvError,
+        mpsc::{self, error::TrySendError},
+    },
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
@@ -75,6 +82,8 @@ impl Gateway {
 
         let tracker = TaskTracker::new();
         tracker.spawn(remote_view(shared.clone()));
+        let commands = presence.listen_commands(&instance_id);
+        tracker.spawn(run_commands(shared.clone(), commands));
 
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -255,5 +264,60 @@ async fn resync(shared: &session::Shared) {
             .manager
             .replace_remote(&shared.settings.instance_id, records),
         Err(error) => warn!(%error, "could not load other instances' connections"),
+    }
+}
+
+/// Carries out the commands internal services address to this instance.
+async fn run_commands(shared: Arc<session::Shared>, mut commands: mpsc::Receiver<Command>) {
+    loop {
+        let command = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            command = commands.recv() => match command {
+                Some(command) => command,
+                None => return,
+            },
+        };
+        match command {
+            Command::Send { user_id, data } => {
+                // Encoded once, shared by every connection of the user.
+                let frame: Arc<str> = message_frame(&data).into();
+                shared.manager.for_each_connection(&user_id, |connection| {
+                    match connection.outbound.try_send(frame.clone()) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            if !connection.kick.is_kicked() {
+                                warn!(%user_id, connection_id = %connection.connection_id, "outbound queue full; closing a slow consumer");
+                            }
+                            connection.kick.kick(
+                                CloseCode::TooMany,
+                                ErrorCode::SLOW_CONSUMER,
+                                "too many messages waiting: the connection does not read fast enough",
+                            );
+                        }
+                        // The session is ending; at most once means it goes without.
+                        Err(TrySendError::Closed(_)) => {}
+                    }
+                });
+            }
+            Command::Disconnect {
+                user_id,
+                connection_id,
+                reason,
+            } => {
+                shared.manager.for_each_connection(&user_id, |connection| {
+                    if connection_id
+                        .as_deref()
+                        .is_none_or(|id| id == &*connection.connection_id)
+                    {
+                        info!(%user_id, connection_id = %connection.connection_id, %reason, "disconnect requested");
+                        connection.kick.kick(
+                            CloseCode::Forbidden,
+                            ErrorCode::DISCONNECTED,
+                            reason.clone(),
+                        );
+                    }
+                });
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::{
     net::SocketAddr,
     pin::pin,
     sync::Arc,
+    sync::OnceLock,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -23,7 +24,7 @@ use pulse_auth::{AuthError, Authenticator, Identity};
 use pulse_presence::{ConnectionRecord, Presence};
 use pulse_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, event::now_ms};
 use tokio::{
-    sync::mpsc,
+    sync::{Notify, mpsc},
     time::{Instant, MissedTickBehavior, sleep_until, timeout},
 };
 use tokio_util::sync::CancellationToken;
@@ -31,25 +32,37 @@ use tracing::{debug, info, warn};
 
 use crate::{ConnectionManager, LocalConnection, Settings};
 
-/// How long one write may block on a client that does not read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-/// What other parts of the gateway ask a live connection to do.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// Send this already-encoded server message.
-    Text(Arc<str>),
-    /// Send an `error` message with `code` and `message`, then close with `close`.
-    Close {
-        /// The close code.
-        close: CloseCode,
-        /// The `error` message's code.
-        code: ErrorCode,
-        /// The `error` message's text, also the close reason.
-        message: String,
-    },
+/// A request to close a live connection from outside its session (an
+/// internal service's Disconnect, or a full outbound queue). The first
+/// request wins; the session notices it even while a write is blocked.
+#[derive(Debug, Default)]
+pub struct Kick {
+    reason: OnceLock<(CloseCode, ErrorCode, String)>,
+    notify: Notify,
+}
+
+impl Kick {
+    /// Asks the session to send an `error` with `code` and `message`, then close with `close`.
+    pub fn kick(&self, close: CloseCode, code: ErrorCode, message: impl Into<String>) {
+        if self.reason.set((close, code, message.into())).is_ok() {
+            // notify_one keeps a permit when the session is not waiting yet.
+            self.notify.notify_one();
+        }
+    }
+
+    /// Whether a kick was requested.
+    pub fn is_kicked(&self) -> bool {
+        self.reason.get().is_some()
+    }
+
+    async fn requested(&self) -> End {
+        self.notify.notified().await;
+        let (close, code, message) = self.reason.get().expect("set before notifying");
+        End::fail(*close, code.clone(), message)
+    }
 }
 
 /// What every session shares.
@@ -82,6 +95,8 @@ pub(crate) async fn run(
     let mut socket = Socket {
         reader: Some(FrameReader::new(reader, shared.settings.max_message_bytes)),
         writer,
+        write_timeout: shared.settings.write_timeout,
+        kick: None,
     };
 
     let identity = match authenticate(&mut socket, query_token, &shared).await {
@@ -102,12 +117,15 @@ pub(crate) async fn run(
         connected_at_ms: now_ms(),
     };
     let (outbound, inbox) = mpsc::channel(shared.settings.outbound_queue);
+    let kick = Arc::new(Kick::default());
+    socket.kick = Some(kick.clone());
     shared.manager.add(
         &user_id,
         LocalConnection {
             connection_id: connection_id.clone(),
             connected_at_ms: record.connected_at_ms,
             outbound,
+            kick: kick.clone(),
         },
     );
     // A presence failure must not cost the client its socket: the connection is
@@ -203,10 +221,14 @@ async fn live(
     socket: &mut Socket,
     identity: Identity,
     connection_id: &str,
-    mut inbox: mpsc::Receiver<Outbound>,
+    mut inbox: mpsc::Receiver<Arc<str>>,
     shared: &Shared,
 ) -> End {
     let settings = &shared.settings;
+    let kick = socket
+        .kick
+        .clone()
+        .expect("set when the connection went live");
     let connected = ServerMessage::Connected {
         connection_id: connection_id.to_owned(),
         user_id: identity.user_id.clone(),
@@ -231,26 +253,29 @@ async fn live(
         // Everything but the read happens inside this select, so the read
         // future survives until it yields a frame.
         let incoming = {
-            let Socket { reader, writer } = socket;
+            let Socket {
+                reader,
+                writer,
+                write_timeout,
+                ..
+            } = socket;
             let reader = reader.as_mut().expect("the reader lives until finish");
             let mut read = pin!(reader.next());
             loop {
                 tokio::select! {
                     biased;
                     () = shared.shutdown.cancelled() => return End::going_away(),
+                    end = kick.requested() => return end,
                     incoming = &mut read => break incoming,
-                    outbound = inbox.recv() => match outbound {
-                        Some(Outbound::Text(text)) => {
-                            if let Err(end) = write_text(writer, &text).await {
-                                return end;
-                            }
+                    outbound = inbox.recv() => {
+                        // The manager holds the sender until this session removes
+                        // the connection, so the queue cannot close before.
+                        let Some(text) = outbound else { return End::going_away() };
+                        let frame = Frame::text(Payload::Borrowed(text.as_bytes()));
+                        if let Err(end) = write_or_kick(writer, frame, *write_timeout, &kick).await {
+                            return end;
                         }
-                        Some(Outbound::Close { close, code, message }) => {
-                            return End::fail(close, code, &message);
-                        }
-                        // The manager dropped this connection's sender: it was removed.
-                        None => return End::going_away(),
-                    },
+                    }
                     _ = heartbeat.tick() => {
                         if awaiting_pong {
                             return End::fail(
@@ -260,7 +285,8 @@ async fn live(
                             );
                         }
                         awaiting_pong = true;
-                        if let Err(end) = write_frame(writer, Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""))).await {
+                        let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""));
+                        if let Err(end) = write_or_kick(writer, ping, *write_timeout, &kick).await {
                             return end;
                         }
                     }
@@ -388,6 +414,10 @@ enum Message {
 struct Socket {
     reader: Option<FrameReader>,
     writer: Writer,
+    /// How long one write may block on a client that does not read.
+    write_timeout: Duration,
+    /// Set once the connection is live.
+    kick: Option<Arc<Kick>>,
 }
 
 impl Socket {
@@ -396,7 +426,12 @@ impl Socket {
     }
 
     async fn send_text(&mut self, text: &str) -> Result<(), End> {
-        write_text(&mut self.writer, text).await
+        write_frame(
+            &mut self.writer,
+            Frame::text(Payload::Borrowed(text.as_bytes())),
+            self.write_timeout,
+        )
+        .await
     }
 
     /// Answers control frames and maps read errors; returns the message frames.
@@ -405,7 +440,8 @@ impl Socket {
             Incoming::Text(text) => Ok(Some(Message::Text(text))),
             Incoming::Binary => Ok(Some(Message::Binary)),
             Incoming::Ping(payload) => {
-                write_frame(&mut self.writer, Frame::pong(Payload::Owned(payload))).await?;
+                let pong = Frame::pong(Payload::Owned(payload));
+                write_frame(&mut self.writer, pong, self.write_timeout).await?;
                 Ok(None)
             }
             Incoming::Pong => Ok(None),
@@ -415,7 +451,7 @@ impl Socket {
                     Ok(()) => Frame::close_raw(Payload::Owned(payload)),
                     Err((code, reason)) => Frame::close(code, reason.as_bytes()),
                 };
-                let _ = timeout(WRITE_TIMEOUT, self.writer.write_frame(reply)).await;
+                let _ = timeout(self.write_timeout, self.writer.write_frame(reply)).await;
                 Err(End::Gone("client closed"))
             }
         }
@@ -432,7 +468,7 @@ impl Socket {
                 message,
             } => {
                 let error = ServerMessage::error(code, message.clone()).encode();
-                if write_text(&mut self.writer, &error).await.is_err() {
+                if self.send_text(&error).await.is_err() {
                     return;
                 }
                 (close.code(), message)
@@ -441,7 +477,7 @@ impl Socket {
         let reason = truncate_reason(&reason);
         let close = Frame::close(code, reason.as_bytes());
         if !matches!(
-            timeout(WRITE_TIMEOUT, self.writer.write_frame(close)).await,
+            timeout(self.write_timeout, self.writer.write_frame(close)).await,
             Ok(Ok(()))
         ) {
             return;
@@ -459,15 +495,27 @@ impl Socket {
     }
 }
 
-async fn write_text(writer: &mut Writer, text: &str) -> Result<(), End> {
-    write_frame(writer, Frame::text(Payload::Borrowed(text.as_bytes()))).await
-}
-
-async fn write_frame(writer: &mut Writer, frame: Frame<'_>) -> Result<(), End> {
-    match timeout(WRITE_TIMEOUT, writer.write_frame(frame)).await {
+async fn write_frame(writer: &mut Writer, frame: Frame<'_>, limit: Duration) -> Result<(), End> {
+    match timeout(limit, writer.write_frame(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone("write failed")),
         Err(_) => Err(End::Gone("write timed out")),
+    }
+}
+
+/// A write that gives way to a kick: a client whose writes block is the one a
+/// full queue kicks, and waiting out the write timeout would only delay it.
+/// A write abandoned halfway leaves no room for a close frame, so the
+/// transport is dropped.
+async fn write_or_kick(
+    writer: &mut Writer,
+    frame: Frame<'_>,
+    limit: Duration,
+    kick: &Kick,
+) -> Result<(), End> {
+    tokio::select! {
+        result = write_frame(writer, frame, limit) => result,
+        _ = kick.requested() => Err(End::Gone("kicked while a write was blocked")),
     }
 }
 

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use pulse_protocol::PresenceEvent;
+use pulse_protocol::{Command, PresenceEvent};
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::{
-    sync::{broadcast, oneshot, watch},
+    sync::{broadcast, mpsc, oneshot, watch},
     time::{Instant, MissedTickBehavior, interval_at, sleep, timeout},
 };
 use tracing::{debug, info, warn};
@@ -25,6 +25,14 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a ping may take before the connection counts as lost.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Where the commands addressed to this process's instance go: its channel
+/// and the receiver's queue.
+#[derive(Debug, Clone)]
+pub(crate) struct CommandListener {
+    pub(crate) channel: String,
+    pub(crate) sender: mpsc::Sender<Command>,
+}
+
 /// Spawns the bus task. It runs until `stop` resolves, which happens when
 /// the owning `Presence` is dropped (its sender goes with it).
 pub(crate) fn spawn(
@@ -32,12 +40,13 @@ pub(crate) fn spawn(
     channel: String,
     events: broadcast::Sender<PresenceEvent>,
     epoch: watch::Sender<u64>,
+    commands: watch::Receiver<Option<CommandListener>>,
     stop: oneshot::Receiver<()>,
 ) {
     tokio::spawn(async move {
         tokio::select! {
             _ = stop => debug!("presence bus stopped"),
-            () = run(client, channel, events, epoch) => {}
+            () = run(client, channel, events, epoch, commands) => {}
         }
     });
 }
@@ -50,11 +59,14 @@ async fn run(
     channel: String,
     events: broadcast::Sender<PresenceEvent>,
     epoch: watch::Sender<u64>,
+    mut commands: watch::Receiver<Option<CommandListener>>,
 ) {
     let mut backoff = INITIAL_BACKOFF;
     let mut down = false;
     loop {
-        match subscribe(&client, &channel).await {
+        // Whatever listener is current now is subscribed with the events.
+        let listener = commands.borrow_and_update().clone();
+        match subscribe(&client, &channel, listener.as_ref()).await {
             Ok((sink, stream)) => {
                 // Counted before forwarding, so that a consumer that sees the
                 // new epoch and re-snapshots cannot miss what follows.
@@ -65,7 +77,8 @@ async fn run(
                     debug!(%channel, "presence bus subscribed");
                 }
                 let started = Instant::now();
-                let reason = forward(sink, stream, &events).await;
+                let reason =
+                    forward(sink, stream, &channel, &events, listener, &mut commands).await;
                 warn!(%channel, %reason, "presence bus lost its redis subscription; reconnecting");
                 // Stays set through failed attempts, so the outage logs once.
                 down = true;
@@ -90,10 +103,14 @@ async fn run(
 async fn subscribe(
     client: &redis::Client,
     channel: &str,
+    listener: Option<&CommandListener>,
 ) -> Result<(PubSubSink, PubSubStream), String> {
     let attempt = async {
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
         sink.subscribe(channel).await?;
+        if let Some(listener) = listener {
+            sink.subscribe(&listener.channel).await?;
+        }
         Ok::<_, redis::RedisError>((sink, stream))
     };
     match timeout(CONNECT_TIMEOUT, attempt).await {
@@ -107,16 +124,45 @@ async fn subscribe(
 async fn forward(
     mut sink: PubSubSink,
     mut stream: PubSubStream,
+    events_channel: &str,
     events: &broadcast::Sender<PresenceEvent>,
+    mut listener: Option<CommandListener>,
+    commands: &mut watch::Receiver<Option<CommandListener>>,
 ) -> String {
     let mut pings = interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            changed = commands.changed() => {
+                if changed.is_err() {
+                    // The owning Presence is going away; the stop signal follows.
+                    std::future::pending::<()>().await;
+                }
+                let next = commands.borrow_and_update().clone();
+                if let Some(old) = &listener
+                    && let Err(error) = sink.unsubscribe(&old.channel).await
+                {
+                    return format!("unsubscribe failed: {error}");
+                }
+                if let Some(new) = &next
+                    && let Err(error) = sink.subscribe(&new.channel).await
+                {
+                    return format!("subscribe failed: {error}");
+                }
+                listener = next;
+            }
             message = stream.next() => {
                 let Some(message) = message else {
                     return "connection closed".to_owned();
                 };
+                if message.get_channel_name() != events_channel {
+                    if let Some(listener) = &listener
+                        && message.get_channel_name() == listener.channel
+                    {
+                        deliver_command(listener, message.get_payload_bytes());
+                    }
+                    continue;
+                }
                 match serde_json::from_slice::<PresenceEvent>(message.get_payload_bytes()) {
                     // Sending fails only when nobody subscribes, which is fine.
                     Ok(event) => drop(events.send(event)),
@@ -135,5 +181,22 @@ async fn forward(
                 }
             }
         }
+    }
+}
+
+/// Hands a command to this instance's listener. Delivery is at most once: a
+/// listener that is this far behind loses the command, with a warning.
+fn deliver_command(listener: &CommandListener, payload: &[u8]) {
+    match serde_json::from_slice::<Command>(payload) {
+        Ok(command) => match listener.sender.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => warn!(
+                user_id = command.user_id(),
+                "command queue full; dropping a command"
+            ),
+            // The listener was dropped; nobody on this instance wants commands.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        },
+        Err(error) => warn!(%error, "skipping an undecodable command"),
     }
 }

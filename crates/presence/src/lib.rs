@@ -34,12 +34,14 @@ use pulse_protocol::PresenceEvent;
 use tokio::sync::{broadcast, oneshot, watch};
 
 mod bus;
+mod commands;
 mod memory;
 mod redis_store;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use commands::{MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use service::run;
 
 use memory::MemoryStore;
@@ -154,6 +156,8 @@ struct Inner {
     backend: Backend,
     events: broadcast::Sender<PresenceEvent>,
     epoch: watch::Sender<u64>,
+    /// Where commands for this process's instance go, once a gateway listens.
+    commands: watch::Sender<Option<bus::CommandListener>>,
     // Dropped with the last `Presence` clone, which tells the bus task to stop.
     _bus_stop: Option<oneshot::Sender<()>>,
 }
@@ -188,6 +192,7 @@ impl Presence {
                 backend: Backend::Memory(MemoryStore::new(events.clone())),
                 events,
                 epoch,
+                commands: watch::channel(None).0,
                 _bus_stop: None,
             }),
         }
@@ -215,11 +220,13 @@ impl Presence {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (epoch, _) = watch::channel(0);
         let (bus_stop, stopped) = oneshot::channel();
+        let (commands, listener) = watch::channel(None);
         bus::spawn(
             store.subscriber(),
             store.keys().channel(),
             events.clone(),
             epoch.clone(),
+            listener,
             stopped,
         );
         Ok(Self {
@@ -227,6 +234,7 @@ impl Presence {
                 backend: Backend::Redis(store),
                 events,
                 epoch,
+                commands,
                 _bus_stop: Some(bus_stop),
             }),
         })

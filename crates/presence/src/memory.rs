@@ -178,6 +178,18 @@ impl MemoryStore {
         true
     }
 
+    /// How many connections the user has (0 or 1 with `only`).
+    pub(crate) fn count_connections(&self, user_id: &str, only: Option<&str>) -> u64 {
+        let state = self.lock();
+        let Some(connections) = state.users.get(user_id) else {
+            return 0;
+        };
+        match only {
+            Some(connection_id) => u64::from(connections.contains_key(connection_id)),
+            None => connections.len() as u64,
+        }
+    }
+
     pub(crate) fn user(&self, user_id: &str) -> Vec<ConnectionRecord> {
         let state = self.lock();
         let mut records = records_of(&state, user_id);

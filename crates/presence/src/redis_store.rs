@@ -9,6 +9,8 @@
 //! - `<ns>:online`: SET of the users whose hash is not empty.
 //! - `<ns>:connections`: the number of connections, as a counter.
 //! - `<ns>:events`: the pub/sub channel that carries [`PresenceEvent`] JSON.
+//! - `<ns>:commands:{<instance_id>}`: the pub/sub channel that carries
+//!   commands (send, disconnect) to one instance.
 //!
 //! Every change is one Lua script (`src/lua/`) that updates the keys and
 //! publishes the events together, so nothing reads, decides and writes from
@@ -26,7 +28,7 @@ use std::{
 };
 
 use deadpool_redis::{Manager, Pool, Runtime};
-use pulse_protocol::event::now_ms;
+use pulse_protocol::{Command, event::now_ms};
 use redis::{AsyncConnectionConfig, Script, aio::ConnectionLike};
 use tracing::warn;
 
@@ -56,6 +58,7 @@ macro_rules! script {
 static REGISTER: LazyLock<Script> = script!("lua/register.lua");
 static UNREGISTER: LazyLock<Script> = script!("lua/unregister.lua");
 static UNREGISTER_INSTANCE: LazyLock<Script> = script!("lua/unregister_instance.lua");
+static SEND: LazyLock<Script> = script!("lua/send.lua");
 
 /// Key and channel names under one namespace.
 #[derive(Debug, Clone)]
@@ -90,6 +93,15 @@ impl Keys {
 
     pub(crate) fn channel(&self) -> String {
         format!("{}:events", self.namespace)
+    }
+
+    fn commands_prefix(&self) -> String {
+        format!("{}:commands:{{", self.namespace)
+    }
+
+    /// The channel that carries commands for one instance.
+    pub(crate) fn commands(&self, instance_id: &str) -> String {
+        format!("{}:commands:{{{instance_id}}}", self.namespace)
     }
 }
 
@@ -192,6 +204,25 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Publishes a command to each instance holding the user's connections
+    /// (or the one connection); returns the connections on instances that took it.
+    pub(crate) async fn dispatch(
+        &self,
+        command: &Command,
+        only: Option<&str>,
+    ) -> Result<u64, PresenceError> {
+        let mut connection = self.connection().await?;
+        let reached: u64 = SEND
+            .key(self.keys.user(command.user_id()))
+            .arg(self.keys.commands_prefix())
+            .arg(command.encode())
+            .arg(only.unwrap_or(""))
+            .invoke_async(&mut *connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(reached)
     }
 
     pub(crate) async fn unregister_instance(

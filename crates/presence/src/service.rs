@@ -16,6 +16,7 @@ use pulse_protocol::{
     },
     status::status_with_reason,
 };
+use serde_json::value::RawValue;
 use tokio::{
     net::TcpListener,
     sync::{broadcast, watch},
@@ -208,6 +209,47 @@ impl presence_server::Presence for PresenceService {
             users: count.users,
             connections: count.connections,
         }))
+    }
+
+    async fn send(
+        &self,
+        request: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let request = request.into_inner();
+        if request.user_id.is_empty() {
+            return Err(invalid_argument("user_id must not be empty"));
+        }
+        // RawValue checks that the text is one JSON value and keeps it as sent.
+        let data = RawValue::from_string(request.data_json)
+            .map_err(|error| invalid_argument(&format!("data_json is not JSON: {error}")))?;
+        let connections = self
+            .presence
+            .send(&request.user_id, data)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::SendResponse { connections }))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        let request = request.into_inner();
+        if request.user_id.is_empty() {
+            return Err(invalid_argument("user_id must not be empty"));
+        }
+        let connection_id = Some(request.connection_id.as_str()).filter(|id| !id.is_empty());
+        let reason = if request.reason.is_empty() {
+            "disconnected by the server"
+        } else {
+            request.reason.as_str()
+        };
+        let connections = self
+            .presence
+            .disconnect(&request.user_id, connection_id, reason)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DisconnectResponse { connections }))
     }
 
     type WatchStream = WatchStream;

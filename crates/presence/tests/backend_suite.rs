@@ -45,6 +45,7 @@ both_backends!(
     at_ms_round_trips_exactly,
     odd_ids_round_trip,
     empty_ids_are_invalid,
+    commands_reach_the_listening_instance,
 );
 
 async fn register_then_query(presence: Presence) {
@@ -486,4 +487,84 @@ async fn empty_ids_are_invalid(presence: Presence) {
         );
     }
     assert_eq!(events.settle(&presence).await, []);
+}
+
+async fn commands_reach_the_listening_instance(presence: Presence) {
+    use pulse_protocol::Command;
+    use serde_json::value::RawValue;
+
+    let mut commands = presence.listen_commands("gw-1");
+    presence
+        .register(&record("alice", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    presence
+        .register(&record("alice", "c2", "gw-1", 2))
+        .await
+        .unwrap();
+
+    // With Redis the bus subscribes in the background; until it has, a send
+    // reaches nobody and says so (0), and nothing is delivered later.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let data = RawValue::from_string(r#"{"n":18446744073709551615}"#.into()).unwrap();
+        match presence.send("alice", data).await.unwrap() {
+            2 => break,
+            0 => assert!(tokio::time::Instant::now() < deadline, "never subscribed"),
+            other => panic!("reached {other} of 2"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    match commands.recv().await.unwrap() {
+        Command::Send { user_id, data } => {
+            assert_eq!(user_id, "alice");
+            assert_eq!(data.get(), r#"{"n":18446744073709551615}"#);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(
+        presence
+            .disconnect("alice", Some("c2"), "bye")
+            .await
+            .unwrap(),
+        1
+    );
+    match commands.recv().await.unwrap() {
+        Command::Disconnect {
+            user_id,
+            connection_id,
+            reason,
+        } => {
+            assert_eq!(
+                (user_id.as_str(), connection_id.as_deref(), reason.as_str()),
+                ("alice", Some("c2"), "bye")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        presence
+            .disconnect("alice", Some("nope"), "bye")
+            .await
+            .unwrap(),
+        0
+    );
+    let one = RawValue::from_string("1".into()).unwrap();
+    assert_eq!(
+        presence.send("bob", one).await.unwrap(),
+        0,
+        "offline users get nothing"
+    );
+    assert!(commands.try_recv().is_err(), "nothing else was delivered");
+
+    let too_big = RawValue::from_string(format!(
+        "\"{}\"",
+        "x".repeat(pulse_presence::MAX_DATA_BYTES)
+    ))
+    .unwrap();
+    assert!(matches!(
+        presence.send("alice", too_big).await,
+        Err(PresenceError::InvalidArgument(_))
+    ));
 }

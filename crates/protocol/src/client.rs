@@ -103,6 +103,10 @@ impl ErrorCode {
     pub const HEARTBEAT_TIMEOUT: Self = Self::new("heartbeat_timeout");
     /// The authentication service could not be reached.
     pub const AUTH_UNAVAILABLE: Self = Self::new("auth_unavailable");
+    /// The connection's outbound queue overflowed: it does not read fast enough.
+    pub const SLOW_CONSUMER: Self = Self::new("slow_consumer");
+    /// An internal service disconnected the connection.
+    pub const DISCONNECTED: Self = Self::new("disconnected");
     /// The server is shutting down.
     pub const GOING_AWAY: Self = Self::new("going_away");
 

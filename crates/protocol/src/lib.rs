@@ -2,6 +2,8 @@
 //!
 //! - [`client`]: the JSON protocol on `/ws`, as serde tagged enums, and the
 //!   close codes of the graphql-ws family.
+//! - [`command`]: what internal services ask of the instances that hold a
+//!   user's connections (send a message, disconnect).
 //! - [`event`]: the internal presence events that instances publish to each
 //!   other and that `Watch` streams to internal services.
 //! - [`proto`]: the prost/tonic code generated from `proto/`, with the file
@@ -13,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod command;
 pub mod event;
 pub mod proto;
 #[cfg(feature = "runtime")]
@@ -20,4 +23,5 @@ pub mod runtime;
 pub mod status;
 
 pub use client::{ClientMessage, CloseCode, ErrorCode, ServerMessage, Token};
+pub use command::Command;
 pub use event::{EventKind, PresenceEvent};

@@ -1,0 +1,104 @@
+//! Acting on a user's connections wherever they are: `send` and `disconnect`
+//! go to the instances that hold the connections, which listen with
+//! [`Presence::listen_commands`].
+//!
+//! Delivery is at most once. A command reaches the instances that hold the
+//! user's connections at the moment it is sent; nothing is stored for a user
+//! who is offline, and an instance that is down or too far behind loses it.
+
+use pulse_protocol::Command;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::{Backend, Presence, PresenceError, bus::CommandListener, check_id};
+
+/// How many commands may wait for this instance's gateway before new ones are dropped.
+const COMMAND_CAPACITY: usize = 16_384;
+/// The largest `data` a `send` takes, in bytes of JSON text.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+/// The longest disconnect reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 256;
+
+impl Presence {
+    /// Starts receiving the commands addressed to `instance_id`, the instance
+    /// this process serves. A later call replaces the earlier listener.
+    ///
+    /// With Redis, the bus subscribes to this instance's command channel (and
+    /// resubscribes after every reconnection); in memory, every command of this
+    /// process comes here.
+    pub fn listen_commands(&self, instance_id: &str) -> mpsc::Receiver<Command> {
+        let (sender, receiver) = mpsc::channel(COMMAND_CAPACITY);
+        let channel = match &self.inner.backend {
+            Backend::Memory(_) => String::new(),
+            Backend::Redis(store) => store.keys().commands(instance_id),
+        };
+        self.inner
+            .commands
+            .send_replace(Some(CommandListener { channel, sender }));
+        receiver
+    }
+
+    /// Delivers `data` as `{"type":"message","data":...}` to every open
+    /// connection of `user_id`; returns how many connections it was handed
+    /// to an instance for (0 when the user is offline).
+    pub async fn send(&self, user_id: &str, data: Box<RawValue>) -> Result<u64, PresenceError> {
+        check_id("user id", user_id)?;
+        if data.get().len() > MAX_DATA_BYTES {
+            return Err(PresenceError::InvalidArgument(format!(
+                "data is {} bytes; at most {MAX_DATA_BYTES} are sent",
+                data.get().len()
+            )));
+        }
+        let command = Command::Send {
+            user_id: user_id.to_owned(),
+            data,
+        };
+        self.dispatch(command, None).await
+    }
+
+    /// Closes the connections of `user_id` (or only `connection_id`) with an
+    /// `error` carrying `reason`, then 4403; returns how many were asked to close.
+    pub async fn disconnect(
+        &self,
+        user_id: &str,
+        connection_id: Option<&str>,
+        reason: &str,
+    ) -> Result<u64, PresenceError> {
+        check_id("user id", user_id)?;
+        if let Some(connection_id) = connection_id {
+            check_id("connection id", connection_id)?;
+        }
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(PresenceError::InvalidArgument(format!(
+                "reason is {} bytes; at most {MAX_REASON_BYTES}",
+                reason.len()
+            )));
+        }
+        let command = Command::Disconnect {
+            user_id: user_id.to_owned(),
+            connection_id: connection_id.map(str::to_owned),
+            reason: reason.to_owned(),
+        };
+        self.dispatch(command, connection_id).await
+    }
+
+    async fn dispatch(&self, command: Command, only: Option<&str>) -> Result<u64, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(store) => {
+                let count = store.count_connections(command.user_id(), only);
+                if count == 0 {
+                    return Ok(0);
+                }
+                let listener = self.inner.commands.borrow().clone();
+                let Some(listener) = listener else {
+                    return Ok(0);
+                };
+                Ok(match listener.sender.try_send(command) {
+                    Ok(()) => count,
+                    Err(_) => 0,
+                })
+            }
+            Backend::Redis(store) => store.dispatch(&command, only).await,
+        }
+    }
+}

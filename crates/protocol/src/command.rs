@@ -1,0 +1,119 @@
+//! Commands that internal services address to the gateway instances holding a
+//! user's connections: push a message, or disconnect.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A command for the connections of one user, carried on the bus to each
+/// instance that holds some of them.
+///
+/// Externally tagged on the wire (`{"send":{...}}`): serde buffers the content
+/// of internally tagged enums, which a borrowed-through `RawValue` cannot survive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Deliver `{"type":"message","data":...}` to every connection of the user.
+    Send {
+        /// The user whose connections get the message.
+        user_id: String,
+        /// Any JSON value, kept as its text so that it reaches clients byte for byte.
+        data: Box<RawValue>,
+    },
+    /// Close the user's connections (or one of them) with 4403.
+    Disconnect {
+        /// The user whose connections close.
+        user_id: String,
+        /// Only this connection, when set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connection_id: Option<String>,
+        /// Why, for the `error` message that precedes the close.
+        reason: String,
+    },
+}
+
+impl Command {
+    /// The user the command is for.
+    pub fn user_id(&self) -> &str {
+        match self {
+            Self::Send { user_id, .. } | Self::Disconnect { user_id, .. } => user_id,
+        }
+    }
+
+    /// Encodes the command for the bus.
+    pub fn encode(&self) -> String {
+        // Plain strings and already-valid JSON: serialising cannot fail.
+        serde_json::to_string(self).expect("commands always serialise")
+    }
+}
+
+/// The text of the `message` frame for `data`, built once and shared by every
+/// connection it goes to.
+pub fn message_frame(data: &RawValue) -> String {
+    let data = data.get();
+    let mut frame = String::with_capacity(data.len() + 27);
+    frame.push_str(r#"{"type":"message","data":"#);
+    frame.push_str(data);
+    frame.push('}');
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::ServerMessage;
+
+    #[test]
+    fn commands_round_trip_and_keep_data_byte_for_byte() {
+        let data =
+            RawValue::from_string(r#"{"id":12345678901234567890,"x":[1, 2]}"#.into()).unwrap();
+        let send = Command::Send {
+            user_id: "alice".into(),
+            data,
+        };
+        let decoded: Command = serde_json::from_str(&send.encode()).unwrap();
+        match decoded {
+            Command::Send { user_id, data } => {
+                assert_eq!(user_id, "alice");
+                // A u64 beyond 2^53 survives: it is never parsed into a float.
+                assert_eq!(data.get(), r#"{"id":12345678901234567890,"x":[1, 2]}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        let kick = Command::Disconnect {
+            user_id: "bob".into(),
+            connection_id: None,
+            reason: "revoked".into(),
+        };
+        assert_eq!(
+            kick.encode(),
+            r#"{"disconnect":{"user_id":"bob","reason":"revoked"}}"#
+        );
+        assert_eq!(kick.user_id(), "bob");
+    }
+
+    #[test]
+    fn message_frames_decode_as_server_messages() {
+        let data = RawValue::from_string(r#"{"hello":"world"}"#.into()).unwrap();
+        let frame = message_frame(&data);
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&frame).unwrap(),
+            ServerMessage::Message {
+                data: json!({"hello": "world"})
+            }
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_value_makes_a_valid_message_frame(n in any::<i64>(), s in "\\PC{0,20}", b in any::<bool>()) {
+            let value = json!({"n": n, "s": s, "list": [b, null]});
+            let data = RawValue::from_string(value.to_string()).unwrap();
+            let frame: Value = serde_json::from_str(&message_frame(&data)).unwrap();
+            prop_assert_eq!(&frame["data"], &value);
+            prop_assert_eq!(&frame["type"], "message");
+        }
+    }
+}
