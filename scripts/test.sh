@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command (README and .ci/run call it): format, lint, docs and
-# every test of the workspace against a private redis-server on a free port.
+# The one test command (README and .ci/run call it): format, lint, the deploy
+# files, docs, and every test of the workspace against a private
+# redis-server on a free port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -13,6 +14,9 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "deploy files (Dockerfile, deploy/compose.yaml, deploy/k8s)"
+bash scripts/validate-deploy.sh
 
 step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
