@@ -63,6 +63,8 @@ async fn stack() -> Stack {
                     &namespace,
                     "--instance-id",
                     instance,
+                    "--drain-spread",
+                    "300ms",
                 ],
             )
             .await,

@@ -88,6 +88,16 @@ pub struct Config {
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s")]
     pub drain_timeout: humantime::Duration,
 
+    /// Window over which shutdown spreads closing sockets with 1001, so that
+    /// clients do not all reconnect in the same second. Must be shorter than --drain-timeout.
+    #[arg(long, env = "DRAIN_SPREAD", default_value = "5s")]
+    pub drain_spread: humantime::Duration,
+
+    /// How long this instance's presence lease lasts; it is renewed every
+    /// third of it, and an instance that dies is reaped once it expires.
+    #[arg(long, env = "LEASE_TTL", default_value = "3s")]
+    pub lease_ttl: humantime::Duration,
+
     /// JSON file of dev users ({"users":[{"email","user_id","password_hash"}]},
     /// argon2 hashes); turns on `POST /auth/login`. Needs --jwt-secret to sign tokens.
     #[arg(long = "dev-users", env = "DEV_USERS_FILE")]
@@ -96,6 +106,35 @@ pub struct Config {
     /// Lifetime of tokens minted by the dev login.
     #[arg(long, env = "DEV_TOKEN_TTL", default_value = "1h")]
     pub dev_token_ttl: humantime::Duration,
+
+    /// Messages per second one connection may send on average (bursts of
+    /// twice that); over it the socket closes with 4429. 0: no limit.
+    #[arg(long, env = "MAX_MESSAGES_PER_SECOND", default_value_t = 50)]
+    pub max_messages_per_second: u32,
+
+    /// Connections one user may hold across every instance; the next one
+    /// closes with 4429. 0: no limit.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+
+    /// Sockets one client IP may hold before they authenticate; more get HTTP
+    /// 429. 0: no limit. Behind a proxy every client shares its IP: raise it.
+    #[arg(long, env = "MAX_UNAUTHENTICATED_PER_IP", default_value_t = 64)]
+    pub max_unauthenticated_per_ip: usize,
+
+    /// How long a client may take to send its HTTP request head (slowloris guard).
+    #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10s")]
+    pub handshake_timeout: humantime::Duration,
+
+    /// Comma-separated origins allowed to open sockets (https://app.example.com);
+    /// a request with another Origin gets 403, one without is allowed. Unset: any.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Mounts an unauthenticated echo endpoint at this path, with the
+    /// gateway's framing, for WebSocket conformance runs only. Off by default.
+    #[arg(long, env = "ECHO_PATH")]
+    pub echo_path: Option<String>,
 
     /// Keys for in-process validation (and for signing dev-login tokens).
     #[command(flatten)]
@@ -140,6 +179,51 @@ impl Config {
         let auth_timeout = positive(self.auth_timeout, "--auth-timeout / AUTH_TIMEOUT")?;
         let drain_timeout = positive(self.drain_timeout, "--drain-timeout / DRAIN_TIMEOUT")?;
         let write_timeout = positive(self.write_timeout, "--write-timeout / WRITE_TIMEOUT")?;
+        let handshake_timeout = positive(
+            self.handshake_timeout,
+            "--handshake-timeout / HANDSHAKE_TIMEOUT",
+        )?;
+        let allowed_origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+            .filter(|origin| !origin.is_empty())
+            .collect();
+        if let Some(bad) = allowed_origins
+            .iter()
+            .find(|origin| !(origin.starts_with("http://") || origin.starts_with("https://")))
+        {
+            return Err(ConfigError::invalid(
+                "--allowed-origins / ALLOWED_ORIGINS",
+                format!("{bad:?} is not an origin like https://app.example.com"),
+            ));
+        }
+        if let Some(path) = &self.echo_path
+            && (!path.starts_with('/')
+                || ["/ws", "/healthz", "/readyz", "/auth/login"].contains(&path.as_str()))
+        {
+            return Err(ConfigError::invalid(
+                "--echo-path / ECHO_PATH",
+                format!("{path:?} must start with / and not be one of the gateway's own paths"),
+            ));
+        }
+        let lease_ttl: Duration = self.lease_ttl.into();
+        if lease_ttl < Duration::from_millis(300) {
+            return Err(ConfigError::invalid(
+                "--lease-ttl / LEASE_TTL",
+                "must be at least 300ms (it is renewed every third of it)",
+            ));
+        }
+        let drain_spread: Duration = self.drain_spread.into();
+        if drain_spread >= drain_timeout {
+            return Err(ConfigError::invalid(
+                "--drain-spread / DRAIN_SPREAD",
+                format!(
+                    "must be shorter than --drain-timeout ({})",
+                    self.drain_timeout
+                ),
+            ));
+        }
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "--max-message-bytes / MAX_MESSAGE_BYTES",
@@ -185,7 +269,7 @@ impl Config {
 
         let dev_login = match &self.dev_users {
             Some(path) => {
-                let keys = key_settings().map_err(|_| {
+                let secret = self.keys.signing_secret().map_err(|_| {
                     ConfigError::invalid(
                         "--dev-users / DEV_USERS_FILE",
                         "the dev login signs tokens with --jwt-secret / JWT_SECRET, which is not set",
@@ -193,7 +277,7 @@ impl Config {
                 })?;
                 Some(DevLogin::load(
                     path,
-                    &keys.secret,
+                    &secret,
                     positive(self.dev_token_ttl, "--dev-token-ttl / DEV_TOKEN_TTL")?,
                 )?)
             }
@@ -208,10 +292,11 @@ impl Config {
                         "must be non-empty and without braces",
                     ));
                 }
-                Presence::redis(RedisOptions::new(url).with_namespace(self.redis_namespace))
-                    .map_err(|error| {
-                        ConfigError::invalid("--redis-url / REDIS_URL", error.to_string())
-                    })?
+                let mut options = RedisOptions::new(url).with_namespace(self.redis_namespace);
+                options.lease_ttl = lease_ttl;
+                Presence::redis(options).map_err(|error| {
+                    ConfigError::invalid("--redis-url / REDIS_URL", error.to_string())
+                })?
             }
             None => Presence::in_memory(),
         };
@@ -225,6 +310,15 @@ impl Config {
             outbound_queue: self.outbound_queue,
             write_timeout,
             drain_timeout,
+            drain_spread,
+            auth_url: self.auth_url.clone(),
+            lease_ttl,
+            max_messages_per_second: self.max_messages_per_second,
+            max_connections_per_user: self.max_connections_per_user,
+            max_unauthenticated_per_ip: self.max_unauthenticated_per_ip,
+            handshake_timeout,
+            allowed_origins,
+            echo_path: self.echo_path.clone(),
             dev_login,
         };
         Ok(Built {

@@ -52,7 +52,28 @@ impl ConnectionManager {
 
     /// Adds a connection of `user_id`; returns how many local connections the user has now.
     pub fn add(&self, user_id: &str, connection: LocalConnection) -> usize {
+        self.try_add(user_id, connection, 0)
+            .expect("no limit, never refused")
+    }
+
+    /// Adds a connection unless the user already holds `limit` connections
+    /// across every instance (0: no limit). `Err` carries the count that
+    /// refused it. Local counts are exact; other instances' are as recent as
+    /// the presence bus.
+    pub fn try_add(
+        &self,
+        user_id: &str,
+        connection: LocalConnection,
+        limit: usize,
+    ) -> Result<usize, usize> {
         let mut inner = self.lock();
+        if limit > 0 {
+            let held = inner.local.get(user_id).map_or(0, HashMap::len)
+                + inner.remote.get(user_id).map_or(0, HashMap::len);
+            if held >= limit {
+                return Err(held);
+            }
+        }
         let connections = inner.local.entry(user_id.to_owned()).or_default();
         let added = connections
             .insert(connection.connection_id.clone(), connection)
@@ -61,7 +82,7 @@ impl ConnectionManager {
         if added {
             inner.local_connections += 1;
         }
-        count
+        Ok(count)
     }
 
     /// Removes one connection; returns whether it was there.
@@ -323,6 +344,22 @@ mod tests {
         assert_eq!(manager.add("alice", conn("a1").0), 1);
         assert_eq!(manager.add("alice", conn("a1").0), 1);
         assert_eq!(manager.len(), 1);
+    }
+
+    #[test]
+    fn the_per_user_limit_counts_every_instance() {
+        let manager = ConnectionManager::new();
+        assert_eq!(manager.try_add("alice", conn("a1").0, 3), Ok(1));
+        manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r1", "other"));
+        assert_eq!(manager.try_add("alice", conn("a2").0, 3), Ok(2));
+        assert_eq!(manager.try_add("alice", conn("a3").0, 3), Err(3));
+        assert_eq!(manager.local_count("alice"), 2);
+        assert_eq!(manager.try_add("bob", conn("b1").0, 3), Ok(1));
+        assert_eq!(
+            manager.try_add("alice", conn("a3").0, 0),
+            Ok(3),
+            "0 is no limit"
+        );
     }
 
     #[test]

@@ -12,9 +12,13 @@
 
 pub mod config;
 pub mod connection_manager;
+mod lease;
+mod limits;
 pub mod login;
+pub mod readiness;
 mod server;
 pub mod session;
+mod socket;
 
 use std::time::Duration;
 
@@ -47,8 +51,33 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// How long shutdown waits for sockets to close and deregister.
     pub drain_timeout: Duration,
+    /// The window over which shutdown spreads the closing of sockets, so that
+    /// clients do not all reconnect in the same second. Shorter than `drain_timeout`.
+    pub drain_spread: Duration,
+    /// The `pulse-auth` endpoint, when tokens are validated remotely; `/readyz` checks it.
+    pub auth_url: Option<String>,
+    /// How long this instance's presence lease lasts without renewal (renewed
+    /// every third of it). Must match the `lease_ttl` of the Redis presence options.
+    pub lease_ttl: Duration,
     /// The dev login endpoint, when it is on.
     pub dev_login: Option<DevLogin>,
+    /// Messages per second one connection may send on average (bursts of
+    /// twice that); over it, close 4429. 0: no limit.
+    pub max_messages_per_second: u32,
+    /// Connections one user may hold across every instance; the next one is
+    /// closed with 4429. 0: no limit.
+    pub max_connections_per_user: usize,
+    /// Sockets one client IP may hold before they authenticate; more get HTTP
+    /// 429 at the upgrade. 0: no limit.
+    pub max_unauthenticated_per_ip: usize,
+    /// How long a client may take to send its HTTP request head (slowloris guard).
+    pub handshake_timeout: Duration,
+    /// Origins allowed to open sockets (`https://app.example.com`); a request
+    /// with another `Origin` gets 403, one without is allowed. Empty: any.
+    pub allowed_origins: Vec<String>,
+    /// An unauthenticated echo endpoint with the gateway's framing, for
+    /// WebSocket conformance runs only. Off when `None`.
+    pub echo_path: Option<String>,
 }
 
 impl Settings {
@@ -63,7 +92,16 @@ impl Settings {
             outbound_queue: 256,
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
+            drain_spread: Duration::from_secs(5),
+            auth_url: None,
+            lease_ttl: Duration::from_secs(3),
             dev_login: None,
+            max_messages_per_second: 50,
+            max_connections_per_user: 100,
+            max_unauthenticated_per_ip: 64,
+            handshake_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            echo_path: None,
         }
     }
 }

@@ -20,10 +20,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use crate::{ConnectionManager, Settings, login, session};
-
-/// How long a client may take to send its request head (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{ConnectionManager, Settings, limits, login, readiness::Readiness, session};
 
 /// What happened during shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +40,15 @@ impl Gateway {
     /// A gateway with these settings, validating tokens with `auth` and
     /// keeping presence in `presence`.
     pub fn new(settings: Settings, auth: Authenticator, presence: Presence) -> Self {
+        let readiness = Arc::new(Readiness::new(settings.auth_url.as_deref()));
         Self {
             shared: Arc::new(session::Shared {
+                readiness,
                 settings,
                 auth,
                 presence,
                 manager: Arc::new(ConnectionManager::new()),
+                unauthenticated: Arc::default(),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -82,6 +82,16 @@ impl Gateway {
 
         let tracker = TaskTracker::new();
         tracker.spawn(remote_view(shared.clone()));
+        tracker.spawn(
+            shared
+                .readiness
+                .clone()
+                .run(presence.clone(), shared.shutdown.clone()),
+        );
+        tracker.spawn(crate::lease::keep_lease(
+            shared.clone(),
+            shared.settings.lease_ttl,
+        ));
         let commands = presence.listen_commands(&instance_id);
         tracker.spawn(run_commands(shared.clone(), commands));
 
@@ -142,6 +152,7 @@ async fn serve_connection(
     tracker: TaskTracker,
 ) {
     let shared_shutdown = shared.shutdown.clone();
+    let handshake_timeout = shared.settings.handshake_timeout;
     let service = service_fn(move |request| {
         let shared = shared.clone();
         let tracker = tracker.clone();
@@ -150,7 +161,7 @@ async fn serve_connection(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(handshake_timeout);
     let shutdown = shared_shutdown.clone();
     let mut connection = std::pin::pin!(
         builder
@@ -176,10 +187,14 @@ async fn route(
     shared: Arc<session::Shared>,
     tracker: TaskTracker,
 ) -> Response<Full<Bytes>> {
+    let echo = shared.settings.echo_path.as_deref() == Some(request.uri().path());
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/ws") => {
+        (&Method::GET, path) if path == "/ws" || echo => {
             if shared.shutdown.is_cancelled() {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
+            }
+            if !limits::origin_allowed(request.headers(), &shared.settings.allowed_origins) {
+                return text(StatusCode::FORBIDDEN, "origin not allowed\n");
             }
             if !fastwebsockets::upgrade::is_upgrade_request(&request) {
                 let mut response = text(
@@ -191,6 +206,15 @@ async fn route(
                     .insert(header::UPGRADE, "websocket".parse().expect("static header"));
                 return response;
             }
+            let Some(unauthenticated) = shared
+                .unauthenticated
+                .admit(peer.ip(), shared.settings.max_unauthenticated_per_ip)
+            else {
+                return text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many unauthenticated sockets from this address\n",
+                );
+            };
             let query_token = request.uri().query().and_then(|query| {
                 form_urlencoded::parse(query.as_bytes())
                     .find(|(key, _)| key == "token")
@@ -200,7 +224,10 @@ async fn route(
                 Ok((response, upgrade)) => {
                     tracker.spawn(async move {
                         match upgrade.await {
-                            Ok(ws) => session::run(ws, query_token, peer, shared).await,
+                            Ok(ws) if echo => session::echo(ws, shared).await,
+                            Ok(ws) => {
+                                session::run(ws, query_token, peer, unauthenticated, shared).await;
+                            }
                             Err(error) => debug!(%peer, %error, "upgrade did not complete"),
                         }
                     });
@@ -212,12 +239,42 @@ async fn route(
                 ),
             }
         }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => ready(&shared),
         (&Method::POST, "/auth/login") => match &shared.settings.dev_login {
             Some(dev_login) => login::handle(dev_login, request).await,
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// 200 when this instance should get new connections, else 503; the body
+/// says why, one line per dependency.
+fn ready(shared: &session::Shared) -> Response<Full<Bytes>> {
+    let draining = shared.shutdown.is_cancelled();
+    let auth = shared.readiness.auth_ok();
+    let redis = shared.readiness.redis_ok();
+    let status = if !draining && auth {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    let body = format!(
+        "{}\nauth: {}\npresence: {}\nconnections: {}\n",
+        if draining {
+            "draining"
+        } else if auth {
+            "ready"
+        } else {
+            "not ready"
+        },
+        word(auth),
+        word(redis),
+        shared.manager.len(),
+    );
+    text(status, &body)
 }
 
 /// A plain-text response.

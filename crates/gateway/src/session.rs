@@ -15,9 +15,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use fastwebsockets::{
-    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
-};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use pulse_auth::{AuthError, Authenticator, Identity};
@@ -25,15 +23,16 @@ use pulse_presence::{ConnectionRecord, Presence};
 use pulse_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, event::now_ms};
 use tokio::{
     sync::{Notify, mpsc},
-    time::{Instant, MissedTickBehavior, sleep_until, timeout},
+    time::{Instant, MissedTickBehavior, sleep_until},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::{ConnectionManager, LocalConnection, Settings};
-
-/// How long to wait for the client's close frame after sending ours.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
+use crate::{
+    ConnectionManager, LocalConnection, Settings,
+    limits::{RateLimit, UnauthenticatedGuard},
+    socket::{End, Incoming, Message, Socket, write_or_kick},
+};
 
 /// A request to close a live connection from outside its session (an
 /// internal service's Disconnect, or a full outbound queue). The first
@@ -58,7 +57,7 @@ impl Kick {
         self.reason.get().is_some()
     }
 
-    async fn requested(&self) -> End {
+    pub(crate) async fn requested(&self) -> End {
         self.notify.notified().await;
         let (close, code, message) = self.reason.get().expect("set before notifying");
         End::fail(*close, code.clone(), message)
@@ -72,32 +71,21 @@ pub(crate) struct Shared {
     pub(crate) presence: Presence,
     pub(crate) manager: Arc<ConnectionManager>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) readiness: Arc<crate::readiness::Readiness>,
+    pub(crate) unauthenticated: Arc<crate::limits::Unauthenticated>,
 }
 
 type Io = TokioIo<Upgraded>;
-type Reader = WebSocketRead<tokio::io::ReadHalf<Io>>;
-type Writer = WebSocketWrite<tokio::io::WriteHalf<Io>>;
 
 /// Serves one upgraded socket until it ends, and cleans up after it.
 pub(crate) async fn run(
     ws: WebSocket<Io>,
     query_token: Option<String>,
     peer: SocketAddr,
+    unauthenticated: UnauthenticatedGuard,
     shared: Arc<Shared>,
 ) {
-    let mut ws = ws;
-    // Control frames are answered here, where the writer is, rather than by the
-    // library's read half, which has no writer after the split.
-    ws.set_auto_pong(false);
-    ws.set_auto_close(false);
-    ws.set_max_message_size(shared.settings.max_message_bytes);
-    let (reader, writer) = ws.split(tokio::io::split);
-    let mut socket = Socket {
-        reader: Some(FrameReader::new(reader, shared.settings.max_message_bytes)),
-        writer,
-        write_timeout: shared.settings.write_timeout,
-        kick: None,
-    };
+    let mut socket = Socket::new(ws, &shared.settings);
 
     let identity = match authenticate(&mut socket, query_token, &shared).await {
         Ok(identity) => identity,
@@ -107,6 +95,7 @@ pub(crate) async fn run(
             return;
         }
     };
+    drop(unauthenticated);
 
     let connection_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
     let user_id = identity.user_id.clone();
@@ -119,19 +108,29 @@ pub(crate) async fn run(
     let (outbound, inbox) = mpsc::channel(shared.settings.outbound_queue);
     let kick = Arc::new(Kick::default());
     socket.kick = Some(kick.clone());
-    shared.manager.add(
-        &user_id,
-        LocalConnection {
-            connection_id: connection_id.clone(),
-            connected_at_ms: record.connected_at_ms,
-            outbound,
-            kick: kick.clone(),
-        },
-    );
+    let local = LocalConnection {
+        connection_id: connection_id.clone(),
+        connected_at_ms: record.connected_at_ms,
+        outbound,
+        kick: kick.clone(),
+    };
+    let limit = shared.settings.max_connections_per_user;
+    if let Err(held) = shared.manager.try_add(&user_id, local, limit) {
+        debug!(%user_id, held, "connection refused: too many for the user");
+        let end = End::fail(
+            CloseCode::TooMany,
+            ErrorCode::TOO_MANY_CONNECTIONS,
+            &format!("this user already holds {held} connections; at most {limit} are allowed"),
+        );
+        socket.finish(end).await;
+        return;
+    }
     // A presence failure must not cost the client its socket: the connection is
     // live locally either way, and the failure is logged.
+    // While Redis is away the lease task reports the outage once and
+    // re-registers everything when it returns; one line per socket would drown it.
     if let Err(error) = shared.presence.register(&record).await {
-        warn!(%user_id, %connection_id, %error, "presence registration failed");
+        debug!(%user_id, %connection_id, %error, "presence registration failed");
     }
     info!(%user_id, %connection_id, %peer, "connected");
 
@@ -141,7 +140,7 @@ pub(crate) async fn run(
     // before the closing handshake, which may wait on a slow client.
     shared.manager.remove(&user_id, &connection_id);
     if let Err(error) = shared.presence.unregister(&user_id, &connection_id).await {
-        warn!(%user_id, %connection_id, %error, "presence deregistration failed");
+        debug!(%user_id, %connection_id, %error, "presence deregistration failed");
     }
     socket.finish(end).await;
 }
@@ -195,7 +194,7 @@ async fn first_message_token(
                     Err(error) => Err(End::malformed(&error.to_string())),
                 };
             }
-            Some(Message::Binary) => return Err(End::binary()),
+            Some(Message::Binary(_)) => return Err(End::binary()),
             None => continue,
         }
     }
@@ -248,6 +247,9 @@ async fn live(
     let mut awaiting_pong = false;
     let mut expires_at = expiry_instant(identity.expires_at, settings.token_leeway);
     let user_id = identity.user_id;
+    let mut rate = RateLimit::new(settings.max_messages_per_second);
+    // Created once so that this connection's place in the drain is drawn once.
+    let mut drain = pin!(drain_turn(&shared.shutdown, settings.drain_spread));
 
     loop {
         // Everything but the read happens inside this select, so the read
@@ -264,7 +266,7 @@ async fn live(
             loop {
                 tokio::select! {
                     biased;
-                    () = shared.shutdown.cancelled() => return End::going_away(),
+                    () = &mut drain => return End::going_away(),
                     end = kick.requested() => return end,
                     incoming = &mut read => break incoming,
                     outbound = inbox.recv() => {
@@ -303,9 +305,23 @@ async fn live(
         // Any frame from the client shows it is alive, not only a pong: a pong
         // can queue behind a large message.
         awaiting_pong = false;
+        if matches!(
+            incoming,
+            Ok(Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_))
+        ) && !rate.allow()
+        {
+            return End::fail(
+                CloseCode::TooMany,
+                ErrorCode::RATE_LIMITED,
+                &format!(
+                    "more than {} messages per second",
+                    settings.max_messages_per_second
+                ),
+            );
+        }
         let text = match socket.control(incoming).await {
             Ok(Some(Message::Text(text))) => text,
-            Ok(Some(Message::Binary)) => return End::binary(),
+            Ok(Some(Message::Binary(_))) => return End::binary(),
             Ok(None) => continue,
             Err(end) => return end,
         };
@@ -336,6 +352,17 @@ async fn live(
     }
 }
 
+/// Completes at this connection's turn to close in a drain: a random point
+/// within `spread` after shutdown begins, so that clients do not all
+/// reconnect in the same second. The connection serves normally until then.
+async fn drain_turn(shutdown: &CancellationToken, spread: Duration) {
+    shutdown.cancelled().await;
+    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    if spread_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..spread_ms))).await;
+    }
+}
+
 /// The instant a token with `exp` (seconds since the epoch) stops being accepted.
 fn expiry_instant(exp: u64, leeway: Duration) -> Instant {
     let now_secs = SystemTime::now()
@@ -346,313 +373,26 @@ fn expiry_instant(exp: u64, leeway: Duration) -> Instant {
     Instant::now() + left.min(Duration::from_secs(10 * 365 * 24 * 3600))
 }
 
-/// How a session ends, and what the client is told.
-#[derive(Debug)]
-pub(crate) enum End {
-    /// Send an `error` message, then close with a code.
-    Fail {
-        close: CloseCode,
-        code: ErrorCode,
-        message: String,
-    },
-    /// Close with a WebSocket-level code and reason, no `error` message
-    /// (protocol violations, answers to the client's close).
-    Close { code: u16, reason: &'static str },
-    /// The client closed and was answered, or the transport is gone.
-    Gone(&'static str),
-}
-
-impl End {
-    fn fail(close: CloseCode, code: ErrorCode, message: &str) -> Self {
-        Self::Fail {
-            close,
-            code,
-            message: message.to_owned(),
-        }
-    }
-
-    fn going_away() -> Self {
-        Self::fail(
-            CloseCode::GoingAway,
-            ErrorCode::GOING_AWAY,
-            "server shutting down",
-        )
-    }
-
-    fn malformed(detail: &str) -> Self {
-        Self::fail(
-            CloseCode::Malformed,
-            ErrorCode::MALFORMED_MESSAGE,
-            &format!("not a valid message: {detail}"),
-        )
-    }
-
-    fn binary() -> Self {
-        Self::fail(
-            CloseCode::Malformed,
-            ErrorCode::MALFORMED_MESSAGE,
-            "binary frames are not part of the protocol; send JSON text",
-        )
-    }
-
-    /// A short reason for logs.
-    pub(crate) fn reason(&self) -> &str {
-        match self {
-            Self::Fail { code, .. } => code.as_str(),
-            Self::Close { reason, .. } | Self::Gone(reason) => reason,
-        }
-    }
-}
-
-/// A message frame, after control frames have been dealt with.
-enum Message {
-    Text(String),
-    Binary,
-}
-
-/// Both halves of a socket.
-struct Socket {
-    reader: Option<FrameReader>,
-    writer: Writer,
-    /// How long one write may block on a client that does not read.
-    write_timeout: Duration,
-    /// Set once the connection is live.
-    kick: Option<Arc<Kick>>,
-}
-
-impl Socket {
-    fn reader(&mut self) -> &mut FrameReader {
-        self.reader.as_mut().expect("the reader lives until finish")
-    }
-
-    async fn send_text(&mut self, text: &str) -> Result<(), End> {
-        write_frame(
-            &mut self.writer,
-            Frame::text(Payload::Borrowed(text.as_bytes())),
-            self.write_timeout,
-        )
-        .await
-    }
-
-    /// Answers control frames and maps read errors; returns the message frames.
-    async fn control(&mut self, incoming: Result<Incoming, End>) -> Result<Option<Message>, End> {
-        match incoming? {
-            Incoming::Text(text) => Ok(Some(Message::Text(text))),
-            Incoming::Binary => Ok(Some(Message::Binary)),
-            Incoming::Ping(payload) => {
-                let pong = Frame::pong(Payload::Owned(payload));
-                write_frame(&mut self.writer, pong, self.write_timeout).await?;
-                Ok(None)
-            }
-            Incoming::Pong => Ok(None),
-            Incoming::Close(payload) => {
-                // Echo a valid close, then the transport is done.
-                let reply = match close_reply(&payload) {
-                    Ok(()) => Frame::close_raw(Payload::Owned(payload)),
-                    Err((code, reason)) => Frame::close(code, reason.as_bytes()),
-                };
-                let _ = timeout(self.write_timeout, self.writer.write_frame(reply)).await;
-                Err(End::Gone("client closed"))
-            }
-        }
-    }
-
-    /// Tells the client why, closes, and waits briefly for its close frame.
-    async fn finish(&mut self, end: End) {
-        let (code, reason) = match end {
-            End::Gone(_) => return,
-            End::Close { code, reason } => (code, reason.to_owned()),
-            End::Fail {
-                close,
-                code,
-                message,
-            } => {
-                let error = ServerMessage::error(code, message.clone()).encode();
-                if self.send_text(&error).await.is_err() {
-                    return;
-                }
-                (close.code(), message)
-            }
+/// The conformance echo (`--echo-path`): no authentication, no presence;
+/// every message comes back as it came, through the same framing, limits
+/// and closing as a live connection.
+pub(crate) async fn echo(ws: WebSocket<Io>, shared: Arc<Shared>) {
+    let mut socket = Socket::new(ws, &shared.settings);
+    let end = loop {
+        let incoming = tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => break End::going_away(),
+            incoming = socket.reader().next() => incoming,
         };
-        let reason = truncate_reason(&reason);
-        let close = Frame::close(code, reason.as_bytes());
-        if !matches!(
-            timeout(self.write_timeout, self.writer.write_frame(close)).await,
-            Ok(Ok(()))
-        ) {
-            return;
+        let sent = match socket.control(incoming).await {
+            Ok(Some(Message::Text(text))) => socket.send_text(&text).await,
+            Ok(Some(Message::Binary(data))) => socket.send_binary(data).await,
+            Ok(None) => Ok(()),
+            Err(end) => break end,
+        };
+        if let Err(end) = sent {
+            break end;
         }
-        if let Some(mut reader) = self.reader.take() {
-            let _ = timeout(CLOSE_LINGER, async {
-                while let Ok(incoming) = reader.next().await {
-                    if matches!(incoming, Incoming::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
-    }
-}
-
-async fn write_frame(writer: &mut Writer, frame: Frame<'_>, limit: Duration) -> Result<(), End> {
-    match timeout(limit, writer.write_frame(frame)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::Gone("write failed")),
-        Err(_) => Err(End::Gone("write timed out")),
-    }
-}
-
-/// A write that gives way to a kick: a client whose writes block is the one a
-/// full queue kicks, and waiting out the write timeout would only delay it.
-/// A write abandoned halfway leaves no room for a close frame, so the
-/// transport is dropped.
-async fn write_or_kick(
-    writer: &mut Writer,
-    frame: Frame<'_>,
-    limit: Duration,
-    kick: &Kick,
-) -> Result<(), End> {
-    tokio::select! {
-        result = write_frame(writer, frame, limit) => result,
-        _ = kick.requested() => Err(End::Gone("kicked while a write was blocked")),
-    }
-}
-
-/// A close reason must fit a control frame: 123 bytes, cut on a character boundary.
-fn truncate_reason(reason: &str) -> &str {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
-}
-
-/// Checks a client's close payload; `Err` carries the code and reason to answer with.
-fn close_reply(payload: &[u8]) -> Result<(), (u16, &'static str)> {
-    match payload.len() {
-        0 => Ok(()),
-        1 => Err((1002, "close payload of one byte")),
-        _ => {
-            let code = u16::from_be_bytes([payload[0], payload[1]]);
-            if !fastwebsockets::CloseCode::from(code).is_allowed() {
-                Err((1002, "invalid close code"))
-            } else if std::str::from_utf8(&payload[2..]).is_err() {
-                Err((1007, "close reason is not UTF-8"))
-            } else {
-                Ok(())
-            }
-        }
-    }
-}
-
-/// What one read produced.
-enum Incoming {
-    Text(String),
-    Binary,
-    Ping(Vec<u8>),
-    Pong,
-    Close(Vec<u8>),
-}
-
-/// Reads frames and reassembles fragmented messages, bounding the whole
-/// message (fastwebsockets bounds only each frame).
-struct FrameReader {
-    reader: Reader,
-    max_message_bytes: usize,
-    partial: Option<(OpCode, Vec<u8>)>,
-}
-
-impl FrameReader {
-    fn new(reader: Reader, max_message_bytes: usize) -> Self {
-        Self {
-            reader,
-            max_message_bytes,
-            partial: None,
-        }
-    }
-
-    /// The next message or control frame.
-    async fn next(&mut self) -> Result<Incoming, End> {
-        let mut never_send = |_frame: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
-        loop {
-            let frame = self
-                .reader
-                .read_frame(&mut never_send)
-                .await
-                .map_err(read_error)?;
-            let fin = frame.fin;
-            if matches!(frame.opcode, OpCode::Close | OpCode::Pong) && frame.payload.len() > 125 {
-                return Err(protocol_error("control frame too large"));
-            }
-            match frame.opcode {
-                OpCode::Ping => return Ok(Incoming::Ping(frame.payload.to_vec())),
-                OpCode::Pong => return Ok(Incoming::Pong),
-                OpCode::Close => return Ok(Incoming::Close(frame.payload.to_vec())),
-                OpCode::Text | OpCode::Binary => {
-                    if self.partial.is_some() {
-                        return Err(protocol_error("new message inside a fragmented one"));
-                    }
-                    if fin {
-                        return finish_message(frame.opcode, frame.payload.to_vec());
-                    }
-                    self.partial = Some((frame.opcode, frame.payload.to_vec()));
-                }
-                OpCode::Continuation => {
-                    let Some((opcode, buffer)) = self.partial.as_mut() else {
-                        return Err(protocol_error("continuation without a message"));
-                    };
-                    if buffer.len() + frame.payload.len() > self.max_message_bytes {
-                        return Err(End::Close {
-                            code: 1009,
-                            reason: "message too big",
-                        });
-                    }
-                    buffer.extend_from_slice(&frame.payload);
-                    if fin {
-                        let opcode = *opcode;
-                        let (_, buffer) = self.partial.take().expect("checked above");
-                        return finish_message(opcode, buffer);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn finish_message(opcode: OpCode, payload: Vec<u8>) -> Result<Incoming, End> {
-    if opcode == OpCode::Binary {
-        return Ok(Incoming::Binary);
-    }
-    String::from_utf8(payload)
-        .map(Incoming::Text)
-        .map_err(|_| End::Close {
-            code: 1007,
-            reason: "text is not UTF-8",
-        })
-}
-
-fn protocol_error(reason: &'static str) -> End {
-    End::Close { code: 1002, reason }
-}
-
-fn read_error(error: WebSocketError) -> End {
-    match error {
-        WebSocketError::FrameTooLarge => End::Close {
-            code: 1009,
-            reason: "message too big",
-        },
-        WebSocketError::InvalidUTF8 => End::Close {
-            code: 1007,
-            reason: "text is not UTF-8",
-        },
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::ConnectionClosed => End::Gone("connection dropped"),
-        WebSocketError::ReservedBitsNotZero => protocol_error("reserved bits set"),
-        WebSocketError::ControlFrameFragmented => protocol_error("fragmented control frame"),
-        WebSocketError::PingFrameTooLarge => protocol_error("control frame too large"),
-        WebSocketError::InvalidValue => protocol_error("reserved opcode"),
-        _ => protocol_error("protocol error"),
-    }
+    };
+    socket.finish(end).await;
 }

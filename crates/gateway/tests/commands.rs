@@ -179,14 +179,17 @@ async fn instance(redis: &RedisServer, namespace: &str, id: &str) -> Instance {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let validator = Validator::new(ValidatorSettings {
-        secret: SECRET.to_vec(),
         leeway: Duration::ZERO,
-        max_token_bytes: 8192,
+        ..ValidatorSettings::with_secret(SECRET)
     })
     .unwrap();
     let presence =
         Presence::redis(RedisOptions::new(redis.url()).with_namespace(namespace)).unwrap();
-    let core = GatewayCore::new(Settings::new(id), Authenticator::Local(validator), presence);
+    let settings = Settings {
+        drain_spread: Duration::from_millis(100),
+        ..Settings::new(id)
+    };
+    let core = GatewayCore::new(settings, Authenticator::Local(validator), presence);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(core.serve(listener, async move {
         let _ = stopped.await;

@@ -184,6 +184,42 @@ async fn shutdown_closes_every_socket_with_1001_and_deregisters() {
 }
 
 #[tokio::test]
+async fn probes_say_alive_and_ready() {
+    let gateway = Gateway::start(settings()).await;
+    let (status, body) = http_get(gateway.addr, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(gateway.addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("auth: ok") && body.contains("presence: ok"),
+        "{body}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_fails_while_pulse_auth_is_unreachable() {
+    // A port that was free a moment ago: nothing answers there.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut settings = settings();
+    settings.auth_url = Some(format!("http://{closed}"));
+    let gateway = Gateway::start(settings).await;
+    let addr = gateway.addr;
+    eventually("/readyz answers 503", || async {
+        let (status, body) = http_get(addr, "/readyz").await;
+        status == 503 && body.contains("auth: unreachable")
+    })
+    .await;
+    // Alive all the same.
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn plain_http_gets_a_clear_answer() {
     let gateway = Gateway::start(settings()).await;
     let (status, body) = http_get(gateway.addr, "/ws").await;
@@ -204,9 +240,8 @@ async fn instances_learn_each_others_connections() {
         Presence::redis(RedisOptions::new(redis.url()).with_namespace(namespace.clone())).unwrap()
     };
     let validator = Validator::new(ValidatorSettings {
-        secret: SECRET.to_vec(),
         leeway: Duration::ZERO,
-        max_token_bytes: 8192,
+        ..ValidatorSettings::with_secret(SECRET)
     })
     .unwrap();
     let mut handles = Vec::new();
@@ -216,7 +251,10 @@ async fn instances_learn_each_others_connections() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         addrs.push(listener.local_addr().unwrap());
         let core = GatewayCore::new(
-            Settings::new(instance),
+            Settings {
+                drain_spread: Duration::from_millis(100),
+                ..Settings::new(instance)
+            },
             Authenticator::Local(validator.clone()),
             redis_presence(),
         );

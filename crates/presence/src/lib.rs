@@ -28,13 +28,14 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use pulse_protocol::PresenceEvent;
 use tokio::sync::{broadcast, oneshot, watch};
 
 mod bus;
 mod commands;
+mod leases;
 mod memory;
 mod redis_store;
 pub mod service;
@@ -42,6 +43,7 @@ pub mod service;
 pub mod testing;
 
 pub use commands::{MAX_DATA_BYTES, MAX_REASON_BYTES};
+pub use leases::run_reaper;
 pub use service::run;
 
 use memory::MemoryStore;
@@ -102,6 +104,9 @@ pub struct RedisOptions {
     pub namespace: String,
     /// How many pooled command connections to keep at most.
     pub pool_size: usize,
+    /// How long an instance's lease lasts without renewal. Instances renew
+    /// every third of it; one that stops is reaped once it expires.
+    pub lease_ttl: Duration,
 }
 
 impl RedisOptions {
@@ -111,6 +116,7 @@ impl RedisOptions {
             url: url.into(),
             namespace: "pulse".to_owned(),
             pool_size: 16,
+            lease_ttl: Duration::from_secs(3),
         }
     }
 
@@ -135,6 +141,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("url", &url)
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
+            .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
 }
@@ -143,6 +150,15 @@ impl Default for RedisOptions {
     fn default() -> Self {
         Self::new("redis://127.0.0.1:6379")
     }
+}
+
+/// What [`Presence::sync_instance`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncReport {
+    /// Connections the store lacked and now holds.
+    pub registered: u64,
+    /// Connections the store held for the instance that it no longer has.
+    pub removed: u64,
 }
 
 /// Per-user connection state and the event bus, with a Redis or an in-memory

@@ -25,6 +25,9 @@ struct Config {
     /// The prefix of every Redis key and channel (shared with the gateways).
     #[arg(long, env = "REDIS_NAMESPACE", default_value = "pulse")]
     redis_namespace: String,
+    /// How often to reap instances whose lease expired (died without saying goodbye).
+    #[arg(long, env = "REAP_INTERVAL", default_value = "1s")]
+    reap_interval: humantime::Duration,
 }
 
 #[tokio::main]
@@ -39,6 +42,9 @@ async fn main() {
         }
     });
     init_tracing();
+    if config.reap_interval.is_zero() {
+        exit_with_config_error(&"--reap-interval / REAP_INTERVAL: must be greater than zero");
+    }
 
     let options = RedisOptions::new(&config.redis_url).with_namespace(&config.redis_namespace);
     let presence = match Presence::redis(options) {
@@ -53,7 +59,23 @@ async fn main() {
     let addr = listener.local_addr().unwrap_or(config.listen);
     info!(%addr, namespace = %config.redis_namespace, "pulse-presence listening");
 
-    match pulse_presence::run(presence, listener, shutdown_signal()).await {
+    // One signal stops both the gRPC server and the reaper.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let reaper = tokio::spawn(pulse_presence::run_reaper(
+        presence.clone(),
+        config.reap_interval.into(),
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|stop| *stop).await;
+        },
+    ));
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    let served = pulse_presence::run(presence, listener, shutdown).await;
+    let _ = reaper.await;
+    match served {
         Ok(()) => info!("pulse-presence stopped"),
         Err(error) => {
             error!(%error, "pulse-presence failed");

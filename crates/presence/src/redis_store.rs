@@ -7,6 +7,8 @@
 //! - `<ns>:instance:{<instance_id>}`: HASH connection id -> user id, the
 //!   index that lets an instance's connections be removed at once.
 //! - `<ns>:online`: SET of the users whose hash is not empty.
+//! - `<ns>:instances`: ZSET instance id -> lease deadline (ms, Redis's clock);
+//!   an instance past its deadline died without saying goodbye and is reaped.
 //! - `<ns>:connections`: the number of connections, as a counter.
 //! - `<ns>:events`: the pub/sub channel that carries [`PresenceEvent`] JSON.
 //! - `<ns>:commands:{<instance_id>}`: the pub/sub channel that carries
@@ -32,7 +34,9 @@ use pulse_protocol::{Command, event::now_ms};
 use redis::{AsyncConnectionConfig, Script, aio::ConnectionLike};
 use tracing::warn;
 
-use crate::{ConnectionRecord, OnlineCount, PresenceError, RedisOptions, sort_connections};
+use crate::{
+    ConnectionRecord, OnlineCount, PresenceError, RedisOptions, SyncReport, sort_connections,
+};
 
 /// How long to wait for a pooled connection, or for a new one to open,
 /// before answering `Unavailable`: a dead Redis must fail fast, never hang.
@@ -59,6 +63,13 @@ static REGISTER: LazyLock<Script> = script!("lua/register.lua");
 static UNREGISTER: LazyLock<Script> = script!("lua/unregister.lua");
 static UNREGISTER_INSTANCE: LazyLock<Script> = script!("lua/unregister_instance.lua");
 static SEND: LazyLock<Script> = script!("lua/send.lua");
+static RENEW_LEASE: LazyLock<Script> = script!("lua/renew_lease.lua");
+static REAP: LazyLock<Script> = script!("lua/reap.lua");
+
+/// How many expired instances one reap call removes at most.
+const REAP_BATCH: usize = 64;
+/// How many registrations one re-sync pipeline carries.
+const SYNC_BATCH: usize = 500;
 
 /// Key and channel names under one namespace.
 #[derive(Debug, Clone)]
@@ -91,6 +102,10 @@ impl Keys {
         format!("{}:connections", self.namespace)
     }
 
+    fn leases(&self) -> String {
+        format!("{}:instances", self.namespace)
+    }
+
     pub(crate) fn channel(&self) -> String {
         format!("{}:events", self.namespace)
     }
@@ -111,6 +126,7 @@ pub(crate) struct RedisStore {
     pool: Pool,
     subscriber: redis::Client,
     keys: Keys,
+    lease_ttl_ms: u64,
 }
 
 impl RedisStore {
@@ -143,12 +159,19 @@ impl RedisStore {
             .build()
             .map_err(|error| PresenceError::InvalidArgument(format!("redis pool: {error}")))?;
         let subscriber = redis::Client::open(options.url.as_str()).map_err(invalid_url)?;
+        let lease_ttl_ms = u64::try_from(options.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        if lease_ttl_ms < 100 {
+            return Err(PresenceError::InvalidArgument(
+                "lease ttl must be at least 100ms".to_owned(),
+            ));
+        }
         Ok(Self {
             pool,
             subscriber,
             keys: Keys {
                 namespace: namespace.clone(),
             },
+            lease_ttl_ms,
         })
     }
 
@@ -174,11 +197,13 @@ impl RedisStore {
             .key(self.keys.instance(&record.instance_id))
             .key(self.keys.online())
             .key(self.keys.connections())
+            .key(self.keys.leases())
             .arg(self.keys.channel())
             .arg(&record.user_id)
             .arg(&record.connection_id)
             .arg(&record.instance_id)
             .arg(record.connected_at_ms.to_string())
+            .arg(self.lease_ttl_ms)
             .invoke_async(&mut *connection)
             .await
             .map_err(unavailable)?;
@@ -238,6 +263,7 @@ impl RedisStore {
             .key(self.keys.instance(instance_id))
             .key(self.keys.online())
             .key(self.keys.connections())
+            .key(self.keys.leases())
             .arg(self.keys.channel())
             .arg(instance_id)
             .arg(now_ms().to_string())
@@ -245,6 +271,104 @@ impl RedisStore {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)
+    }
+
+    /// Renews an instance's lease; `false` when it held none (see renew_lease.lua).
+    pub(crate) async fn renew_lease(&self, instance_id: &str) -> Result<bool, PresenceError> {
+        let mut connection = self.connection().await?;
+        let held: i64 = RENEW_LEASE
+            .key(self.keys.leases())
+            .arg(instance_id)
+            .arg(self.lease_ttl_ms)
+            .invoke_async(&mut *connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
+    /// Reaps instances whose lease expired; returns (instance id, connections removed).
+    pub(crate) async fn reap(&self) -> Result<Vec<(String, u64)>, PresenceError> {
+        let pooled = self.connection().await?;
+        let mut connection = (*pooled).clone();
+        connection.set_response_timeout(PURGE_RESPONSE_TIMEOUT);
+        // The script returns a flat list of pairs, which decodes as tuples.
+        let reaped: Vec<(String, u64)> = REAP
+            .key(self.keys.leases())
+            .key(self.keys.online())
+            .key(self.keys.connections())
+            .arg(self.keys.channel())
+            .arg(self.keys.instance_prefix())
+            .arg(self.keys.user_prefix())
+            .arg(REAP_BATCH)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(reaped)
+    }
+
+    /// Makes Redis hold exactly an instance's connections: what the index has
+    /// and `local` lacks is unregistered (with events), what `local` has and
+    /// the index lacks is registered (with events). `local` is called after
+    /// the index is read, so a connection registered meanwhile is never
+    /// mistaken for a stale one.
+    pub(crate) async fn sync_instance(
+        &self,
+        instance_id: &str,
+        local: impl FnOnce() -> Vec<ConnectionRecord>,
+    ) -> Result<SyncReport, PresenceError> {
+        let index: HashMap<String, String> = {
+            let mut connection = self.connection().await?;
+            redis::cmd("HGETALL")
+                .arg(self.keys.instance(instance_id))
+                .query_async(&mut *connection)
+                .await
+                .map_err(unavailable)?
+        };
+        let local = local();
+        let held: HashSet<&str> = local.iter().map(|r| r.connection_id.as_str()).collect();
+        let mut report = SyncReport::default();
+        for (connection_id, user_id) in &index {
+            if !held.contains(connection_id.as_str()) {
+                self.unregister(user_id, connection_id).await?;
+                report.removed += 1;
+            }
+        }
+        let missing: Vec<&ConnectionRecord> = local
+            .iter()
+            .filter(|record| !index.contains_key(&record.connection_id))
+            .collect();
+        let mut connection = self.connection().await?;
+        // Pipelined EVALSHA needs the script loaded first.
+        REGISTER
+            .prepare_invoke()
+            .load_async(&mut *connection)
+            .await
+            .map_err(unavailable)?;
+        for batch in missing.chunks(SYNC_BATCH) {
+            let mut pipe = redis::pipe();
+            for record in batch {
+                pipe.invoke_script(
+                    REGISTER
+                        .key(self.keys.user(&record.user_id))
+                        .key(self.keys.instance(&record.instance_id))
+                        .key(self.keys.online())
+                        .key(self.keys.connections())
+                        .key(self.keys.leases())
+                        .arg(self.keys.channel())
+                        .arg(&record.user_id)
+                        .arg(&record.connection_id)
+                        .arg(&record.instance_id)
+                        .arg(record.connected_at_ms.to_string())
+                        .arg(self.lease_ttl_ms),
+                );
+            }
+            let added: Vec<i64> = pipe
+                .query_async(&mut *connection)
+                .await
+                .map_err(unavailable)?;
+            report.registered += added.iter().filter(|added| **added == 1).count() as u64;
+        }
+        Ok(report)
     }
 
     pub(crate) async fn user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>, PresenceError> {

@@ -107,6 +107,10 @@ impl ErrorCode {
     pub const SLOW_CONSUMER: Self = Self::new("slow_consumer");
     /// An internal service disconnected the connection.
     pub const DISCONNECTED: Self = Self::new("disconnected");
+    /// The user already holds the most connections allowed.
+    pub const TOO_MANY_CONNECTIONS: Self = Self::new("too_many_connections");
+    /// The connection sent more messages per second than allowed.
+    pub const RATE_LIMITED: Self = Self::new("rate_limited");
     /// The server is shutting down.
     pub const GOING_AWAY: Self = Self::new("going_away");
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::proto::presence::v1 as pb;
 
 /// What happened to a user's presence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A connection opened.

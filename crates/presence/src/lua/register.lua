@@ -2,9 +2,10 @@
 -- first connection, `online`, in the same atomic step.
 --
 -- KEYS[1] user hash, KEYS[2] instance index, KEYS[3] online set,
--- KEYS[4] connection counter.
+-- KEYS[4] connection counter, KEYS[5] instance leases.
 -- ARGV[1] event channel, ARGV[2] user id, ARGV[3] connection id,
--- ARGV[4] instance id, ARGV[5] connected_at_ms as a decimal string.
+-- ARGV[4] instance id, ARGV[5] connected_at_ms as a decimal string,
+-- ARGV[6] lease ttl in ms.
 --
 -- Returns 1 when the connection was added, 0 when the user already had it
 -- (then nothing changes and nothing is published: registering is idempotent).
@@ -14,6 +15,7 @@ local channel, user_id, connection_id, instance_id, at_ms =
 if redis.call('HSETNX', KEYS[1], connection_id, at_ms .. '|' .. instance_id) == 0 then
   return 0
 end
+touch_lease(KEYS[5], instance_id, tonumber(ARGV[6]))
 redis.call('HSET', KEYS[2], connection_id, user_id)
 redis.call('INCR', KEYS[4])
 redis.call('PUBLISH', channel, event('connected', user_id, connection_id, instance_id, at_ms))

@@ -1,0 +1,88 @@
+//! Keeps this instance's lease in presence alive, and repairs presence after
+//! Redis comes back or after this instance was reaped while stalled.
+//!
+//! The task renews every third of the lease ttl. A renewal that finds no lease
+//! (reaped, or Redis restarted empty), or the first one that succeeds after
+//! failures (Redis was away: registrations and deregistrations meanwhile were
+//! lost), re-synchronises: Redis is made to hold exactly the connections this
+//! instance has open, and the events the outage hid are published then.
+//! Sockets stay open throughout; the outage is logged once, not per connection.
+
+use std::{sync::Arc, time::Duration};
+
+use pulse_presence::ConnectionRecord;
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+
+use crate::session::Shared;
+
+/// Renews the lease and re-syncs when needed, until shutdown.
+pub(crate) async fn keep_lease(shared: Arc<Shared>, ttl: Duration) {
+    let instance_id = shared.settings.instance_id.as_str();
+    let mut ticks = tokio::time::interval(ttl / 3);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Whether Redis holds what this instance has, as far as we know.
+    let mut in_sync = false;
+    let mut reported_outage = false;
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match shared.presence.renew_lease(instance_id).await {
+            Ok(true) if in_sync => continue,
+            Ok(held) => {
+                let manager = shared.manager.clone();
+                let own = instance_id.to_owned();
+                let local = move || records(&manager, &own);
+                match shared.presence.sync_instance(instance_id, local).await {
+                    Ok(report) => {
+                        if reported_outage || !held && (report.registered + report.removed) > 0 {
+                            info!(
+                                registered = report.registered,
+                                removed = report.removed,
+                                lease_was_held = held,
+                                "presence re-synchronised with this instance's connections"
+                            );
+                        }
+                        in_sync = true;
+                        reported_outage = false;
+                    }
+                    Err(error) => {
+                        in_sync = false;
+                        if !reported_outage {
+                            warn!(%error, "presence re-sync failed; retrying");
+                            reported_outage = true;
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                in_sync = false;
+                if !reported_outage {
+                    warn!(
+                        %error,
+                        open = shared.manager.len(),
+                        "presence unreachable: sockets stay open and new ones are accepted; \
+                         they are registered when it returns"
+                    );
+                    reported_outage = true;
+                }
+            }
+        }
+    }
+}
+
+/// This instance's open connections, as presence records.
+fn records(manager: &crate::ConnectionManager, instance_id: &str) -> Vec<ConnectionRecord> {
+    manager
+        .snapshot()
+        .into_iter()
+        .map(|(user_id, connection)| ConnectionRecord {
+            connection_id: connection.connection_id.to_string(),
+            user_id,
+            instance_id: instance_id.to_owned(),
+            connected_at_ms: connection.connected_at_ms,
+        })
+        .collect()
+}

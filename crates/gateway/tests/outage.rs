@@ -1,0 +1,165 @@
+//! Presence under failure, seen from the gateway: Redis goes away and comes
+//! back empty, and no socket notices; an instance restarts under its id.
+
+mod support;
+
+use std::time::Duration;
+
+use pulse_auth::{Authenticator, Validator, ValidatorSettings};
+use pulse_gateway::{Gateway as GatewayCore, Settings};
+use pulse_presence::{
+    Presence, RedisOptions,
+    testing::{RedisServer, unique_namespace},
+};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::support::*;
+
+fn presence(url: &str, namespace: &str) -> Presence {
+    let mut options = RedisOptions::new(url).with_namespace(namespace);
+    options.lease_ttl = Duration::from_millis(600);
+    Presence::redis(options).unwrap()
+}
+
+fn validator() -> Authenticator {
+    Authenticator::Local(
+        Validator::new(ValidatorSettings {
+            leeway: Duration::ZERO,
+            ..ValidatorSettings::with_secret(SECRET)
+        })
+        .unwrap(),
+    )
+}
+
+async fn ids(presence: &Presence, user: &str) -> Vec<String> {
+    let mut ids: Vec<String> = presence
+        .user(user)
+        .await
+        .map(|records| records.into_iter().map(|r| r.connection_id).collect())
+        .unwrap_or_else(|_| vec!["<redis unavailable>".to_owned()]);
+    ids.sort();
+    ids
+}
+
+async fn ping(client: &mut Client, id: u32) {
+    send_json(client, json!({"type": "ping", "id": id})).await;
+    assert_eq!(next_json(client).await, json!({"type": "pong", "id": id}));
+}
+
+#[tokio::test]
+async fn redis_restarting_empty_closes_no_socket_and_presence_comes_back_true() {
+    let redis = RedisServer::spawn().await;
+    let port = redis.port().expect("a private server");
+    let url = redis.url().to_owned();
+    let namespace = unique_namespace();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = Settings {
+        lease_ttl: Duration::from_millis(600),
+        drain_spread: Duration::from_millis(100),
+        ..Settings::new("gw-outage")
+    };
+    let core = GatewayCore::new(settings, validator(), presence(&url, &namespace));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(core.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let connect = |user: &str| {
+        let url = format!("ws://{addr}/ws?token={}", token(user));
+        async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
+    };
+
+    let mut alice1 = connect("alice").await;
+    let alice1_id = next_json(&mut alice1).await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut alice2 = connect("alice").await;
+    next_json(&mut alice2).await;
+    let mut bob = connect("bob").await;
+    next_json(&mut bob).await;
+    let observer = presence(&url, &namespace);
+    eventually("three registered", || async {
+        ids(&observer, "alice").await.len() == 2
+    })
+    .await;
+
+    // Redis goes away with everything it held.
+    redis.stop().await;
+    for (n, client) in [&mut alice1, &mut alice2, &mut bob].into_iter().enumerate() {
+        ping(client, n as u32).await;
+    }
+    // New sockets are still accepted, and old ones still close cleanly.
+    let mut carol = connect("carol").await;
+    let carol_id = next_json(&mut carol).await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(alice2);
+
+    // Redis comes back empty on the same port.
+    let _redis = RedisServer::spawn_on(port).await;
+    eventually("presence equals the truth again", || async {
+        ids(&observer, "alice").await == [alice1_id.clone()]
+            && ids(&observer, "carol").await == [carol_id.clone()]
+            && ids(&observer, "bob").await.len() == 1
+    })
+    .await;
+    assert_eq!(observer.count_online().await.unwrap().connections, 3);
+    // Not one socket was closed by the outage.
+    for (n, client) in [&mut alice1, &mut bob, &mut carol].into_iter().enumerate() {
+        ping(client, 10 + n as u32).await;
+    }
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(observer.all_connections().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_restart_under_the_same_instance_id_leaves_no_phantoms() {
+    let redis = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let observer = presence(redis.url(), &namespace);
+    // A previous life of gw-r left a connection behind (it died without
+    // deregistering, and its lease has not expired yet).
+    observer
+        .register(&pulse_presence::ConnectionRecord {
+            connection_id: "ghost".into(),
+            user_id: "alice".into(),
+            instance_id: "gw-r".into(),
+            connected_at_ms: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&observer, "alice").await, ["ghost"]);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let core = GatewayCore::new(
+        Settings {
+            drain_spread: Duration::from_millis(100),
+            ..Settings::new("gw-r")
+        },
+        validator(),
+        presence(redis.url(), &namespace),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(core.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let mut client =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={}", token("alice")))
+            .await
+            .unwrap()
+            .0;
+    let id = next_json(&mut client).await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ids(&observer, "alice").await, [id]);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

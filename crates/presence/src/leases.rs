@@ -1,0 +1,95 @@
+//! Instance leases, the reaper, and re-synchronisation: how presence stays
+//! true when an instance dies without saying goodbye or Redis loses its data.
+//!
+//! Each gateway instance renews a lease in Redis every third of its ttl
+//! ([`Presence::renew_lease`]). An instance that dies (kill -9, a lost node,
+//! a cut network) stops renewing; once its lease expires, the reaper
+//! ([`Presence::reap_expired`], run by `pulse-presence` every reap interval)
+//! removes its connections with `disconnected` and `offline` events. When a
+//! renewal finds no lease (the instance was reaped while stalled, or Redis came
+//! back empty) or follows a failed one (Redis was away), the instance
+//! re-synchronises ([`Presence::sync_instance`]) so that Redis holds exactly
+//! its open connections again, publishing the events the outage hid.
+
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+
+use crate::{Backend, ConnectionRecord, Presence, PresenceError, SyncReport, check_id};
+
+impl Presence {
+    /// Renews `instance_id`'s lease. `Ok(false)` means it held none (new,
+    /// expired, reaped, or Redis lost its data): the caller must re-sync.
+    /// Always `Ok(true)` in memory, where nothing can be lost.
+    pub async fn renew_lease(&self, instance_id: &str) -> Result<bool, PresenceError> {
+        check_id("instance id", instance_id)?;
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(true),
+            Backend::Redis(store) => store.renew_lease(instance_id).await,
+        }
+    }
+
+    /// Reaps every instance whose lease expired; returns each reaped instance
+    /// with how many connections it held. Safe to run from several processes
+    /// at once: each instance is reaped, and its events published, once.
+    pub async fn reap_expired(&self) -> Result<Vec<(String, u64)>, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(Vec::new()),
+            Backend::Redis(store) => store.reap().await,
+        }
+    }
+
+    /// Makes the store hold exactly the connections `local` returns for
+    /// `instance_id`, registering what is missing and removing what is stale,
+    /// with the usual events. `local` is called after the store's view is
+    /// read, so a connection registered meanwhile is never taken for stale.
+    /// Idempotent; in memory there is nothing to repair.
+    pub async fn sync_instance(
+        &self,
+        instance_id: &str,
+        local: impl FnOnce() -> Vec<ConnectionRecord>,
+    ) -> Result<SyncReport, PresenceError> {
+        check_id("instance id", instance_id)?;
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(SyncReport::default()),
+            Backend::Redis(store) => store.sync_instance(instance_id, local).await,
+        }
+    }
+}
+
+/// Runs the reaper every `interval` until `shutdown` completes. Logs each
+/// reaped instance, and a Redis outage once (not on every attempt).
+pub async fn run_reaper(
+    presence: Presence,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticks.tick() => {}
+        }
+        match presence.reap_expired().await {
+            Ok(reaped) => {
+                if failing {
+                    info!("reaper reaches redis again");
+                    failing = false;
+                }
+                for (instance_id, connections) in reaped {
+                    warn!(%instance_id, connections, "reaped an instance whose lease expired");
+                }
+            }
+            Err(error) => {
+                if !failing {
+                    warn!(%error, "reaper cannot reach redis; retrying every interval");
+                    failing = true;
+                }
+            }
+        }
+    }
+}

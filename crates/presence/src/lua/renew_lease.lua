@@ -1,0 +1,15 @@
+-- Renews one instance's lease until now + ttl (Redis's clock).
+--
+-- KEYS[1] instance leases (ZSET instance id -> deadline in ms).
+-- ARGV[1] instance id, ARGV[2] ttl in ms.
+--
+-- Returns 1 when the instance still held a live lease, 0 when it held none:
+-- new, expired, reaped, or Redis lost its data. On 0 the instance must make
+-- Redis hold exactly its connections again (the reaper may have removed them).
+local now = redis_now()
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if deadline and tonumber(deadline) >= now then
+  return 1
+end
+return 0
