@@ -116,6 +116,17 @@ impl Service {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The string `field` of the first log line whose message contains `message`.
+    pub fn log_field(&self, message: &str, field: &str) -> Option<String> {
+        self.logs().iter().find_map(|line| {
+            let value: Value = serde_json::from_str(line).ok()?;
+            if !value.get("message")?.as_str()?.contains(message) {
+                return None;
+            }
+            Some(value.get(field)?.as_str()?.to_owned())
+        })
+    }
+
     /// `http://addr`, for gRPC clients.
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.addr)

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 struct Stack {
     _redis: RedisServer,
     _auth: Service,
-    _presence: Service,
+    presence_service: Service,
     gateways: Vec<Service>,
     presence: PresenceClient<Channel>,
 }
@@ -43,6 +43,8 @@ async fn stack() -> Stack {
             redis.url(),
             "--redis-namespace",
             &namespace,
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     )
     .await;
@@ -74,7 +76,7 @@ async fn stack() -> Stack {
     Stack {
         _redis: redis,
         _auth: auth,
-        _presence: presence,
+        presence_service: presence,
         gateways,
         presence: client,
     }
@@ -439,4 +441,98 @@ async fn bad_settings_fail_with_one_line() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic() {
+    let stack = stack().await;
+    let gateway = stack.gateways[0].addr;
+    let scrape = |addr: std::net::SocketAddr| async move {
+        let (status, body) = get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let before = scrape(gateway).await;
+    let mut client = connect(gateway, &format!("?token={}", token("dave"))).await;
+    next_json(&mut client).await;
+    client
+        .send(Message::text(r#"{"type":"ping","id":1}"#))
+        .await
+        .unwrap();
+    next_json(&mut client).await;
+    let after = scrape(gateway).await;
+    assert_eq!(
+        metric(&after, "pulse_gateway_connects_total"),
+        metric(&before, "pulse_gateway_connects_total") + 1.0
+    );
+    assert_eq!(metric(&after, "pulse_gateway_connections"), 1.0);
+    assert!(metric(&after, "pulse_gateway_messages_in_total") >= 1.0);
+    assert!(
+        after.contains("pulse_gateway_auth_seconds_bucket"),
+        "{after}"
+    );
+    assert!(
+        after.contains("pulse_presence_redis_seconds_bucket{op=\"register\""),
+        "{after}"
+    );
+
+    drop(client);
+    eventually(
+        "the disconnect counted",
+        Duration::from_secs(10),
+        || async move {
+            let body = scrape(gateway).await;
+            body.contains("pulse_gateway_disconnects_total{phase=\"live\"")
+                && metric(&body, "pulse_gateway_connections") == 0.0
+        },
+    )
+    .await;
+
+    // pulse-presence serves its own on --metrics-listen: the events it saw.
+    let presence_metrics: std::net::SocketAddr = stack
+        .presence_service
+        .log_field("serving metrics", "metrics_addr")
+        .expect("pulse-presence logs its metrics address")
+        .parse()
+        .unwrap();
+    eventually(
+        "presence counted the events",
+        Duration::from_secs(10),
+        || async move {
+            let body = scrape(presence_metrics).await;
+            body.contains("pulse_presence_events_total{kind=\"connected\"}")
+                && body.contains("pulse_presence_events_total{kind=\"offline\"}")
+        },
+    )
+    .await;
+}
+
+/// The value of an unlabelled metric (0 when absent).
+fn metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

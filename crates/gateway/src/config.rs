@@ -319,6 +319,7 @@ impl Config {
             handshake_timeout,
             allowed_origins,
             echo_path: self.echo_path.clone(),
+            metrics: None,
             dev_login,
         };
         Ok(Built {

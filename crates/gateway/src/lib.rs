@@ -19,6 +19,7 @@ pub mod readiness;
 mod server;
 pub mod session;
 mod socket;
+mod telemetry;
 
 use std::time::Duration;
 
@@ -78,6 +79,8 @@ pub struct Settings {
     /// An unauthenticated echo endpoint with the gateway's framing, for
     /// WebSocket conformance runs only. Off when `None`.
     pub echo_path: Option<String>,
+    /// Serves `GET /metrics` from this recorder when set (the binary installs one).
+    pub metrics: Option<pulse_protocol::metrics::PrometheusHandle>,
 }
 
 impl Settings {
@@ -102,6 +105,7 @@ impl Settings {
             handshake_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             echo_path: None,
+            metrics: None,
         }
     }
 }

@@ -24,10 +24,12 @@ async fn main() {
     }
 
     init_tracing();
-    let built = match config.build() {
+    let metrics = pulse_protocol::metrics::install();
+    let mut built = match config.build() {
         Ok(built) => built,
         Err(error) => exit_with_config_error(&error),
     };
+    built.settings.metrics = Some(metrics);
     let listener = match tokio::net::TcpListener::bind(built.listen).await {
         Ok(listener) => listener,
         Err(error) => exit_with_config_error(&format!(

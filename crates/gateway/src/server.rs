@@ -20,7 +20,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use crate::{ConnectionManager, Settings, limits, login, readiness::Readiness, session};
+use crate::{ConnectionManager, Settings, limits, login, readiness::Readiness, session, telemetry};
 
 /// What happened during shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,7 @@ impl Gateway {
                 presence,
                 manager: Arc::new(ConnectionManager::new()),
                 unauthenticated: Arc::default(),
+                metrics: crate::telemetry::Metrics::new(),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -194,6 +195,7 @@ async fn route(
                 return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
             }
             if !limits::origin_allowed(request.headers(), &shared.settings.allowed_origins) {
+                telemetry::limit_rejection("origin");
                 return text(StatusCode::FORBIDDEN, "origin not allowed\n");
             }
             if !fastwebsockets::upgrade::is_upgrade_request(&request) {
@@ -210,6 +212,7 @@ async fn route(
                 .unauthenticated
                 .admit(peer.ip(), shared.settings.max_unauthenticated_per_ip)
             else {
+                telemetry::limit_rejection("unauthenticated_per_ip");
                 return text(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many unauthenticated sockets from this address\n",
@@ -241,6 +244,10 @@ async fn route(
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => ready(&shared),
+        (&Method::GET, "/metrics") => match &shared.settings.metrics {
+            Some(handle) => pulse_protocol::metrics::response(handle),
+            None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
+        },
         (&Method::POST, "/auth/login") => match &shared.settings.dev_login {
             Some(dev_login) => login::handle(dev_login, request).await,
             None => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -342,6 +349,7 @@ async fn run_commands(shared: Arc<session::Shared>, mut commands: mpsc::Receiver
                     match connection.outbound.try_send(frame.clone()) {
                         Ok(()) => {}
                         Err(TrySendError::Full(_)) => {
+                            shared.metrics.queue_overflows.increment(1);
                             if !connection.kick.is_kicked() {
                                 warn!(%user_id, connection_id = %connection.connection_id, "outbound queue full; closing a slow consumer");
                             }

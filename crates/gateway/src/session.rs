@@ -32,6 +32,7 @@ use crate::{
     ConnectionManager, LocalConnection, Settings,
     limits::{RateLimit, UnauthenticatedGuard},
     socket::{End, Incoming, Message, Socket, write_or_kick},
+    telemetry,
 };
 
 /// A request to close a live connection from outside its session (an
@@ -73,6 +74,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) readiness: Arc<crate::readiness::Readiness>,
     pub(crate) unauthenticated: Arc<crate::limits::Unauthenticated>,
+    pub(crate) metrics: crate::telemetry::Metrics,
 }
 
 type Io = TokioIo<Upgraded>;
@@ -91,6 +93,7 @@ pub(crate) async fn run(
         Ok(identity) => identity,
         Err(end) => {
             debug!(%peer, reason = end.reason(), "unauthenticated socket closed");
+            telemetry::disconnect("auth", end.reason(), end.close_code());
             socket.finish(end).await;
             return;
         }
@@ -117,6 +120,7 @@ pub(crate) async fn run(
     let limit = shared.settings.max_connections_per_user;
     if let Err(held) = shared.manager.try_add(&user_id, local, limit) {
         debug!(%user_id, held, "connection refused: too many for the user");
+        telemetry::limit_rejection("connections_per_user");
         let end = End::fail(
             CloseCode::TooMany,
             ErrorCode::TOO_MANY_CONNECTIONS,
@@ -133,9 +137,13 @@ pub(crate) async fn run(
         debug!(%user_id, %connection_id, %error, "presence registration failed");
     }
     info!(%user_id, %connection_id, %peer, "connected");
+    shared.metrics.connects.increment(1);
+    shared.metrics.connections.increment(1.0);
 
     let end = live(&mut socket, identity, &connection_id, inbox, &shared).await;
     info!(%user_id, %connection_id, reason = end.reason(), "disconnected");
+    shared.metrics.connections.decrement(1.0);
+    telemetry::disconnect("live", end.reason(), end.close_code());
     // The connection is over once the server decides so: presence drops it
     // before the closing handshake, which may wait on a slow client.
     shared.manager.remove(&user_id, &connection_id);
@@ -201,7 +209,14 @@ async fn first_message_token(
 }
 
 async fn validate(auth: &Authenticator, token: &str) -> Result<Identity, End> {
-    auth.validate(token).await.map_err(|error| match error {
+    let started = std::time::Instant::now();
+    let result = auth.validate(token).await;
+    metrics::histogram!("pulse_gateway_auth_seconds").record(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        metrics::counter!("pulse_gateway_auth_failures_total", "reason" => error.reason())
+            .increment(1);
+    }
+    result.map_err(|error| match error {
         AuthError::Unavailable(_) => End::fail(
             CloseCode::TryAgainLater,
             ErrorCode::AUTH_UNAVAILABLE,
@@ -277,6 +292,7 @@ async fn live(
                         if let Err(end) = write_or_kick(writer, frame, *write_timeout, &kick).await {
                             return end;
                         }
+                        shared.metrics.messages_out.increment(1);
                     }
                     _ = heartbeat.tick() => {
                         if awaiting_pong {
@@ -310,6 +326,7 @@ async fn live(
             Ok(Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_))
         ) && !rate.allow()
         {
+            telemetry::limit_rejection("messages_per_second");
             return End::fail(
                 CloseCode::TooMany,
                 ErrorCode::RATE_LIMITED,
@@ -320,7 +337,10 @@ async fn live(
             );
         }
         let text = match socket.control(incoming).await {
-            Ok(Some(Message::Text(text))) => text,
+            Ok(Some(Message::Text(text))) => {
+                shared.metrics.messages_in.increment(1);
+                text
+            }
             Ok(Some(Message::Binary(_))) => return End::binary(),
             Ok(None) => continue,
             Err(end) => return end,
@@ -330,6 +350,7 @@ async fn live(
                 if let Err(end) = socket.send_text(&ServerMessage::Pong { id }.encode()).await {
                     return end;
                 }
+                shared.metrics.messages_out.increment(1);
             }
             Ok(ClientMessage::Auth { token }) => {
                 match validate(&shared.auth, token.expose()).await {

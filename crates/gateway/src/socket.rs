@@ -70,6 +70,15 @@ impl End {
         )
     }
 
+    /// The close code the client is sent, if any.
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        match self {
+            Self::Fail { close, .. } => Some(close.code()),
+            Self::Close { code, .. } => Some(*code),
+            Self::Gone(_) => None,
+        }
+    }
+
     /// A short reason for logs.
     pub(crate) fn reason(&self) -> &str {
         match self {
@@ -102,7 +111,9 @@ impl Socket {
         // the library's read half, which has no writer after the split.
         ws.set_auto_pong(false);
         ws.set_auto_close(false);
-        ws.set_max_message_size(settings.max_message_bytes);
+        // fastwebsockets refuses a frame of exactly its limit (`>=`); ours is
+        // "over the limit closes 1009", as for fragmented messages below.
+        ws.set_max_message_size(settings.max_message_bytes.saturating_add(1));
         let (reader, writer) = ws.split(tokio::io::split);
         Self {
             reader: Some(FrameReader::new(reader, settings.max_message_bytes)),
@@ -236,6 +247,7 @@ fn close_reply(payload: &[u8]) -> Result<(), (u16, &'static str)> {
     match payload.len() {
         0 => Ok(()),
         1 => Err((1002, "close payload of one byte")),
+        126.. => Err((1002, "control frame too large")),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
             if !fastwebsockets::CloseCode::from(code).is_allowed() {
@@ -285,7 +297,9 @@ impl FrameReader {
                 .await
                 .map_err(read_error)?;
             let fin = frame.fin;
-            if matches!(frame.opcode, OpCode::Close | OpCode::Pong) && frame.payload.len() > 125 {
+            // An oversized close is still the client's close: `close_reply`
+            // answers it and the transport ends without waiting for another.
+            if frame.opcode == OpCode::Pong && frame.payload.len() > 125 {
                 return Err(protocol_error("control frame too large"));
             }
             match frame.opcode {

@@ -165,7 +165,11 @@ async fn forward(
                 }
                 match serde_json::from_slice::<PresenceEvent>(message.get_payload_bytes()) {
                     // Sending fails only when nobody subscribes, which is fine.
-                    Ok(event) => drop(events.send(event)),
+                    Ok(event) => {
+                        metrics::counter!("pulse_presence_events_total", "kind" => kind_label(event.kind))
+                            .increment(1);
+                        drop(events.send(event));
+                    }
                     Err(error) => warn!(
                         %error,
                         payload = %String::from_utf8_lossy(message.get_payload_bytes()),
@@ -198,5 +202,14 @@ fn deliver_command(listener: &CommandListener, payload: &[u8]) {
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         },
         Err(error) => warn!(%error, "skipping an undecodable command"),
+    }
+}
+
+fn kind_label(kind: pulse_protocol::EventKind) -> &'static str {
+    match kind {
+        pulse_protocol::EventKind::Connected => "connected",
+        pulse_protocol::EventKind::Disconnected => "disconnected",
+        pulse_protocol::EventKind::Online => "online",
+        pulse_protocol::EventKind::Offline => "offline",
     }
 }

@@ -10,7 +10,7 @@ use pulse_protocol::Command;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::{Backend, Presence, PresenceError, bus::CommandListener, check_id};
+use crate::{Backend, Presence, PresenceError, bus::CommandListener, check_id, observe};
 
 /// How many commands may wait for this instance's gateway before new ones are dropped.
 const COMMAND_CAPACITY: usize = 16_384;
@@ -98,7 +98,7 @@ impl Presence {
                     Err(_) => 0,
                 })
             }
-            Backend::Redis(store) => store.dispatch(&command, only).await,
+            Backend::Redis(store) => observe("command", store.dispatch(&command, only)).await,
         }
     }
 }

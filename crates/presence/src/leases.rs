@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
-use crate::{Backend, ConnectionRecord, Presence, PresenceError, SyncReport, check_id};
+use crate::{Backend, ConnectionRecord, Presence, PresenceError, SyncReport, check_id, observe};
 
 impl Presence {
     /// Renews `instance_id`'s lease. `Ok(false)` means it held none (new,
@@ -26,7 +26,7 @@ impl Presence {
         check_id("instance id", instance_id)?;
         match &self.inner.backend {
             Backend::Memory(_) => Ok(true),
-            Backend::Redis(store) => store.renew_lease(instance_id).await,
+            Backend::Redis(store) => observe("renew_lease", store.renew_lease(instance_id)).await,
         }
     }
 
@@ -36,7 +36,7 @@ impl Presence {
     pub async fn reap_expired(&self) -> Result<Vec<(String, u64)>, PresenceError> {
         match &self.inner.backend {
             Backend::Memory(_) => Ok(Vec::new()),
-            Backend::Redis(store) => store.reap().await,
+            Backend::Redis(store) => observe("reap", store.reap()).await,
         }
     }
 
@@ -53,7 +53,7 @@ impl Presence {
         check_id("instance id", instance_id)?;
         match &self.inner.backend {
             Backend::Memory(_) => Ok(SyncReport::default()),
-            Backend::Redis(store) => store.sync_instance(instance_id, local).await,
+            Backend::Redis(store) => observe("sync", store.sync_instance(instance_id, local)).await,
         }
     }
 }
@@ -82,6 +82,9 @@ pub async fn run_reaper(
                 }
                 for (instance_id, connections) in reaped {
                     warn!(%instance_id, connections, "reaped an instance whose lease expired");
+                    metrics::counter!("pulse_presence_leases_reaped_total").increment(1);
+                    metrics::counter!("pulse_presence_connections_reaped_total")
+                        .increment(connections);
                 }
             }
             Err(error) => {

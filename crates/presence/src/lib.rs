@@ -271,7 +271,7 @@ impl Presence {
                 store.register(record);
                 Ok(())
             }
-            Backend::Redis(store) => store.register(record).await,
+            Backend::Redis(store) => observe("register", store.register(record)).await,
         }
     }
 
@@ -292,7 +292,9 @@ impl Presence {
                 store.unregister(user_id, connection_id);
                 Ok(())
             }
-            Backend::Redis(store) => store.unregister(user_id, connection_id).await,
+            Backend::Redis(store) => {
+                observe("unregister", store.unregister(user_id, connection_id)).await
+            }
         }
     }
 
@@ -305,7 +307,13 @@ impl Presence {
         check_id("instance_id", instance_id)?;
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.unregister_instance(instance_id)),
-            Backend::Redis(store) => store.unregister_instance(instance_id).await,
+            Backend::Redis(store) => {
+                observe(
+                    "unregister_instance",
+                    store.unregister_instance(instance_id),
+                )
+                .await
+            }
         }
     }
 
@@ -315,7 +323,7 @@ impl Presence {
         check_id("user_id", user_id)?;
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.user(user_id)),
-            Backend::Redis(store) => store.user(user_id).await,
+            Backend::Redis(store) => observe("user", store.user(user_id)).await,
         }
     }
 
@@ -330,7 +338,7 @@ impl Presence {
         }
         match &self.inner.backend {
             Backend::Memory(store) => Ok(user_ids.iter().map(|id| store.user(id)).collect()),
-            Backend::Redis(store) => store.users(user_ids).await,
+            Backend::Redis(store) => observe("users", store.users(user_ids)).await,
         }
     }
 
@@ -338,7 +346,7 @@ impl Presence {
     pub async fn count_online(&self) -> Result<OnlineCount, PresenceError> {
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.count_online()),
-            Backend::Redis(store) => store.count_online().await,
+            Backend::Redis(store) => observe("count_online", store.count_online()).await,
         }
     }
 
@@ -351,7 +359,7 @@ impl Presence {
     pub async fn all_connections(&self) -> Result<Vec<ConnectionRecord>, PresenceError> {
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.all_connections()),
-            Backend::Redis(store) => store.all_connections().await,
+            Backend::Redis(store) => observe("all_connections", store.all_connections()).await,
         }
     }
 
@@ -359,7 +367,7 @@ impl Presence {
     pub async fn ping(&self) -> Result<(), PresenceError> {
         match &self.inner.backend {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis(store) => store.ping().await,
+            Backend::Redis(store) => observe("ping", store.ping()).await,
         }
     }
 
@@ -385,6 +393,22 @@ impl Presence {
 }
 
 /// Rejects an empty or oversized id before it reaches a key name.
+/// Times one Redis operation and counts its failures: `pulse_presence_redis_seconds{op}`
+/// and `pulse_presence_redis_errors_total{op}`.
+async fn observe<T>(
+    op: &'static str,
+    operation: impl Future<Output = Result<T, PresenceError>>,
+) -> Result<T, PresenceError> {
+    let started = std::time::Instant::now();
+    let result = operation.await;
+    metrics::histogram!("pulse_presence_redis_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("pulse_presence_redis_errors_total", "op" => op).increment(1);
+    }
+    result
+}
+
 fn check_id(what: &str, value: &str) -> Result<(), PresenceError> {
     if value.is_empty() {
         return Err(PresenceError::InvalidArgument(format!(

@@ -25,6 +25,9 @@ struct Config {
     /// The prefix of every Redis key and channel (shared with the gateways).
     #[arg(long, env = "REDIS_NAMESPACE", default_value = "pulse")]
     redis_namespace: String,
+    /// Where to serve Prometheus metrics (`GET /metrics`).
+    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9092")]
+    metrics_listen: SocketAddr,
     /// How often to reap instances whose lease expired (died without saying goodbye).
     #[arg(long, env = "REAP_INTERVAL", default_value = "1s")]
     reap_interval: humantime::Duration,
@@ -56,6 +59,13 @@ async fn main() {
         Ok(listener) => listener,
         Err(error) => exit_with_config_error(&format!("--listen {}: {error}", config.listen)),
     };
+    let metrics = pulse_protocol::metrics::install();
+    let metrics_listener = pulse_protocol::metrics::bind(config.metrics_listen)
+        .await
+        .unwrap_or_else(|error| exit_with_config_error(&error));
+    if let Ok(metrics_addr) = metrics_listener.local_addr() {
+        info!(%metrics_addr, "serving metrics");
+    }
     let addr = listener.local_addr().unwrap_or(config.listen);
     info!(%addr, namespace = %config.redis_namespace, "pulse-presence listening");
 
@@ -67,6 +77,14 @@ async fn main() {
         async move {
             let mut stopped = stopped;
             let _ = stopped.wait_for(|stop| *stop).await;
+        },
+    ));
+    let mut metrics_stopped = stop.subscribe();
+    tokio::spawn(pulse_protocol::metrics::serve(
+        metrics_listener,
+        metrics,
+        async move {
+            let _ = metrics_stopped.wait_for(|stop| *stop).await;
         },
     ));
     let shutdown = async move {

@@ -9,14 +9,16 @@
 //! - [`proto`]: the prost/tonic code generated from `proto/`, with the file
 //!   descriptor set that gRPC reflection serves.
 //! - [`status`]: gRPC statuses that carry a machine-readable reason.
-//! - `runtime` (feature `runtime`): logging set-up and the shutdown signal
-//!   that every binary shares.
+//! - `runtime` and `metrics` (feature `runtime`): logging set-up, the
+//!   shutdown signal and the Prometheus recorder that every binary shares.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod command;
 pub mod event;
+#[cfg(feature = "runtime")]
+pub mod metrics;
 pub mod proto;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -1,0 +1,59 @@
+//! The gateway's metrics. Handles for the per-message counters are looked up
+//! once, so the hot path increments an atomic and nothing more; the rarer
+//! events go through the `metrics` macros with their labels.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `pulse_gateway_connections` | gauge | open authenticated connections |
+//! | `pulse_gateway_connects_total` | counter | authenticated connections opened |
+//! | `pulse_gateway_disconnects_total` | counter | `phase` (auth, live), `reason`, `close_code` |
+//! | `pulse_gateway_auth_seconds` | histogram | token validation latency |
+//! | `pulse_gateway_auth_failures_total` | counter | `reason` |
+//! | `pulse_gateway_messages_in_total` | counter | client messages read |
+//! | `pulse_gateway_messages_out_total` | counter | server messages written |
+//! | `pulse_gateway_queue_overflows_total` | counter | pushes that found a full outbound queue |
+//! | `pulse_gateway_limit_rejections_total` | counter | `limit` |
+//!
+//! Presence (Redis) latency, errors and events are `pulse_presence_*`, recorded
+//! by the presence library.
+
+use metrics::{Counter, Gauge, counter, gauge};
+
+/// Counters on the per-message path.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    pub(crate) connections: Gauge,
+    pub(crate) connects: Counter,
+    pub(crate) messages_in: Counter,
+    pub(crate) messages_out: Counter,
+    pub(crate) queue_overflows: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        Self {
+            connections: gauge!("pulse_gateway_connections"),
+            connects: counter!("pulse_gateway_connects_total"),
+            messages_in: counter!("pulse_gateway_messages_in_total"),
+            messages_out: counter!("pulse_gateway_messages_out_total"),
+            queue_overflows: counter!("pulse_gateway_queue_overflows_total"),
+        }
+    }
+}
+
+/// Counts a session's end.
+pub(crate) fn disconnect(phase: &'static str, reason: &str, close_code: Option<u16>) {
+    let close_code = close_code.map_or_else(|| "none".to_owned(), |code| code.to_string());
+    counter!(
+        "pulse_gateway_disconnects_total",
+        "phase" => phase,
+        "reason" => reason.to_owned(),
+        "close_code" => close_code
+    )
+    .increment(1);
+}
+
+/// Counts a limit that turned something away.
+pub(crate) fn limit_rejection(limit: &'static str) {
+    counter!("pulse_gateway_limit_rejections_total", "limit" => limit).increment(1);
+}
