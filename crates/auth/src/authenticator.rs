@@ -12,11 +12,12 @@ pub enum Authenticator {
 }
 
 impl Authenticator {
-    /// Validates `token` in whichever mode this is. Local validation is a few
-    /// microseconds of CPU, cheap enough to run on the calling task.
+    /// Validates `token` in whichever mode this is. Local validation is 2 µs
+    /// (HS256) to 200 µs (ES256) of CPU, cheap enough to run on the calling
+    /// task; it waits on the network only for a rate-limited JWKS refetch.
     pub async fn validate(&self, token: &str) -> Result<Identity, AuthError> {
         match self {
-            Self::Local(validator) => validator.validate(token),
+            Self::Local(validator) => validator.validate(token).await,
             Self::Remote(remote) => remote.validate(token).await,
         }
     }

@@ -11,8 +11,7 @@ use tonic_types::StatusExt;
 
 use crate::{
     claims::struct_to_map,
-    config::ConfigError,
-    error::{AuthError, claim_name},
+    error::{AuthError, ConfigError},
     service::{DOMAIN, METADATA_CLAIM, METADATA_LEN, METADATA_MAX},
     validator::Identity,
 };
@@ -93,11 +92,14 @@ fn error_from_status(status: &Status, token_len: usize) -> AuthError {
             "token_expired" => Some(AuthError::TokenExpired),
             "token_not_yet_valid" => Some(AuthError::NotYetValid),
             "bad_signature" => Some(AuthError::BadSignature),
+            "unknown_key" => Some(AuthError::UnknownKey),
             "algorithm_not_allowed" => Some(AuthError::AlgorithmNotAllowed),
+            "wrong_issuer" => Some(AuthError::WrongIssuer),
+            "wrong_audience" => Some(AuthError::WrongAudience),
             "missing_claim" => Some(AuthError::MissingClaim(
                 info.metadata
                     .get(METADATA_CLAIM)
-                    .map_or("unknown", |claim| claim_name(claim)),
+                    .map_or("unknown".into(), |claim| claim.clone().into()),
             )),
             "token_too_large" => {
                 let figure = |key: &str| info.metadata.get(key).and_then(|n| n.parse().ok());

@@ -1,15 +1,27 @@
-//! Settings: the key flags shared with the gateway, the service's own flags,
-//! and the one error type that names whichever setting is wrong.
+//! Settings: the key flags shared with the gateway and the service's own flags.
 
-use std::{fmt, net::SocketAddr};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
 
-use crate::validator::{MAX_LEEWAY, ValidatorSettings};
+use jsonwebtoken::Algorithm;
 
-/// Where tokens' keys come from and the limits on tokens. Flattened into both
-/// `pulse-auth` and `pulse-gateway`, so the two validate alike.
+use crate::{
+    error::ConfigError,
+    jwks::JwksSettings,
+    pem::PublicKey,
+    validator::{HMAC_ALGORITHMS, ValidatorSettings},
+};
+
+/// Where tokens' keys come from, what their claims must say, and the limits
+/// on tokens. Flattened into both `pulse-auth` and `pulse-gateway`, so the two
+/// validate alike. Key sources may be combined; at least one is required.
+///
+/// Each key allows the algorithms of its type: the secret HS256/384/512
+/// (narrowed by `--jwt-secret-algorithms`), an RSA key RS256/384/512 and
+/// PS256/384/512, an EC P-256 key ES256, a P-384 key ES384, an Ed25519 key
+/// EdDSA. A JWKS key with an `alg` allows only that one.
 #[derive(clap::Args, Clone)]
 pub struct KeyArgs {
-    /// HS256 shared secret that tokens are signed with (required)
+    /// HMAC shared secret that tokens may be signed with
     #[arg(
         long = "jwt-secret",
         env = "JWT_SECRET",
@@ -17,7 +29,76 @@ pub struct KeyArgs {
         hide_env_values = true
     )]
     pub jwt_secret: Option<String>,
-    /// Clock skew allowed on a token's exp and nbf (at most 1h)
+    /// Algorithms allowed for --jwt-secret, comma-separated
+    #[arg(
+        long = "jwt-secret-algorithms",
+        env = "JWT_SECRET_ALGORITHMS",
+        value_name = "ALGS",
+        value_delimiter = ',',
+        default_value = "HS256,HS384,HS512"
+    )]
+    pub jwt_secret_algorithms: Vec<String>,
+    /// PEM public key file (RSA, EC P-256/P-384 or Ed25519); repeat the flag
+    /// or separate files with commas for several
+    #[arg(
+        long = "jwt-public-key",
+        env = "JWT_PUBLIC_KEY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub jwt_public_key: Vec<PathBuf>,
+    /// JWKS URL (http or https) to fetch signing keys from, refreshed in the background
+    #[arg(long = "jwks-url", env = "JWKS_URL", value_name = "URL")]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again
+    #[arg(
+        long = "jwks-refresh-interval",
+        env = "JWKS_REFRESH_INTERVAL",
+        value_name = "DURATION",
+        default_value = "5m"
+    )]
+    pub jwks_refresh_interval: humantime::Duration,
+    /// Least time between two JWKS fetches caused by tokens with an unknown kid
+    #[arg(
+        long = "jwks-min-refetch-interval",
+        env = "JWKS_MIN_REFETCH_INTERVAL",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub jwks_min_refetch_interval: humantime::Duration,
+    /// How long one JWKS fetch may take
+    #[arg(
+        long = "jwks-timeout",
+        env = "JWKS_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    pub jwks_timeout: humantime::Duration,
+    /// Accepted iss claim; when set, tokens must carry one of these (comma-separated or repeated)
+    #[arg(
+        long = "issuer",
+        env = "JWT_ISSUER",
+        value_name = "ISS",
+        value_delimiter = ','
+    )]
+    pub issuer: Vec<String>,
+    /// Accepted aud value; when set, a token's aud must name one of these (comma-separated or repeated)
+    #[arg(
+        long = "audience",
+        env = "JWT_AUDIENCE",
+        value_name = "AUD",
+        value_delimiter = ','
+    )]
+    pub audience: Vec<String>,
+    /// Claim that holds the user id
+    #[arg(
+        long = "user-claim",
+        env = "JWT_USER_CLAIM",
+        value_name = "CLAIM",
+        default_value = "sub"
+    )]
+    pub user_claim: String,
+    /// Clock skew allowed on a token's exp, nbf and iat (at most 1h)
     #[arg(
         long = "jwt-leeway",
         env = "JWT_LEEWAY",
@@ -42,6 +123,21 @@ impl fmt::Debug for KeyArgs {
                 "jwt_secret",
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("jwt_secret_algorithms", &self.jwt_secret_algorithms)
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwks_url", &self.jwks_url)
+            .field(
+                "jwks_refresh_interval",
+                &self.jwks_refresh_interval.to_string(),
+            )
+            .field(
+                "jwks_min_refetch_interval",
+                &self.jwks_min_refetch_interval.to_string(),
+            )
+            .field("jwks_timeout", &self.jwks_timeout.to_string())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("user_claim", &self.user_claim)
             .field("jwt_leeway", &self.jwt_leeway.to_string())
             .field("max_token_bytes", &self.max_token_bytes)
             .finish()
@@ -49,26 +145,63 @@ impl fmt::Debug for KeyArgs {
 }
 
 impl KeyArgs {
-    /// The validator settings these flags describe; an absent or empty secret is an error.
+    /// The validator settings these flags describe, with the public key files
+    /// read. [`Validator::new`](crate::Validator::new) checks the rest.
     pub fn validator_settings(&self) -> Result<ValidatorSettings, ConfigError> {
         let secret = match &self.jwt_secret {
-            Some(secret) if !secret.is_empty() => secret.as_bytes().to_vec(),
-            _ => return Err(ConfigError::MissingSecret),
+            Some(secret) if secret.is_empty() => {
+                return Err(ConfigError::EmptyValue {
+                    setting: "--jwt-secret / JWT_SECRET",
+                });
+            }
+            secret => secret.as_ref().map(|secret| secret.as_bytes().to_vec()),
         };
-        if self.max_token_bytes == 0 {
-            return Err(ConfigError::MaxTokenBytesZero);
-        }
-        let leeway = *self.jwt_leeway;
-        if leeway > MAX_LEEWAY {
-            return Err(ConfigError::LeewayTooLarge {
-                max: humantime::format_duration(MAX_LEEWAY).to_string(),
-            });
-        }
-        Ok(ValidatorSettings {
+        let secret_algorithms = self
+            .jwt_secret_algorithms
+            .iter()
+            .map(|name| {
+                Algorithm::from_str(name.trim())
+                    .ok()
+                    .filter(|alg| HMAC_ALGORITHMS.contains(alg))
+                    .ok_or_else(|| ConfigError::SecretAlgorithms {
+                        value: format!("{name:?}"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let public_keys = self
+            .jwt_public_key
+            .iter()
+            .map(|path| PublicKey::from_pem_file(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let jwks = self.jwks_url.as_ref().map(|url| JwksSettings {
+            url: url.clone(),
+            refresh_interval: self.jwks_refresh_interval.into(),
+            min_refetch_interval: self.jwks_min_refetch_interval.into(),
+            timeout: self.jwks_timeout.into(),
+        });
+        let settings = ValidatorSettings {
             secret,
-            leeway,
+            secret_algorithms,
+            public_keys,
+            jwks,
+            issuers: self.issuer.clone(),
+            audiences: self.audience.clone(),
+            user_claim: self.user_claim.clone(),
+            leeway: self.jwt_leeway.into(),
             max_token_bytes: self.max_token_bytes,
-        })
+        };
+        if settings.secret.is_none() && settings.public_keys.is_empty() && settings.jwks.is_none() {
+            return Err(ConfigError::MissingKeySource);
+        }
+        Ok(settings)
+    }
+
+    /// The shared secret, for signing dev tokens; an error when none is set.
+    pub fn signing_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        match &self.jwt_secret {
+            Some(secret) if !secret.is_empty() => Ok(secret.as_bytes().to_vec()),
+            _ => Err(ConfigError::MissingSecret),
+        }
     }
 }
 
@@ -86,159 +219,4 @@ pub struct ServeArgs {
     /// Key flags
     #[command(flatten)]
     pub keys: KeyArgs,
-}
-
-/// A setting that stops `pulse-auth` (or a caller of this library) at start.
-/// Each message is one line that names the setting.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// No key source was given.
-    #[error(
-        "--jwt-secret / JWT_SECRET is required: refusing to start without a key to check tokens against"
-    )]
-    MissingSecret,
-    /// The token size limit is zero.
-    #[error("--max-token-bytes / MAX_TOKEN_BYTES must be at least 1")]
-    MaxTokenBytesZero,
-    /// The leeway is beyond what any clock skew explains.
-    #[error("--jwt-leeway / JWT_LEEWAY must be at most {max}")]
-    LeewayTooLarge {
-        /// The largest leeway accepted, in human form.
-        max: String,
-    },
-    /// The listen address could not be bound.
-    #[error("--listen / LISTEN_ADDR: cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why binding failed.
-        source: std::io::Error,
-    },
-    /// The auth service URL is not an `http://host:port` URL.
-    #[error("--auth-url / AUTH_URL: invalid url {url:?}: {reason}")]
-    AuthUrl {
-        /// The URL given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The request timeout for the auth service is zero.
-    #[error("--auth-timeout / AUTH_TIMEOUT must be more than zero")]
-    AuthTimeoutZero,
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use clap::{CommandFactory, Parser};
-
-    use super::*;
-
-    #[derive(Parser, Debug)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-
-    // Built directly rather than parsed, so that the environment of the test
-    // run (a JWT_SECRET, say) cannot change the outcome.
-    fn keys(secret: Option<&str>, leeway: Duration, max_token_bytes: usize) -> KeyArgs {
-        KeyArgs {
-            jwt_secret: secret.map(str::to_owned),
-            jwt_leeway: leeway.into(),
-            max_token_bytes,
-        }
-    }
-
-    #[test]
-    fn debug_never_shows_the_secret() {
-        let keys = keys(Some("hunter2-very-secret"), Duration::from_secs(30), 8192);
-        let serve = ServeArgs {
-            listen: "127.0.0.1:1".parse().unwrap(),
-            keys: keys.clone(),
-        };
-        for text in [
-            format!("{keys:?}"),
-            format!("{serve:?}"),
-            format!("{serve:#?}"),
-        ] {
-            assert!(!text.contains("hunter2"), "{text}");
-            assert!(text.contains("<redacted>"), "{text}");
-        }
-        let settings = keys.validator_settings().unwrap();
-        assert!(!format!("{settings:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn flags_env_names_and_defaults_match_the_contract() {
-        let command = Cli::command();
-        let arg = |id: &str| {
-            command
-                .get_arguments()
-                .find(|arg| arg.get_id() == id)
-                .unwrap()
-        };
-        let expect = [
-            ("listen", "listen", "LISTEN_ADDR", Some("0.0.0.0:50051")),
-            ("jwt_secret", "jwt-secret", "JWT_SECRET", None),
-            ("jwt_leeway", "jwt-leeway", "JWT_LEEWAY", Some("30s")),
-            (
-                "max_token_bytes",
-                "max-token-bytes",
-                "MAX_TOKEN_BYTES",
-                Some("8192"),
-            ),
-        ];
-        for (id, long, env, default) in expect {
-            let arg = arg(id);
-            assert_eq!(arg.get_long(), Some(long));
-            assert_eq!(arg.get_env().and_then(|env| env.to_str()), Some(env));
-            let defaults = arg.get_default_values();
-            assert_eq!(defaults.first().and_then(|d| d.to_str()), default, "{id}");
-        }
-        // `hide_env_values` keeps JWT_SECRET's value out of `--help`.
-        assert!(arg("jwt_secret").is_hide_env_values_set());
-    }
-
-    #[test]
-    fn a_missing_or_empty_secret_names_the_flag() {
-        for secret in [None, Some("")] {
-            let err = keys(secret, Duration::from_secs(30), 8192)
-                .validator_settings()
-                .unwrap_err();
-            let text = err.to_string();
-            assert!(text.starts_with("--jwt-secret / JWT_SECRET"), "{text}");
-            assert!(!text.ends_with('.') && !text.contains('\n'), "{text}");
-        }
-    }
-
-    #[test]
-    fn bad_limits_name_their_flag() {
-        let err = keys(Some("s"), Duration::from_secs(30), 0)
-            .validator_settings()
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "--max-token-bytes / MAX_TOKEN_BYTES must be at least 1"
-        );
-        let err = keys(Some("s"), Duration::from_secs(7200), 8192)
-            .validator_settings()
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "--jwt-leeway / JWT_LEEWAY must be at most 1h"
-        );
-    }
-
-    #[test]
-    fn good_flags_become_settings() {
-        let settings = keys(Some("s"), Duration::from_millis(1500), 100)
-            .validator_settings()
-            .unwrap();
-        assert_eq!(settings.secret, b"s");
-        assert_eq!(settings.leeway, Duration::from_millis(1500));
-        assert_eq!(settings.max_token_bytes, 100);
-    }
 }

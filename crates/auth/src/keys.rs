@@ -1,81 +1,242 @@
-//! The keys a [`Validator`](crate::Validator) accepts signatures from.
+//! The keys a [`Validator`](crate::Validator) accepts signatures from, and
+//! the choice of key for a token.
 //!
-//! Today the set holds one HS256 shared secret. It is a list of entries, each
-//! naming its algorithm and optionally its `kid`, so that public keys and a
-//! JWKS can join it later without the validation path changing shape.
+//! Every key carries the algorithms it allows, and a token is only ever
+//! checked with a key that allows the token's `alg`: that is what rules out
+//! `alg: none` and HS/RS key confusion, whatever the header says.
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde_json::{Map, Value};
 
-/// Every key a token may be signed with, and the checks that go with each.
-pub(crate) struct KeySet {
-    keys: Vec<VerificationKey>,
-}
+use crate::error::AuthError;
 
-/// One key: what it verifies, and the claim checks a token signed with it passes.
+/// One key: what it verifies, and the checks a token signed with it passes.
 pub(crate) struct VerificationKey {
-    /// The `kid` a token names to pick this key; `None` matches any `kid`.
-    kid: Option<String>,
-    algorithm: Algorithm,
+    /// The `kid` a token names to pick this key. Keys without one (a shared
+    /// secret, a PEM key) answer tokens whatever their `kid`.
+    pub(crate) kid: Option<String>,
     /// The key material. `DecodingKey` zeroises itself on drop and redacts its `Debug`.
-    pub(crate) key: DecodingKey,
-    /// The algorithm pinned to this key, `exp` required, `nbf` honoured, leeway applied.
-    pub(crate) validation: Validation,
-}
-
-impl KeySet {
-    /// A set holding one HMAC-SHA256 shared secret.
-    pub(crate) fn hs256(secret: &[u8], leeway_secs: u64) -> Self {
-        Self {
-            keys: vec![VerificationKey::new(
-                None,
-                Algorithm::HS256,
-                DecodingKey::from_secret(secret),
-                leeway_secs,
-            )],
-        }
-    }
-
-    /// Whether any key verifies `algorithm`: an algorithm no key uses is refused
-    /// before any signature work.
-    pub(crate) fn allows(&self, algorithm: Algorithm) -> bool {
-        self.keys.iter().any(|key| key.algorithm == algorithm)
-    }
-
-    /// The key for a token whose header names `algorithm` and, optionally, `kid`.
-    pub(crate) fn select(
-        &self,
-        algorithm: Algorithm,
-        kid: Option<&str>,
-    ) -> Option<&VerificationKey> {
-        self.keys.iter().find(|key| {
-            key.algorithm == algorithm
-                && match (&key.kid, kid) {
-                    (Some(want), Some(got)) => want == got,
-                    // A key without a kid answers for any token of its algorithm, as
-                    // a single configured secret must; a kid-less token may use a
-                    // key with a kid, since the algorithm still pins it.
-                    _ => true,
-                }
-        })
-    }
+    key: DecodingKey,
+    /// The key's algorithms (only these may verify with it), `exp` required,
+    /// `nbf` honoured, leeway applied.
+    validation: Validation,
 }
 
 impl VerificationKey {
-    fn new(kid: Option<String>, algorithm: Algorithm, key: DecodingKey, leeway_secs: u64) -> Self {
-        let mut validation = Validation::new(algorithm);
+    pub(crate) fn new(
+        kid: Option<String>,
+        key: DecodingKey,
+        algorithms: &[Algorithm],
+        leeway_secs: u64,
+    ) -> Self {
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms.to_vec();
         validation.leeway = leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
-        // No audience is configured yet, and jsonwebtoken would otherwise refuse
-        // every token that carries an `aud` at all. Audience checks come with
-        // the key-source options.
+        // Issuer and audience are checked by the validator's claim policy,
+        // which can tell a missing claim from a wrong one; jsonwebtoken would
+        // otherwise also refuse every token that carries an `aud` at all.
         validation.validate_aud = false;
         Self {
             kid,
-            algorithm,
             key,
             validation,
         }
+    }
+
+    pub(crate) fn allows(&self, algorithm: Algorithm) -> bool {
+        self.validation.algorithms.contains(&algorithm)
+    }
+}
+
+/// Verifies `token` (whose header says `algorithm` and `kid`) with the keys
+/// that may have signed it, and returns its claims once the signature, `exp`
+/// and `nbf` hold.
+///
+/// A `kid` that names keys limits the choice to them, and their algorithms
+/// must include the token's. Otherwise the candidates are the keys without a
+/// `kid` (all keys, for a token without one) that allow the algorithm, tried
+/// in turn. `jwks` says whether an unknown `kid` may yet appear in a JWKS,
+/// which makes the answer [`AuthError::UnknownKey`] and a refetch worthwhile.
+pub(crate) fn verify(
+    token: &str,
+    algorithm: Algorithm,
+    kid: Option<&str>,
+    configured: &[VerificationKey],
+    fetched: &[VerificationKey],
+    jwks: bool,
+) -> Result<Map<String, Value>, AuthError> {
+    let all = || configured.iter().chain(fetched);
+    if let Some(kid) = kid {
+        let named: Vec<&VerificationKey> = all()
+            .filter(|key| key.kid.as_deref() == Some(kid))
+            .collect();
+        if !named.is_empty() {
+            // The kid pins the key: an HS256 token naming an RSA key's kid is
+            // refused here, not tried against some other key.
+            let allowed: Vec<&VerificationKey> = named
+                .into_iter()
+                .filter(|key| key.allows(algorithm))
+                .collect();
+            if allowed.is_empty() {
+                return Err(AuthError::AlgorithmNotAllowed);
+            }
+            return first_verifying(token, allowed)?.ok_or(AuthError::BadSignature);
+        }
+    }
+    let unknown_kid = kid.is_some() && jwks;
+    let candidates: Vec<&VerificationKey> = all()
+        .filter(|key| (kid.is_none() || key.kid.is_none()) && key.allows(algorithm))
+        .collect();
+    if candidates.is_empty() {
+        return Err(if unknown_kid {
+            AuthError::UnknownKey
+        } else {
+            AuthError::AlgorithmNotAllowed
+        });
+    }
+    first_verifying(token, candidates)?.ok_or(if unknown_kid {
+        AuthError::UnknownKey
+    } else {
+        AuthError::BadSignature
+    })
+}
+
+/// The claims from the first key whose signature matches; `None` when none does.
+/// Once a signature matches, that key's verdict on `exp` and `nbf` is final.
+fn first_verifying(
+    token: &str,
+    keys: Vec<&VerificationKey>,
+) -> Result<Option<Map<String, Value>>, AuthError> {
+    for key in keys {
+        match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
+            Ok(data) => return Ok(Some(data.claims)),
+            Err(err) if matches!(err.kind(), ErrorKind::InvalidSignature) => {}
+            Err(err) => return Err(map_jwt_error(err.kind())),
+        }
+    }
+    Ok(None)
+}
+
+/// The one place a jsonwebtoken error becomes an [`AuthError`].
+fn map_jwt_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone().into()),
+        ErrorKind::InvalidToken
+        | ErrorKind::InvalidClaimFormat(_)
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => AuthError::Malformed,
+        // A key that does not parse was checked when it was loaded, so this
+        // is a signature the key's verifier cannot even read.
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => AuthError::BadSignature,
+        other => {
+            // Issuer, audience and subject checks are off in jsonwebtoken, so
+            // this is a library change worth hearing about.
+            tracing::warn!(error = ?other, "unexpected token validation error");
+            AuthError::Malformed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const HMAC: &[Algorithm] = &[Algorithm::HS256];
+
+    fn secret(kid: Option<&str>, secret: &[u8]) -> VerificationKey {
+        VerificationKey::new(
+            kid.map(str::to_owned),
+            DecodingKey::from_secret(secret),
+            HMAC,
+            0,
+        )
+    }
+
+    fn token(kid: Option<&str>, secret: &[u8]) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(str::to_owned);
+        let claims = json!({"sub": "u", "exp": jsonwebtoken::get_current_timestamp() + 600});
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn check(
+        token: &str,
+        kid: Option<&str>,
+        keys: &[VerificationKey],
+        jwks: bool,
+    ) -> Result<(), AuthError> {
+        verify(token, Algorithm::HS256, kid, keys, &[], jwks).map(|_| ())
+    }
+
+    #[test]
+    fn a_kid_picks_its_key_and_only_its_key() {
+        let keys = [secret(Some("a"), b"key-a"), secret(Some("b"), b"key-b")];
+        assert_eq!(
+            check(&token(Some("a"), b"key-a"), Some("a"), &keys, false),
+            Ok(())
+        );
+        // Signed with b's key but naming a: refused, not rescued by key b.
+        assert_eq!(
+            check(&token(Some("a"), b"key-b"), Some("a"), &keys, false),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn keys_without_a_kid_answer_any_kid_and_are_tried_in_turn() {
+        let keys = [secret(None, b"first"), secret(None, b"second")];
+        assert_eq!(
+            check(&token(Some("x"), b"second"), Some("x"), &keys, false),
+            Ok(())
+        );
+        assert_eq!(check(&token(None, b"second"), None, &keys, false), Ok(()));
+        assert_eq!(
+            check(&token(None, b"third"), None, &keys, false),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_unknown_kid_is_unknown_only_where_a_jwks_could_hold_it() {
+        let keys = [secret(Some("a"), b"key-a")];
+        let stray = token(Some("z"), b"key-z");
+        assert_eq!(
+            check(&stray, Some("z"), &keys, true),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            check(&stray, Some("z"), &keys, false),
+            Err(AuthError::AlgorithmNotAllowed)
+        );
+        // A kid-less token may use a key with a kid: the algorithm still pins it.
+        assert_eq!(check(&token(None, b"key-a"), None, &keys, true), Ok(()));
+    }
+
+    #[test]
+    fn a_signature_no_kidless_key_matches_is_unknown_beside_a_jwks() {
+        let keys = [secret(None, b"static")];
+        let stray = token(Some("z"), b"key-z");
+        assert_eq!(
+            check(&stray, Some("z"), &keys, true),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            check(&stray, Some("z"), &keys, false),
+            Err(AuthError::BadSignature)
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! gRPC client for that service; the key flags both binaries share; and dev
 //! token minting. Tokens are never logged and never appear in an error.
 //!
-//! - [`Validator`]: the synchronous checks, given [`ValidatorSettings`].
+//! - [`Validator`]: the checks, given [`ValidatorSettings`]: a shared secret,
+//!   [`PublicKey`]s and a JWKS ([`JwksSettings`]), several at once, each key
+//!   allowing only the algorithms of its type.
 //! - [`RemoteValidator`]: the same answer over gRPC, refusals mapped back to [`AuthError`].
 //! - [`Authenticator`]: either of the two, for a caller that supports both modes.
 //! - [`run`]: serves `Auth`, health and reflection on a bound listener.
@@ -17,13 +19,20 @@ mod claims;
 mod client;
 mod config;
 mod error;
+mod jwk;
+mod jwks;
 mod keys;
+mod pem;
+mod policy;
 mod service;
 mod validator;
 
 pub use authenticator::Authenticator;
 pub use client::RemoteValidator;
-pub use config::{ConfigError, KeyArgs, ServeArgs};
-pub use error::AuthError;
+pub use config::{KeyArgs, ServeArgs};
+pub use error::{AuthError, ConfigError};
+pub use jsonwebtoken::Algorithm;
+pub use jwks::JwksSettings;
+pub use pem::PublicKey;
 pub use service::run;
-pub use validator::{Identity, Validator, ValidatorSettings, mint_token};
+pub use validator::{HMAC_ALGORITHMS, Identity, Validator, ValidatorSettings, mint_token};

@@ -50,8 +50,8 @@ async fn main() {
     let cli: Cli = parse_or_exit();
     match cli.command {
         Some(Command::Mint(mint)) => {
-            let settings = mint.keys.validator_settings().unwrap_or_else(|e| exit(&e));
-            println!("{}", mint_token(&settings.secret, &mint.user, *mint.ttl));
+            let secret = mint.keys.signing_secret().unwrap_or_else(|e| exit(&e));
+            println!("{}", mint_token(&secret, &mint.user, *mint.ttl));
         }
         Some(Command::Serve(serve)) => serve_until_signal(serve).await,
         None => serve_until_signal(cli.serve).await,

@@ -106,7 +106,7 @@ impl Auth for AuthService {
         request: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
         let token = request.into_inner().token;
-        match self.validator.validate(&token) {
+        match self.validator.validate(&token).await {
             Ok(identity) => {
                 tracing::debug!(user_id = %identity.user_id, "token accepted");
                 Ok(Response::new(response_for(&identity)))
@@ -128,13 +128,17 @@ fn response_for(identity: &Identity) -> ValidateResponse {
 }
 
 /// The one place an [`AuthError`] becomes a gRPC status: `UNAUTHENTICATED`
-/// with the error's reason.
+/// with the error's reason, or `UNAVAILABLE` when no verdict could be reached
+/// (the JWKS has not been loaded), so that callers retry rather than refuse.
 fn status_for(err: &AuthError) -> Status {
     let reason = err.reason();
+    if let AuthError::Unavailable(_) = err {
+        return status_with_reason(Code::Unavailable, DOMAIN, reason, &err.to_string());
+    }
     // Figures a client needs to rebuild the exact error travel as ErrorInfo
     // metadata; the message stays for people.
     let metadata: HashMap<String, String> = match err {
-        AuthError::MissingClaim(claim) => [(METADATA_CLAIM.to_owned(), (*claim).to_owned())].into(),
+        AuthError::MissingClaim(claim) => [(METADATA_CLAIM.to_owned(), claim.to_string())].into(),
         AuthError::TokenTooLarge { len, max } => [
             (METADATA_LEN.to_owned(), len.to_string()),
             (METADATA_MAX.to_owned(), max.to_string()),
@@ -163,8 +167,11 @@ mod tests {
             AuthError::TokenExpired,
             AuthError::NotYetValid,
             AuthError::BadSignature,
+            AuthError::UnknownKey,
             AuthError::AlgorithmNotAllowed,
-            AuthError::MissingClaim("sub"),
+            AuthError::WrongIssuer,
+            AuthError::WrongAudience,
+            AuthError::MissingClaim("sub".into()),
             AuthError::TokenTooLarge { len: 9, max: 8 },
         ] {
             let status = status_for(&err);
@@ -173,5 +180,8 @@ mod tests {
             assert_eq!(status.message(), format!("{}: {err}", err.reason()));
             assert_eq!(status.get_details_error_info().unwrap().domain, DOMAIN);
         }
+        let unavailable = status_for(&AuthError::Unavailable("jwks not loaded".into()));
+        assert_eq!(unavailable.code(), Code::Unavailable);
+        assert_eq!(reason_of(&unavailable).as_deref(), Some("auth_unavailable"));
     }
 }

@@ -1,5 +1,7 @@
 //! `pulse-auth` as a real gRPC server on 127.0.0.1:0, called the way the gateway calls it.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use pulse_auth::{
@@ -28,12 +30,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
-        let validator = Validator::new(ValidatorSettings {
-            secret: SECRET.to_vec(),
-            leeway: Duration::from_secs(30),
-            max_token_bytes: 8192,
-        })
-        .unwrap();
+        Self::with(Validator::new(ValidatorSettings::with_secret(SECRET)).unwrap()).await
+    }
+
+    async fn with(validator: Validator) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -103,9 +103,8 @@ async fn validate_over_grpc_matches_the_library() {
         .validate(&minted)
         .await;
     let local = Validator::new(ValidatorSettings {
-        secret: SECRET.to_vec(),
         leeway: Duration::ZERO,
-        max_token_bytes: 8192,
+        ..ValidatorSettings::with_secret(SECRET)
     })
     .unwrap();
     let local_answer = Authenticator::Local(local).validate(&minted).await;
@@ -137,7 +136,7 @@ async fn refusals_cross_the_wire_as_the_same_error() {
     let anonymous = sign(SECRET, &json!({"exp": now() + 600}));
     assert_eq!(
         remote.validate(&anonymous).await,
-        Err(AuthError::MissingClaim("sub"))
+        Err(AuthError::MissingClaim("sub".into()))
     );
 
     assert_eq!(remote.validate("").await, Err(AuthError::Malformed));
@@ -155,6 +154,123 @@ async fn refusals_cross_the_wire_as_the_same_error() {
         })
     );
 
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_reason_crosses_the_wire_for_tokens_from_another_implementation() {
+    let manifest = support::manifest();
+    let every_key = || ValidatorSettings {
+        secret: Some(support::secret()),
+        public_keys: ["rsa.pem", "ec_p256.pem", "ec_p384.pem", "ed25519.pem"]
+            .map(support::public_key)
+            .to_vec(),
+        ..ValidatorSettings::default()
+    };
+    let with_issuer = ValidatorSettings {
+        issuers: vec![manifest.issuer.clone()],
+        ..every_key()
+    };
+    let with_audience = ValidatorSettings {
+        audiences: vec![manifest.audience.clone()],
+        ..every_key()
+    };
+    let cases = [
+        (
+            with_issuer,
+            &[
+                ("iss_wrong", Err(AuthError::WrongIssuer)),
+                ("iss_missing", Err(AuthError::MissingClaim("iss".into()))),
+                ("iss_matches", Ok("user-iss")),
+                ("alg_none", Err(AuthError::AlgorithmNotAllowed)),
+                ("rs256_wrong_key", Err(AuthError::BadSignature)),
+                (
+                    "hs256_signed_with_rsa_public_pem",
+                    Err(AuthError::BadSignature),
+                ),
+            ][..],
+        ),
+        (
+            with_audience,
+            &[
+                ("aud_wrong", Err(AuthError::WrongAudience)),
+                ("aud_missing", Err(AuthError::MissingClaim("aud".into()))),
+                ("aud_matches", Ok("user-aud")),
+                ("aud_list_contains_ours", Ok("user-aud-list")),
+                ("nbf_future", Err(AuthError::NotYetValid)),
+                ("expired", Err(AuthError::TokenExpired)),
+            ][..],
+        ),
+    ];
+    for (settings, expectations) in cases {
+        let server = Server::with(Validator::new(settings).unwrap()).await;
+        let remote = server.remote();
+        for (name, expected) in expectations {
+            let result = remote.validate(&support::token(name)).await;
+            match (result, expected) {
+                (Ok(identity), Ok(user)) => {
+                    assert_eq!(identity.user_id, *user, "{name}");
+                    assert_eq!(identity.claims["exp"], json!(4_102_444_800u64), "{name}");
+                }
+                (result, expected) => {
+                    assert_eq!(
+                        result.map(|i| i.user_id),
+                        expected.clone().map(str::to_owned),
+                        "{name}"
+                    )
+                }
+            }
+        }
+        server.stop().await;
+    }
+
+    // A custom user claim, and unknown_key from a JWKS.
+    let jwks =
+        support::JwksServer::start(support::Serve::Body(support::jwks_file("rotation_1.json")))
+            .await;
+    let validator = Validator::new(ValidatorSettings {
+        public_keys: vec![support::public_key("rsa.pem")],
+        jwks: Some(pulse_auth::JwksSettings::new(jwks.url())),
+        user_claim: "uid".into(),
+        ..ValidatorSettings::default()
+    })
+    .unwrap();
+    let server = Server::with(validator).await;
+    let remote = server.remote();
+    let identity = remote
+        .validate(&support::token("custom_user_claim"))
+        .await
+        .unwrap();
+    assert_eq!(identity.user_id, "u-42");
+    assert_eq!(identity.claims["email"], json!("a@example.test"));
+    assert_eq!(
+        remote.validate(&support::token("jwks_unknown_kid")).await,
+        Err(AuthError::UnknownKey)
+    );
+    assert_eq!(
+        remote.validate(&support::token("rot_1")).await,
+        Err(AuthError::MissingClaim("uid".into()))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_jwks_not_loaded_yet_is_unavailable_over_grpc() {
+    let jwks =
+        support::JwksServer::start(support::Serve::Status(http::StatusCode::BAD_GATEWAY)).await;
+    let validator = Validator::new(ValidatorSettings {
+        jwks: Some(pulse_auth::JwksSettings::new(jwks.url())),
+        ..ValidatorSettings::default()
+    })
+    .unwrap();
+    let server = Server::with(validator).await;
+    match server.remote().validate(&support::token("rot_1")).await {
+        // The client cannot tell this from a service that is down: both are "retry".
+        Err(AuthError::Unavailable(message)) => {
+            assert!(message.contains("Unavailable"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
     server.stop().await;
 }
 

@@ -22,6 +22,12 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A key or token setting shared with `pulse-auth`; the message names it.
+    #[error("{0}")]
+    Auth(#[from] pulse_auth::ConfigError),
+    /// No way to validate tokens at all.
+    #[error("{0} (or set --auth-url / AUTH_URL to validate with pulse-auth)")]
+    NoKeySource(pulse_auth::ConfigError),
 }
 
 impl ConfigError {
@@ -255,15 +261,12 @@ impl Config {
                 )?)
             }
             None => {
-                let settings = key_settings().map_err(|error| {
-                    ConfigError::invalid(
-                        "--jwt-secret / JWT_SECRET",
-                        format!("{error} (or set --auth-url to validate with pulse-auth)"),
-                    )
+                // pulse-auth's errors already name their setting.
+                let settings = key_settings().map_err(|error| match error {
+                    pulse_auth::ConfigError::MissingKeySource => ConfigError::NoKeySource(error),
+                    other => ConfigError::Auth(other),
                 })?;
-                Authenticator::Local(Validator::new(settings).map_err(|error| {
-                    ConfigError::invalid("--jwt-secret / JWT_SECRET", error.to_string())
-                })?)
+                Authenticator::Local(Validator::new(settings)?)
             }
         };
 
