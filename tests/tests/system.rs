@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 
 struct Stack {
     _redis: RedisServer,
-    _auth: Service,
+    auth_service: Service,
     presence_service: Service,
     gateways: Vec<Service>,
     presence: PresenceClient<Channel>,
@@ -31,7 +31,14 @@ async fn stack() -> Stack {
     let namespace = unique_namespace();
     let auth = Service::start(
         "pulse-auth",
-        &["--listen", "127.0.0.1:0", "--jwt-secret", SECRET],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+        ],
     )
     .await;
     let presence = Service::start(
@@ -75,7 +82,7 @@ async fn stack() -> Stack {
     let client = PresenceClient::connect(presence.grpc_url()).await.unwrap();
     Stack {
         _redis: redis,
-        _auth: auth,
+        auth_service: auth,
         presence_service: presence,
         gateways,
         presence: client,

@@ -216,6 +216,14 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:50051"
     )]
     pub listen: SocketAddr,
+    /// Address `GET /metrics` (Prometheus text) is served on
+    #[arg(
+        long,
+        env = "METRICS_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9091"
+    )]
+    pub metrics_listen: SocketAddr,
     /// Key flags
     #[command(flatten)]
     pub keys: KeyArgs,

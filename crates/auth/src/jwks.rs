@@ -221,6 +221,8 @@ impl Jwks {
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.timeout)));
         state.last_attempt = Some(Instant::now());
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("pulse_auth_jwks_fetches_total", "result" => outcome).increment(1);
         match result {
             Ok(parsed) => {
                 state.failures = 0;

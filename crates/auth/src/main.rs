@@ -70,14 +70,30 @@ async fn serve_until_signal(args: ServeArgs) {
                 source,
             })
         });
+    let metrics = pulse_protocol::metrics::install();
+    let metrics_listener = pulse_protocol::metrics::bind(args.metrics_listen)
+        .await
+        .unwrap_or_else(|error| exit_with_config_error(&error));
+    if let Ok(metrics_addr) = metrics_listener.local_addr() {
+        info!(%metrics_addr, "serving metrics");
+    }
     let addr = listener.local_addr().unwrap_or(args.listen);
     info!(%addr, "pulse-auth listening");
 
     // The signal both starts the drain and starts the clock on it.
     let (signalled_tx, signalled_rx) = oneshot::channel();
+    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+    tokio::spawn(pulse_protocol::metrics::serve(
+        metrics_listener,
+        metrics,
+        async move {
+            let _ = metrics_stopped.await;
+        },
+    ));
     let shutdown = async move {
         shutdown_signal().await;
         let _ = signalled_tx.send(());
+        let _ = stop_metrics.send(());
     };
     let mut server = pin!(run(validator, listener, shutdown));
     let result = tokio::select! {

@@ -106,7 +106,12 @@ impl Auth for AuthService {
         request: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
         let token = request.into_inner().token;
-        match self.validator.validate(&token).await {
+        let started = std::time::Instant::now();
+        let result = self.validator.validate(&token).await;
+        metrics::histogram!("pulse_auth_validate_seconds").record(started.elapsed().as_secs_f64());
+        let outcome = result.as_ref().map_or_else(AuthError::reason, |_| "ok");
+        metrics::counter!("pulse_auth_validations_total", "result" => outcome).increment(1);
+        match result {
             Ok(identity) => {
                 tracing::debug!(user_id = %identity.user_id, "token accepted");
                 Ok(Response::new(response_for(&identity)))
