@@ -40,8 +40,12 @@ pub(crate) const METADATA_MAX: &str = "max";
 /// stuck handler, not a slow client.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often health re-reads whether the key sources can answer.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Serves `pulse.auth.v1.Auth`, `grpc.health.v1.Health` (`Auth` and the
-/// overall `""` marked `SERVING`) and server reflection (v1 and v1alpha) on an
+/// overall `""`: `SERVING` once every key source can answer, see
+/// [`Validator::is_ready`]) and server reflection (v1 and v1alpha) on an
 /// already-bound listener until `shutdown` completes.
 ///
 /// Once `shutdown` completes the listener closes, health turns `NOT_SERVING`,
@@ -53,7 +57,51 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AuthServer<AuthService>>().await;
+    // Health follows the key sources: NOT_SERVING while a configured JWKS has
+    // never loaded, so that no traffic is sent to a replica that would answer
+    // every JWKS-signed token with UNAVAILABLE.
+    let initial = if validator.is_ready() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in [
+        "",
+        <AuthServer<AuthService> as tonic::server::NamedService>::NAME,
+    ] {
+        health.set_service_status(service, initial).await;
+    }
+    let (stop_health, mut health_stopped) = tokio::sync::watch::channel(false);
+    let reporter = health.clone();
+    let watched = validator.clone();
+    tokio::spawn(async move {
+        let mut ready = Some(initial == ServingStatus::Serving);
+        let mut ticks = tokio::time::interval(HEALTH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = health_stopped.changed() => return,
+                _ = ticks.tick() => {}
+            }
+            let now = watched.is_ready();
+            if ready != Some(now) {
+                let status = if now {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                if !now {
+                    tracing::warn!("no JWKS loaded yet; health is NOT_SERVING");
+                }
+                for service in [
+                    "",
+                    <AuthServer<AuthService> as tonic::server::NamedService>::NAME,
+                ] {
+                    reporter.set_service_status(service, status).await;
+                }
+                ready = Some(now);
+            }
+        }
+    });
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -71,6 +119,7 @@ pub async fn run(
 
     let shutdown = async move {
         shutdown.await;
+        let _ = stop_health.send(true);
         tracing::info!("pulse-auth shutting down, draining in-flight requests");
         for service in [
             "",

@@ -213,6 +213,13 @@ impl Validator {
         })
     }
 
+    /// Whether every configured key source can answer now: false only while
+    /// a configured JWKS has never been fetched (tokens that need it are
+    /// answered `Unavailable` until then). Health reports this.
+    pub fn is_ready(&self) -> bool {
+        self.inner.jwks.as_ref().is_none_or(|jwks| jwks.loaded())
+    }
+
     /// The longest token, in bytes, this validator parses.
     pub fn max_token_bytes(&self) -> usize {
         self.inner.max_token_bytes

@@ -128,6 +128,7 @@ fn debug_never_shows_the_secret() {
     let keys = keys(Some("hunter2-very-secret"));
     let serve = ServeArgs {
         listen: "127.0.0.1:1".parse().unwrap(),
+        metrics_listen: "127.0.0.1:2".parse().unwrap(),
         keys: keys.clone(),
     };
     for text in [

@@ -293,6 +293,36 @@ async fn health_reports_serving() {
 }
 
 #[tokio::test]
+async fn health_is_not_serving_until_a_jwks_has_loaded() {
+    // A JWKS endpoint where nothing listens: it never loads.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let validator = Validator::new(ValidatorSettings {
+        jwks: Some(pulse_auth::JwksSettings::new(&format!(
+            "http://{closed}/jwks.json"
+        ))),
+        ..ValidatorSettings::default()
+    })
+    .unwrap();
+    assert!(!validator.is_ready());
+    let server = Server::with(validator).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let response = health
+        .check(HealthCheckRequest {
+            service: "pulse.auth.v1.Auth".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status(), ServingStatus::NotServing);
+    drop(health);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn reflection_lists_the_auth_service() {
     let server = Server::start().await;
     let mut reflection = ServerReflectionClient::new(server.channel().await);
