@@ -301,7 +301,7 @@ async fn health_is_not_serving_until_a_jwks_has_loaded() {
         .local_addr()
         .unwrap();
     let validator = Validator::new(ValidatorSettings {
-        jwks: Some(pulse_auth::JwksSettings::new(&format!(
+        jwks: Some(pulse_auth::JwksSettings::new(format!(
             "http://{closed}/jwks.json"
         ))),
         ..ValidatorSettings::default()
