@@ -502,6 +502,23 @@ async fn metrics_move_with_traffic() {
         .expect("pulse-presence logs its metrics address")
         .parse()
         .unwrap();
+    // pulse-auth counts its validations.
+    let auth_metrics: std::net::SocketAddr = stack
+        .auth_service
+        .log_field("serving metrics", "metrics_addr")
+        .expect("pulse-auth logs its metrics address")
+        .parse()
+        .unwrap();
+    let body = scrape(auth_metrics).await;
+    assert!(
+        body.contains("pulse_auth_validations_total{result=\"ok\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("pulse_auth_validate_seconds_bucket"),
+        "{body}"
+    );
+
     eventually(
         "presence counted the events",
         Duration::from_secs(10),

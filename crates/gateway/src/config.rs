@@ -132,7 +132,7 @@ pub struct Config {
     #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10s")]
     pub handshake_timeout: humantime::Duration,
 
-    /// Comma-separated origins allowed to open sockets (https://app.example.com);
+    /// Comma-separated origins allowed to open sockets (`https://app.example.com`);
     /// a request with another Origin gets 403, one without is allowed. Unset: any.
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,

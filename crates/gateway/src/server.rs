@@ -236,6 +236,18 @@ async fn route(
                     });
                     response.map(|_| Full::new(Bytes::new()))
                 }
+                // RFC 6455 4.4: name the version this server speaks.
+                Err(fastwebsockets::WebSocketError::InvalidSecWebsocketVersion) => {
+                    let mut response = text(
+                        StatusCode::UPGRADE_REQUIRED,
+                        "unsupported Sec-WebSocket-Version; this server speaks 13\n",
+                    );
+                    response.headers_mut().insert(
+                        "Sec-WebSocket-Version",
+                        http::HeaderValue::from_static("13"),
+                    );
+                    response
+                }
                 Err(error) => text(
                     StatusCode::BAD_REQUEST,
                     &format!("bad websocket handshake: {error}\n"),
