@@ -1,0 +1,28 @@
+//! Pulse's load generator and its floor.
+//!
+//! `pulse-bench` drives a running gateway (or the `pulse-echo` floor) through
+//! the scenarios of `scripts/bench.sh`: a burst of authenticated connections
+//! held idle while the server's memory and CPU are read (`connect`),
+//! application ping round trips (`ping`), `Presence/Send` delivery across
+//! gateways (`send`) and presence propagation to a `Watch` stream
+//! (`presence`). Each prints human lines and one `RESULT {json}` line;
+//! `report` turns those lines into the tables of `BENCHMARKS.md`.
+//!
+//! The load generator shares the machine's cores with the servers it
+//! measures, so it is built to be light: a small tokio runtime, fastwebsockets
+//! framing straight on the `TcpStream`, no per-connection logging, every
+//! sample kept in one `Vec` per task. Traffic goes to loopback only, and every
+//! scenario is bounded in count and time.
+//!
+//! `pulse-echo` is the floor: a bare hyper + fastwebsockets echo server (see
+//! [`echo`]).
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod echo;
+pub mod procfs;
+pub mod report;
+pub mod result;
+pub mod scenario;
+pub mod stats;
