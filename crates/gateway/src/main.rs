@@ -30,7 +30,7 @@ async fn main() {
         Err(error) => exit_with_config_error(&error),
     };
     built.settings.metrics = Some(metrics);
-    let listener = match tokio::net::TcpListener::bind(built.listen).await {
+    let listener = match bind(built.listen) {
         Ok(listener) => listener,
         Err(error) => exit_with_config_error(&format!(
             "--listen / LISTEN_ADDR: cannot listen on {}: {error}",
@@ -70,4 +70,17 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Binds with a deep accept backlog: tokio's default of 128 drops SYNs during
+/// a reconnect storm, and each dropped one waits a second to be retried.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

@@ -229,7 +229,16 @@ async fn route(
                         match upgrade.await {
                             Ok(ws) if echo => session::echo(ws, shared).await,
                             Ok(ws) => {
-                                session::run(ws, query_token, peer, unauthenticated, shared).await;
+                                // Boxed: the session's state machine is large, and
+                                // a task moves its future at spawn and at exit.
+                                Box::pin(session::run(
+                                    ws,
+                                    query_token,
+                                    peer,
+                                    unauthenticated,
+                                    shared,
+                                ))
+                                .await;
                             }
                             Err(error) => debug!(%peer, %error, "upgrade did not complete"),
                         }
