@@ -26,20 +26,7 @@ async fn main() {
     let port = redis.port().expect("a private redis-server");
     let url = redis.url().to_owned();
     let namespace = unique_namespace();
-    let presence = Service::start(
-        "pulse-presence",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            &url,
-            "--redis-namespace",
-            &namespace,
-        ],
-    )
-    .await;
+    let presence = Service::presence(&url, &namespace, &[]).await;
     let gateway_args = |id: &'static str| {
         vec![
             "--listen".to_owned(),

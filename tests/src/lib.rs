@@ -111,6 +111,39 @@ impl Service {
         Self { child, addr, logs }
     }
 
+    /// `pulse-auth` on loopback ports (gRPC and metrics), with [`SECRET`].
+    pub async fn auth() -> Self {
+        Self::start(
+            "pulse-auth",
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+            ],
+        )
+        .await
+    }
+
+    /// `pulse-presence` on loopback ports (gRPC and metrics) for a Redis and
+    /// namespace, with `extra` flags.
+    pub async fn presence(redis_url: &str, namespace: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            redis_url,
+            "--redis-namespace",
+            namespace,
+        ];
+        args.extend_from_slice(extra);
+        Self::start("pulse-presence", &args).await
+    }
+
     /// Every line the process printed so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()

@@ -30,20 +30,7 @@ const QUEUE: usize = 16;
 async fn clients_that_stop_reading_are_closed_and_memory_stays_bounded() {
     let redis = RedisServer::start().await;
     let namespace = unique_namespace();
-    let presence = Service::start(
-        "pulse-presence",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            redis.url(),
-            "--redis-namespace",
-            &namespace,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    )
-    .await;
+    let presence = Service::presence(redis.url(), &namespace, &[]).await;
     let queue = QUEUE.to_string();
     let gateway = Service::start(
         "pulse-gateway",

@@ -55,22 +55,7 @@ async fn presence_survives_churn_a_kill_and_a_redis_restart() {
     let port = redis.port().unwrap();
     let url = redis.url().to_owned();
     let namespace = unique_namespace();
-    let presence = Service::start(
-        "pulse-presence",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            &url,
-            "--redis-namespace",
-            &namespace,
-            "--reap-interval",
-            "500ms",
-        ],
-    )
-    .await;
+    let presence = Service::presence(&url, &namespace, &["--reap-interval", "500ms"]).await;
     let mut gateways = Vec::new();
     for id in ["chaos-a", "chaos-b", "chaos-c"] {
         gateways.push(

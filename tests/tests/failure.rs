@@ -19,20 +19,7 @@ const TABS: usize = 3;
 async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
     let redis = RedisServer::start().await;
     let namespace = unique_namespace();
-    let presence = Service::start(
-        "pulse-presence",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            redis.url(),
-            "--redis-namespace",
-            &namespace,
-            "--reap-interval",
-            "500ms",
-        ],
-    )
-    .await;
+    let presence = Service::presence(redis.url(), &namespace, &["--reap-interval", "500ms"]).await;
     let mut gateway = Service::start(
         "pulse-gateway",
         &[

@@ -29,32 +29,8 @@ struct Stack {
 async fn stack() -> Stack {
     let redis = RedisServer::start().await;
     let namespace = unique_namespace();
-    let auth = Service::start(
-        "pulse-auth",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
-        ],
-    )
-    .await;
-    let presence = Service::start(
-        "pulse-presence",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            redis.url(),
-            "--redis-namespace",
-            &namespace,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    )
-    .await;
+    let auth = Service::auth().await;
+    let presence = Service::presence(redis.url(), &namespace, &[]).await;
     let auth_url = auth.grpc_url();
     let mut gateways = Vec::new();
     for instance in ["gw-a", "gw-b"] {

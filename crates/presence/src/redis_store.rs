@@ -190,9 +190,10 @@ impl RedisStore {
             .map_err(|error| PresenceError::Unavailable(format!("redis pool: {error}")))
     }
 
-    pub(crate) async fn register(&self, record: &ConnectionRecord) -> Result<(), PresenceError> {
-        let mut connection = self.connection().await?;
-        let _added: i64 = REGISTER
+    /// The register script with its keys and arguments, for one call or a pipeline.
+    fn register_invocation(&self, record: &ConnectionRecord) -> redis::ScriptInvocation<'static> {
+        let mut invocation = REGISTER.prepare_invoke();
+        invocation
             .key(self.keys.user(&record.user_id))
             .key(self.keys.instance(&record.instance_id))
             .key(self.keys.online())
@@ -203,7 +204,14 @@ impl RedisStore {
             .arg(&record.connection_id)
             .arg(&record.instance_id)
             .arg(record.connected_at_ms.to_string())
-            .arg(self.lease_ttl_ms)
+            .arg(self.lease_ttl_ms);
+        invocation
+    }
+
+    pub(crate) async fn register(&self, record: &ConnectionRecord) -> Result<(), PresenceError> {
+        let mut connection = self.connection().await?;
+        let _added: i64 = self
+            .register_invocation(record)
             .invoke_async(&mut *connection)
             .await
             .map_err(unavailable)?;
@@ -347,20 +355,7 @@ impl RedisStore {
         for batch in missing.chunks(SYNC_BATCH) {
             let mut pipe = redis::pipe();
             for record in batch {
-                pipe.invoke_script(
-                    REGISTER
-                        .key(self.keys.user(&record.user_id))
-                        .key(self.keys.instance(&record.instance_id))
-                        .key(self.keys.online())
-                        .key(self.keys.connections())
-                        .key(self.keys.leases())
-                        .arg(self.keys.channel())
-                        .arg(&record.user_id)
-                        .arg(&record.connection_id)
-                        .arg(&record.instance_id)
-                        .arg(record.connected_at_ms.to_string())
-                        .arg(self.lease_ttl_ms),
-                );
+                pipe.invoke_script(&self.register_invocation(record));
             }
             let added: Vec<i64> = pipe
                 .query_async(&mut *connection)

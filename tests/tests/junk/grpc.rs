@@ -100,32 +100,8 @@ fn garbage_protobuf() -> Vec<(&'static str, Vec<u8>)> {
 #[tokio::test]
 async fn garbage_protobuf_gets_a_grpc_status() {
     let redis = RedisServer::start().await;
-    let auth = Service::start(
-        "pulse-auth",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
-        ],
-    )
-    .await;
-    let presence = Service::start(
-        "pulse-presence",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            redis.url(),
-            "--redis-namespace",
-            &unique_namespace(),
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    )
-    .await;
+    let auth = Service::auth().await;
+    let presence = Service::presence(redis.url(), &unique_namespace(), &[]).await;
     let auth_channel = Channel::from_shared(auth.grpc_url())
         .unwrap()
         .connect()
