@@ -89,7 +89,7 @@ pub(crate) async fn run(
 ) {
     let mut socket = Socket::new(ws, &shared.settings);
 
-    let identity = match authenticate(&mut socket, query_token, &shared).await {
+    let mut identity = match authenticate(&mut socket, query_token, &shared).await {
         Ok(identity) => identity,
         Err(end) => {
             debug!(%peer, reason = end.reason(), "unauthenticated socket closed");
@@ -99,6 +99,8 @@ pub(crate) async fn run(
         }
     };
     drop(unauthenticated);
+    // A live connection needs the user and the expiry, not every claim.
+    identity.claims = serde_json::Map::new();
 
     let connection_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
     let user_id = identity.user_id.clone();
@@ -133,7 +135,9 @@ pub(crate) async fn run(
     // live locally either way, and the failure is logged.
     // While Redis is away the lease task reports the outage once and
     // re-registers everything when it returns; one line per socket would drown it.
-    if let Err(error) = shared.presence.register(&record).await {
+    // The presence and auth calls are boxed: their futures are large, and
+    // inline they would size every session's state machine for its whole life.
+    if let Err(error) = Box::pin(shared.presence.register(&record)).await {
         debug!(%user_id, %connection_id, %error, "presence registration failed");
     }
     info!(%user_id, %connection_id, %peer, "connected");
@@ -147,7 +151,7 @@ pub(crate) async fn run(
     // The connection is over once the server decides so: presence drops it
     // before the closing handshake, which may wait on a slow client.
     shared.manager.remove(&user_id, &connection_id);
-    if let Err(error) = shared.presence.unregister(&user_id, &connection_id).await {
+    if let Err(error) = Box::pin(shared.presence.unregister(&user_id, &connection_id)).await {
         debug!(%user_id, %connection_id, %error, "presence deregistration failed");
     }
     socket.finish(end).await;
@@ -210,7 +214,7 @@ async fn first_message_token(
 
 async fn validate(auth: &Authenticator, token: &str) -> Result<Identity, End> {
     let started = std::time::Instant::now();
-    let result = auth.validate(token).await;
+    let result = Box::pin(auth.validate(token)).await;
     metrics::histogram!("pulse_gateway_auth_seconds").record(started.elapsed().as_secs_f64());
     if let Err(error) = &result {
         metrics::counter!("pulse_gateway_auth_failures_total", "reason" => error.reason())
