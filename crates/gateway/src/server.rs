@@ -226,7 +226,11 @@ async fn route(
             match fastwebsockets::upgrade::upgrade(&mut request) {
                 Ok((response, upgrade)) => {
                     tracker.spawn(async move {
-                        match upgrade.await {
+                        let ws = match upgrade.await.map_err(|error| error.to_string()) {
+                            Ok(ws) => crate::socket::take_tcp(ws).map_err(str::to_owned),
+                            Err(error) => Err(error),
+                        };
+                        match ws {
                             Ok(ws) if echo => session::echo(ws, shared).await,
                             Ok(ws) => {
                                 // Boxed: the session's state machine is large, and

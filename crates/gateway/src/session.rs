@@ -16,11 +16,10 @@ use std::{
 };
 
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use pulse_auth::{AuthError, Authenticator, Identity};
 use pulse_presence::{ConnectionRecord, Presence};
 use pulse_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, event::now_ms};
+use tokio::net::TcpStream;
 use tokio::{
     sync::{Notify, mpsc},
     time::{Instant, MissedTickBehavior, sleep_until},
@@ -77,7 +76,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: crate::telemetry::Metrics,
 }
 
-type Io = TokioIo<Upgraded>;
+type Io = TcpStream;
 
 /// Serves one upgraded socket until it ends, and cleans up after it.
 pub(crate) async fn run(

@@ -10,6 +10,10 @@ use fastwebsockets::{
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use pulse_protocol::{CloseCode, ErrorCode, ServerMessage};
+use tokio::net::{
+    TcpStream,
+    tcp::{OwnedReadHalf, OwnedWriteHalf},
+};
 use tokio::time::timeout;
 
 use crate::{Settings, session::Kick};
@@ -17,9 +21,27 @@ use crate::{Settings, session::Kick};
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-type Io = TokioIo<Upgraded>;
-type Reader = WebSocketRead<tokio::io::ReadHalf<Io>>;
-pub(crate) type Writer = WebSocketWrite<tokio::io::WriteHalf<Io>>;
+type Reader = WebSocketRead<OwnedReadHalf>;
+pub(crate) type Writer = WebSocketWrite<OwnedWriteHalf>;
+
+/// Takes the TCP stream back from hyper once the upgrade is done, so that a
+/// live socket holds neither hyper's upgrade wrapper nor a lock around a
+/// shared stream: the read and write halves are the socket's own. A client
+/// that sent bytes before it saw the 101 broke the handshake's order
+/// (RFC 6455 4.1) and is refused.
+pub(crate) fn take_tcp(
+    ws: WebSocket<TokioIo<Upgraded>>,
+) -> Result<WebSocket<TcpStream>, &'static str> {
+    let upgraded = ws.into_inner().into_inner();
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) if parts.read_buf.is_empty() => Ok(WebSocket::after_handshake(
+            parts.io.into_inner(),
+            fastwebsockets::Role::Server,
+        )),
+        Ok(_) => Err("frames arrived before the upgrade completed"),
+        Err(_) => Err("the upgraded connection is not a TCP stream"),
+    }
+}
 
 /// How a session ends, and what the client is told.
 #[derive(Debug)]
@@ -106,7 +128,7 @@ pub(crate) struct Socket {
 
 impl Socket {
     /// Splits an upgraded socket, with the limits of `settings`.
-    pub(crate) fn new(mut ws: WebSocket<Io>, settings: &Settings) -> Self {
+    pub(crate) fn new(mut ws: WebSocket<TcpStream>, settings: &Settings) -> Self {
         // Control frames are answered here, where the writer is, rather than by
         // the library's read half, which has no writer after the split.
         ws.set_auto_pong(false);
@@ -114,7 +136,7 @@ impl Socket {
         // fastwebsockets refuses a frame of exactly its limit (`>=`); ours is
         // "over the limit closes 1009", as for fragmented messages below.
         ws.set_max_message_size(settings.max_message_bytes.saturating_add(1));
-        let (reader, writer) = ws.split(tokio::io::split);
+        let (reader, writer) = ws.split(TcpStream::into_split);
         Self {
             reader: Some(FrameReader::new(reader, settings.max_message_bytes)),
             writer,
