@@ -144,6 +144,23 @@ impl Service {
         Self::start("pulse-presence", &args).await
     }
 
+    /// `pulse-gateway` on a loopback port with in-process auth ([`SECRET`]) and
+    /// Redis presence in `namespace`, with `extra` flags.
+    pub async fn gateway(redis_url: &str, namespace: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--redis-url",
+            redis_url,
+            "--redis-namespace",
+            namespace,
+        ];
+        args.extend_from_slice(extra);
+        Self::start("pulse-gateway", &args).await
+    }
+
     /// Every line the process printed so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()

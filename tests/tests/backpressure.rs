@@ -32,17 +32,10 @@ async fn clients_that_stop_reading_are_closed_and_memory_stays_bounded() {
     let namespace = unique_namespace();
     let presence = Service::presence(redis.url(), &namespace, &[]).await;
     let queue = QUEUE.to_string();
-    let gateway = Service::start(
-        "pulse-gateway",
+    let gateway = Service::gateway(
+        redis.url(),
+        &namespace,
         &[
-            "--listen",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
-            "--redis-url",
-            redis.url(),
-            "--redis-namespace",
-            &namespace,
             "--outbound-queue",
             &queue,
             // A close that does not fit is given up quickly.

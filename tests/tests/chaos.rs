@@ -59,17 +59,10 @@ async fn presence_survives_churn_a_kill_and_a_redis_restart() {
     let mut gateways = Vec::new();
     for id in ["chaos-a", "chaos-b", "chaos-c"] {
         gateways.push(
-            Service::start(
-                "pulse-gateway",
+            Service::gateway(
+                &url,
+                &namespace,
                 &[
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--jwt-secret",
-                    SECRET,
-                    "--redis-url",
-                    &url,
-                    "--redis-namespace",
-                    &namespace,
                     "--instance-id",
                     id,
                     "--lease-ttl",

@@ -20,22 +20,10 @@ async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
     let redis = RedisServer::start().await;
     let namespace = unique_namespace();
     let presence = Service::presence(redis.url(), &namespace, &["--reap-interval", "500ms"]).await;
-    let mut gateway = Service::start(
-        "pulse-gateway",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
-            "--redis-url",
-            redis.url(),
-            "--redis-namespace",
-            &namespace,
-            "--instance-id",
-            "doomed",
-            "--lease-ttl",
-            "3s",
-        ],
+    let mut gateway = Service::gateway(
+        redis.url(),
+        &namespace,
+        &["--instance-id", "doomed", "--lease-ttl", "3s"],
     )
     .await;
     let mut client = PresenceClient::connect(presence.grpc_url()).await.unwrap();
