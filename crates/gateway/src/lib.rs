@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod connection_manager;
+mod frame;
 mod lease;
 mod limits;
 pub mod login;

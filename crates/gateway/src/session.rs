@@ -15,7 +15,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
 use pulse_auth::{AuthError, Authenticator, Identity};
 use pulse_presence::{ConnectionRecord, Presence};
 use pulse_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, event::now_ms};
@@ -29,6 +28,7 @@ use tracing::{debug, info};
 
 use crate::{
     ConnectionManager, LocalConnection, Settings,
+    frame::OpCode,
     limits::{RateLimit, UnauthenticatedGuard},
     socket::{End, Incoming, Message, Socket, write_or_kick},
     telemetry,
@@ -76,17 +76,15 @@ pub(crate) struct Shared {
     pub(crate) metrics: crate::telemetry::Metrics,
 }
 
-type Io = TcpStream;
-
 /// Serves one upgraded socket until it ends, and cleans up after it.
 pub(crate) async fn run(
-    ws: WebSocket<Io>,
+    stream: TcpStream,
     query_token: Option<String>,
     peer: SocketAddr,
     unauthenticated: UnauthenticatedGuard,
     shared: Arc<Shared>,
 ) {
-    let mut socket = Socket::new(ws, &shared.settings);
+    let mut socket = Socket::new(stream, &shared.settings);
 
     let mut identity = match authenticate(&mut socket, query_token, &shared).await {
         Ok(identity) => identity,
@@ -291,8 +289,7 @@ async fn live(
                         // The manager holds the sender until this session removes
                         // the connection, so the queue cannot close before.
                         let Some(text) = outbound else { return End::going_away() };
-                        let frame = Frame::text(Payload::Borrowed(text.as_bytes()));
-                        if let Err(end) = write_or_kick(writer, frame, *write_timeout, &kick).await {
+                        if let Err(end) = write_or_kick(writer, OpCode::Text, text.as_bytes(), *write_timeout, &kick).await {
                             return end;
                         }
                         shared.metrics.messages_out.increment(1);
@@ -306,8 +303,7 @@ async fn live(
                             );
                         }
                         awaiting_pong = true;
-                        let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""));
-                        if let Err(end) = write_or_kick(writer, ping, *write_timeout, &kick).await {
+                        if let Err(end) = write_or_kick(writer, OpCode::Ping, b"", *write_timeout, &kick).await {
                             return end;
                         }
                     }
@@ -400,8 +396,8 @@ fn expiry_instant(exp: u64, leeway: Duration) -> Instant {
 /// The conformance echo (`--echo-path`): no authentication, no presence;
 /// every message comes back as it came, through the same framing, limits
 /// and closing as a live connection.
-pub(crate) async fn echo(ws: WebSocket<Io>, shared: Arc<Shared>) {
-    let mut socket = Socket::new(ws, &shared.settings);
+pub(crate) async fn echo(stream: TcpStream, shared: Arc<Shared>) {
+    let mut socket = Socket::new(stream, &shared.settings);
     let end = loop {
         let incoming = tokio::select! {
             biased;
@@ -410,7 +406,7 @@ pub(crate) async fn echo(ws: WebSocket<Io>, shared: Arc<Shared>) {
         };
         let sent = match socket.control(incoming).await {
             Ok(Some(Message::Text(text))) => socket.send_text(&text).await,
-            Ok(Some(Message::Binary(data))) => socket.send_binary(data).await,
+            Ok(Some(Message::Binary(data))) => socket.send_binary(&data).await,
             Ok(None) => Ok(()),
             Err(end) => break end,
         };

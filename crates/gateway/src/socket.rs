@@ -1,43 +1,34 @@
 //! The WebSocket under a session: reading whole messages (with the limits
-//! fastwebsockets leaves to us), answering control frames, writing with a
-//! deadline, and closing with the right code.
+//! the protocol needs), answering control frames, writing with a deadline,
+//! and closing with the right code. The framing itself is in [`crate::frame`].
 
 use std::{sync::Arc, time::Duration};
 
-use fastwebsockets::{
-    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
-};
+use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use pulse_protocol::{CloseCode, ErrorCode, ServerMessage};
-use tokio::net::{
-    TcpStream,
-    tcp::{OwnedReadHalf, OwnedWriteHalf},
-};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::{Settings, session::Kick};
+use crate::{
+    Settings,
+    frame::{self, FrameError, OpCode, ReadError, Reader, Writer},
+    session::Kick,
+};
 
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-type Reader = WebSocketRead<OwnedReadHalf>;
-pub(crate) type Writer = WebSocketWrite<OwnedWriteHalf>;
-
 /// Takes the TCP stream back from hyper once the upgrade is done, so that a
-/// live socket holds neither hyper's upgrade wrapper nor a lock around a
-/// shared stream: the read and write halves are the socket's own. A client
-/// that sent bytes before it saw the 101 broke the handshake's order
-/// (RFC 6455 4.1) and is refused.
-pub(crate) fn take_tcp(
-    ws: WebSocket<TokioIo<Upgraded>>,
-) -> Result<WebSocket<TcpStream>, &'static str> {
+/// live socket holds neither hyper's upgrade wrapper, nor a lock around a
+/// shared stream, nor fastwebsockets' buffers: the read and write halves are
+/// the socket's own. A client that sent bytes before it saw the 101 broke
+/// the handshake's order (RFC 6455 4.1) and is refused.
+pub(crate) fn take_tcp(ws: WebSocket<TokioIo<Upgraded>>) -> Result<TcpStream, &'static str> {
     let upgraded = ws.into_inner().into_inner();
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) if parts.read_buf.is_empty() => Ok(WebSocket::after_handshake(
-            parts.io.into_inner(),
-            fastwebsockets::Role::Server,
-        )),
+        Ok(parts) if parts.read_buf.is_empty() => Ok(parts.io.into_inner()),
         Ok(_) => Err("frames arrived before the upgrade completed"),
         Err(_) => Err("the upgraded connection is not a TCP stream"),
     }
@@ -128,18 +119,14 @@ pub(crate) struct Socket {
 
 impl Socket {
     /// Splits an upgraded socket, with the limits of `settings`.
-    pub(crate) fn new(mut ws: WebSocket<TcpStream>, settings: &Settings) -> Self {
-        // Control frames are answered here, where the writer is, rather than by
-        // the library's read half, which has no writer after the split.
-        ws.set_auto_pong(false);
-        ws.set_auto_close(false);
-        // fastwebsockets refuses a frame of exactly its limit (`>=`); ours is
-        // "over the limit closes 1009", as for fragmented messages below.
-        ws.set_max_message_size(settings.max_message_bytes.saturating_add(1));
-        let (reader, writer) = ws.split(TcpStream::into_split);
+    pub(crate) fn new(stream: TcpStream, settings: &Settings) -> Self {
+        let (reader, writer) = stream.into_split();
         Self {
-            reader: Some(FrameReader::new(reader, settings.max_message_bytes)),
-            writer,
+            reader: Some(FrameReader::new(
+                Reader::new(reader, settings.max_message_bytes),
+                settings.max_message_bytes,
+            )),
+            writer: Writer::new(writer),
             write_timeout: settings.write_timeout,
             kick: None,
         }
@@ -152,15 +139,15 @@ impl Socket {
     pub(crate) async fn send_text(&mut self, text: &str) -> Result<(), End> {
         write_frame(
             &mut self.writer,
-            Frame::text(Payload::Borrowed(text.as_bytes())),
+            OpCode::Text,
+            text.as_bytes(),
             self.write_timeout,
         )
         .await
     }
 
-    pub(crate) async fn send_binary(&mut self, data: Vec<u8>) -> Result<(), End> {
-        let frame = Frame::binary(Payload::Owned(data));
-        write_frame(&mut self.writer, frame, self.write_timeout).await
+    pub(crate) async fn send_binary(&mut self, data: &[u8]) -> Result<(), End> {
+        write_frame(&mut self.writer, OpCode::Binary, data, self.write_timeout).await
     }
 
     /// Answers control frames and maps read errors; returns the message frames.
@@ -172,18 +159,17 @@ impl Socket {
             Incoming::Text(text) => Ok(Some(Message::Text(text))),
             Incoming::Binary(payload) => Ok(Some(Message::Binary(payload))),
             Incoming::Ping(payload) => {
-                let pong = Frame::pong(Payload::Owned(payload));
-                write_frame(&mut self.writer, pong, self.write_timeout).await?;
+                write_frame(&mut self.writer, OpCode::Pong, &payload, self.write_timeout).await?;
                 Ok(None)
             }
             Incoming::Pong => Ok(None),
             Incoming::Close(payload) => {
                 // Echo a valid close, then the transport is done.
                 let reply = match close_reply(&payload) {
-                    Ok(()) => Frame::close_raw(Payload::Owned(payload)),
-                    Err((code, reason)) => Frame::close(code, reason.as_bytes()),
+                    Ok(()) => payload,
+                    Err((code, reason)) => frame::close_payload(code, reason),
                 };
-                let _ = timeout(self.write_timeout, self.writer.write_frame(reply)).await;
+                let _ = timeout(self.write_timeout, self.writer.write(OpCode::Close, &reply)).await;
                 Err(End::Gone("client closed"))
             }
         }
@@ -206,10 +192,9 @@ impl Socket {
                 (close.code(), message)
             }
         };
-        let reason = truncate_reason(&reason);
-        let close = Frame::close(code, reason.as_bytes());
+        let close = frame::close_payload(code, truncate_reason(&reason));
         if !matches!(
-            timeout(self.write_timeout, self.writer.write_frame(close)).await,
+            timeout(self.write_timeout, self.writer.write(OpCode::Close, &close)).await,
             Ok(Ok(()))
         ) {
             return;
@@ -229,10 +214,11 @@ impl Socket {
 
 pub(crate) async fn write_frame(
     writer: &mut Writer,
-    frame: Frame<'_>,
+    opcode: OpCode,
+    payload: &[u8],
     limit: Duration,
 ) -> Result<(), End> {
-    match timeout(limit, writer.write_frame(frame)).await {
+    match timeout(limit, writer.write(opcode, payload)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone("write failed")),
         Err(_) => Err(End::Gone("write timed out")),
@@ -245,12 +231,13 @@ pub(crate) async fn write_frame(
 /// transport is dropped.
 pub(crate) async fn write_or_kick(
     writer: &mut Writer,
-    frame: Frame<'_>,
+    opcode: OpCode,
+    payload: &[u8],
     limit: Duration,
     kick: &Kick,
 ) -> Result<(), End> {
     tokio::select! {
-        result = write_frame(writer, frame, limit) => result,
+        result = write_frame(writer, opcode, payload, limit) => result,
         _ = kick.requested() => Err(End::Gone("kicked while a write was blocked")),
     }
 }
@@ -272,7 +259,7 @@ fn close_reply(payload: &[u8]) -> Result<(), (u16, &'static str)> {
         126.. => Err((1002, "control frame too large")),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
-            if !fastwebsockets::CloseCode::from(code).is_allowed() {
+            if !close_code_allowed(code) {
                 Err((1002, "invalid close code"))
             } else if std::str::from_utf8(&payload[2..]).is_err() {
                 Err((1007, "close reason is not UTF-8"))
@@ -292,8 +279,15 @@ pub(crate) enum Incoming {
     Close(Vec<u8>),
 }
 
+/// Whether a client may send `code` in a close frame (RFC 6455 7.4): the
+/// defined codes but 1004-1006 and 1015, and the registered and private
+/// ranges 3000-4999.
+fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// Reads frames and reassembles fragmented messages, bounding the whole
-/// message (fastwebsockets bounds only each frame).
+/// message (a frame is bounded by the reader).
 pub(crate) struct FrameReader {
     reader: Reader,
     max_message_bytes: usize,
@@ -309,33 +303,24 @@ impl FrameReader {
         }
     }
 
-    /// The next message or control frame.
+    /// The next message or control frame. Cancel-safe: a frame is taken
+    /// whole or not at all, and a partial message stays here.
     pub(crate) async fn next(&mut self) -> Result<Incoming, End> {
-        let mut never_send = |_frame: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
         loop {
-            let frame = self
-                .reader
-                .read_frame(&mut never_send)
-                .await
-                .map_err(read_error)?;
+            let frame = self.reader.next().await.map_err(read_error)?;
             let fin = frame.fin;
-            // An oversized close is still the client's close: `close_reply`
-            // answers it and the transport ends without waiting for another.
-            if frame.opcode == OpCode::Pong && frame.payload.len() > 125 {
-                return Err(protocol_error("control frame too large"));
-            }
             match frame.opcode {
-                OpCode::Ping => return Ok(Incoming::Ping(frame.payload.to_vec())),
+                OpCode::Ping => return Ok(Incoming::Ping(frame.payload)),
                 OpCode::Pong => return Ok(Incoming::Pong),
-                OpCode::Close => return Ok(Incoming::Close(frame.payload.to_vec())),
+                OpCode::Close => return Ok(Incoming::Close(frame.payload)),
                 OpCode::Text | OpCode::Binary => {
                     if self.partial.is_some() {
                         return Err(protocol_error("new message inside a fragmented one"));
                     }
                     if fin {
-                        return finish_message(frame.opcode, frame.payload.to_vec());
+                        return finish_message(frame.opcode, frame.payload);
                     }
-                    self.partial = Some((frame.opcode, frame.payload.to_vec()));
+                    self.partial = Some((frame.opcode, frame.payload));
                 }
                 OpCode::Continuation => {
                     let Some((opcode, buffer)) = self.partial.as_mut() else {
@@ -375,23 +360,28 @@ fn protocol_error(reason: &'static str) -> End {
     End::Close { code: 1002, reason }
 }
 
-fn read_error(error: WebSocketError) -> End {
+fn read_error(error: ReadError) -> End {
     match error {
-        WebSocketError::FrameTooLarge => End::Close {
+        ReadError::Frame(FrameError::TooLarge) => End::Close {
             code: 1009,
             reason: "message too big",
         },
-        WebSocketError::InvalidUTF8 => End::Close {
-            code: 1007,
-            reason: "text is not UTF-8",
-        },
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::ConnectionClosed => End::Gone("connection dropped"),
-        WebSocketError::ReservedBitsNotZero => protocol_error("reserved bits set"),
-        WebSocketError::ControlFrameFragmented => protocol_error("fragmented control frame"),
-        WebSocketError::PingFrameTooLarge => protocol_error("control frame too large"),
-        WebSocketError::InvalidValue => protocol_error("reserved opcode"),
-        _ => protocol_error("protocol error"),
+        ReadError::Frame(FrameError::Protocol(reason)) => protocol_error(reason),
+        ReadError::Closed => End::Gone("connection dropped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_code_allowed;
+
+    #[test]
+    fn close_codes_a_client_may_send() {
+        for code in [1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert!(close_code_allowed(code), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
+            assert!(!close_code_allowed(code), "{code}");
+        }
     }
 }

@@ -1,0 +1,423 @@
+//! RFC 6455 framing over an owned TCP stream, holding no buffer while a
+//! connection is idle.
+//!
+//! fastwebsockets keeps an 8 KiB read buffer per socket for its whole life
+//! (and grows it to the largest frame, never shrinking it); at tens of
+//! thousands of idle sockets that buffer is most of a gateway's memory. The
+//! reader here waits for readability with nothing allocated, reads what the
+//! kernel has into a stack buffer, parses the whole frames out of it, and
+//! keeps only the bytes of an unfinished frame, which it frees once they are
+//! consumed. fastwebsockets still performs the HTTP upgrade.
+//!
+//! Reading is cancel-safe: state changes only between awaits (readability is
+//! awaited, the bytes are then read and parsed synchronously), so a session
+//! may drop a pending [`Reader::next`] in a `select!` without losing a byte.
+
+use std::io;
+
+use tokio::{
+    io::AsyncWriteExt,
+    net::tcp::{OwnedReadHalf, OwnedWriteHalf},
+};
+
+/// How much one synchronous read takes from the kernel, on the stack.
+const READ_CHUNK: usize = 4096;
+/// The largest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_HEADER: usize = 14;
+
+/// A frame's opcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpCode {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+impl OpCode {
+    fn from_bits(bits: u8) -> Option<Self> {
+        Some(match bits {
+            0x0 => Self::Continuation,
+            0x1 => Self::Text,
+            0x2 => Self::Binary,
+            0x8 => Self::Close,
+            0x9 => Self::Ping,
+            0xA => Self::Pong,
+            _ => return None,
+        })
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            Self::Continuation => 0x0,
+            Self::Text => 0x1,
+            Self::Binary => 0x2,
+            Self::Close => 0x8,
+            Self::Ping => 0x9,
+            Self::Pong => 0xA,
+        }
+    }
+
+    fn is_control(self) -> bool {
+        matches!(self, Self::Close | Self::Ping | Self::Pong)
+    }
+}
+
+/// One frame from the client, unmasked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub(crate) fin: bool,
+    pub(crate) opcode: OpCode,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Why the client's bytes are not a frame we accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// 1002: a protocol violation, with the reason for the close frame.
+    Protocol(&'static str),
+    /// 1009: one frame is larger than the largest message.
+    TooLarge,
+}
+
+/// Parses one client frame from the front of `bytes`. `Ok(None)` means more
+/// bytes are needed, with how many the frame needs in all (when the header
+/// says); `Ok(Some((frame, used)))` consumed `used` bytes.
+pub(crate) fn parse(
+    bytes: &[u8],
+    max_frame: usize,
+) -> Result<Result<(Frame, usize), Option<usize>>, FrameError> {
+    let [first, second, ..] = *bytes else {
+        return Ok(Err(None));
+    };
+    if first & 0b0111_0000 != 0 {
+        return Err(FrameError::Protocol("reserved bits set"));
+    }
+    let opcode = OpCode::from_bits(first & 0x0F).ok_or(FrameError::Protocol("reserved opcode"))?;
+    let fin = first & 0x80 != 0;
+    if opcode.is_control() && !fin {
+        return Err(FrameError::Protocol("fragmented control frame"));
+    }
+    // RFC 6455 5.1: a server closes on a frame the client did not mask.
+    if second & 0x80 == 0 {
+        return Err(FrameError::Protocol("client frames must be masked"));
+    }
+    let (length, offset) = match second & 0x7F {
+        126 => {
+            let Some(bytes) = bytes.get(2..4) else {
+                return Ok(Err(None));
+            };
+            (u64::from(u16::from_be_bytes([bytes[0], bytes[1]])), 4)
+        }
+        127 => {
+            let Some(bytes) = bytes.get(2..10) else {
+                return Ok(Err(None));
+            };
+            let length = u64::from_be_bytes(bytes.try_into().expect("eight bytes"));
+            (length, 10)
+        }
+        short => (u64::from(short), 2),
+    };
+    // A ping or pong over 125 bytes is refused before its payload is read; an
+    // oversized close is still the client's close, answered as such.
+    if matches!(opcode, OpCode::Ping | OpCode::Pong) && length > 125 {
+        return Err(FrameError::Protocol("control frame too large"));
+    }
+    let length = usize::try_from(length).map_err(|_| FrameError::TooLarge)?;
+    if length > max_frame {
+        return Err(FrameError::TooLarge);
+    }
+    let start = offset + 4;
+    let total = start + length;
+    if bytes.len() < total {
+        return Ok(Err(Some(total)));
+    }
+    let mask: [u8; 4] = bytes[offset..start].try_into().expect("four bytes");
+    let mut payload = bytes[start..total].to_vec();
+    unmask(&mut payload, mask);
+    Ok(Ok((
+        Frame {
+            fin,
+            opcode,
+            payload,
+        },
+        total,
+    )))
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = payload.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let value = u32::from_ne_bytes(chunk.try_into().expect("four bytes")) ^ word;
+        chunk.copy_from_slice(&value.to_ne_bytes());
+    }
+    for (byte, key) in chunks.into_remainder().iter_mut().zip(mask) {
+        *byte ^= key;
+    }
+}
+
+/// One unmasked server frame, header and payload, ready to write.
+pub(crate) fn encode(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
+    frame.push(0x80 | opcode.bits());
+    match payload.len() {
+        short @ 0..=125 => frame.push(u8::try_from(short).expect("under 126")),
+        medium @ 126..=0xFFFF => {
+            frame.push(126);
+            frame.extend_from_slice(&u16::try_from(medium).expect("16 bits").to_be_bytes());
+        }
+        long => {
+            frame.push(127);
+            frame.extend_from_slice(&(long as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A close frame's payload: the code, then the reason.
+pub(crate) fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    payload
+}
+
+/// What reading produced: a frame, or why there will be none.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Frame(FrameError),
+    /// The peer closed the transport, or it failed.
+    Closed,
+}
+
+/// The read half of a client socket.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    half: OwnedReadHalf,
+    /// Bytes read but not yet parsed: only ever an unfinished frame. Empty,
+    /// with no allocation, while the connection is idle.
+    pending: Vec<u8>,
+    max_frame: usize,
+}
+
+impl Reader {
+    pub(crate) fn new(half: OwnedReadHalf, max_frame: usize) -> Self {
+        Self {
+            half,
+            pending: Vec::new(),
+            max_frame,
+        }
+    }
+
+    /// The next frame. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(frame) = self.parse_pending()? {
+                return Ok(frame);
+            }
+            self.half.readable().await.map_err(|_| ReadError::Closed)?;
+            if let Some(frame) = self.read_available()? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// A whole frame from the pending bytes, if they hold one.
+    fn parse_pending(&mut self) -> Result<Option<Frame>, ReadError> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        match parse(&self.pending, self.max_frame).map_err(ReadError::Frame)? {
+            Ok((frame, used)) => {
+                self.pending.drain(..used);
+                self.release();
+                Ok(Some(frame))
+            }
+            Err(needed) => {
+                if let Some(needed) = needed {
+                    self.pending.reserve_exact(needed - self.pending.len());
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads what the socket has without waiting; returns the first whole
+    /// frame, keeping any bytes after it pending.
+    fn read_available(&mut self) -> Result<Option<Frame>, ReadError> {
+        // A frame already begun reads straight into its reserved room.
+        if !self.pending.is_empty() {
+            return match self.half.try_read_buf(&mut self.pending) {
+                Ok(0) => Err(ReadError::Closed),
+                Ok(_) => self.parse_pending(),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(_) => Err(ReadError::Closed),
+            };
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let read = match self.half.try_read(&mut chunk) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(_) => return Err(ReadError::Closed),
+        };
+        let bytes = &chunk[..read];
+        // The usual case: whole frames, parsed from the stack, nothing kept.
+        match parse(bytes, self.max_frame).map_err(ReadError::Frame)? {
+            Ok((frame, used)) => {
+                self.pending.extend_from_slice(&bytes[used..]);
+                Ok(Some(frame))
+            }
+            Err(needed) => {
+                self.pending
+                    .reserve_exact(needed.unwrap_or(MAX_HEADER).max(read));
+                self.pending.extend_from_slice(bytes);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Frees the pending buffer once nothing is left in it, so an idle
+    /// connection holds no allocation, and trims one a large frame grew.
+    fn release(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        } else if self.pending.capacity() > 2 * self.pending.len() + READ_CHUNK {
+            self.pending.shrink_to_fit();
+        }
+    }
+}
+
+/// The write half of a client socket.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    half: OwnedWriteHalf,
+}
+
+impl Writer {
+    pub(crate) fn new(half: OwnedWriteHalf) -> Self {
+        Self { half }
+    }
+
+    /// Writes one whole frame. Not cancel-safe: a write abandoned halfway
+    /// leaves the stream mid-frame, so the caller must drop the transport.
+    pub(crate) async fn write(&mut self, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
+        let frame = encode(opcode, payload);
+        // Most frames fit the socket buffer at once: no await, no state kept.
+        let written = match self.half.try_write(&frame) {
+            Ok(written) => written,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(error) => return Err(error),
+        };
+        if written < frame.len() {
+            self.half.write_all(&frame[written..]).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut frame = vec![first];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len @ 126..=0xFFFF => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    #[test]
+    fn parses_masked_frames_of_every_length_form() {
+        for len in [0, 1, 5, 125, 126, 1000, 65_535, 65_536, 70_001] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let bytes = masked(0x82, &payload, [1, 2, 3, 4]);
+            let (frame, used) = parse(&bytes, 1 << 20).unwrap().unwrap();
+            assert_eq!(used, bytes.len(), "length {len}");
+            assert_eq!(frame.opcode, OpCode::Binary);
+            assert!(frame.fin);
+            assert_eq!(frame.payload, payload, "length {len}");
+        }
+    }
+
+    #[test]
+    fn asks_for_more_until_the_frame_is_whole() {
+        let bytes = masked(0x81, b"hello world", [9, 8, 7, 6]);
+        assert_eq!(parse(&bytes[..1], 100).unwrap(), Err(None));
+        assert_eq!(parse(&bytes[..6], 100).unwrap(), Err(Some(bytes.len())));
+        assert_eq!(
+            parse(&bytes[..bytes.len() - 1], 100).unwrap(),
+            Err(Some(bytes.len()))
+        );
+        let long = masked(0x81, &[b'a'; 300], [0; 4]);
+        assert_eq!(parse(&long[..3], 1000).unwrap(), Err(None));
+        assert_eq!(parse(&long[..4], 1000).unwrap(), Err(Some(long.len())));
+    }
+
+    #[test]
+    fn refuses_what_rfc_6455_forbids() {
+        let cases: [(Vec<u8>, FrameError); 6] = [
+            (
+                masked(0xC1, b"x", [0; 4]),
+                FrameError::Protocol("reserved bits set"),
+            ),
+            (
+                masked(0x83, b"x", [0; 4]),
+                FrameError::Protocol("reserved opcode"),
+            ),
+            (
+                masked(0x09, b"x", [0; 4]),
+                FrameError::Protocol("fragmented control frame"),
+            ),
+            (
+                vec![0x89, 0x01, b'x'],
+                FrameError::Protocol("client frames must be masked"),
+            ),
+            (
+                masked(0x89, &[0; 126], [0; 4]),
+                FrameError::Protocol("control frame too large"),
+            ),
+            (masked(0x82, &[0; 101], [0; 4]), FrameError::TooLarge),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(parse(&bytes, 100).unwrap_err(), expected, "{bytes:x?}");
+        }
+        // A 64-bit length past usize or the limit is refused from the header alone.
+        let mut huge = vec![0x82, 0xFF];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(parse(&huge, 100).unwrap_err(), FrameError::TooLarge);
+        // An oversized close is read: it is answered as the client's close.
+        let close = masked(0x88, &[0; 126], [0; 4]);
+        assert_eq!(parse(&close, 1000).unwrap().unwrap().0.payload.len(), 126);
+    }
+
+    #[test]
+    fn encodes_each_length_form() {
+        assert_eq!(encode(OpCode::Text, b"hi"), [0x81, 2, b'h', b'i']);
+        let medium = encode(OpCode::Binary, &[7; 200]);
+        assert_eq!(&medium[..4], &[0x82, 126, 0, 200]);
+        assert_eq!(medium.len(), 204);
+        let long = encode(OpCode::Binary, &[7; 70_000]);
+        assert_eq!(&long[..2], &[0x82, 127]);
+        assert_eq!(&long[2..10], &70_000u64.to_be_bytes());
+        assert_eq!(
+            encode(OpCode::Close, &close_payload(1000, "ok")),
+            [0x88, 4, 0x03, 0xE8, b'o', b'k']
+        );
+    }
+}
