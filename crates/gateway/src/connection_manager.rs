@@ -8,9 +8,8 @@ use std::{
 
 use pulse_presence::ConnectionRecord;
 use pulse_protocol::{EventKind, PresenceEvent};
-use tokio::sync::mpsc;
 
-use crate::session::Kick;
+use crate::mailbox::Mailbox;
 
 /// A connection held by this instance: what is needed to reach its socket.
 #[derive(Debug, Clone)]
@@ -19,10 +18,9 @@ pub struct LocalConnection {
     pub connection_id: Arc<str>,
     /// When it authenticated, milliseconds since the Unix epoch.
     pub connected_at_ms: u64,
-    /// The connection's bounded outbound queue of encoded server messages.
-    pub outbound: mpsc::Sender<Arc<str>>,
-    /// Closes the connection from outside its session.
-    pub kick: Arc<Kick>,
+    /// Its bounded queue of encoded server messages, and the way to close
+    /// it from outside its session.
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// Tracks every open connection of this instance by user, and the connections
@@ -37,7 +35,9 @@ pub struct ConnectionManager {
 
 #[derive(Debug, Default)]
 struct Inner {
-    local: HashMap<String, HashMap<Arc<str>, LocalConnection>>,
+    /// A user's connections, in a vector: a user holds a few, and one entry
+    /// costs 32 bytes where a map of one costs hundreds.
+    local: HashMap<Arc<str>, Vec<LocalConnection>>,
     local_connections: usize,
     /// user id -> connection id -> instance id, for every other instance.
     remote: HashMap<String, HashMap<String, String>>,
@@ -51,7 +51,7 @@ impl ConnectionManager {
     }
 
     /// Adds a connection of `user_id`; returns how many local connections the user has now.
-    pub fn add(&self, user_id: &str, connection: LocalConnection) -> usize {
+    pub fn add(&self, user_id: &Arc<str>, connection: LocalConnection) -> usize {
         self.try_add(user_id, connection, 0)
             .expect("no limit, never refused")
     }
@@ -62,22 +62,32 @@ impl ConnectionManager {
     /// the presence bus.
     pub fn try_add(
         &self,
-        user_id: &str,
+        user_id: &Arc<str>,
         connection: LocalConnection,
         limit: usize,
     ) -> Result<usize, usize> {
         let mut inner = self.lock();
         if limit > 0 {
-            let held = inner.local.get(user_id).map_or(0, HashMap::len)
-                + inner.remote.get(user_id).map_or(0, HashMap::len);
+            let held = inner.local.get(&**user_id).map_or(0, Vec::len)
+                + inner.remote.get(&**user_id).map_or(0, HashMap::len);
             if held >= limit {
                 return Err(held);
             }
         }
-        let connections = inner.local.entry(user_id.to_owned()).or_default();
-        let added = connections
-            .insert(connection.connection_id.clone(), connection)
-            .is_none();
+        let connections = inner.local.entry(user_id.clone()).or_default();
+        let added = match connections
+            .iter_mut()
+            .find(|held| held.connection_id == connection.connection_id)
+        {
+            Some(held) => {
+                *held = connection;
+                false
+            }
+            None => {
+                connections.push(connection);
+                true
+            }
+        };
         let count = connections.len();
         if added {
             inner.local_connections += 1;
@@ -91,48 +101,46 @@ impl ConnectionManager {
         let Some(connections) = inner.local.get_mut(user_id) else {
             return false;
         };
-        let removed = connections.remove(connection_id).is_some();
+        let Some(position) = connections
+            .iter()
+            .position(|held| &*held.connection_id == connection_id)
+        else {
+            return false;
+        };
+        connections.swap_remove(position);
         if connections.is_empty() {
             inner.local.remove(user_id);
+        } else if connections.capacity() > 2 * connections.len() + 4 {
+            connections.shrink_to_fit();
         }
-        if removed {
-            inner.local_connections -= 1;
-        }
-        removed
+        inner.local_connections -= 1;
+        true
     }
 
     /// Removes and returns every local connection of a user.
     pub fn remove_user(&self, user_id: &str) -> Vec<LocalConnection> {
         let mut inner = self.lock();
-        let removed: Vec<LocalConnection> = inner
-            .local
-            .remove(user_id)
-            .map(|connections| connections.into_values().collect())
-            .unwrap_or_default();
+        let removed = inner.local.remove(user_id).unwrap_or_default();
         inner.local_connections -= removed.len();
         removed
     }
 
     /// The local connections of a user.
     pub fn connections(&self, user_id: &str) -> Vec<LocalConnection> {
-        self.lock()
-            .local
-            .get(user_id)
-            .map(|connections| connections.values().cloned().collect())
-            .unwrap_or_default()
+        self.lock().local.get(user_id).cloned().unwrap_or_default()
     }
 
     /// Calls `f` with each local connection of a user, under the lock: `f`
     /// must not block (a `try_send` or a kick, not an `.await`).
     pub fn for_each_connection(&self, user_id: &str, mut f: impl FnMut(&LocalConnection)) {
         if let Some(connections) = self.lock().local.get(user_id) {
-            connections.values().for_each(&mut f);
+            connections.iter().for_each(&mut f);
         }
     }
 
     /// How many connections this instance holds for a user.
     pub fn local_count(&self, user_id: &str) -> usize {
-        self.lock().local.get(user_id).map_or(0, HashMap::len)
+        self.lock().local.get(user_id).map_or(0, Vec::len)
     }
 
     /// How many connections other instances hold for a user.
@@ -156,13 +164,13 @@ impl ConnectionManager {
     }
 
     /// Every local connection, with its user id.
-    pub fn snapshot(&self) -> Vec<(String, LocalConnection)> {
+    pub fn snapshot(&self) -> Vec<(Arc<str>, LocalConnection)> {
         self.lock()
             .local
             .iter()
             .flat_map(|(user_id, connections)| {
                 connections
-                    .values()
+                    .iter()
                     .map(move |connection| (user_id.clone(), connection.clone()))
             })
             .collect()
@@ -244,17 +252,12 @@ impl ConnectionManager {
 mod tests {
     use super::*;
 
-    fn conn(id: &str) -> (LocalConnection, mpsc::Receiver<Arc<str>>) {
-        let (outbound, rx) = mpsc::channel(4);
-        (
-            LocalConnection {
-                connection_id: id.into(),
-                connected_at_ms: 1,
-                outbound,
-                kick: Arc::default(),
-            },
-            rx,
-        )
+    fn conn(id: &str) -> LocalConnection {
+        LocalConnection {
+            connection_id: id.into(),
+            connected_at_ms: 1,
+            mailbox: Arc::new(Mailbox::new(4)),
+        }
     }
 
     fn ids(connections: &[LocalConnection]) -> Vec<String> {
@@ -279,8 +282,8 @@ mod tests {
     #[test]
     fn tracks_connections_by_user_id() {
         let manager = ConnectionManager::new();
-        manager.add("alice", conn("a1").0);
-        manager.add("bob", conn("b1").0);
+        manager.add(&"alice".into(), conn("a1"));
+        manager.add(&"bob".into(), conn("b1"));
         assert_eq!(ids(&manager.connections("alice")), ["a1"]);
         assert_eq!(ids(&manager.connections("bob")), ["b1"]);
         assert!(manager.connections("carol").is_empty());
@@ -290,8 +293,8 @@ mod tests {
     #[test]
     fn adding_increments_the_count() {
         let manager = ConnectionManager::new();
-        assert_eq!(manager.add("alice", conn("a1").0), 1);
-        assert_eq!(manager.add("alice", conn("a2").0), 2);
+        assert_eq!(manager.add(&"alice".into(), conn("a1")), 1);
+        assert_eq!(manager.add(&"alice".into(), conn("a2")), 2);
         assert_eq!(manager.local_count("alice"), 2);
         assert_eq!(manager.len(), 2);
         assert_eq!(manager.user_count(), 1);
@@ -300,8 +303,8 @@ mod tests {
     #[test]
     fn removing_decrements_the_count() {
         let manager = ConnectionManager::new();
-        manager.add("alice", conn("a1").0);
-        manager.add("alice", conn("a2").0);
+        manager.add(&"alice".into(), conn("a1"));
+        manager.add(&"alice".into(), conn("a2"));
         assert!(manager.remove("alice", "a1"));
         assert_eq!(manager.local_count("alice"), 1);
         assert_eq!(manager.len(), 1);
@@ -317,9 +320,9 @@ mod tests {
     fn a_users_connections_are_exactly_that_set() {
         let manager = ConnectionManager::new();
         for id in ["a1", "a2", "a3"] {
-            manager.add("alice", conn(id).0);
+            manager.add(&"alice".into(), conn(id));
         }
-        manager.add("bob", conn("b1").0);
+        manager.add(&"bob".into(), conn("b1"));
         manager.remove("alice", "a2");
         assert_eq!(ids(&manager.connections("alice")), ["a1", "a3"]);
     }
@@ -328,9 +331,9 @@ mod tests {
     fn clean_up_removes_all_of_a_users_connections() {
         let manager = ConnectionManager::new();
         for id in ["a1", "a2", "a3"] {
-            manager.add("alice", conn(id).0);
+            manager.add(&"alice".into(), conn(id));
         }
-        manager.add("bob", conn("b1").0);
+        manager.add(&"bob".into(), conn("b1"));
         assert_eq!(ids(&manager.remove_user("alice")), ["a1", "a2", "a3"]);
         assert!(manager.connections("alice").is_empty());
         assert_eq!(manager.len(), 1);
@@ -341,22 +344,22 @@ mod tests {
     #[test]
     fn the_same_connection_id_is_counted_once() {
         let manager = ConnectionManager::new();
-        assert_eq!(manager.add("alice", conn("a1").0), 1);
-        assert_eq!(manager.add("alice", conn("a1").0), 1);
+        assert_eq!(manager.add(&"alice".into(), conn("a1")), 1);
+        assert_eq!(manager.add(&"alice".into(), conn("a1")), 1);
         assert_eq!(manager.len(), 1);
     }
 
     #[test]
     fn the_per_user_limit_counts_every_instance() {
         let manager = ConnectionManager::new();
-        assert_eq!(manager.try_add("alice", conn("a1").0, 3), Ok(1));
+        assert_eq!(manager.try_add(&"alice".into(), conn("a1"), 3), Ok(1));
         manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r1", "other"));
-        assert_eq!(manager.try_add("alice", conn("a2").0, 3), Ok(2));
-        assert_eq!(manager.try_add("alice", conn("a3").0, 3), Err(3));
+        assert_eq!(manager.try_add(&"alice".into(), conn("a2"), 3), Ok(2));
+        assert_eq!(manager.try_add(&"alice".into(), conn("a3"), 3), Err(3));
         assert_eq!(manager.local_count("alice"), 2);
-        assert_eq!(manager.try_add("bob", conn("b1").0, 3), Ok(1));
+        assert_eq!(manager.try_add(&"bob".into(), conn("b1"), 3), Ok(1));
         assert_eq!(
-            manager.try_add("alice", conn("a3").0, 0),
+            manager.try_add(&"alice".into(), conn("a3"), 0),
             Ok(3),
             "0 is no limit"
         );
@@ -365,7 +368,7 @@ mod tests {
     #[test]
     fn counts_other_instances_from_the_bus() {
         let manager = ConnectionManager::new();
-        manager.add("alice", conn("a1").0);
+        manager.add(&"alice".into(), conn("a1"));
         manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r1", "other"));
         manager.apply_remote_event("me", &event(EventKind::Online, "alice", "r1", "other"));
         manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r2", "third"));

@@ -9,11 +9,14 @@
 //! keeps only the bytes of an unfinished frame, which it frees once they are
 //! consumed. fastwebsockets still performs the HTTP upgrade.
 //!
-//! Reading is cancel-safe: state changes only between awaits (readability is
-//! awaited, the bytes are then read and parsed synchronously), so a session
-//! may drop a pending [`Reader::next`] in a `select!` without losing a byte.
+//! Reading is cancel-safe: [`Reader::poll_next`] changes state only
+//! synchronously (readability is polled, the bytes are then read and parsed
+//! at once), so a session may stop waiting at any point without losing a byte.
 
-use std::io;
+use std::{
+    io,
+    task::{Context, Poll, ready},
+};
 
 use tokio::{
     io::AsyncWriteExt,
@@ -213,15 +216,19 @@ impl Reader {
         }
     }
 
-    /// The next frame. Cancel-safe.
-    pub(crate) async fn next(&mut self) -> Result<Frame, ReadError> {
+    /// The next frame. Waiting registers only the task's waker with the
+    /// socket (no future, no buffer), so a session can wait on this beside
+    /// its other wake-ups at no cost while idle.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Frame, ReadError>> {
         loop {
             if let Some(frame) = self.parse_pending()? {
-                return Ok(frame);
+                return Poll::Ready(Ok(frame));
             }
-            self.half.readable().await.map_err(|_| ReadError::Closed)?;
+            ready!(self.half.as_ref().poll_read_ready(cx)).map_err(|_| ReadError::Closed)?;
+            // Readiness that turns out stale is cleared by the read, and
+            // the next poll registers the waker again.
             if let Some(frame) = self.read_available()? {
-                return Ok(frame);
+                return Poll::Ready(Ok(frame));
             }
         }
     }

@@ -80,7 +80,7 @@ fn records(manager: &crate::ConnectionManager, instance_id: &str) -> Vec<Connect
         .into_iter()
         .map(|(user_id, connection)| ConnectionRecord {
             connection_id: connection.connection_id.to_string(),
-            user_id,
+            user_id: user_id.to_string(),
             instance_id: instance_id.to_owned(),
             connected_at_ms: connection.connected_at_ms,
         })

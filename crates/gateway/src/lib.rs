@@ -16,6 +16,7 @@ mod frame;
 mod lease;
 mod limits;
 pub mod login;
+mod mailbox;
 pub mod readiness;
 mod server;
 pub mod session;
@@ -27,8 +28,8 @@ use std::time::Duration;
 pub use config::{Config, ConfigError};
 pub use connection_manager::{ConnectionManager, LocalConnection};
 pub use login::DevLogin;
+pub use mailbox::{Mailbox, PushError};
 pub use server::{DrainReport, Gateway, run};
-pub use session::Kick;
 
 /// Everything the gateway needs besides its authenticator, its presence store and its listener.
 ///

@@ -12,15 +12,15 @@ use pulse_presence::Presence;
 use pulse_protocol::{CloseCode, Command, ErrorCode, command::message_frame};
 use tokio::{
     net::TcpListener,
-    sync::{
-        broadcast::error::RecvError,
-        mpsc::{self, error::TrySendError},
-    },
+    sync::{broadcast::error::RecvError, mpsc},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use crate::{ConnectionManager, Settings, limits, login, readiness::Readiness, session, telemetry};
+use crate::{
+    ConnectionManager, Mailbox, PushError, Settings, limits, login, readiness::Readiness, session,
+    telemetry,
+};
 
 /// What happened during shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub struct DrainReport {
 
 /// A gateway: its shared state, before and while it serves.
 pub struct Gateway {
-    shared: Arc<session::Shared>,
+    pub(crate) shared: Arc<session::Shared>,
 }
 
 impl Gateway {
@@ -118,6 +118,7 @@ impl Gateway {
         let open_at_shutdown = shared.manager.len();
         info!(open = open_at_shutdown, "draining");
         shared.shutdown.cancel();
+        tracker.spawn(drain(shared.clone()));
         tracker.close();
         let completed = tokio::time::timeout(shared.settings.drain_timeout, tracker.wait())
             .await
@@ -225,24 +226,24 @@ async fn route(
             });
             match fastwebsockets::upgrade::upgrade(&mut request) {
                 Ok((response, upgrade)) => {
+                    let sessions = tracker.clone();
                     tracker.spawn(async move {
-                        let ws = match upgrade.await.map_err(|error| error.to_string()) {
+                        let stream = match upgrade.await.map_err(|error| error.to_string()) {
                             Ok(ws) => crate::socket::take_tcp(ws).map_err(str::to_owned),
                             Err(error) => Err(error),
                         };
-                        match ws {
-                            Ok(ws) if echo => session::echo(ws, shared).await,
-                            Ok(ws) => {
-                                // Boxed: the session's state machine is large, and
-                                // a task moves its future at spawn and at exit.
-                                Box::pin(session::run(
-                                    ws,
+                        match stream {
+                            Ok(stream) if echo => session::echo(stream, shared).await,
+                            // A task of its own, so that the session's task is
+                            // sized for the session alone, not for the upgrade.
+                            Ok(stream) => {
+                                sessions.spawn(session::run(
+                                    stream,
                                     query_token,
                                     peer,
                                     unauthenticated,
                                     shared,
-                                ))
-                                .await;
+                                ));
                             }
                             Err(error) => debug!(%peer, %error, "upgrade did not complete"),
                         }
@@ -356,6 +357,38 @@ async fn resync(shared: &session::Shared) {
     }
 }
 
+/// Closes every live connection with `going_away`, each at a random point
+/// within `--drain-spread` after shutdown begins, so that clients do not all
+/// reconnect in the same second. A connection serves normally until its
+/// turn. Connections that go live after this list was taken see the
+/// shutdown themselves.
+async fn drain(shared: Arc<session::Shared>) {
+    let spread_ms = u64::try_from(shared.settings.drain_spread.as_millis()).unwrap_or(u64::MAX);
+    let mut turns: Vec<(u64, Arc<Mailbox>)> = shared
+        .manager
+        .snapshot()
+        .into_iter()
+        .map(|(_, connection)| {
+            let turn = if spread_ms > 0 {
+                rand::random_range(0..spread_ms)
+            } else {
+                0
+            };
+            (turn, connection.mailbox)
+        })
+        .collect();
+    turns.sort_unstable_by_key(|(turn, _)| *turn);
+    let started = tokio::time::Instant::now();
+    for (turn, mailbox) in turns {
+        tokio::time::sleep_until(started + Duration::from_millis(turn)).await;
+        mailbox.kick(
+            CloseCode::GoingAway,
+            ErrorCode::GOING_AWAY,
+            "server shutting down",
+        );
+    }
+}
+
 /// Carries out the commands internal services address to this instance.
 async fn run_commands(shared: Arc<session::Shared>, mut commands: mpsc::Receiver<Command>) {
     loop {
@@ -371,21 +404,20 @@ async fn run_commands(shared: Arc<session::Shared>, mut commands: mpsc::Receiver
                 // Encoded once, shared by every connection of the user.
                 let frame: Arc<str> = message_frame(&data).into();
                 shared.manager.for_each_connection(&user_id, |connection| {
-                    match connection.outbound.try_send(frame.clone()) {
+                    match connection.mailbox.push(frame.clone()) {
                         Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
+                        Err(PushError::Full) => {
                             shared.metrics.queue_overflows.increment(1);
-                            if !connection.kick.is_kicked() {
-                                warn!(%user_id, connection_id = %connection.connection_id, "outbound queue full; closing a slow consumer");
-                            }
-                            connection.kick.kick(
+                            if connection.mailbox.kick(
                                 CloseCode::TooMany,
                                 ErrorCode::SLOW_CONSUMER,
                                 "too many messages waiting: the connection does not read fast enough",
-                            );
+                            ) {
+                                warn!(%user_id, connection_id = %connection.connection_id, "outbound queue full; closing a slow consumer");
+                            }
                         }
                         // The session is ending; at most once means it goes without.
-                        Err(TrySendError::Closed(_)) => {}
+                        Err(PushError::Closing) => {}
                     }
                 });
             }
@@ -400,7 +432,7 @@ async fn run_commands(shared: Arc<session::Shared>, mut commands: mpsc::Receiver
                         .is_none_or(|id| id == &*connection.connection_id)
                     {
                         info!(%user_id, connection_id = %connection.connection_id, %reason, "disconnect requested");
-                        connection.kick.kick(
+                        connection.mailbox.kick(
                             CloseCode::Forbidden,
                             ErrorCode::DISCONNECTED,
                             reason.clone(),

@@ -1,27 +1,32 @@
 //! One WebSocket, from upgrade to close: the per-connection state machine
 //! (awaiting auth, live, closing).
 //!
-//! The read side of fastwebsockets is not cancel-safe (a frame header can be
-//! half consumed when the future is dropped), so the session never drops a
-//! pending read to do something else: it keeps one read future pinned while it
-//! writes, pings and watches its deadlines, and only drops it when the
-//! connection is over.
+//! A live connection spends nearly all its life waiting, so the waiting is
+//! what is made small: the session task holds a pointer to its [`Live`]
+//! state and waits on one `poll_fn` (socket readability, its [`Mailbox`],
+//! one timer for heartbeat and token expiry). The work a wake-up brings
+//! (parsing, writing with a deadline, validating a refreshed token) runs in a
+//! boxed future that exists only while it runs. The task stays at a few
+//! hundred bytes; see `the_session_task_stays_small`.
+//!
+//! The reader is cancel-safe (`frame.rs`), so nothing the session stops
+//! waiting for loses a byte.
 
 use std::{
+    future::poll_fn,
     net::SocketAddr,
-    pin::pin,
+    pin::Pin,
     sync::Arc,
-    sync::OnceLock,
+    task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use pulse_auth::{AuthError, Authenticator, Identity};
 use pulse_presence::{ConnectionRecord, Presence};
 use pulse_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, event::now_ms};
-use tokio::net::TcpStream;
 use tokio::{
-    sync::{Notify, mpsc},
-    time::{Instant, MissedTickBehavior, sleep_until},
+    net::TcpStream,
+    time::{Instant, Sleep, sleep_until},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -30,39 +35,10 @@ use crate::{
     ConnectionManager, LocalConnection, Settings,
     frame::OpCode,
     limits::{RateLimit, UnauthenticatedGuard},
+    mailbox::{Delivery, Mailbox},
     socket::{End, Incoming, Message, Socket, write_or_kick},
     telemetry,
 };
-
-/// A request to close a live connection from outside its session (an
-/// internal service's Disconnect, or a full outbound queue). The first
-/// request wins; the session notices it even while a write is blocked.
-#[derive(Debug, Default)]
-pub struct Kick {
-    reason: OnceLock<(CloseCode, ErrorCode, String)>,
-    notify: Notify,
-}
-
-impl Kick {
-    /// Asks the session to send an `error` with `code` and `message`, then close with `close`.
-    pub fn kick(&self, close: CloseCode, code: ErrorCode, message: impl Into<String>) {
-        if self.reason.set((close, code, message.into())).is_ok() {
-            // notify_one keeps a permit when the session is not waiting yet.
-            self.notify.notify_one();
-        }
-    }
-
-    /// Whether a kick was requested.
-    pub fn is_kicked(&self) -> bool {
-        self.reason.get().is_some()
-    }
-
-    pub(crate) async fn requested(&self) -> End {
-        self.notify.notified().await;
-        let (close, code, message) = self.reason.get().expect("set before notifying");
-        End::fail(*close, code.clone(), message)
-    }
-}
 
 /// What every session shares.
 pub(crate) struct Shared {
@@ -77,46 +53,81 @@ pub(crate) struct Shared {
 }
 
 /// Serves one upgraded socket until it ends, and cleans up after it.
-pub(crate) async fn run(
+///
+/// The arguments travel in a box: an async fn keeps its arguments in its
+/// state for its whole life, and these are needed only until the socket
+/// is live.
+pub(crate) fn run(
     stream: TcpStream,
     query_token: Option<String>,
     peer: SocketAddr,
     unauthenticated: UnauthenticatedGuard,
     shared: Arc<Shared>,
-) {
-    let mut socket = Socket::new(stream, &shared.settings);
+) -> impl Future<Output = ()> + Send + 'static {
+    let start = Box::new(Start {
+        stream,
+        query_token,
+        peer,
+        unauthenticated,
+        shared,
+    });
+    async move {
+        let Some(mut live) = Box::pin(open(start)).await else {
+            return;
+        };
+        let mut wake = Wake::Start;
+        let end = loop {
+            if let Err(end) = Box::pin(live.handle(wake)).await {
+                break end;
+            }
+            wake = poll_fn(|cx| live.poll_wake(cx)).await;
+        };
+        Box::pin(live.close(end)).await;
+    }
+}
 
-    let mut identity = match authenticate(&mut socket, query_token, &shared).await {
+/// An upgraded socket, before it is authenticated.
+struct Start {
+    stream: TcpStream,
+    query_token: Option<String>,
+    peer: SocketAddr,
+    unauthenticated: UnauthenticatedGuard,
+    shared: Arc<Shared>,
+}
+
+/// Authenticates the socket and makes it a live connection: in the manager,
+/// registered with presence. `None` when the socket was closed instead.
+async fn open(start: Box<Start>) -> Option<Box<Live>> {
+    let Start {
+        stream,
+        query_token,
+        peer,
+        unauthenticated,
+        shared,
+    } = *start;
+    let mut socket = Socket::new(stream, &shared.settings);
+    let identity = match authenticate(&mut socket, query_token, &shared).await {
         Ok(identity) => identity,
         Err(end) => {
             debug!(%peer, reason = end.reason(), "unauthenticated socket closed");
             telemetry::disconnect("auth", end.reason(), end.close_code());
             socket.finish(end).await;
-            return;
+            return None;
         }
     };
     drop(unauthenticated);
-    // A live connection needs the user and the expiry, not every claim.
-    identity.claims = serde_json::Map::new();
 
+    let settings = &shared.settings;
     let connection_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
-    let user_id = identity.user_id.clone();
-    let record = ConnectionRecord {
-        connection_id: connection_id.to_string(),
-        user_id: user_id.clone(),
-        instance_id: shared.settings.instance_id.clone(),
-        connected_at_ms: now_ms(),
-    };
-    let (outbound, inbox) = mpsc::channel(shared.settings.outbound_queue);
-    let kick = Arc::new(Kick::default());
-    socket.kick = Some(kick.clone());
+    let user_id: Arc<str> = identity.user_id.into();
+    let connected_at_ms = now_ms();
+    let mailbox = Arc::new(Mailbox::new(settings.outbound_queue));
     let local = LocalConnection {
         connection_id: connection_id.clone(),
-        connected_at_ms: record.connected_at_ms,
-        outbound,
-        kick: kick.clone(),
+        connected_at_ms,
+        mailbox: mailbox.clone(),
     };
-    let limit = shared.settings.max_connections_per_user;
+    let limit = settings.max_connections_per_user;
     if let Err(held) = shared.manager.try_add(&user_id, local, limit) {
         debug!(%user_id, held, "connection refused: too many for the user");
         telemetry::limit_rejection("connections_per_user");
@@ -126,32 +137,40 @@ pub(crate) async fn run(
             &format!("this user already holds {held} connections; at most {limit} are allowed"),
         );
         socket.finish(end).await;
-        return;
+        return None;
     }
     // A presence failure must not cost the client its socket: the connection is
     // live locally either way, and the failure is logged.
     // While Redis is away the lease task reports the outage once and
     // re-registers everything when it returns; one line per socket would drown it.
-    // The presence and auth calls are boxed: their futures are large, and
-    // inline they would size every session's state machine for its whole life.
-    if let Err(error) = Box::pin(shared.presence.register(&record)).await {
+    let record = ConnectionRecord {
+        connection_id: connection_id.to_string(),
+        user_id: user_id.to_string(),
+        instance_id: settings.instance_id.clone(),
+        connected_at_ms,
+    };
+    if let Err(error) = shared.presence.register(&record).await {
         debug!(%user_id, %connection_id, %error, "presence registration failed");
     }
     info!(%user_id, %connection_id, %peer, "connected");
     shared.metrics.connects.increment(1);
     shared.metrics.connections.increment(1.0);
 
-    let end = live(&mut socket, identity, &connection_id, inbox, &shared).await;
-    info!(%user_id, %connection_id, reason = end.reason(), "disconnected");
-    shared.metrics.connections.decrement(1.0);
-    telemetry::disconnect("live", end.reason(), end.close_code());
-    // The connection is over once the server decides so: presence drops it
-    // before the closing handshake, which may wait on a slow client.
-    shared.manager.remove(&user_id, &connection_id);
-    if let Err(error) = Box::pin(shared.presence.unregister(&user_id, &connection_id)).await {
-        debug!(%user_id, %connection_id, %error, "presence deregistration failed");
-    }
-    socket.finish(end).await;
+    let now = Instant::now();
+    let next_ping = now + settings.heartbeat_interval;
+    let expires_at = expiry_instant(identity.expires_at, settings.token_leeway);
+    Some(Box::new(Live {
+        socket,
+        mailbox,
+        user_id,
+        connection_id,
+        timer: Box::pin(sleep_until(next_ping.min(expires_at))),
+        next_ping,
+        expires_at,
+        awaiting_pong: false,
+        rate: RateLimit::new(settings.max_messages_per_second),
+        shared,
+    }))
 }
 
 /// Waits for a valid token: from the query, or from the first message within the deadline.
@@ -231,155 +250,202 @@ async fn validate(auth: &Authenticator, token: &str) -> Result<Identity, End> {
     })
 }
 
-/// The live phase: messages both ways, heartbeats, token expiry, kicks, shutdown.
-async fn live(
-    socket: &mut Socket,
-    identity: Identity,
-    connection_id: &str,
-    mut inbox: mpsc::Receiver<Arc<str>>,
-    shared: &Shared,
-) -> End {
-    let settings = &shared.settings;
-    let kick = socket
-        .kick
-        .clone()
-        .expect("set when the connection went live");
-    let connected = ServerMessage::Connected {
-        connection_id: connection_id.to_owned(),
-        user_id: identity.user_id.clone(),
-        instance_id: settings.instance_id.clone(),
-        heartbeat_interval_ms: u64::try_from(settings.heartbeat_interval.as_millis())
-            .unwrap_or(u64::MAX),
-    };
-    if let Err(end) = socket.send_text(&connected.encode()).await {
-        return end;
+/// What woke a live connection.
+enum Wake {
+    /// It just went live: greet the client.
+    Start,
+    /// A message or control frame from the client, or why none will come.
+    Incoming(Result<Incoming, End>),
+    /// A message queued for it, or a kick.
+    Delivery(Delivery),
+    /// The heartbeat or the token's expiry is due.
+    Timer,
+}
+
+/// A live connection's state, on the heap for the connection's life.
+struct Live {
+    socket: Socket,
+    mailbox: Arc<Mailbox>,
+    user_id: Arc<str>,
+    connection_id: Arc<str>,
+    /// One timer for the next heartbeat and the token's expiry, whichever is first.
+    timer: Pin<Box<Sleep>>,
+    next_ping: Instant,
+    expires_at: Instant,
+    /// A ping went out and no frame has come since.
+    awaiting_pong: bool,
+    rate: RateLimit,
+    shared: Arc<Shared>,
+}
+
+impl Live {
+    /// Waits for the next thing to do, in order: a kick (Disconnect, a full
+    /// queue, the drain), the client's frames, queued messages, the timer.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Poll::Ready(end) = self.mailbox.poll_kick(cx) {
+            return Poll::Ready(Wake::Delivery(Delivery::Kick(end)));
+        }
+        if let Poll::Ready(incoming) = self.socket.reader().poll_next(cx) {
+            return Poll::Ready(Wake::Incoming(incoming));
+        }
+        if let Poll::Ready(delivery) = self.mailbox.poll_delivery(cx) {
+            return Poll::Ready(Wake::Delivery(delivery));
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Timer);
+        }
+        Poll::Pending
     }
 
-    let mut heartbeat = tokio::time::interval_at(
-        Instant::now() + settings.heartbeat_interval,
-        settings.heartbeat_interval,
-    );
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut awaiting_pong = false;
-    let mut expires_at = expiry_instant(identity.expires_at, settings.token_leeway);
-    let user_id = identity.user_id;
-    let mut rate = RateLimit::new(settings.max_messages_per_second);
-    // Created once so that this connection's place in the drain is drawn once.
-    let mut drain = pin!(drain_turn(&shared.shutdown, settings.drain_spread));
-
-    loop {
-        // Everything but the read happens inside this select, so the read
-        // future survives until it yields a frame.
-        let incoming = {
-            let Socket {
-                reader,
-                writer,
-                write_timeout,
-                ..
-            } = socket;
-            let reader = reader.as_mut().expect("the reader lives until finish");
-            let mut read = pin!(reader.next());
-            loop {
-                tokio::select! {
-                    biased;
-                    () = &mut drain => return End::going_away(),
-                    end = kick.requested() => return end,
-                    incoming = &mut read => break incoming,
-                    outbound = inbox.recv() => {
-                        // The manager holds the sender until this session removes
-                        // the connection, so the queue cannot close before.
-                        let Some(text) = outbound else { return End::going_away() };
-                        if let Err(end) = write_or_kick(writer, OpCode::Text, text.as_bytes(), *write_timeout, &kick).await {
-                            return end;
-                        }
-                        shared.metrics.messages_out.increment(1);
-                    }
-                    _ = heartbeat.tick() => {
-                        if awaiting_pong {
-                            return End::fail(
-                                CloseCode::Timeout,
-                                ErrorCode::HEARTBEAT_TIMEOUT,
-                                "no pong within the heartbeat interval",
-                            );
-                        }
-                        awaiting_pong = true;
-                        if let Err(end) = write_or_kick(writer, OpCode::Ping, b"", *write_timeout, &kick).await {
-                            return end;
-                        }
-                    }
-                    () = sleep_until(expires_at) => {
-                        return End::fail(
-                            CloseCode::Unauthorized,
-                            ErrorCode::TOKEN_EXPIRED,
-                            "token has expired; send a fresh one before exp",
-                        );
-                    }
-                }
+    /// Does what one wake-up asks; `Err` ends the connection.
+    async fn handle(&mut self, wake: Wake) -> Result<(), End> {
+        match wake {
+            Wake::Start => self.greet().await,
+            Wake::Incoming(incoming) => self.incoming(incoming).await,
+            Wake::Delivery(Delivery::Message(text)) => {
+                self.write(OpCode::Text, text.as_bytes()).await?;
+                self.shared.metrics.messages_out.increment(1);
+                Ok(())
             }
+            Wake::Delivery(Delivery::Kick(end)) => Err(end),
+            Wake::Timer => self.timer_fired().await,
+        }
+    }
+
+    async fn greet(&mut self) -> Result<(), End> {
+        // A connection that went live after the drain took its list of
+        // connections is not on it: it ends here instead.
+        if self.shared.shutdown.is_cancelled() {
+            return Err(End::going_away());
+        }
+        let settings = &self.shared.settings;
+        let connected = ServerMessage::Connected {
+            connection_id: self.connection_id.to_string(),
+            user_id: self.user_id.to_string(),
+            instance_id: settings.instance_id.clone(),
+            heartbeat_interval_ms: u64::try_from(settings.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
         };
+        self.socket.send_text(&connected.encode()).await
+    }
+
+    async fn timer_fired(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if now >= self.expires_at {
+            return Err(End::fail(
+                CloseCode::Unauthorized,
+                ErrorCode::TOKEN_EXPIRED,
+                "token has expired; send a fresh one before exp",
+            ));
+        }
+        if now >= self.next_ping {
+            if self.awaiting_pong {
+                return Err(End::fail(
+                    CloseCode::Timeout,
+                    ErrorCode::HEARTBEAT_TIMEOUT,
+                    "no pong within the heartbeat interval",
+                ));
+            }
+            self.awaiting_pong = true;
+            self.next_ping = now + self.shared.settings.heartbeat_interval;
+            self.write(OpCode::Ping, b"").await?;
+        }
+        self.rearm();
+        Ok(())
+    }
+
+    /// Points the timer at the next heartbeat or the expiry, whichever is first.
+    fn rearm(&mut self) {
+        let deadline = self.next_ping.min(self.expires_at);
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+
+    /// A write that gives way to a kick.
+    async fn write(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), End> {
+        let timeout = self.socket.write_timeout;
+        write_or_kick(
+            &mut self.socket.writer,
+            opcode,
+            payload,
+            timeout,
+            &self.mailbox,
+        )
+        .await
+    }
+
+    async fn incoming(&mut self, incoming: Result<Incoming, End>) -> Result<(), End> {
+        let settings = &self.shared.settings;
         // Any frame from the client shows it is alive, not only a pong: a pong
         // can queue behind a large message.
-        awaiting_pong = false;
+        self.awaiting_pong = false;
         if matches!(
             incoming,
             Ok(Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_))
-        ) && !rate.allow()
+        ) && !self.rate.allow()
         {
             telemetry::limit_rejection("messages_per_second");
-            return End::fail(
+            return Err(End::fail(
                 CloseCode::TooMany,
                 ErrorCode::RATE_LIMITED,
                 &format!(
                     "more than {} messages per second",
                     settings.max_messages_per_second
                 ),
-            );
+            ));
         }
-        let text = match socket.control(incoming).await {
-            Ok(Some(Message::Text(text))) => {
-                shared.metrics.messages_in.increment(1);
+        let text = match self.socket.control(incoming).await? {
+            Some(Message::Text(text)) => {
+                self.shared.metrics.messages_in.increment(1);
                 text
             }
-            Ok(Some(Message::Binary(_))) => return End::binary(),
-            Ok(None) => continue,
-            Err(end) => return end,
+            Some(Message::Binary(_)) => return Err(End::binary()),
+            None => return Ok(()),
         };
         match ClientMessage::decode(&text) {
             Ok(ClientMessage::Ping { id }) => {
-                if let Err(end) = socket.send_text(&ServerMessage::Pong { id }.encode()).await {
-                    return end;
-                }
-                shared.metrics.messages_out.increment(1);
+                self.socket
+                    .send_text(&ServerMessage::Pong { id }.encode())
+                    .await?;
+                self.shared.metrics.messages_out.increment(1);
+                Ok(())
             }
             Ok(ClientMessage::Auth { token }) => {
-                match validate(&shared.auth, token.expose()).await {
-                    Ok(fresh) if fresh.user_id == user_id => {
-                        expires_at = expiry_instant(fresh.expires_at, settings.token_leeway);
-                        debug!(%user_id, connection_id, "token refreshed");
-                    }
-                    Ok(_) => {
-                        return End::fail(
-                            CloseCode::Forbidden,
-                            ErrorCode::new("user_mismatch"),
-                            "a refreshed token must name the same user",
-                        );
-                    }
-                    Err(end) => return end,
+                let fresh = validate(&self.shared.auth, token.expose()).await?;
+                if *fresh.user_id != *self.user_id {
+                    return Err(End::fail(
+                        CloseCode::Forbidden,
+                        ErrorCode::new("user_mismatch"),
+                        "a refreshed token must name the same user",
+                    ));
                 }
+                self.expires_at = expiry_instant(fresh.expires_at, settings.token_leeway);
+                self.rearm();
+                debug!(user_id = %self.user_id, connection_id = %self.connection_id, "token refreshed");
+                Ok(())
             }
-            Err(error) => return End::malformed(&error.to_string()),
+            Err(error) => Err(End::malformed(&error.to_string())),
         }
     }
-}
 
-/// Completes at this connection's turn to close in a drain: a random point
-/// within `spread` after shutdown begins, so that clients do not all
-/// reconnect in the same second. The connection serves normally until then.
-async fn drain_turn(shutdown: &CancellationToken, spread: Duration) {
-    shutdown.cancelled().await;
-    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
-    if spread_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(rand::random_range(0..spread_ms))).await;
+    /// The one place a live connection ends: out of the manager and
+    /// presence first (the server has decided), then the closing handshake,
+    /// which may wait on a slow client.
+    async fn close(mut self: Box<Self>, end: End) {
+        let shared = &self.shared;
+        info!(user_id = %self.user_id, connection_id = %self.connection_id, reason = end.reason(), "disconnected");
+        shared.metrics.connections.decrement(1.0);
+        telemetry::disconnect("live", end.reason(), end.close_code());
+        shared.manager.remove(&self.user_id, &self.connection_id);
+        if let Err(error) = shared
+            .presence
+            .unregister(&self.user_id, &self.connection_id)
+            .await
+        {
+            debug!(user_id = %self.user_id, connection_id = %self.connection_id, %error, "presence deregistration failed");
+        }
+        self.socket.finish(end).await;
     }
 }
 
@@ -415,4 +481,50 @@ pub(crate) async fn echo(stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     socket.finish(end).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::Ipv4Addr, time::Duration};
+
+    use pulse_auth::{Validator, ValidatorSettings};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::Gateway;
+
+    /// What a live connection costs while it waits is its task plus its
+    /// [`Live`]: both must stay small, or every idle socket pays for it.
+    #[tokio::test]
+    async fn the_session_task_stays_small() {
+        let validator = Validator::new(ValidatorSettings::with_secret(
+            "a-test-secret-of-at-least-32-bytes!!",
+        ))
+        .unwrap();
+        let gateway = Gateway::new(
+            Settings::new("size-test"),
+            Authenticator::Local(validator),
+            Presence::in_memory(),
+        );
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let peer = stream.local_addr().unwrap();
+        let guard = gateway
+            .shared
+            .unauthenticated
+            .admit(peer.ip(), 0)
+            .expect("no limit");
+        let session = run(stream, None, peer, guard, gateway.shared.clone());
+        let task = std::mem::size_of_val(&session);
+        let live = std::mem::size_of::<Live>();
+        println!("session future {task} bytes, Live {live} bytes");
+        // With tokio's task header and trailer, a future of up to about
+        // 140 bytes keeps the task at 256 (it is 128-byte aligned).
+        assert!(task <= 64, "the session future grew to {task} bytes");
+        assert!(live <= 256, "Live grew to {live} bytes");
+        drop(session);
+        tokio::time::sleep(Duration::ZERO).await;
+    }
 }

@@ -2,7 +2,10 @@
 //! the protocol needs), answering control frames, writing with a deadline,
 //! and closing with the right code. The framing itself is in [`crate::frame`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    task::{Context, Poll, ready},
+    time::Duration,
+};
 
 use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
@@ -14,7 +17,7 @@ use tokio::time::timeout;
 use crate::{
     Settings,
     frame::{self, FrameError, OpCode, ReadError, Reader, Writer},
-    session::Kick,
+    mailbox::Mailbox,
 };
 
 /// How long to wait for the client's close frame after sending ours.
@@ -113,8 +116,6 @@ pub(crate) struct Socket {
     pub(crate) writer: Writer,
     /// How long one write may block on a client that does not read.
     pub(crate) write_timeout: Duration,
-    /// Set once the connection is live.
-    pub(crate) kick: Option<Arc<Kick>>,
 }
 
 impl Socket {
@@ -128,7 +129,6 @@ impl Socket {
             )),
             writer: Writer::new(writer),
             write_timeout: settings.write_timeout,
-            kick: None,
         }
     }
 
@@ -234,11 +234,11 @@ pub(crate) async fn write_or_kick(
     opcode: OpCode,
     payload: &[u8],
     limit: Duration,
-    kick: &Kick,
+    mailbox: &Mailbox,
 ) -> Result<(), End> {
     tokio::select! {
         result = write_frame(writer, opcode, payload, limit) => result,
-        _ = kick.requested() => Err(End::Gone("kicked while a write was blocked")),
+        _ = mailbox.kicked() => Err(End::Gone("kicked while a write was blocked")),
     }
 }
 
@@ -306,37 +306,45 @@ impl FrameReader {
     /// The next message or control frame. Cancel-safe: a frame is taken
     /// whole or not at all, and a partial message stays here.
     pub(crate) async fn next(&mut self) -> Result<Incoming, End> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`FrameReader::next`] as a poll, for a session that waits on several
+    /// things with no future per connection.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, End>> {
         loop {
-            let frame = self.reader.next().await.map_err(read_error)?;
+            let frame = ready!(self.reader.poll_next(cx)).map_err(read_error)?;
             let fin = frame.fin;
             match frame.opcode {
-                OpCode::Ping => return Ok(Incoming::Ping(frame.payload)),
-                OpCode::Pong => return Ok(Incoming::Pong),
-                OpCode::Close => return Ok(Incoming::Close(frame.payload)),
+                OpCode::Ping => return Poll::Ready(Ok(Incoming::Ping(frame.payload))),
+                OpCode::Pong => return Poll::Ready(Ok(Incoming::Pong)),
+                OpCode::Close => return Poll::Ready(Ok(Incoming::Close(frame.payload))),
                 OpCode::Text | OpCode::Binary => {
                     if self.partial.is_some() {
-                        return Err(protocol_error("new message inside a fragmented one"));
+                        return Poll::Ready(Err(protocol_error(
+                            "new message inside a fragmented one",
+                        )));
                     }
                     if fin {
-                        return finish_message(frame.opcode, frame.payload);
+                        return Poll::Ready(finish_message(frame.opcode, frame.payload));
                     }
                     self.partial = Some((frame.opcode, frame.payload));
                 }
                 OpCode::Continuation => {
                     let Some((opcode, buffer)) = self.partial.as_mut() else {
-                        return Err(protocol_error("continuation without a message"));
+                        return Poll::Ready(Err(protocol_error("continuation without a message")));
                     };
                     if buffer.len() + frame.payload.len() > self.max_message_bytes {
-                        return Err(End::Close {
+                        return Poll::Ready(Err(End::Close {
                             code: 1009,
                             reason: "message too big",
-                        });
+                        }));
                     }
                     buffer.extend_from_slice(&frame.payload);
                     if fin {
                         let opcode = *opcode;
                         let (_, buffer) = self.partial.take().expect("checked above");
-                        return finish_message(opcode, buffer);
+                        return Poll::Ready(finish_message(opcode, buffer));
                     }
                 }
             }

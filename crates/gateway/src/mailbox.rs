@@ -1,0 +1,246 @@
+//! A live connection's mailbox: the messages other tasks queue for it (Send
+//! commands), and the request to close it (Disconnect, a full queue, the
+//! drain).
+//!
+//! It replaces a channel plus a notifier per connection with one small
+//! allocation: the queue allocates only while messages wait, and is freed
+//! once they are written, so an idle connection holds none.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker},
+};
+
+use pulse_protocol::{CloseCode, ErrorCode};
+
+use crate::socket::End;
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue holds its capacity already: the client does not read fast enough.
+    Full,
+    /// The connection is being closed; the message goes nowhere (at most once).
+    Closing,
+}
+
+/// What woke the session.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// An encoded server message to write.
+    Message(Arc<str>),
+    /// Close the connection, telling the client why.
+    Kick(End),
+}
+
+/// The mailbox of one live connection; see the module documentation.
+#[derive(Debug)]
+pub struct Mailbox {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Arc<str>>,
+    kick: Option<Box<KickReason>>,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug)]
+struct KickReason {
+    close: CloseCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl Mailbox {
+    /// A mailbox that holds at most `capacity` waiting messages.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Queues an encoded message for the connection, without waiting.
+    pub fn push(&self, message: Arc<str>) -> Result<(), PushError> {
+        let mut state = self.lock();
+        if state.kick.is_some() {
+            return Err(PushError::Closing);
+        }
+        if state.queue.len() >= self.capacity {
+            return Err(PushError::Full);
+        }
+        state.queue.push_back(message);
+        wake(state);
+        Ok(())
+    }
+
+    /// Asks the session to send an `error` with `code` and `message`, then
+    /// close with `close`. The first request wins; returns whether this was it.
+    pub fn kick(&self, close: CloseCode, code: ErrorCode, message: impl Into<String>) -> bool {
+        let mut state = self.lock();
+        if state.kick.is_some() {
+            return false;
+        }
+        state.kick = Some(Box::new(KickReason {
+            close,
+            code,
+            message: message.into(),
+        }));
+        // Queued messages will not be written.
+        state.queue = VecDeque::new();
+        wake(state);
+        true
+    }
+
+    /// Whether a kick was requested.
+    pub fn is_kicked(&self) -> bool {
+        self.lock().kick.is_some()
+    }
+
+    /// How many messages wait.
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Whether no message waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The kick if there is one, else the next message; registers the
+    /// session's waker when there is neither.
+    pub(crate) fn poll_delivery(&self, cx: &mut Context<'_>) -> Poll<Delivery> {
+        let mut state = self.lock();
+        if let Some(kick) = &state.kick {
+            return Poll::Ready(Delivery::Kick(kick.to_end()));
+        }
+        if let Some(message) = state.queue.pop_front() {
+            if state.queue.is_empty() {
+                // Free the queue's buffer: an idle connection holds none.
+                state.queue = VecDeque::new();
+            }
+            return Poll::Ready(Delivery::Message(message));
+        }
+        register(&mut state, cx);
+        Poll::Pending
+    }
+
+    /// Ready once a kick is requested, whatever waits in the queue: a write
+    /// blocked on a client that does not read gives way to it.
+    pub(crate) fn poll_kick(&self, cx: &mut Context<'_>) -> Poll<End> {
+        let mut state = self.lock();
+        if let Some(kick) = &state.kick {
+            return Poll::Ready(kick.to_end());
+        }
+        register(&mut state, cx);
+        Poll::Pending
+    }
+
+    /// The kick, once requested.
+    pub(crate) async fn kicked(&self) -> End {
+        std::future::poll_fn(|cx| self.poll_kick(cx)).await
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; a poisoned one is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl KickReason {
+    fn to_end(&self) -> End {
+        End::fail(self.close, self.code.clone(), &self.message)
+    }
+}
+
+fn register(state: &mut State, cx: &Context<'_>) {
+    match &mut state.waker {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        slot => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// Wakes the session after the lock is released.
+fn wake(mut state: MutexGuard<'_, State>) {
+    let waker = state.waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        task::Wake,
+    };
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn message(text: &str) -> Arc<str> {
+        text.into()
+    }
+
+    #[test]
+    fn delivers_in_order_up_to_capacity_and_frees_the_queue() {
+        let mailbox = Mailbox::new(2);
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(mailbox.poll_delivery(&mut cx).is_pending());
+        mailbox.push(message("a")).unwrap();
+        mailbox.push(message("b")).unwrap();
+        assert_eq!(mailbox.push(message("c")), Err(PushError::Full));
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "woken by the first push"
+        );
+        for expected in ["a", "b"] {
+            match mailbox.poll_delivery(&mut cx) {
+                Poll::Ready(Delivery::Message(text)) => assert_eq!(&*text, expected),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(mailbox.poll_delivery(&mut cx).is_pending());
+        assert_eq!(mailbox.lock().queue.capacity(), 0);
+    }
+
+    #[test]
+    fn the_first_kick_wins_and_drops_the_queue() {
+        let mailbox = Mailbox::new(4);
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(mailbox.poll_kick(&mut cx).is_pending());
+        mailbox.push(message("a")).unwrap();
+        assert!(mailbox.kick(CloseCode::TooMany, ErrorCode::SLOW_CONSUMER, "slow"));
+        assert!(!mailbox.kick(CloseCode::Forbidden, ErrorCode::DISCONNECTED, "later"));
+        assert!(mailbox.is_kicked());
+        assert_eq!(mailbox.push(message("b")), Err(PushError::Closing));
+        for _ in 0..2 {
+            let Poll::Ready(Delivery::Kick(end)) = mailbox.poll_delivery(&mut cx) else {
+                panic!("the kick comes first");
+            };
+            assert_eq!(end.close_code(), Some(CloseCode::TooMany.code()));
+            assert_eq!(end.reason(), ErrorCode::SLOW_CONSUMER.as_str());
+        }
+        assert!(mailbox.is_empty());
+    }
+}
