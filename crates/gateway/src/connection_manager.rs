@@ -256,7 +256,7 @@ mod tests {
         LocalConnection {
             connection_id: id.into(),
             connected_at_ms: 1,
-            mailbox: Arc::new(Mailbox::new(4)),
+            mailbox: Arc::new(Mailbox::new()),
         }
     }
 

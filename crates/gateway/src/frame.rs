@@ -216,6 +216,11 @@ impl Reader {
         }
     }
 
+    /// The largest frame, and message, accepted.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
     /// The next frame. Waiting registers only the task's waker with the
     /// socket (no future, no buffer), so a session can wait on this beside
     /// its other wake-ups at no cost while idle.

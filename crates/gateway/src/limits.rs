@@ -15,32 +15,36 @@ use tokio::time::Instant;
 /// twice that. Lives on the session's stack; 0 turns it off.
 #[derive(Debug)]
 pub(crate) struct RateLimit {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
+    per_second: u32,
+    /// Up to two seconds' worth; f32 is plenty for a count of messages and
+    /// keeps a live connection's state small.
+    tokens: f32,
     last: Instant,
 }
 
 impl RateLimit {
     pub(crate) fn new(per_second: u32) -> Self {
-        let rate = f64::from(per_second);
         Self {
-            rate,
-            capacity: rate * 2.0,
-            tokens: rate * 2.0,
+            per_second,
+            tokens: Self::capacity(per_second),
             last: Instant::now(),
         }
     }
 
+    fn capacity(per_second: u32) -> f32 {
+        per_second as f32 * 2.0
+    }
+
     /// Takes one message's token; `false` when the connection is over its rate.
     pub(crate) fn allow(&mut self) -> bool {
-        if self.rate == 0.0 {
+        if self.per_second == 0 {
             return true;
         }
         let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
+        let elapsed = now.duration_since(self.last).as_secs_f32();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.tokens =
+            (self.tokens + elapsed * self.per_second as f32).min(Self::capacity(self.per_second));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

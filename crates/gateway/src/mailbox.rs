@@ -35,9 +35,8 @@ pub(crate) enum Delivery {
 }
 
 /// The mailbox of one live connection; see the module documentation.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Mailbox {
-    capacity: usize,
     state: Mutex<State>,
 }
 
@@ -56,21 +55,20 @@ struct KickReason {
 }
 
 impl Mailbox {
-    /// A mailbox that holds at most `capacity` waiting messages.
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            state: Mutex::new(State::default()),
-        }
+    /// An empty mailbox.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Queues an encoded message for the connection, without waiting.
-    pub fn push(&self, message: Arc<str>) -> Result<(), PushError> {
+    /// Queues an encoded message for the connection, without waiting,
+    /// unless `capacity` messages wait already (`--outbound-queue`; the
+    /// caller passes it so that the mailbox need not hold it).
+    pub fn push(&self, message: Arc<str>, capacity: usize) -> Result<(), PushError> {
         let mut state = self.lock();
         if state.kick.is_some() {
             return Err(PushError::Closing);
         }
-        if state.queue.len() >= self.capacity {
+        if state.queue.len() >= capacity {
             return Err(PushError::Full);
         }
         state.queue.push_back(message);
@@ -199,14 +197,14 @@ mod tests {
 
     #[test]
     fn delivers_in_order_up_to_capacity_and_frees_the_queue() {
-        let mailbox = Mailbox::new(2);
+        let mailbox = Mailbox::new();
         let counter = Arc::new(Counter::default());
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(mailbox.poll_delivery(&mut cx).is_pending());
-        mailbox.push(message("a")).unwrap();
-        mailbox.push(message("b")).unwrap();
-        assert_eq!(mailbox.push(message("c")), Err(PushError::Full));
+        mailbox.push(message("a"), 2).unwrap();
+        mailbox.push(message("b"), 2).unwrap();
+        assert_eq!(mailbox.push(message("c"), 2), Err(PushError::Full));
         assert_eq!(
             counter.0.load(Ordering::SeqCst),
             1,
@@ -224,16 +222,16 @@ mod tests {
 
     #[test]
     fn the_first_kick_wins_and_drops_the_queue() {
-        let mailbox = Mailbox::new(4);
+        let mailbox = Mailbox::new();
         let counter = Arc::new(Counter::default());
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(mailbox.poll_kick(&mut cx).is_pending());
-        mailbox.push(message("a")).unwrap();
+        mailbox.push(message("a"), 4).unwrap();
         assert!(mailbox.kick(CloseCode::TooMany, ErrorCode::SLOW_CONSUMER, "slow"));
         assert!(!mailbox.kick(CloseCode::Forbidden, ErrorCode::DISCONNECTED, "later"));
         assert!(mailbox.is_kicked());
-        assert_eq!(mailbox.push(message("b")), Err(PushError::Closing));
+        assert_eq!(mailbox.push(message("b"), 4), Err(PushError::Closing));
         for _ in 0..2 {
             let Poll::Ready(Delivery::Kick(end)) = mailbox.poll_delivery(&mut cx) else {
                 panic!("the kick comes first");

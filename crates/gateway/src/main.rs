@@ -8,6 +8,14 @@ use pulse_protocol::runtime::{
 };
 use tracing::{info, warn};
 
+/// jemalloc keeps small long-lived allocations (a connection's state) apart
+/// from the large short-lived ones (a handshake's buffers), so idle sockets
+/// do not pin the pages a burst of handshakes left behind. Its options are
+/// built in (`.cargo/config.toml`): a background thread returns pages freed
+/// after a burst within about a second; `_RJEM_MALLOC_CONF` overrides them.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let config: Config = parse_or_exit();

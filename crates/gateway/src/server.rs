@@ -404,7 +404,7 @@ async fn run_commands(shared: Arc<session::Shared>, mut commands: mpsc::Receiver
                 // Encoded once, shared by every connection of the user.
                 let frame: Arc<str> = message_frame(&data).into();
                 shared.manager.for_each_connection(&user_id, |connection| {
-                    match connection.mailbox.push(frame.clone()) {
+                    match connection.mailbox.push(frame.clone(), shared.settings.outbound_queue) {
                         Ok(()) => {}
                         Err(PushError::Full) => {
                             shared.metrics.queue_overflows.increment(1);

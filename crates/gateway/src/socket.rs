@@ -110,12 +110,12 @@ pub(crate) enum Message {
     Binary(Vec<u8>),
 }
 
-/// Both halves of a socket.
+/// Both halves of a socket. Each write takes the longest it may block on
+/// a client that does not read (`--write-timeout`) from the caller, which has
+/// the settings: a live connection's state is kept as small as it can be.
 pub(crate) struct Socket {
     pub(crate) reader: Option<FrameReader>,
     pub(crate) writer: Writer,
-    /// How long one write may block on a client that does not read.
-    pub(crate) write_timeout: Duration,
 }
 
 impl Socket {
@@ -123,12 +123,11 @@ impl Socket {
     pub(crate) fn new(stream: TcpStream, settings: &Settings) -> Self {
         let (reader, writer) = stream.into_split();
         Self {
-            reader: Some(FrameReader::new(
-                Reader::new(reader, settings.max_message_bytes),
+            reader: Some(FrameReader::new(Reader::new(
+                reader,
                 settings.max_message_bytes,
-            )),
+            ))),
             writer: Writer::new(writer),
-            write_timeout: settings.write_timeout,
         }
     }
 
@@ -136,30 +135,25 @@ impl Socket {
         self.reader.as_mut().expect("the reader lives until finish")
     }
 
-    pub(crate) async fn send_text(&mut self, text: &str) -> Result<(), End> {
-        write_frame(
-            &mut self.writer,
-            OpCode::Text,
-            text.as_bytes(),
-            self.write_timeout,
-        )
-        .await
+    pub(crate) async fn send_text(&mut self, text: &str, limit: Duration) -> Result<(), End> {
+        write_frame(&mut self.writer, OpCode::Text, text.as_bytes(), limit).await
     }
 
-    pub(crate) async fn send_binary(&mut self, data: &[u8]) -> Result<(), End> {
-        write_frame(&mut self.writer, OpCode::Binary, data, self.write_timeout).await
+    pub(crate) async fn send_binary(&mut self, data: &[u8], limit: Duration) -> Result<(), End> {
+        write_frame(&mut self.writer, OpCode::Binary, data, limit).await
     }
 
     /// Answers control frames and maps read errors; returns the message frames.
     pub(crate) async fn control(
         &mut self,
         incoming: Result<Incoming, End>,
+        limit: Duration,
     ) -> Result<Option<Message>, End> {
         match incoming? {
             Incoming::Text(text) => Ok(Some(Message::Text(text))),
             Incoming::Binary(payload) => Ok(Some(Message::Binary(payload))),
             Incoming::Ping(payload) => {
-                write_frame(&mut self.writer, OpCode::Pong, &payload, self.write_timeout).await?;
+                write_frame(&mut self.writer, OpCode::Pong, &payload, limit).await?;
                 Ok(None)
             }
             Incoming::Pong => Ok(None),
@@ -169,14 +163,14 @@ impl Socket {
                     Ok(()) => payload,
                     Err((code, reason)) => frame::close_payload(code, reason),
                 };
-                let _ = timeout(self.write_timeout, self.writer.write(OpCode::Close, &reply)).await;
+                let _ = timeout(limit, self.writer.write(OpCode::Close, &reply)).await;
                 Err(End::Gone("client closed"))
             }
         }
     }
 
     /// Tells the client why, closes, and waits briefly for its close frame.
-    pub(crate) async fn finish(&mut self, end: End) {
+    pub(crate) async fn finish(&mut self, end: End, limit: Duration) {
         let (code, reason) = match end {
             End::Gone(_) => return,
             End::Close { code, reason } => (code, reason.to_owned()),
@@ -186,7 +180,7 @@ impl Socket {
                 message,
             } => {
                 let error = ServerMessage::error(code, message.clone()).encode();
-                if self.send_text(&error).await.is_err() {
+                if self.send_text(&error, limit).await.is_err() {
                     return;
                 }
                 (close.code(), message)
@@ -194,7 +188,7 @@ impl Socket {
         };
         let close = frame::close_payload(code, truncate_reason(&reason));
         if !matches!(
-            timeout(self.write_timeout, self.writer.write(OpCode::Close, &close)).await,
+            timeout(limit, self.writer.write(OpCode::Close, &close)).await,
             Ok(Ok(()))
         ) {
             return;
@@ -290,15 +284,15 @@ fn close_code_allowed(code: u16) -> bool {
 /// message (a frame is bounded by the reader).
 pub(crate) struct FrameReader {
     reader: Reader,
-    max_message_bytes: usize,
-    partial: Option<(OpCode, Vec<u8>)>,
+    /// A fragmented message being reassembled (boxed: rare, and the idle
+    /// state should not pay for it).
+    partial: Option<Box<(OpCode, Vec<u8>)>>,
 }
 
 impl FrameReader {
-    pub(crate) fn new(reader: Reader, max_message_bytes: usize) -> Self {
+    pub(crate) fn new(reader: Reader) -> Self {
         Self {
             reader,
-            max_message_bytes,
             partial: None,
         }
     }
@@ -328,13 +322,13 @@ impl FrameReader {
                     if fin {
                         return Poll::Ready(finish_message(frame.opcode, frame.payload));
                     }
-                    self.partial = Some((frame.opcode, frame.payload));
+                    self.partial = Some(Box::new((frame.opcode, frame.payload)));
                 }
                 OpCode::Continuation => {
-                    let Some((opcode, buffer)) = self.partial.as_mut() else {
+                    let Some((opcode, buffer)) = self.partial.as_deref_mut() else {
                         return Poll::Ready(Err(protocol_error("continuation without a message")));
                     };
-                    if buffer.len() + frame.payload.len() > self.max_message_bytes {
+                    if buffer.len() + frame.payload.len() > self.reader.max_frame() {
                         return Poll::Ready(Err(End::Close {
                             code: 1009,
                             reason: "message too big",
@@ -343,7 +337,7 @@ impl FrameReader {
                     buffer.extend_from_slice(&frame.payload);
                     if fin {
                         let opcode = *opcode;
-                        let (_, buffer) = self.partial.take().expect("checked above");
+                        let (_, buffer) = *self.partial.take().expect("checked above");
                         return Poll::Ready(finish_message(opcode, buffer));
                     }
                 }
