@@ -418,6 +418,90 @@ mod tests {
         assert_eq!(parse(&close, 1000).unwrap().unwrap().0.payload.len(), 126);
     }
 
+    /// Whatever bytes arrive, parsing answers (a frame, more needed, or an
+    /// error) and never panics; what it consumes is within what it was given.
+    #[test]
+    fn random_bytes_never_panic() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(6455);
+        let valid = masked(0x81, b"{\"type\":\"ping\",\"id\":1}", [1, 2, 3, 4]);
+        for round in 0..200_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let len = rng.random_range(0..40);
+                (0..len).map(|_| rng.random()).collect()
+            } else {
+                // A valid frame with a few bytes flipped or cut.
+                let mut bytes = valid.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let at = rng.random_range(0..bytes.len());
+                    bytes[at] ^= rng.random::<u8>();
+                }
+                bytes.truncate(rng.random_range(0..=bytes.len()));
+                bytes
+            };
+            match parse(&bytes, 64) {
+                Ok(Ok((frame, used))) => {
+                    assert!(used <= bytes.len() && frame.payload.len() <= 64);
+                }
+                Ok(Err(Some(needed))) => assert!(needed > bytes.len()),
+                Ok(Err(None)) | Err(_) => {}
+            }
+        }
+    }
+
+    /// Frames written in arbitrary pieces over a real socket come out whole
+    /// and in order, including frames larger than one read.
+    #[tokio::test]
+    async fn reads_frames_split_across_arbitrary_writes() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        use tokio::{
+            io::AsyncWriteExt,
+            net::{TcpListener, TcpStream},
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read_half, _write_half) = server.into_split();
+        let mut reader = Reader::new(read_half, 1 << 20);
+
+        let mut rng = StdRng::seed_from_u64(17);
+        let sizes = [0, 1, 125, 126, 4000, 4096, 5000, 65_536, 200_000, 3, 9000];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|&len| (0..len).map(|_| rng.random()).collect())
+            .collect();
+        let stream: Vec<u8> = payloads
+            .iter()
+            .flat_map(|payload| masked(0x82, payload, rng.random()))
+            .collect();
+        let writer = tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(18);
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let take = rng.random_range(1..=rest.len().min(7000));
+                client.write_all(&rest[..take]).await.unwrap();
+                client.flush().await.unwrap();
+                rest = &rest[take..];
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        for expected in &payloads {
+            let frame = std::future::poll_fn(|cx| reader.poll_next(cx))
+                .await
+                .unwrap();
+            assert_eq!(frame.opcode, OpCode::Binary);
+            assert_eq!(frame.payload.len(), expected.len());
+            assert!(frame.payload == *expected);
+        }
+        assert_eq!(reader.pending.capacity(), 0, "nothing held once idle");
+        drop(writer.await.unwrap());
+        let end = std::future::poll_fn(|cx| reader.poll_next(cx)).await;
+        assert!(matches!(end, Err(ReadError::Closed)));
+    }
+
     #[test]
     fn encodes_each_length_form() {
         assert_eq!(encode(OpCode::Text, b"hi"), [0x81, 2, b'h', b'i']);
