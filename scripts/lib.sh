@@ -50,3 +50,67 @@ stop_private_redis() {
   [ -n "${REDIS_DIR:-}" ] && rm -rf "$REDIS_DIR"
   return 0
 }
+
+# Starts a throwaway three-master Redis Cluster on free loopback ports (each
+# node in its own directory, its cluster bus port +10000 free too), joins it
+# with redis-cli --cluster create, waits for cluster_state:ok on every node,
+# exports REDIS_CLUSTER_URLS (comma-separated node URLs), and stops it when
+# the calling script exits. Call after start_private_redis, whose EXIT trap
+# this one extends.
+start_private_cluster() {
+  CLUSTER_DIR=$(mktemp -d)
+  CLUSTER_PORTS=()
+  local port node urls="" addresses=()
+  while [ "${#CLUSTER_PORTS[@]}" -lt 3 ]; do
+    port=$((20000 + RANDOM % 30000))
+    # A port (or its bus port) that accepts a connection is taken.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then continue; fi
+    node="$CLUSTER_DIR/$port"
+    mkdir -p "$node"
+    if ! redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file nodes.conf --save "" --appendonly no --dir "$node" \
+      --daemonize yes --pidfile "$node/redis.pid" --logfile "$node/redis.log" >/dev/null; then
+      continue
+    fi
+    CLUSTER_PORTS+=("$port")
+  done
+  trap 'stop_private_cluster; stop_private_redis' EXIT
+  for port in "${CLUSTER_PORTS[@]}"; do
+    local waited
+    for waited in $(seq 1 50); do
+      redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
+      sleep 0.1
+    done
+    addresses+=("127.0.0.1:$port")
+    urls="${urls:+$urls,}redis://127.0.0.1:$port"
+  done
+  if ! redis-cli --cluster create "${addresses[@]}" --cluster-replicas 0 --cluster-yes >"$CLUSTER_DIR/create.log" 2>&1; then
+    cat "$CLUSTER_DIR/create.log" >&2
+    echo "error: could not form a private redis cluster" >&2
+    exit 1
+  fi
+  for port in "${CLUSTER_PORTS[@]}"; do
+    for waited in $(seq 1 100); do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q "cluster_state:ok" && break
+      sleep 0.1
+    done
+    if ! redis-cli -p "$port" cluster info 2>/dev/null | grep -q "cluster_state:ok"; then
+      echo "error: redis cluster node $port is not ok" >&2
+      exit 1
+    fi
+  done
+  export REDIS_CLUSTER_URLS="$urls"
+  step "private redis cluster on ${addresses[*]}"
+}
+
+stop_private_cluster() {
+  local pid
+  if [ -n "${CLUSTER_DIR:-}" ]; then
+    for pid in "$CLUSTER_DIR"/*/redis.pid; do
+      [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null
+    done
+    rm -rf "$CLUSTER_DIR"
+  fi
+  return 0
+}
