@@ -61,30 +61,35 @@ start_private_cluster() {
   CLUSTER_DIR=$(mktemp -d)
   CLUSTER_PORTS=()
   local port node urls="" addresses=()
-  while [ "${#CLUSTER_PORTS[@]}" -lt 3 ]; do
+  trap 'stop_private_cluster; stop_private_redis' EXIT
+  local attempt waited
+  for attempt in $(seq 1 30); do
+    [ "${#CLUSTER_PORTS[@]}" -lt 3 ] || break
     port=$((20000 + RANDOM % 30000))
     # A port (or its bus port) that accepts a connection is taken.
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
     if (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then continue; fi
     node="$CLUSTER_DIR/$port"
     mkdir -p "$node"
-    if ! redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
       --cluster-config-file nodes.conf --save "" --appendonly no --dir "$node" \
-      --daemonize yes --pidfile "$node/redis.pid" --logfile "$node/redis.log" >/dev/null; then
-      continue
-    fi
-    CLUSTER_PORTS+=("$port")
-  done
-  trap 'stop_private_cluster; stop_private_redis' EXIT
-  for port in "${CLUSTER_PORTS[@]}"; do
-    local waited
+      --daemonize yes --pidfile "$node/redis.pid" --logfile "$node/redis.log" >/dev/null || true
     for waited in $(seq 1 50); do
-      redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
+      if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then
+        CLUSTER_PORTS+=("$port")
+        addresses+=("127.0.0.1:$port")
+        urls="${urls:+$urls,}redis://127.0.0.1:$port"
+        continue 2
+      fi
       sleep 0.1
     done
-    addresses+=("127.0.0.1:$port")
-    urls="${urls:+$urls,}redis://127.0.0.1:$port"
+    # It never answered (a port taken meanwhile): stop it, try another.
+    [ -f "$node/redis.pid" ] && kill "$(cat "$node/redis.pid")" 2>/dev/null || true
   done
+  if [ "${#CLUSTER_PORTS[@]}" -lt 3 ]; then
+    echo "error: could not start three redis cluster nodes" >&2
+    exit 1
+  fi
   if ! redis-cli --cluster create "${addresses[@]}" --cluster-replicas 0 --cluster-yes >"$CLUSTER_DIR/create.log" 2>&1; then
     cat "$CLUSTER_DIR/create.log" >&2
     echo "error: could not form a private redis cluster" >&2
@@ -105,12 +110,20 @@ start_private_cluster() {
 }
 
 stop_private_cluster() {
-  local pid
+  local file pids=() pid waited
   if [ -n "${CLUSTER_DIR:-}" ]; then
-    for pid in "$CLUSTER_DIR"/*/redis.pid; do
-      [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null
+    for file in "$CLUSTER_DIR"/*/redis.pid; do
+      [ -f "$file" ] && pids+=("$(cat "$file")")
     done
-    rm -rf "$CLUSTER_DIR"
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # A node writes nodes.conf as it exits; remove its directory after.
+    for pid in "${pids[@]}"; do
+      for waited in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+    done
+    rm -rf "$CLUSTER_DIR" || true
   fi
   return 0
 }

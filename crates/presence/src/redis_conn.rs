@@ -152,6 +152,10 @@ impl ConnectionLike for Handle {
     }
 }
 
+/// How recently a pooled Cluster connection must have been handed out to be
+/// lent again without a `PING`.
+const RECENTLY_USED: Duration = Duration::from_secs(1);
+
 /// Makes and checks pooled Cluster connections.
 pub(crate) struct ClusterManager {
     client: ClusterClient,
@@ -168,8 +172,13 @@ impl managed::Manager for ClusterManager {
     async fn recycle(
         &self,
         connection: &mut ClusterConnection,
-        _: &managed::Metrics,
+        metrics: &managed::Metrics,
     ) -> managed::RecycleResult<RedisError> {
+        // A cluster PING goes to every master; a connection handed out within
+        // the last second has just proven itself, so skip it then.
+        if metrics.last_used() < RECENTLY_USED {
+            return Ok(());
+        }
         redis::cmd("PING")
             .query_async::<String>(connection)
             .await
