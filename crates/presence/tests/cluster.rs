@@ -269,3 +269,23 @@ async fn a_store_reaches_the_cluster_through_any_one_seed() {
         assert_eq!(seen.len(), 40, "20 connected, 20 online");
     }
 }
+
+/// A seed that nothing listens on is skipped: the pool's cluster client and
+/// the bus both move on to the next seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_seed_is_skipped() {
+    let cluster = RedisCluster::start().await;
+    let dead = format!("redis://127.0.0.1:{}", pulse_presence::testing::free_port());
+    let mut options =
+        pulse_presence::RedisOptions::cluster([dead.as_str(), cluster.urls()[1].as_str()]);
+    options.namespace = pulse_presence::testing::unique_namespace();
+    let presence = Presence::redis(options).unwrap();
+    support::bus_ready(&presence).await;
+    let mut events = support::Events::new(&presence);
+    presence
+        .register(&record("alice", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    assert_eq!(presence.user("alice").await.unwrap().len(), 1);
+    assert_eq!(events.settle(&presence).await.len(), 2, "connected, online");
+}
