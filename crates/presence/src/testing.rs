@@ -148,6 +148,7 @@ impl RedisServer {
 #[derive(Debug)]
 pub struct RedisCluster {
     urls: Vec<String>,
+    ports: Vec<u16>,
     // Held for their guards, which stop the nodes when dropped.
     _nodes: Vec<ClusterNode>,
 }
@@ -187,6 +188,7 @@ impl RedisCluster {
                 match std::env::var("REDIS_CLUSTER_URLS") {
                     Ok(urls) if !urls.trim().is_empty() => Self {
                         urls: urls.split(',').map(|url| url.trim().to_owned()).collect(),
+                        ports: Vec::new(),
                         _nodes: Vec::new(),
                     },
                     _ => Self::spawn().await,
@@ -203,24 +205,42 @@ impl RedisCluster {
     pub async fn spawn() -> Self {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_spawn().await {
-                Ok(cluster) => return cluster,
+            let ports: Result<Vec<u16>, String> =
+                (0..CLUSTER_MASTERS).map(|_| cluster_port()).collect();
+            match ports {
+                Ok(ports) => match Self::try_spawn_on(&ports).await {
+                    Ok(cluster) => return cluster,
+                    Err(error) => last_error = error,
+                },
                 Err(error) => last_error = error,
             }
         }
         panic!("cannot start a redis cluster: {last_error}")
     }
 
-    async fn try_spawn() -> Result<Self, String> {
+    /// A fresh, empty cluster on `ports` (one master each), for tests that
+    /// stop a cluster and bring one back where clients expect it.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster cannot be started or does not form in time.
+    pub async fn spawn_on(ports: &[u16]) -> Self {
+        match Self::try_spawn_on(ports).await {
+            Ok(cluster) => cluster,
+            Err(error) => panic!("cannot start a redis cluster on {ports:?}: {error}"),
+        }
+    }
+
+    async fn try_spawn_on(ports: &[u16]) -> Result<Self, String> {
         let mut nodes = Vec::new();
         let mut urls = Vec::new();
-        for _ in 0..CLUSTER_MASTERS {
-            let port = cluster_port()?;
+        for &port in ports {
             nodes.push(ClusterNode::spawn(port)?);
             urls.push(format!("redis://127.0.0.1:{port}"));
         }
         let cluster = Self {
             urls,
+            ports: ports.to_vec(),
             _nodes: nodes,
         };
         for url in &cluster.urls {
@@ -283,6 +303,12 @@ impl RedisCluster {
     /// The nodes' URLs.
     pub fn urls(&self) -> &[String] {
         &self.urls
+    }
+
+    /// The nodes' ports for a cluster this process started; empty for
+    /// `REDIS_CLUSTER_URLS`.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// Presence options for this cluster (every node as a seed).

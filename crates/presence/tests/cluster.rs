@@ -289,3 +289,66 @@ async fn a_dead_seed_is_skipped() {
     assert_eq!(presence.user("alice").await.unwrap().len(), 1);
     assert_eq!(events.settle(&presence).await.len(), 2, "connected, online");
 }
+
+/// The whole cluster goes away: queries answer `Unavailable` (never a stale
+/// answer), and when an empty cluster is back on the same ports the renewal
+/// finds no lease and a re-sync makes it hold the instance's connections
+/// again, as the gateway's lease task does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_that_comes_back_empty_is_resynced() {
+    let cluster = RedisCluster::spawn().await;
+    let ports = cluster.ports().to_vec();
+    let presence = Presence::redis(cluster.options()).unwrap();
+    support::bus_ready(&presence).await;
+    let alice = record("alice", "c1", "gw-1", 1);
+    presence.register(&alice).await.unwrap();
+    presence.renew_lease("gw-1").await.unwrap();
+    assert!(presence.renew_lease("gw-1").await.unwrap(), "held");
+
+    drop(cluster);
+    let down = timeout(DEADLINE, presence.user("alice")).await.unwrap();
+    assert!(
+        matches!(down, Err(pulse_presence::PresenceError::Unavailable(_))),
+        "{down:?}"
+    );
+    assert!(
+        timeout(DEADLINE, presence.count_online())
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert!(
+        timeout(DEADLINE, presence.renew_lease("gw-1"))
+            .await
+            .unwrap()
+            .is_err()
+    );
+
+    let _back = RedisCluster::spawn_on(&ports).await;
+    support::wait_epoch(&presence, 2).await;
+    let held = timeout(DEADLINE, async {
+        loop {
+            if let Ok(held) = presence.renew_lease("gw-1").await {
+                return held;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the store reaches the cluster again");
+    assert!(!held, "an empty cluster holds no lease");
+    let mut events = support::Events::new(&presence);
+    let report = presence
+        .sync_instance("gw-1", || vec![alice.clone()])
+        .await
+        .unwrap();
+    assert_eq!(report.registered, 1);
+    assert_eq!(presence.user("alice").await.unwrap(), [alice]);
+    assert_eq!(
+        support::summary(&events.settle(&presence).await),
+        support::expect(&[
+            ("alice", pulse_protocol::EventKind::Connected, "c1", "gw-1"),
+            ("alice", pulse_protocol::EventKind::Online, "c1", "gw-1"),
+        ])
+    );
+}
