@@ -32,7 +32,7 @@ use std::{
     sync::LazyLock,
 };
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use pulse_protocol::{Command, event::now_ms};
 use redis::{RedisResult, Script};
 
@@ -119,14 +119,20 @@ impl RedisStore {
     /// Runs `operation` on every bucket at once (over one multiplexed
     /// connection, which pipelines them; a Cluster connection sends each to
     /// its slot's master) and collects the answers in bucket order.
+    ///
+    /// Every bucket runs to the end even when one fails, so that a Cluster
+    /// master that is away does not keep the others from being renewed or
+    /// reaped; then the first failure, if any, is the answer.
     async fn each_bucket<T, F, Fut>(&self, operation: F) -> Result<Vec<T>, PresenceError>
     where
         F: Fn(Handle, u16) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let handle = self.handle().await?;
-        try_join_all((0..BUCKETS).map(|bucket| operation(handle.clone(), bucket)))
+        join_all((0..BUCKETS).map(|bucket| operation(handle.clone(), bucket)))
             .await
+            .into_iter()
+            .collect::<RedisResult<Vec<T>>>()
             .map_err(unavailable)
     }
 
