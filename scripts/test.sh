@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The one test command (README and .ci/run call it): format, lint, the deploy
 # files, docs, and every test of the workspace against a private
-# redis-server on a free port.
+# redis-server on a free port and a private three-master Redis Cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_redis
 start_private_redis   # exports REDIS_URL; stopped on exit
+start_private_cluster # exports REDIS_CLUSTER_URLS; stopped on exit
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
@@ -25,5 +26,5 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quie
 step "cargo build --workspace --bins"
 cargo build --workspace --bins
 
-step "cargo test --workspace --all-features (REDIS_URL=$REDIS_URL)"
+step "cargo test --workspace --all-features (REDIS_URL=$REDIS_URL, REDIS_CLUSTER_URLS=$REDIS_CLUSTER_URLS)"
 cargo test --workspace --all-features

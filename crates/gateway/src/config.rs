@@ -57,9 +57,15 @@ pub struct Config {
     pub auth_url: Option<String>,
 
     /// Redis for shared presence, such as redis://127.0.0.1:6379. Without it,
-    /// presence is in memory and this is the only instance.
+    /// presence is in memory and this is the only instance. With
+    /// `--redis-cluster`, comma-separated URLs of Redis Cluster nodes.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// `--redis-url` names Redis Cluster nodes (seeds; one is enough, more
+    /// survive a node being down) instead of one Redis.
+    #[arg(long, env = "REDIS_CLUSTER")]
+    pub redis_cluster: bool,
 
     /// Prefix of every Redis key and channel, so deployments can share a Redis.
     #[arg(long, env = "REDIS_NAMESPACE", default_value = "pulse")]
@@ -295,11 +301,24 @@ impl Config {
                         "must be non-empty and without braces",
                     ));
                 }
+                if !self.redis_cluster && url.contains(',') {
+                    return Err(ConfigError::invalid(
+                        "--redis-url / REDIS_URL",
+                        "several URLs name Redis Cluster nodes; set --redis-cluster / REDIS_CLUSTER",
+                    ));
+                }
                 let mut options = RedisOptions::new(url).with_namespace(self.redis_namespace);
+                options.cluster = self.redis_cluster;
                 options.lease_ttl = lease_ttl;
                 Presence::redis(options).map_err(|error| {
                     ConfigError::invalid("--redis-url / REDIS_URL", error.to_string())
                 })?
+            }
+            None if self.redis_cluster => {
+                return Err(ConfigError::invalid(
+                    "--redis-cluster / REDIS_CLUSTER",
+                    "needs --redis-url / REDIS_URL with the cluster's node URLs",
+                ));
             }
             None => Presence::in_memory(),
         };

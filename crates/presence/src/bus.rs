@@ -1,16 +1,32 @@
 //! The event bus: one long-lived pub/sub connection per process, forwarding
-//! the events channel into a broadcast that every consumer subscribes to.
+//! the events channel into a broadcast that every consumer subscribes to,
+//! and this instance's command channel into its listener.
+//!
+//! The connection speaks RESP3, so that one socket carries the classic
+//! events channel (`SUBSCRIBE`) and the sharded command channel
+//! (`SSUBSCRIBE`). On a Cluster, a classic channel can be subscribed on any
+//! node (every node forwards every `PUBLISH`), but a sharded one only on the
+//! master of its slot; so the bus connects to a seed node, and when the
+//! command channel's `SSUBSCRIBE` answers `MOVED`, it reconnects to the node
+//! named there and subscribes both channels on it. When that slot moves
+//! later, Redis ends the sharded subscription (an unasked `sunsubscribe`),
+//! and the bus reconnects the same way. A seed that fails is skipped for the
+//! next one.
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use pulse_protocol::{Command, PresenceEvent};
-use redis::aio::{PubSubSink, PubSubStream};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
+    PushInfo, PushKind, RedisError, Value, aio::MultiplexedConnection,
+};
 use tokio::{
     sync::{broadcast, mpsc, oneshot, watch},
     time::{Instant, MissedTickBehavior, interval_at, sleep, timeout},
 };
 use tracing::{debug, info, warn};
+
+use crate::PresenceError;
 
 /// The first pause after a failed (re)connection, doubled on each failure.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -24,8 +40,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a ping may take before the connection counts as lost.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many `MOVED` answers one subscription attempt follows.
+const MAX_REDIRECTS: usize = 3;
 
-/// Where the commands addressed to this process's instance go: its channel
+/// Where commands addressed to this process's instance go: its channel
 /// and the receiver's queue.
 #[derive(Debug, Clone)]
 pub(crate) struct CommandListener {
@@ -33,10 +51,40 @@ pub(crate) struct CommandListener {
     pub(crate) sender: mpsc::Sender<Command>,
 }
 
+/// The nodes the bus may subscribe on: the one Redis, or a Cluster's seeds.
+#[derive(Debug, Clone)]
+pub(crate) struct Nodes {
+    seeds: Vec<ConnectionInfo>,
+}
+
+impl Nodes {
+    pub(crate) fn new(urls: &[&str], cluster: bool) -> Result<Self, PresenceError> {
+        let seeds = urls
+            .iter()
+            .map(|url| {
+                let info = url.into_connection_info().map_err(|error| {
+                    PresenceError::InvalidArgument(format!("invalid redis url: {error}"))
+                })?;
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                Ok(info.set_redis_settings(settings))
+            })
+            .collect::<Result<Vec<_>, PresenceError>>()?;
+        if seeds.is_empty() || (!cluster && seeds.len() != 1) {
+            return Err(PresenceError::InvalidArgument(
+                "one redis url, or a cluster's node urls in cluster mode".to_owned(),
+            ));
+        }
+        Ok(Self { seeds })
+    }
+}
+
 /// Spawns the bus task. It runs until `stop` resolves, which happens when
 /// the owning `Presence` is dropped (its sender goes with it).
 pub(crate) fn spawn(
-    client: redis::Client,
+    nodes: Nodes,
     channel: String,
     events: broadcast::Sender<PresenceEvent>,
     epoch: watch::Sender<u64>,
@@ -46,16 +94,24 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         tokio::select! {
             _ = stop => debug!("presence bus stopped"),
-            () = run(client, channel, events, epoch, commands) => {}
+            () = run(nodes, channel, events, epoch, commands) => {}
         }
     });
+}
+
+/// Why a subscription ended.
+enum End {
+    /// The connection failed; say why.
+    Lost(String),
+    /// The command channel lives on another node now: follow it at once.
+    Moved,
 }
 
 /// Subscribes, forwards, and on any failure resubscribes with exponential
 /// backoff. Logs once when the bus goes down and once when it is back, not
 /// on every attempt, so an outage costs two log lines.
 async fn run(
-    client: redis::Client,
+    nodes: Nodes,
     channel: String,
     events: broadcast::Sender<PresenceEvent>,
     epoch: watch::Sender<u64>,
@@ -63,11 +119,13 @@ async fn run(
 ) {
     let mut backoff = INITIAL_BACKOFF;
     let mut down = false;
+    // The seed to try first; moves on after each failure.
+    let mut seed = 0;
     loop {
         // Whatever listener is current now is subscribed with the events.
         let listener = commands.borrow_and_update().clone();
-        match subscribe(&client, &channel, listener.as_ref()).await {
-            Ok((sink, stream)) => {
+        match subscribe(&nodes, seed, &channel, listener.as_ref()).await {
+            Ok(subscription) => {
                 // Counted before forwarding, so that a consumer that sees the
                 // new epoch and re-snapshots cannot miss what follows.
                 epoch.send_modify(|epoch| *epoch += 1);
@@ -77,11 +135,18 @@ async fn run(
                     debug!(%channel, "presence bus subscribed");
                 }
                 let started = Instant::now();
-                let reason =
-                    forward(sink, stream, &channel, &events, listener, &mut commands).await;
-                warn!(%channel, %reason, "presence bus lost its redis subscription; reconnecting");
+                match forward(subscription, &channel, &events, listener, &mut commands).await {
+                    End::Moved => {
+                        debug!(%channel, "the command channel is on another node; resubscribing there");
+                        continue;
+                    }
+                    End::Lost(reason) => {
+                        warn!(%channel, %reason, "presence bus lost its redis subscription; reconnecting");
+                    }
+                }
                 // Stays set through failed attempts, so the outage logs once.
                 down = true;
+                seed += 1;
                 // A subscription that held for a while earns a fresh backoff;
                 // one that keeps dropping at once backs off like a failure.
                 if started.elapsed() >= MAX_BACKOFF {
@@ -93,6 +158,7 @@ async fn run(
                     warn!(%channel, %error, "presence bus cannot subscribe to redis; retrying with backoff");
                     down = true;
                 }
+                seed += 1;
             }
         }
         sleep(backoff).await;
@@ -100,35 +166,100 @@ async fn run(
     }
 }
 
-async fn subscribe(
-    client: &redis::Client,
-    channel: &str,
-    listener: Option<&CommandListener>,
-) -> Result<(PubSubSink, PubSubStream), String> {
-    let attempt = async {
-        let (mut sink, stream) = client.get_async_pubsub().await?.split();
-        sink.subscribe(channel).await?;
-        if let Some(listener) = listener {
-            sink.subscribe(&listener.channel).await?;
-        }
-        Ok::<_, redis::RedisError>((sink, stream))
-    };
-    match timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(subscription)) => Ok(subscription),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
-    }
+/// A live subscription: the connection, and the pushes it receives.
+struct Subscription {
+    connection: MultiplexedConnection,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
 }
 
-/// Forwards messages until the subscription fails, and says why.
+async fn subscribe(
+    nodes: &Nodes,
+    seed: usize,
+    channel: &str,
+    listener: Option<&CommandListener>,
+) -> Result<Subscription, String> {
+    let mut node = nodes.seeds[seed % nodes.seeds.len()].clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let attempt = timeout(CONNECT_TIMEOUT, subscribe_on(&node, channel, listener)).await;
+        match attempt {
+            Ok(Ok(subscription)) => return Ok(subscription),
+            Ok(Err(error)) => match error.redirect_node() {
+                Some((address, _slot)) => node = redirected(&node, address)?,
+                None => return Err(error.to_string()),
+            },
+            Err(_) => return Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+        }
+    }
+    Err(format!("still redirected after {MAX_REDIRECTS} tries"))
+}
+
+/// Connects to `node` and subscribes the events channel and, if a listener
+/// waits, its sharded command channel.
+async fn subscribe_on(
+    node: &ConnectionInfo,
+    channel: &str,
+    listener: Option<&CommandListener>,
+) -> Result<Subscription, RedisError> {
+    let (sender, pushes) = mpsc::unbounded_channel();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(PING_TIMEOUT))
+        .set_push_sender(sender);
+    let client = redis::Client::open(node.clone())?;
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    connection.subscribe(channel).await?;
+    if let Some(listener) = listener {
+        ssubscribe(&mut connection, &listener.channel).await?;
+    }
+    Ok(Subscription { connection, pushes })
+}
+
+/// `node` with its address replaced by `address` (`host:port`, from `MOVED`).
+fn redirected(node: &ConnectionInfo, address: &str) -> Result<ConnectionInfo, String> {
+    let bad = || format!("cannot follow a redirection to {address:?}");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.to_owned();
+    let addr = match node.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    Ok(node.clone().set_addr(addr))
+}
+
+async fn ssubscribe(
+    connection: &mut MultiplexedConnection,
+    channel: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("SSUBSCRIBE")
+        .arg(channel)
+        .exec_async(connection)
+        .await
+}
+
+/// Forwards messages until the subscription fails or has to move.
 async fn forward(
-    mut sink: PubSubSink,
-    mut stream: PubSubStream,
+    subscription: Subscription,
     events_channel: &str,
     events: &broadcast::Sender<PresenceEvent>,
     mut listener: Option<CommandListener>,
     commands: &mut watch::Receiver<Option<CommandListener>>,
-) -> String {
+) -> End {
+    let Subscription {
+        mut connection,
+        mut pushes,
+    } = subscription;
     let mut pings = interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -139,52 +270,95 @@ async fn forward(
                     std::future::pending::<()>().await;
                 }
                 let next = commands.borrow_and_update().clone();
-                if let Some(old) = &listener
-                    && let Err(error) = sink.unsubscribe(&old.channel).await
-                {
-                    return format!("unsubscribe failed: {error}");
-                }
-                if let Some(new) = &next
-                    && let Err(error) = sink.subscribe(&new.channel).await
-                {
-                    return format!("subscribe failed: {error}");
-                }
+                let old = listener.as_ref().map(|l| l.channel.clone());
+                let new = next.as_ref().map(|l| l.channel.clone());
                 listener = next;
-            }
-            message = stream.next() => {
-                let Some(message) = message else {
-                    return "connection closed".to_owned();
-                };
-                if message.get_channel_name() != events_channel {
-                    if let Some(listener) = &listener
-                        && message.get_channel_name() == listener.channel
-                    {
-                        deliver_command(listener, message.get_payload_bytes());
-                    }
+                if old == new {
                     continue;
                 }
-                match serde_json::from_slice::<PresenceEvent>(message.get_payload_bytes()) {
-                    // Sending fails only when nobody subscribes, which is fine.
-                    Ok(event) => {
-                        metrics::counter!("pulse_presence_events_total", "kind" => kind_label(event.kind))
-                            .increment(1);
-                        drop(events.send(event));
+                if let Some(old) = old
+                    && let Err(error) = redis::cmd("SUNSUBSCRIBE").arg(&old).exec_async(&mut connection).await
+                {
+                    return End::Lost(format!("unsubscribe failed: {error}"));
+                }
+                if let Some(new) = new
+                    && let Err(error) = ssubscribe(&mut connection, &new).await
+                {
+                    if error.redirect_node().is_some() {
+                        return End::Moved;
                     }
-                    Err(error) => warn!(
-                        %error,
-                        payload = %String::from_utf8_lossy(message.get_payload_bytes()),
-                        "skipping an undecodable presence event"
-                    ),
+                    return End::Lost(format!("subscribe failed: {error}"));
+                }
+            }
+            push = pushes.recv() => {
+                let Some(PushInfo { kind, data }) = push else {
+                    return End::Lost("connection closed".to_owned());
+                };
+                match kind {
+                    PushKind::Message if channel_of(&data) == Some(events_channel) => {
+                        forward_event(events, payload_of(&data));
+                    }
+                    PushKind::SMessage => {
+                        if let Some(listener) = &listener
+                            && channel_of(&data) == Some(listener.channel.as_str())
+                        {
+                            deliver_command(listener, payload_of(&data));
+                        }
+                    }
+                    PushKind::Disconnection => return End::Lost("connection closed".to_owned()),
+                    // Redis ends a sharded subscription when its slot moves
+                    // to another node; our own SUNSUBSCRIBE names the old
+                    // channel, never the current one.
+                    PushKind::SUnsubscribe
+                        if listener.as_ref().map(|l| l.channel.as_str()) == channel_of(&data) =>
+                    {
+                        return End::Moved;
+                    }
+                    PushKind::Unsubscribe if channel_of(&data) == Some(events_channel) => {
+                        return End::Lost("the server ended the events subscription".to_owned());
+                    }
+                    _ => {}
                 }
             }
             _ = pings.tick() => {
-                match timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
+                let ping = redis::cmd("PING");
+                match timeout(PING_TIMEOUT, ping.query_async::<Value>(&mut connection)).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(error)) => return format!("ping failed: {error}"),
-                    Err(_) => return format!("no ping answer within {PING_TIMEOUT:?}"),
+                    Ok(Err(error)) => return End::Lost(format!("ping failed: {error}")),
+                    Err(_) => return End::Lost(format!("no ping answer within {PING_TIMEOUT:?}")),
                 }
             }
         }
+    }
+}
+
+fn channel_of(data: &[Value]) -> Option<&str> {
+    match data.first() {
+        Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    }
+}
+
+fn payload_of(data: &[Value]) -> &[u8] {
+    match data.get(1) {
+        Some(Value::BulkString(bytes)) => bytes,
+        _ => &[],
+    }
+}
+
+fn forward_event(events: &broadcast::Sender<PresenceEvent>, payload: &[u8]) {
+    match serde_json::from_slice::<PresenceEvent>(payload) {
+        // Sending fails only when nobody subscribes, which is fine.
+        Ok(event) => {
+            metrics::counter!("pulse_presence_events_total", "kind" => kind_label(event.kind))
+                .increment(1);
+            drop(events.send(event));
+        }
+        Err(error) => warn!(
+            %error,
+            payload = %String::from_utf8_lossy(payload),
+            "skipping an undecodable presence event"
+        ),
     }
 }
 

@@ -18,13 +18,13 @@
 //!
 //! The crate also serves `pulse.presence.v1.Presence` over gRPC ([`run`]).
 //!
-//! In Redis, one user's connections live in one hash-tagged key
-//! (`<ns>:user:{<user_id>}`), beside an index per instance
-//! (`<ns>:instance:{<instance_id>}`), the set of online users, a connection
-//! counter and the `<ns>:events` channel. The scripts touch keys of several
-//! hash slots at once (a user, an instance, the global set and counter),
-//! which single-node Redis accepts; Redis Cluster is not supported yet and
-//! will need those global keys and the instance purge reshaped.
+//! In Redis, state is sharded into [`BUCKETS`] buckets by user id
+//! ([`bucket_of`]); each bucket's keys share one hash tag, so every script
+//! runs on one slot, and the same keys and scripts serve one Redis and a
+//! Redis Cluster ([`RedisOptions::cluster`]). A bucket holds its users'
+//! hashes, an index per instance, its online set, a connection counter and
+//! its copy of the instance leases; events go out on the `<ns>:events`
+//! channel, commands on one sharded channel per instance.
 
 #![forbid(unsafe_code)]
 
@@ -33,15 +33,18 @@ use std::{sync::Arc, time::Duration};
 use pulse_protocol::PresenceEvent;
 use tokio::sync::{broadcast, oneshot, watch};
 
+mod buckets;
 mod bus;
 mod commands;
 mod leases;
 mod memory;
+mod redis_conn;
 mod redis_store;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use buckets::{BUCKETS, bucket_of};
 pub use commands::{MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use leases::run_reaper;
 pub use service::run;
@@ -97,8 +100,15 @@ pub enum PresenceError {
 /// Its `Debug` hides the URL's credentials, so options can be logged.
 #[derive(Clone)]
 pub struct RedisOptions {
-    /// A `redis://` (or `rediss://`, `unix://`) URL.
+    /// A `redis://` (or `rediss://`, `unix://`) URL; with [`cluster`], the
+    /// comma-separated URLs of one or more of the Cluster's nodes (seeds:
+    /// the rest of the Cluster is discovered from them).
+    ///
+    /// [`cluster`]: RedisOptions::cluster
     pub url: String,
+    /// Whether `url` names a Redis Cluster's nodes rather than one Redis.
+    /// The keys, scripts and channels are the same either way.
+    pub cluster: bool,
     /// The prefix of every key and of the event channel, so that several
     /// Pulse deployments (or tests) can share one Redis. Default `pulse`.
     pub namespace: String,
@@ -114,10 +124,33 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: false,
             namespace: "pulse".to_owned(),
             pool_size: 16,
             lease_ttl: Duration::from_secs(3),
         }
+    }
+
+    /// Options for a Redis Cluster reached through `nodes` (any of its
+    /// nodes' URLs; one is enough, more survive a node being down).
+    pub fn cluster<S: AsRef<str>>(nodes: impl IntoIterator<Item = S>) -> Self {
+        let urls: Vec<String> = nodes
+            .into_iter()
+            .map(|node| node.as_ref().to_owned())
+            .collect();
+        Self {
+            cluster: true,
+            ..Self::new(urls.join(","))
+        }
+    }
+
+    /// The URLs in [`RedisOptions::url`], split at commas.
+    fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
     }
 
     /// The same options with another namespace.
@@ -130,15 +163,21 @@ impl RedisOptions {
 
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `redis://user:password@host` -> `redis://<redacted>@host`.
-        let url = match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}<redacted>{}", &self.url[..scheme + 3], &self.url[at..])
-            }
-            _ => self.url.clone(),
-        };
+        // `redis://user:password@host` -> `redis://<redacted>@host`, per URL.
+        let url = self
+            .urls()
+            .into_iter()
+            .map(|url| match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}<redacted>{}", &url[..scheme + 3], &url[at..])
+                }
+                _ => url.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         f.debug_struct("RedisOptions")
             .field("url", &url)
+            .field("cluster", &self.cluster)
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
             .field("lease_ttl", &self.lease_ttl)
@@ -224,9 +263,10 @@ impl Presence {
     ///
     /// # Errors
     ///
-    /// [`PresenceError::InvalidArgument`] for a URL that does not parse, an
-    /// empty namespace or one with `{` or `}` (which would break the keys'
-    /// hash tags), or a pool size of zero.
+    /// [`PresenceError::InvalidArgument`] for a URL that does not parse
+    /// (or several URLs without [`RedisOptions::cluster`]), an empty
+    /// namespace or one with `{` or `}` (which would break the keys' hash
+    /// tags), or a pool size of zero.
     ///
     /// # Panics
     ///
@@ -342,7 +382,8 @@ impl Presence {
         }
     }
 
-    /// How many users are online, and on how many connections.
+    /// How many users are online, and on how many connections: with Redis,
+    /// the sums over the buckets, each read atomically, all at once.
     pub async fn count_online(&self) -> Result<OnlineCount, PresenceError> {
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.count_online()),
@@ -352,10 +393,10 @@ impl Presence {
 
     /// Every open connection, sorted by user, then as [`Presence::user`] sorts.
     ///
-    /// With Redis this walks the online set in batches (`SSCAN`, never a
-    /// blocking whole-keyspace command), so it is a consistent view of each
-    /// user but not one instant across all users; changes that happen while
-    /// it runs arrive as events.
+    /// With Redis this walks each bucket's online set in batches (`SSCAN`,
+    /// never a blocking whole-keyspace command), so it is a consistent view
+    /// of each user but not one instant across all users; changes that
+    /// happen while it runs arrive as events.
     pub async fn all_connections(&self) -> Result<Vec<ConnectionRecord>, PresenceError> {
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.all_connections()),
@@ -371,8 +412,11 @@ impl Presence {
         }
     }
 
-    /// Every event from every instance, including this one's, in the order
-    /// the backend applied them.
+    /// Every event from every instance, including this one's. One user's
+    /// events come in the order the backend applied them; on one Redis (and
+    /// in memory) all events do. On a Cluster, events of users whose buckets
+    /// live on different nodes travel separate links and may interleave
+    /// differently than they happened.
     ///
     /// A receiver that falls more than about 16 000 events behind gets
     /// `Lagged` and should re-read the state it cares about.
@@ -448,5 +492,14 @@ mod tests {
             "{shown}"
         );
         assert!(format!("{:?}", RedisOptions::default()).contains("redis://127.0.0.1:6379"));
+        let cluster = RedisOptions::cluster(["redis://:pw1@a:7000", "redis://b:7001"]);
+        let shown = format!("{cluster:?}");
+        assert!(!shown.contains("pw1"), "{shown}");
+        assert!(
+            shown.contains("redis://<redacted>@a:7000,redis://b:7001"),
+            "{shown}"
+        );
+        assert!(cluster.cluster);
+        assert_eq!(cluster.urls(), ["redis://:pw1@a:7000", "redis://b:7001"]);
     }
 }

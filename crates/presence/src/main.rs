@@ -19,9 +19,14 @@ struct Config {
     /// The address to serve gRPC on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50052")]
     listen: SocketAddr,
-    /// The Redis that holds presence state.
+    /// The Redis that holds presence state; with `--redis-cluster`,
+    /// comma-separated URLs of Redis Cluster nodes.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// `--redis-url` names Redis Cluster nodes (seeds; one is enough, more
+    /// survive a node being down) instead of one Redis.
+    #[arg(long, env = "REDIS_CLUSTER")]
+    redis_cluster: bool,
     /// The prefix of every Redis key and channel (shared with the gateways).
     #[arg(long, env = "REDIS_NAMESPACE", default_value = "pulse")]
     redis_namespace: String,
@@ -49,11 +54,17 @@ async fn main() {
         exit_with_config_error(&"--reap-interval / REAP_INTERVAL: must be greater than zero");
     }
 
-    let options = RedisOptions::new(&config.redis_url).with_namespace(&config.redis_namespace);
+    if !config.redis_cluster && config.redis_url.contains(',') {
+        exit_with_config_error(
+            &"--redis-url / REDIS_URL: several URLs name Redis Cluster nodes; set --redis-cluster / REDIS_CLUSTER",
+        );
+    }
+    let mut options = RedisOptions::new(&config.redis_url).with_namespace(&config.redis_namespace);
+    options.cluster = config.redis_cluster;
     let presence = match Presence::redis(options) {
         Ok(presence) => presence,
         // The message names the setting; the URL itself may hold a password.
-        Err(error) => exit_with_config_error(&error),
+        Err(error) => exit_with_config_error(&format!("--redis-url / REDIS_URL: {error}")),
     };
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
@@ -67,7 +78,7 @@ async fn main() {
         info!(%metrics_addr, "serving metrics");
     }
     let addr = listener.local_addr().unwrap_or(config.listen);
-    info!(%addr, namespace = %config.redis_namespace, "pulse-presence listening");
+    info!(%addr, namespace = %config.redis_namespace, cluster = config.redis_cluster, "pulse-presence listening");
 
     // One signal stops both the gRPC server and the reaper.
     let (stop, stopped) = tokio::sync::watch::channel(false);

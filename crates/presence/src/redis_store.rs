@@ -1,52 +1,48 @@
-//! The shared backend: keys, scripts and queries on Redis.
+//! The shared backend: keys, scripts and queries on Redis or a Redis Cluster.
 //!
-//! Keys (`<ns>` is [`RedisOptions::namespace`]):
+//! State is sharded into [`BUCKETS`] buckets by user (see `buckets.rs` for
+//! the function and the key names). Bucket `k`'s keys all carry the hash tag
+//! `{b<k>}`, so each bucket is one slot and a small copy of the whole model:
 //!
-//! - `<ns>:user:{<user_id>}`: HASH connection id -> `"<connected_at_ms>|<instance_id>"`,
-//!   the truth about one user; hash-tagged so that it lives in one slot.
-//! - `<ns>:instance:{<instance_id>}`: HASH connection id -> user id, the
-//!   index that lets an instance's connections be removed at once.
-//! - `<ns>:online`: SET of the users whose hash is not empty.
-//! - `<ns>:instances`: ZSET instance id -> lease deadline (ms, Redis's clock);
-//!   an instance past its deadline died without saying goodbye and is reaped.
-//! - `<ns>:connections`: the number of connections, as a counter.
-//! - `<ns>:events`: the pub/sub channel that carries [`PresenceEvent`] JSON.
-//! - `<ns>:commands:{<instance_id>}`: the pub/sub channel that carries
-//!   commands (send, disconnect) to one instance.
+//! - `<ns>:{b<k>}:user:<user_id>`: HASH connection id ->
+//!   `"<connected_at_ms>|<instance_id>"`, the truth about one user.
+//! - `<ns>:{b<k>}:instance:<instance_id>`: HASH connection id -> user id,
+//!   what an instance holds in the bucket, to remove it at once.
+//! - `<ns>:{b<k>}:online`: SET of the bucket's users whose hash is not empty.
+//! - `<ns>:{b<k>}:connections`: the bucket's number of connections.
+//! - `<ns>:{b<k>}:instances`: ZSET instance id -> lease deadline (ms, Redis's
+//!   clock); an instance past its deadline died without saying goodbye and
+//!   is reaped from the bucket.
+//! - `<ns>:events`: the classic pub/sub channel that carries
+//!   [`PresenceEvent`] JSON (a Cluster forwards it to every node).
+//! - `<ns>:commands:{<instance_id>}`: the sharded pub/sub channel that
+//!   carries commands (send, disconnect) to one instance.
 //!
-//! Every change is one Lua script (`src/lua/`) that updates the keys and
-//! publishes the events together, so nothing reads, decides and writes from
-//! Rust. The scripts touch keys in several slots (a user hash, an instance
-//! index, the global set and counter), which single-node Redis accepts; Redis
-//! Cluster support is future work and will need the global keys and the
-//! instance purge reshaped.
+//! Every change is one Lua script (`src/lua/`) on one bucket that updates
+//! the keys and publishes the events together, so nothing reads, decides and
+//! writes from Rust. What concerns every bucket (an instance's lease, its
+//! purge, the reaper, counting) runs the bucket's script or query on each
+//! bucket, all at once on one multiplexed connection.
 //!
 //! [`PresenceEvent`]: pulse_protocol::PresenceEvent
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
+    future::Future,
     sync::LazyLock,
-    time::Duration,
 };
 
-use deadpool_redis::{Manager, Pool, Runtime};
+use futures_util::future::{join_all, try_join_all};
 use pulse_protocol::{Command, event::now_ms};
-use redis::{AsyncConnectionConfig, Script, aio::ConnectionLike};
-use tracing::warn;
+use redis::{RedisResult, Script};
 
 use crate::{
-    ConnectionRecord, OnlineCount, PresenceError, RedisOptions, SyncReport, sort_connections,
+    ConnectionRecord, PresenceError, RedisOptions, SyncReport,
+    buckets::{BUCKETS, Keys, bucket_of},
+    redis_conn::{Handle, Pools},
 };
 
-/// How long to wait for a pooled connection, or for a new one to open,
-/// before answering `Unavailable`: a dead Redis must fail fast, never hang.
-const POOL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long to wait for Redis to answer one command.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// The instance purge walks every connection an instance holds; give it longer.
-const PURGE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How many online users one `SSCAN` step asks for.
-const SCAN_BATCH: usize = 1000;
+mod queries;
 
 macro_rules! script {
     ($file:literal) => {
@@ -62,69 +58,19 @@ macro_rules! script {
 static REGISTER: LazyLock<Script> = script!("lua/register.lua");
 static UNREGISTER: LazyLock<Script> = script!("lua/unregister.lua");
 static UNREGISTER_INSTANCE: LazyLock<Script> = script!("lua/unregister_instance.lua");
-static SEND: LazyLock<Script> = script!("lua/send.lua");
 static RENEW_LEASE: LazyLock<Script> = script!("lua/renew_lease.lua");
 static REAP: LazyLock<Script> = script!("lua/reap.lua");
 
-/// How many expired instances one reap call removes at most.
+/// How many expired instances one reap call removes at most, per bucket.
 const REAP_BATCH: usize = 64;
 /// How many registrations one re-sync pipeline carries.
 const SYNC_BATCH: usize = 500;
 
-/// Key and channel names under one namespace.
-#[derive(Debug, Clone)]
-pub(crate) struct Keys {
-    namespace: String,
-}
-
-impl Keys {
-    fn user_prefix(&self) -> String {
-        format!("{}:user:{{", self.namespace)
-    }
-
-    fn user(&self, user_id: &str) -> String {
-        format!("{}:user:{{{user_id}}}", self.namespace)
-    }
-
-    fn instance_prefix(&self) -> String {
-        format!("{}:instance:{{", self.namespace)
-    }
-
-    fn instance(&self, instance_id: &str) -> String {
-        format!("{}:instance:{{{instance_id}}}", self.namespace)
-    }
-
-    fn online(&self) -> String {
-        format!("{}:online", self.namespace)
-    }
-
-    fn connections(&self) -> String {
-        format!("{}:connections", self.namespace)
-    }
-
-    fn leases(&self) -> String {
-        format!("{}:instances", self.namespace)
-    }
-
-    pub(crate) fn channel(&self) -> String {
-        format!("{}:events", self.namespace)
-    }
-
-    fn commands_prefix(&self) -> String {
-        format!("{}:commands:{{", self.namespace)
-    }
-
-    /// The channel that carries commands for one instance.
-    pub(crate) fn commands(&self, instance_id: &str) -> String {
-        format!("{}:commands:{{{instance_id}}}", self.namespace)
-    }
-}
-
-/// The Redis backend: a command pool, and a client for the bus's own
+/// The Redis backend: a command pool, and what the bus needs for its own
 /// pub/sub connection (which a pool cannot lend).
 pub(crate) struct RedisStore {
-    pool: Pool,
-    subscriber: redis::Client,
+    pools: Pools,
+    subscriber: crate::bus::Nodes,
     keys: Keys,
     lease_ttl_ms: u64,
 }
@@ -142,23 +88,8 @@ impl RedisStore {
                 "redis pool size must be at least 1".to_owned(),
             ));
         }
-        let invalid_url = |error: redis::RedisError| {
-            PresenceError::InvalidArgument(format!("invalid redis url: {error}"))
-        };
-        let connection = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(POOL_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let manager =
-            Manager::new_with_config(options.url.as_str(), connection).map_err(invalid_url)?;
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
-            .wait_timeout(Some(POOL_TIMEOUT))
-            .create_timeout(Some(POOL_TIMEOUT))
-            .recycle_timeout(Some(POOL_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|error| PresenceError::InvalidArgument(format!("redis pool: {error}")))?;
-        let subscriber = redis::Client::open(options.url.as_str()).map_err(invalid_url)?;
+        let pools = Pools::new(options)?;
+        let subscriber = crate::bus::Nodes::new(&options.urls(), options.cluster)?;
         let lease_ttl_ms = u64::try_from(options.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         if lease_ttl_ms < 100 {
             return Err(PresenceError::InvalidArgument(
@@ -166,11 +97,9 @@ impl RedisStore {
             ));
         }
         Ok(Self {
-            pool,
+            pools,
             subscriber,
-            keys: Keys {
-                namespace: namespace.clone(),
-            },
+            keys: Keys::new(namespace),
             lease_ttl_ms,
         })
     }
@@ -179,26 +108,44 @@ impl RedisStore {
         &self.keys
     }
 
-    pub(crate) fn subscriber(&self) -> redis::Client {
+    pub(crate) fn subscriber(&self) -> crate::bus::Nodes {
         self.subscriber.clone()
     }
 
-    async fn connection(&self) -> Result<deadpool_redis::Connection, PresenceError> {
-        self.pool
-            .get()
+    async fn handle(&self) -> Result<Handle, PresenceError> {
+        self.pools.handle().await
+    }
+
+    /// Runs `operation` on every bucket at once (over one multiplexed
+    /// connection, which pipelines them; a Cluster connection sends each to
+    /// its slot's master) and collects the answers in bucket order.
+    ///
+    /// Every bucket runs to the end even when one fails, so that a Cluster
+    /// master that is away does not keep the others from being renewed or
+    /// reaped; then the first failure, if any, is the answer.
+    async fn each_bucket<T, F, Fut>(&self, operation: F) -> Result<Vec<T>, PresenceError>
+    where
+        F: Fn(Handle, u16) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let handle = self.handle().await?;
+        join_all((0..BUCKETS).map(|bucket| operation(handle.clone(), bucket)))
             .await
-            .map_err(|error| PresenceError::Unavailable(format!("redis pool: {error}")))
+            .into_iter()
+            .collect::<RedisResult<Vec<T>>>()
+            .map_err(unavailable)
     }
 
     /// The register script with its keys and arguments, for one call or a pipeline.
     fn register_invocation(&self, record: &ConnectionRecord) -> redis::ScriptInvocation<'static> {
+        let bucket = bucket_of(&record.user_id);
         let mut invocation = REGISTER.prepare_invoke();
         invocation
             .key(self.keys.user(&record.user_id))
-            .key(self.keys.instance(&record.instance_id))
-            .key(self.keys.online())
-            .key(self.keys.connections())
-            .key(self.keys.leases())
+            .key(self.keys.instance(bucket, &record.instance_id))
+            .key(self.keys.online(bucket))
+            .key(self.keys.connections(bucket))
+            .key(self.keys.leases(bucket))
             .arg(self.keys.channel())
             .arg(&record.user_id)
             .arg(&record.connection_id)
@@ -209,10 +156,10 @@ impl RedisStore {
     }
 
     pub(crate) async fn register(&self, record: &ConnectionRecord) -> Result<(), PresenceError> {
-        let mut connection = self.connection().await?;
+        let mut handle = self.handle().await?;
         let _added: i64 = self
             .register_invocation(record)
-            .invoke_async(&mut *connection)
+            .invoke_async(&mut handle)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -223,95 +170,164 @@ impl RedisStore {
         user_id: &str,
         connection_id: &str,
     ) -> Result<(), PresenceError> {
-        let mut connection = self.connection().await?;
+        let mut handle = self.handle().await?;
+        self.unregister_on(&mut handle, user_id, connection_id)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn unregister_on(
+        &self,
+        handle: &mut Handle,
+        user_id: &str,
+        connection_id: &str,
+    ) -> RedisResult<()> {
+        let bucket = bucket_of(user_id);
         let _removed: i64 = UNREGISTER
             .key(self.keys.user(user_id))
-            .key(self.keys.online())
-            .key(self.keys.connections())
+            .key(self.keys.online(bucket))
+            .key(self.keys.connections(bucket))
             .arg(self.keys.channel())
             .arg(user_id)
             .arg(connection_id)
             .arg(now_ms().to_string())
-            .arg(self.keys.instance_prefix())
-            .invoke_async(&mut *connection)
-            .await
-            .map_err(unavailable)?;
+            .arg(self.keys.instance_prefix(bucket))
+            .invoke_async(handle)
+            .await?;
         Ok(())
     }
 
-    /// Publishes a command to each instance holding the user's connections
-    /// (or the one connection); returns the connections on instances that took it.
+    /// Publishes a command on the sharded channel of each instance holding
+    /// the user's connections (or the one connection); returns the
+    /// connections on instances that had a subscriber.
+    ///
+    /// Reading the user's hash and publishing are two steps, not one script:
+    /// a script may only publish to a sharded channel of its own slot, and
+    /// an instance's channel is in the instance's slot. Commands are a
+    /// point-in-time, at-most-once delivery, so nothing depends on the two
+    /// being atomic. `SPUBLISH` counts the subscribers on the channel's
+    /// master, which is where every instance subscribes, so the count means
+    /// the same on one Redis and on a Cluster.
     pub(crate) async fn dispatch(
         &self,
         command: &Command,
         only: Option<&str>,
     ) -> Result<u64, PresenceError> {
-        let mut connection = self.connection().await?;
-        let reached: u64 = SEND
-            .key(self.keys.user(command.user_id()))
-            .arg(self.keys.commands_prefix())
-            .arg(command.encode())
-            .arg(only.unwrap_or(""))
-            .invoke_async(&mut *connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(reached)
+        let mut handle = self.handle().await?;
+        let user = self.keys.user(command.user_id());
+        let values: Vec<String> = match only {
+            Some(connection_id) => redis::cmd("HGET")
+                .arg(&user)
+                .arg(connection_id)
+                .query_async::<Option<String>>(&mut handle)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .collect(),
+            None => redis::cmd("HVALS")
+                .arg(&user)
+                .query_async(&mut handle)
+                .await
+                .map_err(unavailable)?,
+        };
+        let mut per_instance: BTreeMap<&str, u64> = BTreeMap::new();
+        for value in &values {
+            *per_instance.entry(instance_of(value)).or_default() += 1;
+        }
+        let payload = command.encode();
+        let reached = try_join_all(per_instance.into_iter().map(|(instance_id, count)| {
+            let mut handle = handle.clone();
+            let channel = self.keys.commands(instance_id);
+            let payload = &payload;
+            async move {
+                let receivers: u64 = redis::cmd("SPUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query_async(&mut handle)
+                    .await?;
+                Ok::<_, redis::RedisError>(if receivers > 0 { count } else { 0 })
+            }
+        }))
+        .await
+        .map_err(unavailable)?;
+        Ok(reached.into_iter().sum())
     }
 
     pub(crate) async fn unregister_instance(
         &self,
         instance_id: &str,
     ) -> Result<u64, PresenceError> {
-        let pooled = self.connection().await?;
-        // A clone shares the pooled connection's socket but has its own
-        // response timeout, so the longer one does not stay in the pool.
-        let mut connection = (*pooled).clone();
-        connection.set_response_timeout(PURGE_RESPONSE_TIMEOUT);
-        UNREGISTER_INSTANCE
-            .key(self.keys.instance(instance_id))
-            .key(self.keys.online())
-            .key(self.keys.connections())
-            .key(self.keys.leases())
-            .arg(self.keys.channel())
-            .arg(instance_id)
-            .arg(now_ms().to_string())
-            .arg(self.keys.user_prefix())
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)
+        let at_ms = now_ms().to_string();
+        let removed = self
+            .each_bucket(|mut handle, bucket| {
+                let invocation = {
+                    let mut invocation = UNREGISTER_INSTANCE.prepare_invoke();
+                    invocation
+                        .key(self.keys.instance(bucket, instance_id))
+                        .key(self.keys.online(bucket))
+                        .key(self.keys.connections(bucket))
+                        .key(self.keys.leases(bucket))
+                        .arg(self.keys.channel())
+                        .arg(instance_id)
+                        .arg(&at_ms)
+                        .arg(self.keys.user_prefix(bucket));
+                    invocation
+                };
+                async move { invocation.invoke_async::<u64>(&mut handle).await }
+            })
+            .await?;
+        Ok(removed.into_iter().sum())
     }
 
-    /// Renews an instance's lease; `false` when it held none (see renew_lease.lua).
+    /// Renews an instance's lease in every bucket; `false` when some bucket
+    /// held none (see renew_lease.lua): the caller re-syncs.
     pub(crate) async fn renew_lease(&self, instance_id: &str) -> Result<bool, PresenceError> {
-        let mut connection = self.connection().await?;
-        let held: i64 = RENEW_LEASE
-            .key(self.keys.leases())
-            .arg(instance_id)
-            .arg(self.lease_ttl_ms)
-            .invoke_async(&mut *connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(held == 1)
+        let held = self
+            .each_bucket(|mut handle, bucket| {
+                let invocation = {
+                    let mut invocation = RENEW_LEASE.prepare_invoke();
+                    invocation
+                        .key(self.keys.leases(bucket))
+                        .arg(instance_id)
+                        .arg(self.lease_ttl_ms);
+                    invocation
+                };
+                async move { invocation.invoke_async::<i64>(&mut handle).await }
+            })
+            .await?;
+        Ok(held.iter().all(|held| *held == 1))
     }
 
-    /// Reaps instances whose lease expired; returns (instance id, connections removed).
+    /// Reaps instances whose lease expired, bucket by bucket; returns each
+    /// reaped instance with the connections this call removed.
     pub(crate) async fn reap(&self) -> Result<Vec<(String, u64)>, PresenceError> {
-        let pooled = self.connection().await?;
-        let mut connection = (*pooled).clone();
-        connection.set_response_timeout(PURGE_RESPONSE_TIMEOUT);
-        // The script returns a flat list of pairs, which decodes as tuples.
-        let reaped: Vec<(String, u64)> = REAP
-            .key(self.keys.leases())
-            .key(self.keys.online())
-            .key(self.keys.connections())
-            .arg(self.keys.channel())
-            .arg(self.keys.instance_prefix())
-            .arg(self.keys.user_prefix())
-            .arg(REAP_BATCH)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(reaped)
+        // Each bucket's script returns a flat list of pairs, which decodes as tuples.
+        let per_bucket = self
+            .each_bucket(|mut handle, bucket| {
+                let invocation = {
+                    let mut invocation = REAP.prepare_invoke();
+                    invocation
+                        .key(self.keys.leases(bucket))
+                        .key(self.keys.online(bucket))
+                        .key(self.keys.connections(bucket))
+                        .arg(self.keys.channel())
+                        .arg(self.keys.instance_prefix(bucket))
+                        .arg(self.keys.user_prefix(bucket))
+                        .arg(REAP_BATCH);
+                    invocation
+                };
+                async move {
+                    invocation
+                        .invoke_async::<Vec<(String, u64)>>(&mut handle)
+                        .await
+                }
+            })
+            .await?;
+        let mut reaped: BTreeMap<String, u64> = BTreeMap::new();
+        for (instance_id, removed) in per_bucket.into_iter().flatten() {
+            *reaped.entry(instance_id).or_default() += removed;
+        }
+        Ok(reaped.into_iter().collect())
     }
 
     /// Makes Redis hold exactly an instance's connections: what the index has
@@ -324,225 +340,95 @@ impl RedisStore {
         instance_id: &str,
         local: impl FnOnce() -> Vec<ConnectionRecord>,
     ) -> Result<SyncReport, PresenceError> {
-        let index: HashMap<String, String> = {
-            let mut connection = self.connection().await?;
-            redis::cmd("HGETALL")
-                .arg(self.keys.instance(instance_id))
-                .query_async(&mut *connection)
-                .await
-                .map_err(unavailable)?
-        };
+        let index: HashMap<String, String> = self
+            .each_bucket(|mut handle, bucket| {
+                let key = self.keys.instance(bucket, instance_id);
+                async move {
+                    redis::cmd("HGETALL")
+                        .arg(key)
+                        .query_async::<HashMap<String, String>>(&mut handle)
+                        .await
+                }
+            })
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         let local = local();
         let held: HashSet<&str> = local.iter().map(|r| r.connection_id.as_str()).collect();
+        let mut handle = self.handle().await?;
         let mut report = SyncReport::default();
-        for (connection_id, user_id) in &index {
-            if !held.contains(connection_id.as_str()) {
-                self.unregister(user_id, connection_id).await?;
-                report.removed += 1;
+        let stale: Vec<(&String, &String)> = index
+            .iter()
+            .filter(|(connection_id, _)| !held.contains(connection_id.as_str()))
+            .collect();
+        try_join_all(stale.iter().map(|(connection_id, user_id)| {
+            let mut handle = handle.clone();
+            async move {
+                self.unregister_on(&mut handle, user_id, connection_id)
+                    .await
             }
-        }
-        let missing: Vec<&ConnectionRecord> = local
+        }))
+        .await
+        .map_err(unavailable)?;
+        report.removed = stale.len() as u64;
+
+        let mut missing: BTreeMap<u16, Vec<&ConnectionRecord>> = BTreeMap::new();
+        for record in local
             .iter()
             .filter(|record| !index.contains_key(&record.connection_id))
-            .collect();
-        let mut connection = self.connection().await?;
-        // Pipelined EVALSHA needs the script loaded first.
+        {
+            missing
+                .entry(bucket_of(&record.user_id))
+                .or_default()
+                .push(record);
+        }
+        if missing.is_empty() {
+            return Ok(report);
+        }
+        // Pipelined EVALSHA needs the script loaded first (on every master).
         REGISTER
             .prepare_invoke()
-            .load_async(&mut *connection)
+            .load_async(&mut handle)
             .await
             .map_err(unavailable)?;
-        for batch in missing.chunks(SYNC_BATCH) {
+        // One pipeline per bucket and batch: a Cluster pipeline must stay in one slot.
+        let batches = missing
+            .values()
+            .flat_map(|records| records.chunks(SYNC_BATCH));
+        let added = try_join_all(batches.map(|batch| {
             let mut pipe = redis::pipe();
             for record in batch {
                 pipe.invoke_script(&self.register_invocation(record));
             }
-            let added: Vec<i64> = pipe
-                .query_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
-            report.registered += added.iter().filter(|added| **added == 1).count() as u64;
-        }
+            let mut handle = handle.clone();
+            async move { pipe.query_async::<Vec<i64>>(&mut handle).await }
+        }))
+        .await
+        .map_err(unavailable)?;
+        report.registered = added.iter().flatten().filter(|added| **added == 1).count() as u64;
         Ok(report)
     }
+}
 
-    pub(crate) async fn user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>, PresenceError> {
-        let mut connection = self.connection().await?;
-        let hash: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys.user(user_id))
-            .query_async(&mut *connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(decode_user(user_id, hash))
-    }
-
-    pub(crate) async fn users(
-        &self,
-        user_ids: &[String],
-    ) -> Result<Vec<Vec<ConnectionRecord>>, PresenceError> {
-        if user_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut connection = self.connection().await?;
-        self.fetch_users(&mut *connection, user_ids).await
-    }
-
-    /// One pipelined `HGETALL` per user: a single round trip.
-    async fn fetch_users(
-        &self,
-        connection: &mut impl ConnectionLike,
-        user_ids: &[String],
-    ) -> Result<Vec<Vec<ConnectionRecord>>, PresenceError> {
-        let mut pipe = redis::pipe();
-        for user_id in user_ids {
-            pipe.cmd("HGETALL").arg(self.keys.user(user_id));
-        }
-        let hashes: Vec<HashMap<String, String>> =
-            pipe.query_async(connection).await.map_err(unavailable)?;
-        Ok(user_ids
-            .iter()
-            .zip(hashes)
-            .map(|(user_id, hash)| decode_user(user_id, hash))
-            .collect())
-    }
-
-    pub(crate) async fn count_online(&self) -> Result<OnlineCount, PresenceError> {
-        let mut connection = self.connection().await?;
-        // MULTI/EXEC, so the two numbers come from the same instant.
-        let (users, connections): (u64, Option<i64>) = redis::pipe()
-            .atomic()
-            .scard(self.keys.online())
-            .get(self.keys.connections())
-            .query_async(&mut *connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(OnlineCount {
-            users,
-            connections: connections.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
-        })
-    }
-
-    pub(crate) async fn all_connections(&self) -> Result<Vec<ConnectionRecord>, PresenceError> {
-        let mut connection = self.connection().await?;
-        // The online set indexes exactly the users with connections, so walking
-        // it with SSCAN visits only our namespace's users, a batch at a time,
-        // without blocking Redis the way KEYS (or one SMEMBERS) would.
-        let mut seen = HashSet::new();
-        let mut records = Vec::new();
-        let mut cursor = "0".to_owned();
-        loop {
-            let (next, batch): (String, Vec<String>) = redis::cmd("SSCAN")
-                .arg(self.keys.online())
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
-            // SSCAN may return a member twice; each user is fetched once.
-            let fresh: Vec<String> = batch
-                .into_iter()
-                .filter(|id| seen.insert(id.clone()))
-                .collect();
-            if !fresh.is_empty() {
-                let users = self.fetch_users(&mut *connection, &fresh).await?;
-                records.extend(users.into_iter().flatten());
-            }
-            if next == "0" {
-                break;
-            }
-            cursor = next;
-        }
-        sort_connections(&mut records);
-        Ok(records)
-    }
-
-    pub(crate) async fn ping(&self) -> Result<(), PresenceError> {
-        let mut connection = self.connection().await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut *connection)
-            .await
-            .map(drop)
-            .map_err(unavailable)
-    }
+/// The instance id in a user hash value `"<connected_at_ms>|<instance_id>"`:
+/// the digits cannot hold a `|`, so it is everything after the first one.
+fn instance_of(value: &str) -> &str {
+    value.split_once('|').map_or("", |(_, instance)| instance)
 }
 
 fn unavailable(error: redis::RedisError) -> PresenceError {
     PresenceError::Unavailable(format!("redis: {error}"))
 }
 
-/// Turns a user hash into records, skipping (and reporting) any value that
-/// is not `"<connected_at_ms>|<instance_id>"` rather than failing the query.
-fn decode_user(user_id: &str, hash: HashMap<String, String>) -> Vec<ConnectionRecord> {
-    let mut records: Vec<_> = hash
-        .into_iter()
-        .filter_map(|(connection_id, value)| {
-            let decoded = value
-                .split_once('|')
-                .and_then(|(at, instance)| Some((at.parse::<u64>().ok()?, instance)));
-            let Some((connected_at_ms, instance_id)) = decoded else {
-                warn!(
-                    user_id,
-                    connection_id, value, "skipping a malformed presence entry"
-                );
-                return None;
-            };
-            Some(ConnectionRecord {
-                instance_id: instance_id.to_owned(),
-                connection_id,
-                user_id: user_id.to_owned(),
-                connected_at_ms,
-            })
-        })
-        .collect();
-    sort_connections(&mut records);
-    records
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn keys() -> Keys {
-        Keys {
-            namespace: "ns".to_owned(),
-        }
-    }
-
     #[test]
-    fn keys_are_hash_tagged_by_user_and_instance() {
-        let keys = keys();
-        assert_eq!(keys.user("u1"), "ns:user:{u1}");
-        assert_eq!(keys.instance("i1"), "ns:instance:{i1}");
-        assert_eq!(format!("{}u1}}", keys.user_prefix()), keys.user("u1"));
-        assert_eq!(
-            format!("{}i1}}", keys.instance_prefix()),
-            keys.instance("i1")
-        );
-        assert_eq!(keys.online(), "ns:online");
-        assert_eq!(keys.connections(), "ns:connections");
-        assert_eq!(keys.channel(), "ns:events");
-    }
-
-    #[test]
-    fn user_hash_values_decode_and_bad_ones_are_skipped() {
-        let hash = HashMap::from([
-            ("c2".to_owned(), "1712345678901|gw|with|bars".to_owned()),
-            ("c1".to_owned(), "1712345678901|gw-1".to_owned()),
-            ("bad".to_owned(), "not a number|gw".to_owned()),
-            ("worse".to_owned(), "no separator".to_owned()),
-        ]);
-        let records = decode_user("u", hash);
-        let ids: Vec<_> = records
-            .iter()
-            .map(|r| (r.connection_id.as_str(), r.instance_id.as_str()))
-            .collect();
-        assert_eq!(ids, [("c1", "gw-1"), ("c2", "gw|with|bars")]);
-        assert!(
-            records
-                .iter()
-                .all(|r| r.connected_at_ms == 1_712_345_678_901 && r.user_id == "u")
-        );
+    fn the_instance_is_everything_after_the_first_bar() {
+        assert_eq!(instance_of("1712345678901|gw|with|bars"), "gw|with|bars");
+        assert_eq!(instance_of("no separator"), "");
     }
 
     #[test]
@@ -555,6 +441,10 @@ mod tests {
                 pool_size: 0,
                 ..RedisOptions::default()
             },
+            // Several nodes are a cluster's, and a cluster needs one.
+            RedisOptions::new("redis://a:1,redis://b:2"),
+            RedisOptions::cluster(Vec::<String>::new()),
+            RedisOptions::cluster(["redis://a:1", "not a url"]),
         ] {
             assert!(matches!(
                 RedisStore::new(&options),

@@ -1,5 +1,6 @@
-//! The behaviour both backends must share, written once and run against each:
+//! The behaviour every backend must share, written once and run against each:
 //! `memory::<case>` on `Presence::in_memory()`, `redis::<case>` on Redis with
+//! a fresh namespace, `cluster::<case>` on a three-master Redis Cluster with
 //! a fresh namespace.
 
 mod support;
@@ -26,6 +27,15 @@ macro_rules! both_backends {
                 async fn $case() {
                     let server = pulse_presence::testing::RedisServer::start().await;
                     super::$case(super::support::redis_presence(&server).await).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let cluster = pulse_presence::testing::RedisCluster::start().await;
+                    super::$case(super::support::cluster_presence(cluster).await).await;
                 }
             )*
         }

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use futures_util::StreamExt;
 use pulse_presence::{
     Presence, RedisOptions,
-    testing::{RedisServer, free_port, unique_namespace},
+    testing::{RedisCluster, RedisServer, free_port, unique_namespace},
 };
 use pulse_protocol::{
     event::timestamp_from_ms,
@@ -17,7 +17,7 @@ use pulse_protocol::{
     },
     status::reason_of,
 };
-use support::{DEADLINE, record, redis_presence};
+use support::{DEADLINE, cluster_presence, record, redis_presence};
 use tokio::{
     net::TcpListener,
     sync::oneshot,
@@ -110,7 +110,15 @@ async fn next_kind(stream: &mut Streaming<pb::PresenceEvent>) -> (String, EventK
 #[tokio::test]
 async fn queries_answer_from_the_store() {
     let server = RedisServer::start().await;
-    let presence = redis_presence(&server).await;
+    queries_answer_from(redis_presence(&server).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_answer_from_a_redis_cluster() {
+    queries_answer_from(cluster_presence(RedisCluster::start().await).await).await;
+}
+
+async fn queries_answer_from(presence: Presence) {
     let served = Served::start(presence.clone()).await;
     let mut client = served.client();
 
@@ -291,6 +299,83 @@ async fn watch_streams_one_users_events_in_order() {
     let status = ended.unwrap().expect("a final status").unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(reason_of(&status).as_deref(), Some("shutting_down"));
+}
+
+/// On a Cluster, one user's events keep their order; different users'
+/// events may interleave differently (their buckets may be on different
+/// nodes), so the stream of everyone is compared user by user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_streams_events_from_a_redis_cluster() {
+    let presence = cluster_presence(RedisCluster::start().await).await;
+    let served = Served::start(presence.clone()).await;
+    let mut client = served.client();
+    let watch = |user_ids: Vec<String>, all: bool| {
+        let mut client = client.clone();
+        async move {
+            client
+                .watch(pb::WatchRequest { user_ids, all })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut alice = watch(vec!["alice".into()], false).await;
+    let mut everyone = watch(vec![], true).await;
+
+    let users: Vec<String> = (0..12).map(|n| format!("user-{n}")).collect();
+    for user in &users {
+        presence
+            .register(&record(user, "c1", "gw-1", 1))
+            .await
+            .unwrap();
+    }
+    presence
+        .register(&record("alice", "a1", "gw-2", 2))
+        .await
+        .unwrap();
+    presence.unregister("alice", "a1").await.unwrap();
+    for user in &users {
+        presence.unregister(user, "c1").await.unwrap();
+    }
+
+    let lifecycle = |user: &str, connection: &str| {
+        [
+            EventKind::Connected,
+            EventKind::Online,
+            EventKind::Disconnected,
+            EventKind::Offline,
+        ]
+        .map(|kind| (user.to_owned(), kind, connection.to_owned()))
+        .to_vec()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_kind(&mut alice).await);
+    }
+    assert_eq!(seen, lifecycle("alice", "a1"));
+
+    let mut per_user: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for _ in 0..(users.len() + 1) * 4 {
+        let event = next_kind(&mut everyone).await;
+        per_user.entry(event.0.clone()).or_default().push(event);
+    }
+    assert_eq!(per_user.remove("alice").unwrap(), lifecycle("alice", "a1"));
+    for user in &users {
+        assert_eq!(
+            per_user.remove(user).unwrap(),
+            lifecycle(user, "c1"),
+            "{user}"
+        );
+    }
+    assert!(per_user.is_empty(), "{per_user:?}");
+
+    let count = client
+        .count_online(pb::CountOnlineRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((count.users, count.connections), (0, 0));
+    served.shutdown().await;
 }
 
 #[tokio::test]

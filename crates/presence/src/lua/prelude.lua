@@ -43,15 +43,17 @@ local function touch_lease(instances_key, instance_id, ttl_ms)
   end
 end
 
--- Removes every connection one instance holds, publishing `disconnected`
--- and, for each user's last connection, `offline`; deletes its index.
--- Returns how many connections were removed.
+-- Removes every connection one instance holds in one bucket, publishing
+-- `disconnected` and, for each user's last connection, `offline`; deletes
+-- its index there. Every key is in the bucket's slot: the user hashes are
+-- built from the bucket's user prefix. Returns how many connections were
+-- removed.
 local function purge_instance(index_key, online_key, counter_key, channel, instance_id, at_ms, user_prefix)
   local entries = redis.call('HGETALL', index_key)
   local removed = 0
   for i = 1, #entries, 2 do
     local connection_id, user_id = entries[i], entries[i + 1]
-    local user_key = user_prefix .. user_id .. '}'
+    local user_key = user_prefix .. user_id
     local value = redis.call('HGET', user_key, connection_id)
     -- Only what this instance holds: a connection id another instance
     -- registered first stays with that instance.

@@ -1,19 +1,22 @@
--- Removes the connections of instances whose lease has expired (died without
--- saying goodbye: kill -9, a lost node, a cut network), with `disconnected`
--- and `offline` events, in one atomic step. Several presence replicas may run
--- it at once: Redis runs scripts one at a time, so each expired instance is
--- reaped exactly once and its events are published exactly once.
+-- Removes, from one bucket, the connections of instances whose lease there
+-- has expired (died without saying goodbye: kill -9, a lost node, a cut
+-- network), with `disconnected` and `offline` events, in one atomic step.
+-- Several presence replicas may run it at once: Redis runs scripts on a slot
+-- one at a time, so each (instance, bucket) is reaped exactly once and its
+-- events are published exactly once.
 --
--- KEYS[1] instance leases, KEYS[2] online set, KEYS[3] connection counter.
--- ARGV[1] event channel, ARGV[2] instance index key prefix, ARGV[3] user
--- hash key prefix, ARGV[4] the most instances to reap in this call.
+-- KEYS[1] the bucket's instance leases, KEYS[2] its online set, KEYS[3] its
+-- connection counter.
+-- ARGV[1] event channel, ARGV[2] the bucket's instance index key prefix,
+-- ARGV[3] its user hash key prefix, ARGV[4] the most instances to reap in
+-- this call.
 --
 -- Returns a flat list: instance id, connections removed, for each reaped one.
 local now, now_digits = redis_now()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
 local reaped = {}
 for _, instance_id in ipairs(expired) do
-  local removed = purge_instance(ARGV[2] .. instance_id .. '}', KEYS[2], KEYS[3], ARGV[1], instance_id, now_digits, ARGV[3])
+  local removed = purge_instance(ARGV[2] .. instance_id, KEYS[2], KEYS[3], ARGV[1], instance_id, now_digits, ARGV[3])
   redis.call('ZREM', KEYS[1], instance_id)
   table.insert(reaped, instance_id)
   table.insert(reaped, removed)

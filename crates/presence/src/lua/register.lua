@@ -1,8 +1,8 @@
 -- Registers one connection, and publishes `connected` then, for the user's
 -- first connection, `online`, in the same atomic step.
 --
--- KEYS[1] user hash, KEYS[2] instance index, KEYS[3] online set,
--- KEYS[4] connection counter, KEYS[5] instance leases.
+-- KEYS[1] user hash, and of the user's bucket: KEYS[2] the instance's index,
+-- KEYS[3] online set, KEYS[4] connection counter, KEYS[5] instance leases.
 -- ARGV[1] event channel, ARGV[2] user id, ARGV[3] connection id,
 -- ARGV[4] instance id, ARGV[5] connected_at_ms as a decimal string,
 -- ARGV[6] lease ttl in ms.

@@ -1,9 +1,10 @@
--- Renews one instance's lease until now + ttl (Redis's clock).
+-- Renews one instance's lease in one bucket until now + ttl (Redis's clock);
+-- the caller runs it for every bucket.
 --
--- KEYS[1] instance leases (ZSET instance id -> deadline in ms).
+-- KEYS[1] the bucket's instance leases (ZSET instance id -> deadline in ms).
 -- ARGV[1] instance id, ARGV[2] ttl in ms.
 --
--- Returns 1 when the instance still held a live lease, 0 when it held none:
+-- Returns 1 when the instance still held a live lease there, 0 when not:
 -- new, expired, reaped, or Redis lost its data. On 0 the instance must make
 -- Redis hold exactly its connections again (the reaper may have removed them).
 local now = redis_now()

@@ -9,8 +9,8 @@ use std::{
 };
 
 use pulse_presence::{
-    ConnectionRecord, Presence, RedisOptions,
-    testing::{RedisServer, unique_namespace},
+    BUCKETS, ConnectionRecord, Presence, RedisOptions, bucket_of,
+    testing::{RedisCluster, RedisServer, unique_namespace},
 };
 use pulse_protocol::{EventKind, PresenceEvent};
 use tokio::{sync::broadcast, time::timeout};
@@ -35,6 +35,14 @@ pub fn record(
 /// A Redis-backed store in a fresh namespace, with its bus subscribed.
 pub async fn redis_presence(server: &RedisServer) -> Presence {
     let options = RedisOptions::new(server.url()).with_namespace(unique_namespace());
+    let presence = Presence::redis(options).expect("valid redis options");
+    bus_ready(&presence).await;
+    presence
+}
+
+/// A store on the Redis Cluster in a fresh namespace, with its bus subscribed.
+pub async fn cluster_presence(cluster: &RedisCluster) -> Presence {
+    let options = cluster.options().with_namespace(unique_namespace());
     let presence = Presence::redis(options).expect("valid redis options");
     bus_ready(&presence).await;
     presence
@@ -77,25 +85,35 @@ impl Events {
 
     /// Every event published before this call, and nothing after.
     ///
-    /// Events are totally ordered, so a marker connection registered and
-    /// unregistered now has its events after everything that came before;
-    /// reading up to the marker's `offline` proves nothing else is in flight,
-    /// with no sleep. The marker's own events are left out.
+    /// The events of one bucket are totally ordered (on a Cluster, one
+    /// bucket is one slot on one node, and a node's events reach the
+    /// subscriber's node over one link, in order), so a marker connection
+    /// registered and unregistered now in every bucket has its events after
+    /// everything that came before; reading up to every marker's `offline`
+    /// proves nothing else is in flight, with no sleep. The markers' own
+    /// events are left out.
     pub async fn settle(&mut self, presence: &Presence) -> Vec<PresenceEvent> {
-        let marker = format!("~marker-{}", MARKERS.fetch_add(1, Ordering::Relaxed));
-        presence
-            .register(&record(&marker, "marker", "marker", 1))
-            .await
-            .expect("registering the marker");
-        presence
-            .unregister(&marker, "marker")
-            .await
-            .expect("unregistering the marker");
+        let markers = markers();
+        futures_util::future::join_all(markers.iter().map(|marker| async move {
+            presence
+                .register(&record(marker, "marker", "marker", 1))
+                .await
+                .expect("registering a marker");
+            presence
+                .unregister(marker, "marker")
+                .await
+                .expect("unregistering a marker");
+        }))
+        .await;
+        let mut pending: std::collections::HashSet<String> = markers.into_iter().collect();
         let mut seen = Vec::new();
         loop {
             let event = self.next().await;
-            if event.user_id == marker && event.kind == EventKind::Offline {
-                return seen;
+            if event.kind == EventKind::Offline && pending.remove(&event.user_id) {
+                if pending.is_empty() {
+                    return seen;
+                }
+                continue;
             }
             // Other stores' markers (tests with two stores) are left out too.
             if !event.user_id.starts_with("~marker-") {
@@ -103,6 +121,24 @@ impl Events {
             }
         }
     }
+}
+
+/// Fresh marker user ids, one in each bucket.
+fn markers() -> Vec<String> {
+    let round = MARKERS.fetch_add(1, Ordering::Relaxed);
+    let mut markers: Vec<Option<String>> = vec![None; usize::from(BUCKETS)];
+    let mut left = markers.len();
+    let mut n = 0_u64;
+    while left > 0 {
+        let marker = format!("~marker-{round}-{n}");
+        let slot = &mut markers[usize::from(bucket_of(&marker))];
+        if slot.is_none() {
+            *slot = Some(marker);
+            left -= 1;
+        }
+        n += 1;
+    }
+    markers.into_iter().flatten().collect()
 }
 
 /// The parts of events that tests compare: user, kind, connection, instance.

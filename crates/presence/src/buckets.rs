@@ -1,0 +1,149 @@
+//! How presence state is spread over Redis: a fixed number of buckets, each
+//! one hash slot, so that the same model runs on one Redis and on a Cluster.
+//!
+//! A user's bucket is [`bucket_of`] their id: FNV-1a (32 bits) of the id's
+//! UTF-8 bytes, modulo [`BUCKETS`]. Every process must compute the same
+//! bucket for the same user, so neither the function nor the number may
+//! change without moving the data (see ARCHITECTURE.md).
+//!
+//! Every key of bucket `k` starts with `<ns>:{b<k>}:`; the braces make `b<k>`
+//! the key's Redis Cluster hash tag, so everything one script touches (the
+//! user's hash, the bucket's instance indexes, online set, counter and
+//! leases) lives in one slot. The namespace has no braces (it is checked),
+//! so the first `{` of a key is always the bucket's.
+
+/// How many buckets presence state is sharded into.
+///
+/// 128 spreads evenly enough over any realistic number of Cluster masters
+/// (3 masters get about 43 each, 16 about 8), while the operations that visit
+/// every bucket (lease renewal every third of the ttl, the reaper every
+/// interval, counting, an instance purge) stay at 128 small commands.
+pub const BUCKETS: u16 = 128;
+
+/// The bucket that holds `user_id`'s state: FNV-1a 32 of its bytes, mod [`BUCKETS`].
+pub fn bucket_of(user_id: &str) -> u16 {
+    const OFFSET: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    let hash = user_id.bytes().fold(OFFSET, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(PRIME)
+    });
+    // The remainder is below BUCKETS, so it fits.
+    (hash % u32::from(BUCKETS)) as u16
+}
+
+/// Key and channel names under one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    namespace: String,
+}
+
+impl Keys {
+    pub(crate) fn new(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// `<ns>:{b<k>}:`, the start of every key of bucket `k`.
+    fn bucket(&self, bucket: u16) -> String {
+        format!("{}:{{b{bucket}}}:", self.namespace)
+    }
+
+    /// The prefix of the user hashes in `bucket`; the user id follows.
+    pub(crate) fn user_prefix(&self, bucket: u16) -> String {
+        format!("{}user:", self.bucket(bucket))
+    }
+
+    /// One user's hash, in the user's bucket.
+    pub(crate) fn user(&self, user_id: &str) -> String {
+        format!("{}{user_id}", self.user_prefix(bucket_of(user_id)))
+    }
+
+    /// The prefix of the instance indexes in `bucket`; the instance id follows.
+    pub(crate) fn instance_prefix(&self, bucket: u16) -> String {
+        format!("{}instance:", self.bucket(bucket))
+    }
+
+    /// What `instance_id` holds in `bucket` (connection id -> user id).
+    pub(crate) fn instance(&self, bucket: u16, instance_id: &str) -> String {
+        format!("{}{instance_id}", self.instance_prefix(bucket))
+    }
+
+    /// The bucket's online users.
+    pub(crate) fn online(&self, bucket: u16) -> String {
+        format!("{}online", self.bucket(bucket))
+    }
+
+    /// The bucket's connection counter.
+    pub(crate) fn connections(&self, bucket: u16) -> String {
+        format!("{}connections", self.bucket(bucket))
+    }
+
+    /// The bucket's copy of the instance leases (instance id -> deadline).
+    pub(crate) fn leases(&self, bucket: u16) -> String {
+        format!("{}instances", self.bucket(bucket))
+    }
+
+    /// The events channel (classic pub/sub: every subscriber wants every event).
+    pub(crate) fn channel(&self) -> String {
+        format!("{}:events", self.namespace)
+    }
+
+    /// The sharded channel that carries commands for one instance, in the
+    /// slot of the instance id.
+    pub(crate) fn commands(&self, instance_id: &str) -> String {
+        format!("{}:commands:{{{instance_id}}}", self.namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_function_is_pinned() {
+        // FNV-1a 32 test vectors: "" -> 0x811c9dc5, "a" -> 0xe40c292c,
+        // "foobar" -> 0xbf9cf968. Changing these moves every user.
+        assert_eq!(bucket_of(""), (0x811c_9dc5_u32 % 128) as u16);
+        assert_eq!(bucket_of("a"), (0xe40c_292c_u32 % 128) as u16);
+        assert_eq!(bucket_of("foobar"), (0xbf9c_f968_u32 % 128) as u16);
+    }
+
+    #[test]
+    fn users_spread_over_every_bucket() {
+        let mut counts = [0_u32; BUCKETS as usize];
+        for n in 0..12_800 {
+            counts[usize::from(bucket_of(&format!("user-{n}")))] += 1;
+        }
+        // 100 expected per bucket; FNV spreads sequential ids well.
+        assert!(
+            counts.iter().all(|&count| (50..=150).contains(&count)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn keys_of_one_user_share_the_bucket_tag() {
+        let keys = Keys::new("ns");
+        let bucket = bucket_of("u1");
+        let tag = format!("ns:{{b{bucket}}}:");
+        assert_eq!(keys.user("u1"), format!("{tag}user:u1"));
+        for key in [
+            keys.instance(bucket, "i1"),
+            keys.online(bucket),
+            keys.connections(bucket),
+            keys.leases(bucket),
+            keys.user_prefix(bucket),
+            keys.instance_prefix(bucket),
+        ] {
+            assert!(key.starts_with(&tag), "{key}");
+        }
+        assert_eq!(keys.channel(), "ns:events");
+        assert_eq!(keys.commands("i1"), "ns:commands:{i1}");
+        // A user id with braces does not change the tag: Redis hashes the first {...}.
+        assert!(
+            keys.user("{x}")
+                .starts_with(&format!("ns:{{b{}}}:", bucket_of("{x}")))
+        );
+    }
+}

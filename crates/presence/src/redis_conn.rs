@@ -1,0 +1,188 @@
+//! Connections to one Redis or to a Redis Cluster, behind one type.
+//!
+//! Single-node Redis goes through a deadpool-redis pool of multiplexed
+//! connections. A Cluster goes through a deadpool pool of
+//! [`ClusterConnection`]s (each routes every command to the master that owns
+//! its slot and follows `MOVED`/`ASK`) made by our own manager:
+//! deadpool-redis's cluster manager builds its client with redis-rs's
+//! defaults (16 retries with waits of up to minutes, no response timeout),
+//! and a dead Redis must fail fast. Either way an operation borrows a
+//! [`Handle`], a clone of a pooled multiplexed connection, so that it can
+//! send many commands at once (one per bucket) on it.
+
+use std::time::Duration;
+
+use deadpool::managed;
+use deadpool_redis::{Manager, Runtime};
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+    cluster::{ClusterClient, ClusterClientBuilder},
+    cluster_async::ClusterConnection,
+};
+
+use crate::{PresenceError, RedisOptions};
+
+/// How long to wait for a pooled connection, or for a new one to open,
+/// before answering `Unavailable`: a dead Redis must fail fast, never hang.
+pub(crate) const POOL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait for Redis to answer one command (with a Cluster, the
+/// whole request, redirections and retries included).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a Cluster request may be retried (a `MOVED` during resharding,
+/// a failover), and the shortest and longest pause between tries, in ms.
+const CLUSTER_RETRIES: u32 = 3;
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
+
+/// A pool of connections to one Redis or to a Cluster.
+pub(crate) enum Pools {
+    Single(deadpool_redis::Pool),
+    Cluster(managed::Pool<ClusterManager>),
+}
+
+/// One borrowed connection; cheap to clone, and clones share its socket(s).
+#[derive(Clone)]
+pub(crate) enum Handle {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Pools {
+    /// Builds the pool without connecting, so that a process can start
+    /// while Redis is down.
+    pub(crate) fn new(options: &RedisOptions) -> Result<Self, PresenceError> {
+        let invalid_url = |error: RedisError| {
+            PresenceError::InvalidArgument(format!("invalid redis url: {error}"))
+        };
+        let pool_error = |error: &dyn std::fmt::Display| {
+            PresenceError::InvalidArgument(format!("redis pool: {error}"))
+        };
+        if options.cluster {
+            let seeds = options.urls();
+            if seeds.is_empty() {
+                return Err(PresenceError::InvalidArgument(
+                    "a redis cluster needs at least one node url".to_owned(),
+                ));
+            }
+            let client = ClusterClientBuilder::new(seeds)
+                .connection_timeout(POOL_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .overall_response_timeout(Some(RESPONSE_TIMEOUT))
+                .retries(CLUSTER_RETRIES)
+                .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+                .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+                .build()
+                .map_err(invalid_url)?;
+            let pool = managed::Pool::builder(ClusterManager { client })
+                .max_size(options.pool_size)
+                .wait_timeout(Some(POOL_TIMEOUT))
+                .create_timeout(Some(POOL_TIMEOUT))
+                .recycle_timeout(Some(POOL_TIMEOUT))
+                .runtime(Runtime::Tokio1)
+                .build()
+                .map_err(|error| pool_error(&error))?;
+            return Ok(Self::Cluster(pool));
+        }
+        if options.urls().len() != 1 {
+            return Err(PresenceError::InvalidArgument(
+                "several redis urls name a cluster's nodes; turn on cluster mode".to_owned(),
+            ));
+        }
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(POOL_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let manager =
+            Manager::new_with_config(options.url.trim(), connection).map_err(invalid_url)?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(options.pool_size)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|error| pool_error(&error))?;
+        Ok(Self::Single(pool))
+    }
+
+    /// A connection to use now; the pooled one goes back at once, since
+    /// multiplexed connections are meant to be shared.
+    pub(crate) async fn handle(&self) -> Result<Handle, PresenceError> {
+        let unavailable = |error: &dyn std::fmt::Display| {
+            PresenceError::Unavailable(format!("redis pool: {error}"))
+        };
+        match self {
+            Self::Single(pool) => {
+                let pooled = pool.get().await.map_err(|error| unavailable(&error))?;
+                Ok(Handle::Single((*pooled).clone()))
+            }
+            Self::Cluster(pool) => {
+                let pooled = pool.get().await.map_err(|error| unavailable(&error))?;
+                Ok(Handle::Cluster((*pooled).clone()))
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Handle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// How recently a pooled Cluster connection must have been handed out to be
+/// lent again without a `PING`.
+const RECENTLY_USED: Duration = Duration::from_secs(1);
+
+/// Makes and checks pooled Cluster connections.
+pub(crate) struct ClusterManager {
+    client: ClusterClient,
+}
+
+impl managed::Manager for ClusterManager {
+    type Type = ClusterConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> RedisResult<ClusterConnection> {
+        self.client.get_async_connection().await
+    }
+
+    async fn recycle(
+        &self,
+        connection: &mut ClusterConnection,
+        metrics: &managed::Metrics,
+    ) -> managed::RecycleResult<RedisError> {
+        // A cluster PING goes to every master; a connection handed out within
+        // the last second has just proven itself, so skip it then.
+        if metrics.last_used() < RECENTLY_USED {
+            return Ok(());
+        }
+        redis::cmd("PING")
+            .query_async::<String>(connection)
+            .await
+            .map(drop)
+            .map_err(managed::RecycleError::Backend)
+    }
+}

@@ -1,0 +1,218 @@
+//! The read side of the Redis backend: users, counts and every connection.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures_util::{StreamExt, TryStreamExt, future::try_join_all, stream};
+use tracing::warn;
+
+use super::{RedisStore, unavailable};
+use crate::{
+    ConnectionRecord, OnlineCount, PresenceError,
+    buckets::{BUCKETS, bucket_of},
+    redis_conn::Handle,
+    sort_connections,
+};
+
+/// How many online users one `SSCAN` step asks for.
+const SCAN_BATCH: usize = 1000;
+/// How many buckets `all_connections` walks at once.
+const SCAN_CONCURRENCY: usize = 16;
+
+impl RedisStore {
+    pub(crate) async fn user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>, PresenceError> {
+        let mut handle = self.handle().await?;
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.user(user_id))
+            .query_async(&mut handle)
+            .await
+            .map_err(unavailable)?;
+        Ok(decode_user(user_id, hash))
+    }
+
+    /// Several users, one pipelined `HGETALL` per bucket they fall in, all at once.
+    pub(crate) async fn users(
+        &self,
+        user_ids: &[String],
+    ) -> Result<Vec<Vec<ConnectionRecord>>, PresenceError> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let handle = self.handle().await?;
+        let mut per_bucket: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (position, user_id) in user_ids.iter().enumerate() {
+            per_bucket
+                .entry(bucket_of(user_id))
+                .or_default()
+                .push(position);
+        }
+        let fetched = try_join_all(per_bucket.into_values().map(|positions| {
+            let handle = handle.clone();
+            async move {
+                let ids: Vec<&str> = positions.iter().map(|&p| user_ids[p].as_str()).collect();
+                let users = self.fetch_users(handle, &ids).await?;
+                Ok::<_, PresenceError>(positions.into_iter().zip(users))
+            }
+        }))
+        .await?;
+        let mut answer = vec![Vec::new(); user_ids.len()];
+        for (position, records) in fetched.into_iter().flatten() {
+            answer[position] = records;
+        }
+        Ok(answer)
+    }
+
+    /// One pipelined `HGETALL` per user, for users of one bucket (one slot).
+    async fn fetch_users(
+        &self,
+        mut handle: Handle,
+        user_ids: &[&str],
+    ) -> Result<Vec<Vec<ConnectionRecord>>, PresenceError> {
+        let mut pipe = redis::pipe();
+        for user_id in user_ids {
+            pipe.cmd("HGETALL").arg(self.keys.user(user_id));
+        }
+        let hashes: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut handle).await.map_err(unavailable)?;
+        Ok(user_ids
+            .iter()
+            .zip(hashes)
+            .map(|(user_id, hash)| decode_user(user_id, hash))
+            .collect())
+    }
+
+    /// The sums over buckets. Each bucket's two numbers come from one
+    /// instant (MULTI/EXEC); the buckets are read at once, not atomically.
+    pub(crate) async fn count_online(&self) -> Result<OnlineCount, PresenceError> {
+        let counts = self
+            .each_bucket(|mut handle, bucket| {
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .scard(self.keys.online(bucket))
+                    .get(self.keys.connections(bucket));
+                async move { pipe.query_async::<(u64, Option<i64>)>(&mut handle).await }
+            })
+            .await?;
+        Ok(counts
+            .into_iter()
+            .fold(OnlineCount::default(), |total, (users, connections)| {
+                OnlineCount {
+                    users: total.users + users,
+                    connections: total.connections
+                        + connections.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+                }
+            }))
+    }
+
+    pub(crate) async fn all_connections(&self) -> Result<Vec<ConnectionRecord>, PresenceError> {
+        let handle = self.handle().await?;
+        let mut records: Vec<ConnectionRecord> = stream::iter(0..BUCKETS)
+            .map(|bucket| self.bucket_connections(handle.clone(), bucket))
+            .buffer_unordered(SCAN_CONCURRENCY)
+            .try_concat()
+            .await?;
+        sort_connections(&mut records);
+        Ok(records)
+    }
+
+    /// One bucket's connections. The online set indexes exactly the users
+    /// with connections, so walking it with SSCAN visits only our
+    /// namespace's users, a batch at a time, without blocking Redis the way
+    /// KEYS (or one SMEMBERS) would.
+    async fn bucket_connections(
+        &self,
+        mut handle: Handle,
+        bucket: u16,
+    ) -> Result<Vec<ConnectionRecord>, PresenceError> {
+        let mut seen = HashSet::new();
+        let mut records = Vec::new();
+        let mut cursor = "0".to_owned();
+        loop {
+            let (next, batch): (String, Vec<String>) = redis::cmd("SSCAN")
+                .arg(self.keys.online(bucket))
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut handle)
+                .await
+                .map_err(unavailable)?;
+            // SSCAN may return a member twice; each user is fetched once.
+            let fresh: Vec<&str> = batch
+                .iter()
+                .filter(|id| seen.insert((*id).clone()))
+                .map(String::as_str)
+                .collect();
+            if !fresh.is_empty() {
+                let users = self.fetch_users(handle.clone(), &fresh).await?;
+                records.extend(users.into_iter().flatten());
+            }
+            if next == "0" {
+                return Ok(records);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Every master answers (a Cluster sends `PING` to each).
+    pub(crate) async fn ping(&self) -> Result<(), PresenceError> {
+        let mut handle = self.handle().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut handle)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
+/// Turns a user hash into records, skipping (and reporting) any value that
+/// is not `"<connected_at_ms>|<instance_id>"` rather than failing the query.
+fn decode_user(user_id: &str, hash: HashMap<String, String>) -> Vec<ConnectionRecord> {
+    let mut records: Vec<_> = hash
+        .into_iter()
+        .filter_map(|(connection_id, value)| {
+            let decoded = value
+                .split_once('|')
+                .and_then(|(at, instance)| Some((at.parse::<u64>().ok()?, instance)));
+            let Some((connected_at_ms, instance_id)) = decoded else {
+                warn!(
+                    user_id,
+                    connection_id, value, "skipping a malformed presence entry"
+                );
+                return None;
+            };
+            Some(ConnectionRecord {
+                instance_id: instance_id.to_owned(),
+                connection_id,
+                user_id: user_id.to_owned(),
+                connected_at_ms,
+            })
+        })
+        .collect();
+    sort_connections(&mut records);
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_hash_values_decode_and_bad_ones_are_skipped() {
+        let hash = HashMap::from([
+            ("c2".to_owned(), "1712345678901|gw|with|bars".to_owned()),
+            ("c1".to_owned(), "1712345678901|gw-1".to_owned()),
+            ("bad".to_owned(), "not a number|gw".to_owned()),
+            ("worse".to_owned(), "no separator".to_owned()),
+        ]);
+        let records = decode_user("u", hash);
+        let ids: Vec<_> = records
+            .iter()
+            .map(|r| (r.connection_id.as_str(), r.instance_id.as_str()))
+            .collect();
+        assert_eq!(ids, [("c1", "gw-1"), ("c2", "gw|with|bars")]);
+        assert!(
+            records
+                .iter()
+                .all(|r| r.connected_at_ms == 1_712_345_678_901 && r.user_id == "u")
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The whole system on a Redis Cluster: three `redis-server` masters joined
+//! with `redis-cli --cluster create`, the real `pulse-presence` and two real
+//! `pulse-gateway` processes with `--redis-cluster`, WebSocket clients and
+//! gRPC over TCP. Register, query, watch, send, disconnect and reap.
+
+use std::time::Duration;
+
+use pulse_e2e::*;
+use pulse_presence::testing::RedisCluster;
+use pulse_protocol::proto::presence::v1::{
+    CountOnlineRequest, DisconnectRequest, EventKind, GetUserRequest, PresenceEvent, SendRequest,
+    WatchRequest, presence_client::PresenceClient,
+};
+use serde_json::json;
+use tonic::transport::Channel;
+
+async fn next_event(stream: &mut tonic::Streaming<PresenceEvent>) -> (String, EventKind, String) {
+    use futures_util::StreamExt;
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the watch stream is open")
+        .expect("an event, not an error");
+    (event.user_id.clone(), event.kind(), event.instance_id)
+}
+
+async fn online(presence: &mut PresenceClient<Channel>, user_id: &str) -> usize {
+    presence
+        .get_user(GetUserRequest {
+            user_id: user_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .connections
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateways_and_presence_share_a_redis_cluster() {
+    let cluster = RedisCluster::start().await;
+    let nodes = cluster.urls().join(",");
+    let namespace = unique_namespace();
+    let presence_service = Service::presence(
+        &nodes,
+        &namespace,
+        &["--redis-cluster", "--reap-interval", "200ms"],
+    )
+    .await;
+    let mut gateways = Vec::new();
+    for instance in ["gw-a", "gw-b"] {
+        gateways.push(
+            Service::gateway(
+                &nodes,
+                &namespace,
+                &[
+                    "--redis-cluster",
+                    "--instance-id",
+                    instance,
+                    "--lease-ttl",
+                    "600ms",
+                ],
+            )
+            .await,
+        );
+    }
+    let mut presence = PresenceClient::connect(presence_service.grpc_url())
+        .await
+        .unwrap();
+    let mut watch = presence
+        .watch(WatchRequest {
+            user_ids: vec!["alice".into(), "bob".into()],
+            all: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // alice on both gateways, bob on gw-b only.
+    let mut alice_a = connect(gateways[0].addr, &format!("?token={}", token("alice"))).await;
+    let alice_a_id = next_json(&mut alice_a).await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        next_event(&mut watch).await,
+        ("alice".into(), EventKind::Connected, "gw-a".into())
+    );
+    assert_eq!(
+        next_event(&mut watch).await,
+        ("alice".into(), EventKind::Online, "gw-a".into())
+    );
+    let mut alice_b = connect(gateways[1].addr, &format!("?token={}", token("alice"))).await;
+    next_json(&mut alice_b).await;
+    assert_eq!(
+        next_event(&mut watch).await,
+        ("alice".into(), EventKind::Connected, "gw-b".into())
+    );
+    let mut bob = connect(gateways[1].addr, &format!("?token={}", token("bob"))).await;
+    next_json(&mut bob).await;
+    assert_eq!(
+        next_event(&mut watch).await,
+        ("bob".into(), EventKind::Connected, "gw-b".into())
+    );
+    assert_eq!(
+        next_event(&mut watch).await,
+        ("bob".into(), EventKind::Online, "gw-b".into())
+    );
+
+    assert_eq!(online(&mut presence, "alice").await, 2);
+    let count = presence
+        .count_online(CountOnlineRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((count.users, count.connections), (2, 3));
+
+    // Send reaches alice on both gateways over their sharded command
+    // channels; a gateway may still be moving its subscription to its
+    // channel's master just after start, so poll until both take it.
+    let mut client = presence.clone();
+    eventually(
+        "a send reaching both gateways",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .send(SendRequest {
+                        user_id: "alice".into(),
+                        data_json: r#"{"n":1}"#.into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .connections
+                    == 2
+            }
+        },
+    )
+    .await;
+    for socket in [&mut alice_a, &mut alice_b] {
+        // Earlier sends may have reached one gateway already; every message is the same.
+        assert_eq!(
+            next_json(socket).await,
+            json!({"type": "message", "data": {"n": 1}})
+        );
+    }
+
+    // Disconnect one connection, on gw-a.
+    let kicked = client
+        .disconnect(DisconnectRequest {
+            user_id: "alice".into(),
+            connection_id: alice_a_id,
+            reason: "bye".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kicked.connections, 1);
+    loop {
+        let message = next_json(&mut alice_a).await;
+        if message["type"] == "error" {
+            assert_eq!(message["code"], "disconnected");
+            break;
+        }
+    }
+    assert_eq!(
+        next_event(&mut watch).await,
+        ("alice".into(), EventKind::Disconnected, "gw-a".into())
+    );
+
+    // gw-b dies without saying goodbye: the reaper removes alice's last
+    // connection and bob's, with offline events.
+    gateways[1].kill().await;
+    let mut reaped = Vec::new();
+    for _ in 0..4 {
+        reaped.push(next_event(&mut watch).await);
+    }
+    // Each user's two events in order; the users' may interleave.
+    for user in ["alice", "bob"] {
+        let theirs: Vec<_> = reaped.iter().filter(|event| event.0 == user).collect();
+        assert_eq!(
+            theirs,
+            [
+                &(user.to_owned(), EventKind::Disconnected, "gw-b".to_owned()),
+                &(user.to_owned(), EventKind::Offline, "gw-b".to_owned()),
+            ]
+        );
+    }
+    assert_eq!(online(&mut presence, "alice").await, 0);
+    assert_eq!(online(&mut presence, "bob").await, 0);
+    drop((alice_b, bob));
+}
