@@ -38,6 +38,7 @@ mod bus;
 mod commands;
 mod leases;
 mod memory;
+mod own_events;
 mod redis_conn;
 mod redis_store;
 pub mod service;
@@ -112,7 +113,9 @@ pub struct RedisOptions {
     /// The prefix of every key and of the event channel, so that several
     /// Pulse deployments (or tests) can share one Redis. Default `pulse`.
     pub namespace: String,
-    /// How many pooled command connections to keep at most.
+    /// How many pooled command connections to keep at most, on a Cluster.
+    /// One Redis gets one shared multiplexed connection, which pipelines
+    /// what many callers send at once.
     pub pool_size: usize,
     /// How long an instance's lease lasts without renewal. Instances renew
     /// every third of it; one that stops is reaped once it expires.
@@ -213,6 +216,8 @@ struct Inner {
     epoch: watch::Sender<u64>,
     /// Where commands for this process's instance go, once a gateway listens.
     commands: watch::Sender<Option<bus::CommandListener>>,
+    /// The instance whose events subscribers do not get, once set.
+    own_events: own_events::OwnEvents,
     // Dropped with the last `Presence` clone, which tells the bus task to stop.
     _bus_stop: Option<oneshot::Sender<()>>,
 }
@@ -242,12 +247,14 @@ impl Presence {
     pub fn in_memory() -> Self {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (epoch, _) = watch::channel(1);
+        let own_events = own_events::OwnEvents::default();
         Self {
             inner: Arc::new(Inner {
-                backend: Backend::Memory(MemoryStore::new(events.clone())),
+                backend: Backend::Memory(MemoryStore::new(events.clone(), own_events.clone())),
                 events,
                 epoch,
                 commands: watch::channel(None).0,
+                own_events,
                 _bus_stop: None,
             }),
         }
@@ -277,10 +284,14 @@ impl Presence {
         let (epoch, _) = watch::channel(0);
         let (bus_stop, stopped) = oneshot::channel();
         let (commands, listener) = watch::channel(None);
+        let own_events = own_events::OwnEvents::default();
         bus::spawn(
             store.subscriber(),
             store.keys().channel(),
-            events.clone(),
+            bus::Forward {
+                events: events.clone(),
+                own_events: own_events.clone(),
+            },
             epoch.clone(),
             listener,
             stopped,
@@ -291,6 +302,7 @@ impl Presence {
                 events,
                 epoch,
                 commands,
+                own_events,
                 _bus_stop: Some(bus_stop),
             }),
         })
@@ -412,7 +424,8 @@ impl Presence {
         }
     }
 
-    /// Every event from every instance, including this one's. One user's
+    /// Every event from every instance, including this one's (unless
+    /// [`Presence::ignore_events_of`] left it out). One user's
     /// events come in the order the backend applied them; on one Redis (and
     /// in memory) all events do. On a Cluster, events of users whose buckets
     /// live on different nodes travel separate links and may interleave
@@ -422,6 +435,15 @@ impl Presence {
     /// `Lagged` and should re-read the state it cares about.
     pub fn subscribe(&self) -> broadcast::Receiver<PresenceEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Leaves `instance_id`'s own events out of [`Presence::subscribe`] from
+    /// now on. A gateway knows its own connections; without this, each of
+    /// its connects and disconnects comes back to it as events to decode and
+    /// discard. Set once per process: returns `false` (and changes nothing)
+    /// when another instance was set before.
+    pub fn ignore_events_of(&self, instance_id: &str) -> bool {
+        self.inner.own_events.set(instance_id)
     }
 
     /// How many times the bus has subscribed to the event channel.

@@ -1,22 +1,27 @@
 //! Connections to one Redis or to a Redis Cluster, behind one type.
 //!
-//! Single-node Redis goes through a deadpool-redis pool of multiplexed
-//! connections. A Cluster goes through a deadpool pool of
+//! Single-node Redis goes through one shared, multiplexed connection
+//! (redis-rs's `ConnectionManager`, which reconnects by itself): commands
+//! that many connections send at once travel in one write and their replies
+//! in one read, so a burst of registrations costs Redis and the gateway a
+//! few syscalls rather than a round trip each. (deadpool-redis, used before,
+//! also sends `UNWATCH` + `PING` every time it lends a connection: a second
+//! round trip per command.) A Cluster goes through a deadpool pool of
 //! [`ClusterConnection`]s (each routes every command to the master that owns
 //! its slot and follows `MOVED`/`ASK`) made by our own manager:
 //! deadpool-redis's cluster manager builds its client with redis-rs's
 //! defaults (16 retries with waits of up to minutes, no response timeout),
 //! and a dead Redis must fail fast. Either way an operation borrows a
-//! [`Handle`], a clone of a pooled multiplexed connection, so that it can
-//! send many commands at once (one per bucket) on it.
+//! [`Handle`], a clone of a multiplexed connection, so that it can send many
+//! commands at once (one per bucket) on it.
 
 use std::time::Duration;
 
 use deadpool::managed;
-use deadpool_redis::{Manager, Runtime};
+use deadpool_redis::Runtime;
 use redis::{
-    AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
-    aio::{ConnectionLike, MultiplexedConnection},
+    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterClientBuilder},
     cluster_async::ClusterConnection,
 };
@@ -34,17 +39,19 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 const CLUSTER_RETRIES: u32 = 3;
 const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
 const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
+/// The pause before retrying a failed connect to a single Redis.
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
-/// A pool of connections to one Redis or to a Cluster.
+/// The connection to one Redis, or a pool of them to a Cluster.
 pub(crate) enum Pools {
-    Single(deadpool_redis::Pool),
+    Single(ConnectionManager),
     Cluster(managed::Pool<ClusterManager>),
 }
 
 /// One borrowed connection; cheap to clone, and clones share its socket(s).
 #[derive(Clone)]
 pub(crate) enum Handle {
-    Single(MultiplexedConnection),
+    Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
@@ -89,20 +96,18 @@ impl Pools {
                 "several redis urls name a cluster's nodes; turn on cluster mode".to_owned(),
             ));
         }
-        let connection = AsyncConnectionConfig::new()
+        let client = redis::Client::open(options.url.trim()).map_err(invalid_url)?;
+        let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(POOL_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let manager =
-            Manager::new_with_config(options.url.trim(), connection).map_err(invalid_url)?;
-        let pool = deadpool_redis::Pool::builder(manager)
-            .max_size(options.pool_size)
-            .wait_timeout(Some(POOL_TIMEOUT))
-            .create_timeout(Some(POOL_TIMEOUT))
-            .recycle_timeout(Some(POOL_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // One quick retry of a failed connect, then the caller hears
+            // Unavailable; the next command tries again.
+            .set_number_of_retries(1)
+            .set_min_delay(RECONNECT_DELAY)
+            .set_max_delay(RECONNECT_DELAY);
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|error| pool_error(&error))?;
-        Ok(Self::Single(pool))
+        Ok(Self::Single(connection))
     }
 
     /// A connection to use now; the pooled one goes back at once, since
@@ -112,10 +117,7 @@ impl Pools {
             PresenceError::Unavailable(format!("redis pool: {error}"))
         };
         match self {
-            Self::Single(pool) => {
-                let pooled = pool.get().await.map_err(|error| unavailable(&error))?;
-                Ok(Handle::Single((*pooled).clone()))
-            }
+            Self::Single(connection) => Ok(Handle::Single(connection.clone())),
             Self::Cluster(pool) => {
                 let pooled = pool.get().await.map_err(|error| unavailable(&error))?;
                 Ok(Handle::Cluster((*pooled).clone()))
