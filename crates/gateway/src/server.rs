@@ -81,6 +81,9 @@ impl Gateway {
             }
         }
 
+        // This instance knows its own connections: the bus need not decode
+        // the one or two events each of its connects and disconnects echoes.
+        presence.ignore_events_of(&instance_id);
         let tracker = TaskTracker::new();
         tracker.spawn(remote_view(shared.clone()));
         tracker.spawn(

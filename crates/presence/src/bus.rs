@@ -26,6 +26,8 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+use crate::own_events::OwnEvents;
+
 use crate::PresenceError;
 
 /// The first pause after a failed (re)connection, doubled on each failure.
@@ -81,12 +83,18 @@ impl Nodes {
     }
 }
 
+/// Where decoded events go, and which instance's are left out.
+pub(crate) struct Forward {
+    pub(crate) events: broadcast::Sender<PresenceEvent>,
+    pub(crate) own_events: OwnEvents,
+}
+
 /// Spawns the bus task. It runs until `stop` resolves, which happens when
 /// the owning `Presence` is dropped (its sender goes with it).
 pub(crate) fn spawn(
     nodes: Nodes,
     channel: String,
-    events: broadcast::Sender<PresenceEvent>,
+    events: Forward,
     epoch: watch::Sender<u64>,
     commands: watch::Receiver<Option<CommandListener>>,
     stop: oneshot::Receiver<()>,
@@ -113,7 +121,7 @@ enum End {
 async fn run(
     nodes: Nodes,
     channel: String,
-    events: broadcast::Sender<PresenceEvent>,
+    events: Forward,
     epoch: watch::Sender<u64>,
     mut commands: watch::Receiver<Option<CommandListener>>,
 ) {
@@ -252,7 +260,7 @@ async fn ssubscribe(
 async fn forward(
     subscription: Subscription,
     events_channel: &str,
-    events: &broadcast::Sender<PresenceEvent>,
+    events: &Forward,
     mut listener: Option<CommandListener>,
     commands: &mut watch::Receiver<Option<CommandListener>>,
 ) -> End {
@@ -346,13 +354,17 @@ fn payload_of(data: &[Value]) -> &[u8] {
     }
 }
 
-fn forward_event(events: &broadcast::Sender<PresenceEvent>, payload: &[u8]) {
+fn forward_event(forward: &Forward, payload: &[u8]) {
+    if forward.own_events.is_own_payload(payload) {
+        return;
+    }
     match serde_json::from_slice::<PresenceEvent>(payload) {
+        Ok(event) if forward.own_events.is_own(&event) => {}
         // Sending fails only when nobody subscribes, which is fine.
         Ok(event) => {
             metrics::counter!("pulse_presence_events_total", "kind" => kind_label(event.kind))
                 .increment(1);
-            drop(events.send(event));
+            drop(forward.events.send(event));
         }
         Err(error) => warn!(
             %error,

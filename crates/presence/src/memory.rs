@@ -16,6 +16,7 @@ use crate::{ConnectionRecord, OnlineCount, sort_connections};
 pub(crate) struct MemoryStore {
     state: Mutex<State>,
     events: broadcast::Sender<PresenceEvent>,
+    own_events: crate::own_events::OwnEvents,
 }
 
 #[derive(Default)]
@@ -28,10 +29,14 @@ struct State {
 }
 
 impl MemoryStore {
-    pub(crate) fn new(events: broadcast::Sender<PresenceEvent>) -> Self {
+    pub(crate) fn new(
+        events: broadcast::Sender<PresenceEvent>,
+        own_events: crate::own_events::OwnEvents,
+    ) -> Self {
         Self {
             state: Mutex::new(State::default()),
             events,
+            own_events,
         }
     }
 
@@ -51,14 +56,18 @@ impl MemoryStore {
         instance_id: &str,
         at_ms: u64,
     ) {
-        // Sending fails only when nobody subscribes, which is fine.
-        let _ = self.events.send(PresenceEvent {
+        let event = PresenceEvent {
             user_id: user_id.to_owned(),
             kind,
             connection_id: connection_id.to_owned(),
             instance_id: instance_id.to_owned(),
             at_ms,
-        });
+        };
+        if self.own_events.is_own(&event) {
+            return;
+        }
+        // Sending fails only when nobody subscribes, which is fine.
+        let _ = self.events.send(event);
     }
 
     pub(crate) fn register(&self, record: &ConnectionRecord) {
