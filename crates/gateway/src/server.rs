@@ -99,13 +99,16 @@ impl Gateway {
         let commands = presence.listen_commands(&instance_id);
         tracker.spawn(run_commands(shared.clone(), commands));
 
+        let nodelay_inherited = nodelay_on_listener(&listener);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
+                        if !nodelay_inherited {
+                            let _ = stream.set_nodelay(true);
+                        }
                         tracker.spawn(serve_connection(stream, peer, shared.clone(), tracker.clone()));
                     }
                     Err(error) => {
@@ -135,6 +138,13 @@ impl Gateway {
             completed,
         })
     }
+}
+
+/// On Linux an accepted socket inherits `TCP_NODELAY` from its listener:
+/// set once there, it saves a system call on every connection. `false` where
+/// each accepted socket must set it itself.
+fn nodelay_on_listener(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux") && socket2::SockRef::from(listener).set_tcp_nodelay(true).is_ok()
 }
 
 /// Builds a [`Gateway`] and serves it; see [`Gateway::serve`].
@@ -444,5 +454,24 @@ async fn run_commands(shared: Arc<session::Shared>, mut commands: mpsc::Receiver
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let inherited = nodelay_on_listener(&listener);
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        if !inherited {
+            stream.set_nodelay(true).unwrap();
+        }
+        assert!(stream.nodelay().unwrap());
     }
 }

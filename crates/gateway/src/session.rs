@@ -192,7 +192,7 @@ async fn authenticate(
             .await?
         }
     };
-    validate(&shared.auth, &token).await
+    validate(shared, &token).await
 }
 
 async fn first_message_token(
@@ -235,10 +235,13 @@ async fn first_message_token(
     }
 }
 
-async fn validate(auth: &Authenticator, token: &str) -> Result<Identity, End> {
+async fn validate(shared: &Shared, token: &str) -> Result<Identity, End> {
     let started = std::time::Instant::now();
-    let result = Box::pin(auth.validate(token)).await;
-    metrics::histogram!("pulse_gateway_auth_seconds").record(started.elapsed().as_secs_f64());
+    let result = Box::pin(shared.auth.validate(token)).await;
+    shared
+        .metrics
+        .auth_seconds
+        .record(started.elapsed().as_secs_f64());
     if let Err(error) = &result {
         metrics::counter!("pulse_gateway_auth_failures_total", "reason" => error.reason())
             .increment(1);
@@ -428,7 +431,7 @@ impl Live {
                 Ok(())
             }
             Ok(ClientMessage::Auth { token }) => {
-                let fresh = validate(&self.shared.auth, token.expose()).await?;
+                let fresh = validate(&self.shared, token.expose()).await?;
                 if *fresh.user_id != *self.user_id {
                     return Err(End::fail(
                         CloseCode::Forbidden,

@@ -17,7 +17,7 @@
 //! Presence (Redis) latency, errors and events are `pulse_presence_*`, recorded
 //! by the presence library.
 
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 /// Counters on the per-message path.
 #[derive(Clone)]
@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     pub(crate) messages_in: Counter,
     pub(crate) messages_out: Counter,
     pub(crate) queue_overflows: Counter,
+    pub(crate) auth_seconds: Histogram,
 }
 
 impl Metrics {
@@ -37,6 +38,7 @@ impl Metrics {
             messages_in: counter!("pulse_gateway_messages_in_total"),
             messages_out: counter!("pulse_gateway_messages_out_total"),
             queue_overflows: counter!("pulse_gateway_queue_overflows_total"),
+            auth_seconds: histogram!("pulse_gateway_auth_seconds"),
         }
     }
 }
