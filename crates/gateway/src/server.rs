@@ -144,7 +144,10 @@ impl Gateway {
 /// set once there, it saves a system call on every connection. `false` where
 /// each accepted socket must set it itself.
 fn nodelay_on_listener(listener: &TcpListener) -> bool {
-    cfg!(target_os = "linux") && socket2::SockRef::from(listener).set_tcp_nodelay(true).is_ok()
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
 }
 
 /// Builds a [`Gateway`] and serves it; see [`Gateway::serve`].
