@@ -271,8 +271,14 @@ fn render_connections(out: &mut String, results: &[BenchResult]) {
         ("floor: pulse-echo", FLOOR),
         ("Pulse: in-process auth + Redis", PULSE),
         ("Pulse: gRPC auth + Redis", PULSE_GRPC_AUTH),
-        ("Pulse, in-process auth, at exactly the target rate", PULSE_AT_TARGET),
-        ("Pulse, gRPC auth, at exactly the target rate", PULSE_GRPC_AUTH_AT_TARGET),
+        (
+            "Pulse, in-process auth, at exactly the target rate",
+            PULSE_AT_TARGET,
+        ),
+        (
+            "Pulse, gRPC auth, at exactly the target rate",
+            PULSE_GRPC_AUTH_AT_TARGET,
+        ),
     ]
     .into_iter()
     .filter_map(|(title, label)| median_connect(results, label).map(|result| (title, result)))
