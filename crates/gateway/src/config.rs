@@ -110,6 +110,13 @@ pub struct Config {
     #[arg(long, env = "LEASE_TTL", default_value = "3s")]
     pub lease_ttl: humantime::Duration,
 
+    /// How often this instance re-synchronises presence with the
+    /// connections it holds even when nothing went wrong that it could see
+    /// (a Redis failover can lose the last writes without a sign). 0: only
+    /// after an outage or a lost lease.
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "60s")]
+    pub resync_interval: humantime::Duration,
+
     /// JSON file of dev users ({"users":[{"email","user_id","password_hash"}]},
     /// argon2 hashes); turns on `POST /auth/login`. Needs --jwt-secret to sign tokens.
     #[arg(long = "dev-users", env = "DEV_USERS_FILE")]
@@ -335,6 +342,7 @@ impl Config {
             drain_spread,
             auth_url: self.auth_url.clone(),
             lease_ttl,
+            resync_interval: self.resync_interval.into(),
             max_messages_per_second: self.max_messages_per_second,
             max_connections_per_user: self.max_connections_per_user,
             max_unauthenticated_per_ip: self.max_unauthenticated_per_ip,

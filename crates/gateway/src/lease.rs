@@ -7,6 +7,11 @@
 //! lost), re-synchronises: Redis is made to hold exactly the connections this
 //! instance has open, and the events the outage hid are published then.
 //! Sockets stay open throughout; the outage is logged once, not per connection.
+//!
+//! It also re-synchronises every `--resync-interval` when nothing seemed
+//! wrong: a Redis failover can lose the last writes to a master without any
+//! sign a gateway can see (the lease may survive on the replica), and this
+//! bounds how long such a loss can last.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,23 +26,40 @@ pub(crate) async fn keep_lease(shared: Arc<Shared>, ttl: Duration) {
     let instance_id = shared.settings.instance_id.as_str();
     let mut ticks = tokio::time::interval(ttl / 3);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let resync_interval = shared.settings.resync_interval;
     // Whether Redis holds what this instance has, as far as we know.
     let mut in_sync = false;
     let mut reported_outage = false;
+    let mut last_sync = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
         match shared.presence.renew_lease(instance_id).await {
-            Ok(true) if in_sync => continue,
+            Ok(true)
+                if in_sync
+                    && (resync_interval.is_zero() || last_sync.elapsed() < resync_interval) =>
+            {
+                continue;
+            }
             Ok(held) => {
+                let periodic = held && in_sync;
+                last_sync = tokio::time::Instant::now();
                 let manager = shared.manager.clone();
                 let own = instance_id.to_owned();
                 let local = move || records(&manager, &own);
                 match shared.presence.sync_instance(instance_id, local).await {
                     Ok(report) => {
-                        if reported_outage || !held && (report.registered + report.removed) > 0 {
+                        let repaired = report.registered + report.removed > 0;
+                        if periodic && repaired {
+                            warn!(
+                                registered = report.registered,
+                                removed = report.removed,
+                                "periodic re-sync found presence out of step with this instance's \
+                                 connections (writes lost in a Redis failover?) and repaired it"
+                            );
+                        } else if reported_outage || !held && repaired {
                             info!(
                                 registered = report.registered,
                                 removed = report.removed,

@@ -62,6 +62,9 @@ pub struct Settings {
     /// How long this instance's presence lease lasts without renewal (renewed
     /// every third of it). Must match the `lease_ttl` of the Redis presence options.
     pub lease_ttl: Duration,
+    /// How often presence is re-synchronised with this instance's
+    /// connections when nothing seemed wrong (zero: never).
+    pub resync_interval: Duration,
     /// The dev login endpoint, when it is on.
     pub dev_login: Option<DevLogin>,
     /// Messages per second one connection may send on average (bursts of
@@ -100,6 +103,7 @@ impl Settings {
             drain_spread: Duration::from_secs(5),
             auth_url: None,
             lease_ttl: Duration::from_secs(3),
+            resync_interval: Duration::from_secs(60),
             dev_login: None,
             max_messages_per_second: 50,
             max_connections_per_user: 100,

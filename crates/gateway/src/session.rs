@@ -2,7 +2,7 @@
 //! (awaiting auth, live, closing).
 //!
 //! A live connection spends nearly all its life waiting, so the waiting is
-//! what is made small: the session task holds a pointer to its [`Live`]
+//! what is made small: the session task holds a pointer to its `Live`
 //! state and waits on one `poll_fn` (socket readability, its [`Mailbox`],
 //! one timer for heartbeat and token expiry). The work a wake-up brings
 //! (parsing, writing with a deadline, validating a refreshed token) runs in a

@@ -163,3 +163,64 @@ async fn a_restart_under_the_same_instance_id_leaves_no_phantoms() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// A write Redis lost without a sign (a failover to a replica that had not
+/// received it, simulated here by deleting the user's state behind the
+/// gateway's back) is repaired by the periodic re-sync, with its events.
+#[tokio::test]
+async fn the_periodic_resync_repairs_state_that_redis_lost_silently() {
+    let redis = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = Settings {
+        lease_ttl: Duration::from_millis(600),
+        resync_interval: Duration::from_millis(400),
+        drain_spread: Duration::from_millis(100),
+        ..Settings::new("gw-resync")
+    };
+    let core = GatewayCore::new(settings, validator(), presence(redis.url(), &namespace));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(core.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let url = format!("ws://{addr}/ws?token={}", token("alice"));
+    let mut alice = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let alice_id = next_json(&mut alice).await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let observer = presence(redis.url(), &namespace);
+    eventually("registered", || async {
+        ids(&observer, "alice").await == [alice_id.clone()]
+    })
+    .await;
+    let mut events = observer.subscribe();
+
+    // The lease is intact; only the user's state is gone, as after a
+    // failover that lost the last writes.
+    observer.unregister("alice", &alice_id).await.unwrap();
+    assert!(ids(&observer, "alice").await.is_empty());
+
+    eventually("the periodic re-sync put it back", || async {
+        ids(&observer, "alice").await == [alice_id.clone()]
+    })
+    .await;
+    // The repair is announced like any connect: connected, then online.
+    let mut kinds = Vec::new();
+    while kinds.len() < 4 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("events")
+            .unwrap();
+        if event.user_id == "alice" {
+            kinds.push(event.kind);
+        }
+    }
+    use pulse_protocol::EventKind::*;
+    assert_eq!(kinds, [Disconnected, Offline, Connected, Online]);
+    ping(&mut alice, 1).await;
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
