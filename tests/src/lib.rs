@@ -603,3 +603,19 @@ pub mod raw {
             .collect()
     }
 }
+
+/// `Presence/GetUser` for `user_id`, over gRPC; panics on an error status.
+pub async fn get_user(
+    presence: &mut pulse_protocol::proto::presence::v1::presence_client::PresenceClient<
+        tonic::transport::Channel,
+    >,
+    user_id: &str,
+) -> pulse_protocol::proto::presence::v1::UserPresence {
+    presence
+        .get_user(pulse_protocol::proto::presence::v1::GetUserRequest {
+            user_id: user_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}

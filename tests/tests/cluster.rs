@@ -8,8 +8,8 @@ use std::time::Duration;
 use pulse_e2e::*;
 use pulse_presence::testing::RedisCluster;
 use pulse_protocol::proto::presence::v1::{
-    CountOnlineRequest, DisconnectRequest, EventKind, GetUserRequest, PresenceEvent, SendRequest,
-    WatchRequest, presence_client::PresenceClient,
+    CountOnlineRequest, DisconnectRequest, EventKind, PresenceEvent, SendRequest, WatchRequest,
+    presence_client::PresenceClient,
 };
 use serde_json::json;
 use tonic::transport::Channel;
@@ -25,15 +25,7 @@ async fn next_event(stream: &mut tonic::Streaming<PresenceEvent>) -> (String, Ev
 }
 
 async fn online(presence: &mut PresenceClient<Channel>, user_id: &str) -> usize {
-    presence
-        .get_user(GetUserRequest {
-            user_id: user_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .connections
-        .len()
+    get_user(presence, user_id).await.connections.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,8 +7,8 @@ use futures_util::{SinkExt, StreamExt};
 use pulse_e2e::*;
 use pulse_protocol::{
     proto::presence::v1::{
-        DisconnectRequest, EventKind, GetUserRequest, PresenceEvent, SendRequest, UserPresence,
-        WatchRequest, presence_client::PresenceClient,
+        DisconnectRequest, EventKind, PresenceEvent, SendRequest, UserPresence, WatchRequest,
+        presence_client::PresenceClient,
     },
     status::reason_of,
 };
@@ -66,13 +66,7 @@ async fn stack() -> Stack {
 }
 
 async fn user(presence: &mut PresenceClient<Channel>, user_id: &str) -> UserPresence {
-    presence
-        .get_user(GetUserRequest {
-            user_id: user_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    get_user(presence, user_id).await
 }
 
 async fn instances_of(presence: &mut PresenceClient<Channel>, user_id: &str) -> Vec<String> {

@@ -42,6 +42,31 @@ async fn ids(presence: &Presence, user: &str) -> Vec<String> {
     ids
 }
 
+/// A gateway serving on a free port until `stop` is sent or dropped.
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<pulse_gateway::DrainReport>>,
+}
+
+impl Running {
+    async fn start(settings: Settings, presence: Presence) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let core = GatewayCore::new(settings, validator(), presence);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(core.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 async fn ping(client: &mut Client, id: u32) {
     send_json(client, json!({"type": "ping", "id": id})).await;
     assert_eq!(next_json(client).await, json!({"type": "pong", "id": id}));
@@ -54,18 +79,13 @@ async fn redis_restarting_empty_closes_no_socket_and_presence_comes_back_true() 
     let url = redis.url().to_owned();
     let namespace = unique_namespace();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let settings = Settings {
         lease_ttl: Duration::from_millis(600),
         drain_spread: Duration::from_millis(100),
         ..Settings::new("gw-outage")
     };
-    let core = GatewayCore::new(settings, validator(), presence(&url, &namespace));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(core.serve(listener, async move {
-        let _ = stopped.await;
-    }));
+    let gateway = Running::start(settings, presence(&url, &namespace)).await;
+    let addr = gateway.addr;
     let connect = |user: &str| {
         let url = format!("ws://{addr}/ws?token={}", token(user));
         async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
@@ -113,8 +133,7 @@ async fn redis_restarting_empty_closes_no_socket_and_presence_comes_back_true() 
         ping(client, 10 + n as u32).await;
     }
 
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    gateway.stop().await;
     assert!(observer.all_connections().await.unwrap().is_empty());
 }
 
@@ -136,20 +155,12 @@ async fn a_restart_under_the_same_instance_id_leaves_no_phantoms() {
         .unwrap();
     assert_eq!(ids(&observer, "alice").await, ["ghost"]);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let core = GatewayCore::new(
-        Settings {
-            drain_spread: Duration::from_millis(100),
-            ..Settings::new("gw-r")
-        },
-        validator(),
-        presence(redis.url(), &namespace),
-    );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(core.serve(listener, async move {
-        let _ = stopped.await;
-    }));
+    let settings = Settings {
+        drain_spread: Duration::from_millis(100),
+        ..Settings::new("gw-r")
+    };
+    let gateway = Running::start(settings, presence(redis.url(), &namespace)).await;
+    let addr = gateway.addr;
     let mut client =
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={}", token("alice")))
             .await
@@ -160,8 +171,7 @@ async fn a_restart_under_the_same_instance_id_leaves_no_phantoms() {
         .unwrap()
         .to_owned();
     assert_eq!(ids(&observer, "alice").await, [id]);
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    gateway.stop().await;
 }
 
 /// A write Redis lost without a sign (a failover to a replica that had not
@@ -171,19 +181,14 @@ async fn a_restart_under_the_same_instance_id_leaves_no_phantoms() {
 async fn the_periodic_resync_repairs_state_that_redis_lost_silently() {
     let redis = RedisServer::start().await;
     let namespace = unique_namespace();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let settings = Settings {
         lease_ttl: Duration::from_millis(600),
         resync_interval: Duration::from_millis(400),
         drain_spread: Duration::from_millis(100),
         ..Settings::new("gw-resync")
     };
-    let core = GatewayCore::new(settings, validator(), presence(redis.url(), &namespace));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(core.serve(listener, async move {
-        let _ = stopped.await;
-    }));
+    let gateway = Running::start(settings, presence(redis.url(), &namespace)).await;
+    let addr = gateway.addr;
     let url = format!("ws://{addr}/ws?token={}", token("alice"));
     let mut alice = tokio_tungstenite::connect_async(url).await.unwrap().0;
     let alice_id = next_json(&mut alice).await["connection_id"]
@@ -220,7 +225,5 @@ async fn the_periodic_resync_repairs_state_that_redis_lost_silently() {
     use pulse_protocol::EventKind::*;
     assert_eq!(kinds, [Disconnected, Offline, Connected, Online]);
     ping(&mut alice, 1).await;
-
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    gateway.stop().await;
 }
