@@ -52,15 +52,19 @@ async fn main() {
         dev_login = built.settings.dev_login.is_some(),
         "pulse-gateway listening"
     );
-    match pulse_gateway::run(
+    // On a worker thread, not in `main`'s `block_on`: the accept loop then
+    // spawns each connection's task into its own worker's queue instead of
+    // injecting it from outside and waking a worker every time.
+    let served = tokio::spawn(pulse_gateway::run(
         built.settings,
         built.auth,
         built.presence,
         listener,
         shutdown_signal(),
-    )
+    ))
     .await
-    {
+    .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+    match served {
         Ok(report) if report.completed => {
             info!(
                 closed = report.open_at_shutdown,
