@@ -202,9 +202,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let limit: Duration = cli.time_limit.into();
+    // The scenario runs on a worker, not in `block_on` on the main thread:
+    // there, every connection's task would be injected into the pool with
+    // a wake-up of the worker, two threads trading each connect.
     let result = runtime.block_on(async move {
-        tokio::time::timeout(limit, run(cli.command))
+        let scenario = tokio::spawn(tokio::time::timeout(limit, run(cli.command)));
+        scenario
             .await
+            .map_err(|error| anyhow::anyhow!("the scenario panicked: {error}"))?
             .map_err(|_| anyhow::anyhow!("the scenario ran past --time-limit"))?
     })?;
     println!("{}", result.to_line());
