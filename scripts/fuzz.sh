@@ -7,8 +7,9 @@
 #   scripts/fuzz.sh 300        300 s per target
 #   scripts/fuzz.sh 60 token   only the targets named
 #
-# Targets: client_message (pulse_protocol::ClientMessage::decode) and token
-# (pulse_auth::Validator::validate with a fixed HS256 key).
+# Targets: client_message (pulse_protocol::ClientMessage::decode), token
+# (pulse_auth::Validator::validate with a fixed HS256 key) and frame
+# (pulse_gateway::frame::parse, the gateway's RFC 6455 frame parser).
 #
 # libFuzzer through cargo-fuzz (installed from crates.io when missing). With
 # a nightly toolchain the targets are built with AddressSanitizer; without
@@ -26,7 +27,7 @@ source scripts/lib.sh
 SECONDS_EACH=${1:-60}
 shift || true
 TARGETS=("$@")
-if [ "${#TARGETS[@]}" -eq 0 ]; then TARGETS=(client_message token); fi
+if [ "${#TARGETS[@]}" -eq 0 ]; then TARGETS=(client_message token frame); fi
 CARGO_FUZZ_VERSION=0.13.2
 
 case "$SECONDS_EACH" in

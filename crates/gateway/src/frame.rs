@@ -9,7 +9,7 @@
 //! keeps only the bytes of an unfinished frame, which it frees once they are
 //! consumed. fastwebsockets still performs the HTTP upgrade.
 //!
-//! Reading is cancel-safe: [`Reader::poll_next`] changes state only
+//! Reading is cancel-safe: `Reader::poll_next` changes state only
 //! synchronously (readability is polled, the bytes are then read and parsed
 //! at once), so a session may stop waiting at any point without losing a byte.
 
@@ -30,7 +30,7 @@ const MAX_HEADER: usize = 14;
 
 /// A frame's opcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OpCode {
+pub enum OpCode {
     Continuation,
     Text,
     Binary,
@@ -70,25 +70,29 @@ impl OpCode {
 
 /// One frame from the client, unmasked.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Frame {
-    pub(crate) fin: bool,
-    pub(crate) opcode: OpCode,
-    pub(crate) payload: Vec<u8>,
+pub struct Frame {
+    /// The last frame of its message.
+    pub fin: bool,
+    /// What the frame is.
+    pub opcode: OpCode,
+    /// The payload, unmasked.
+    pub payload: Vec<u8>,
 }
 
 /// Why the client's bytes are not a frame we accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FrameError {
+pub enum FrameError {
     /// 1002: a protocol violation, with the reason for the close frame.
     Protocol(&'static str),
     /// 1009: one frame is larger than the largest message.
     TooLarge,
 }
 
-/// Parses one client frame from the front of `bytes`. `Ok(None)` means more
-/// bytes are needed, with how many the frame needs in all (when the header
-/// says); `Ok(Some((frame, used)))` consumed `used` bytes.
-pub(crate) fn parse(
+/// Parses one client frame from the front of `bytes`, refusing one whose
+/// payload is over `max_frame`. `Ok(Ok((frame, used)))` took `used` bytes;
+/// `Ok(Err(needed))` means more bytes are needed (`needed`: how many the
+/// frame takes in all, once its header says).
+pub fn parse(
     bytes: &[u8],
     max_frame: usize,
 ) -> Result<Result<(Frame, usize), Option<usize>>, FrameError> {
@@ -163,7 +167,7 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 }
 
 /// One unmasked server frame, header and payload, ready to write.
-pub(crate) fn encode(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+pub fn encode(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
     frame.push(0x80 | opcode.bits());
     match payload.len() {

@@ -12,7 +12,9 @@
 
 pub mod config;
 pub mod connection_manager;
-mod frame;
+// Public only for the `frame` fuzz target (fuzz/); not part of the API.
+#[doc(hidden)]
+pub mod frame;
 mod lease;
 mod limits;
 pub mod login;
