@@ -108,31 +108,20 @@ async fn gateways_and_presence_share_a_redis_cluster() {
     assert_eq!((count.users, count.connections), (2, 3));
 
     // Send reaches alice on both gateways over their sharded command
-    // channels; a gateway may still be moving its subscription to its
-    // channel's master just after start, so poll until both take it.
+    // channels at the first try: a gateway accepts sockets only once it is
+    // subscribed to its channel on the channel's master.
     let mut client = presence.clone();
-    eventually(
-        "a send reaching both gateways",
-        Duration::from_secs(10),
-        || {
-            let mut client = client.clone();
-            async move {
-                client
-                    .send(SendRequest {
-                        user_id: "alice".into(),
-                        data_json: r#"{"n":1}"#.into(),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .connections
-                    == 2
-            }
-        },
-    )
-    .await;
+    let reached = client
+        .send(SendRequest {
+            user_id: "alice".into(),
+            data_json: r#"{"n":1}"#.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .connections;
+    assert_eq!(reached, 2);
     for socket in [&mut alice_a, &mut alice_b] {
-        // Earlier sends may have reached one gateway already; every message is the same.
         assert_eq!(
             next_json(socket).await,
             json!({"type": "message", "data": {"n": 1}})

@@ -22,6 +22,9 @@ use crate::{
     telemetry,
 };
 
+/// How long `serve` waits for its command subscription before accepting.
+const COMMANDS_READY_WAIT: Duration = Duration::from_secs(2);
+
 /// What happened during shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
@@ -98,6 +101,20 @@ impl Gateway {
         ));
         let commands = presence.listen_commands(&instance_id);
         tracker.spawn(run_commands(shared.clone(), commands));
+        // A socket greeted before this instance listens on its command
+        // channel could be sent a message that finds nobody. Connections
+        // meanwhile wait in the listen backlog. Redis being away must not
+        // keep the gateway from serving, so the wait is bounded.
+        if tokio::time::timeout(COMMANDS_READY_WAIT, presence.commands_ready(&instance_id))
+            .await
+            .is_err()
+        {
+            warn!(
+                wait = ?COMMANDS_READY_WAIT,
+                "not yet subscribed to this instance's command channel (redis unreachable?); \
+                 serving anyway, commands arrive once it is"
+            );
+        }
 
         let nodelay_inherited = nodelay_on_listener(&listener);
         let mut shutdown = std::pin::pin!(shutdown);

@@ -97,12 +97,13 @@ pub(crate) fn spawn(
     events: Forward,
     epoch: watch::Sender<u64>,
     commands: watch::Receiver<Option<CommandListener>>,
+    live: watch::Sender<Option<String>>,
     stop: oneshot::Receiver<()>,
 ) {
     tokio::spawn(async move {
         tokio::select! {
             _ = stop => debug!("presence bus stopped"),
-            () = run(nodes, channel, events, epoch, commands) => {}
+            () = run(nodes, channel, events, epoch, commands, live) => {}
         }
     });
 }
@@ -124,6 +125,7 @@ async fn run(
     events: Forward,
     epoch: watch::Sender<u64>,
     mut commands: watch::Receiver<Option<CommandListener>>,
+    live: watch::Sender<Option<String>>,
 ) {
     let mut backoff = INITIAL_BACKOFF;
     let mut down = false;
@@ -137,13 +139,24 @@ async fn run(
                 // Counted before forwarding, so that a consumer that sees the
                 // new epoch and re-snapshots cannot miss what follows.
                 epoch.send_modify(|epoch| *epoch += 1);
+                live.send_replace(listener.as_ref().map(|l| l.channel.clone()));
                 if down {
                     info!(%channel, "presence bus resubscribed to redis; events may have been missed");
                 } else {
                     debug!(%channel, "presence bus subscribed");
                 }
                 let started = Instant::now();
-                match forward(subscription, &channel, &events, listener, &mut commands).await {
+                let end = forward(
+                    subscription,
+                    &channel,
+                    &events,
+                    listener,
+                    &mut commands,
+                    &live,
+                )
+                .await;
+                live.send_replace(None);
+                match end {
                     End::Moved => {
                         debug!(%channel, "the command channel is on another node; resubscribing there");
                         continue;
@@ -263,6 +276,7 @@ async fn forward(
     events: &Forward,
     mut listener: Option<CommandListener>,
     commands: &mut watch::Receiver<Option<CommandListener>>,
+    live: &watch::Sender<Option<String>>,
 ) -> End {
     let Subscription {
         mut connection,
@@ -289,14 +303,16 @@ async fn forward(
                 {
                     return End::Lost(format!("unsubscribe failed: {error}"));
                 }
-                if let Some(new) = new
-                    && let Err(error) = ssubscribe(&mut connection, &new).await
+                live.send_replace(None);
+                if let Some(new) = &new
+                    && let Err(error) = ssubscribe(&mut connection, new).await
                 {
                     if error.redirect_node().is_some() {
                         return End::Moved;
                     }
                     return End::Lost(format!("subscribe failed: {error}"));
                 }
+                live.send_replace(new);
             }
             push = pushes.recv() => {
                 let Some(PushInfo { kind, data }) = push else {

@@ -38,6 +38,24 @@ impl Presence {
         receiver
     }
 
+    /// Completes once commands for `instance_id` reach this process: at once
+    /// in memory; with Redis, once the bus has subscribed to the instance's
+    /// command channel (after [`Presence::listen_commands`]). A gateway waits
+    /// for it before accepting sockets, so that a `Send` to a client it has
+    /// greeted cannot find nobody listening. While Redis is away it does not
+    /// complete; bound the wait.
+    pub async fn commands_ready(&self, instance_id: &str) {
+        let Backend::Redis(store) = &self.inner.backend else {
+            return;
+        };
+        let channel = store.keys().commands(instance_id);
+        let mut live = self.inner.commands_live.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = live
+            .wait_for(|subscribed| subscribed.as_deref() == Some(channel.as_str()))
+            .await;
+    }
+
     /// Delivers `data` as `{"type":"message","data":...}` to every open
     /// connection of `user_id`; returns how many connections it was handed
     /// to an instance for (0 when the user is offline).

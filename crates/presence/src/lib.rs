@@ -218,6 +218,8 @@ struct Inner {
     commands: watch::Sender<Option<bus::CommandListener>>,
     /// The instance whose events subscribers do not get, once set.
     own_events: own_events::OwnEvents,
+    /// The command channel the bus is subscribed to right now (Redis only).
+    commands_live: watch::Sender<Option<String>>,
     // Dropped with the last `Presence` clone, which tells the bus task to stop.
     _bus_stop: Option<oneshot::Sender<()>>,
 }
@@ -255,6 +257,7 @@ impl Presence {
                 epoch,
                 commands: watch::channel(None).0,
                 own_events,
+                commands_live: watch::channel(None).0,
                 _bus_stop: None,
             }),
         }
@@ -285,6 +288,7 @@ impl Presence {
         let (bus_stop, stopped) = oneshot::channel();
         let (commands, listener) = watch::channel(None);
         let own_events = own_events::OwnEvents::default();
+        let (commands_live, _) = watch::channel(None);
         bus::spawn(
             store.subscriber(),
             store.keys().channel(),
@@ -294,6 +298,7 @@ impl Presence {
             },
             epoch.clone(),
             listener,
+            commands_live.clone(),
             stopped,
         );
         Ok(Self {
@@ -303,6 +308,7 @@ impl Presence {
                 epoch,
                 commands,
                 own_events,
+                commands_live,
                 _bus_stop: Some(bus_stop),
             }),
         })
