@@ -52,7 +52,8 @@ impl OpCode {
         })
     }
 
-    fn bits(self) -> u8 {
+    /// The opcode's four bits, as in a frame's first byte.
+    pub fn bits(self) -> u8 {
         match self {
             Self::Continuation => 0x0,
             Self::Text => 0x1,
@@ -169,20 +170,41 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 /// One unmasked server frame, header and payload, ready to write.
 pub fn encode(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
-    frame.push(0x80 | opcode.bits());
-    match payload.len() {
-        short @ 0..=125 => frame.push(u8::try_from(short).expect("under 126")),
+    push_header(&mut frame, 0x80 | opcode.bits(), 0, payload.len());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A frame as a client sends it, masked with `mask`, after the raw first
+/// byte `first` (FIN, reserved bits, opcode). Pulse never sends one: this is
+/// for its tests and the fuzz target.
+pub fn encode_masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
+    push_header(&mut frame, first, 0x80, payload.len());
+    frame.extend_from_slice(&mask);
+    frame.extend(
+        payload
+            .iter()
+            .enumerate()
+            .map(|(i, byte)| byte ^ mask[i % 4]),
+    );
+    frame
+}
+
+/// The first byte, then the length in its shortest form with `mask_bit`.
+fn push_header(frame: &mut Vec<u8>, first: u8, mask_bit: u8, len: usize) {
+    frame.push(first);
+    match len {
+        short @ 0..=125 => frame.push(mask_bit | u8::try_from(short).expect("under 126")),
         medium @ 126..=0xFFFF => {
-            frame.push(126);
+            frame.push(mask_bit | 126);
             frame.extend_from_slice(&u16::try_from(medium).expect("16 bits").to_be_bytes());
         }
         long => {
-            frame.push(127);
+            frame.push(mask_bit | 127);
             frame.extend_from_slice(&(long as u64).to_be_bytes());
         }
     }
-    frame.extend_from_slice(payload);
-    frame
 }
 
 /// A close frame's payload: the code, then the reason.
@@ -340,29 +362,11 @@ impl Writer {
 mod tests {
     use super::*;
 
-    fn masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut frame = vec![first];
-        match payload.len() {
-            len @ 0..=125 => frame.push(0x80 | len as u8),
-            len @ 126..=0xFFFF => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        frame
-    }
-
     #[test]
     fn parses_masked_frames_of_every_length_form() {
         for len in [0, 1, 5, 125, 126, 1000, 65_535, 65_536, 70_001] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let bytes = masked(0x82, &payload, [1, 2, 3, 4]);
+            let bytes = encode_masked(0x82, &payload, [1, 2, 3, 4]);
             let (frame, used) = parse(&bytes, 1 << 20).unwrap().unwrap();
             assert_eq!(used, bytes.len(), "length {len}");
             assert_eq!(frame.opcode, OpCode::Binary);
@@ -373,14 +377,14 @@ mod tests {
 
     #[test]
     fn asks_for_more_until_the_frame_is_whole() {
-        let bytes = masked(0x81, b"hello world", [9, 8, 7, 6]);
+        let bytes = encode_masked(0x81, b"hello world", [9, 8, 7, 6]);
         assert_eq!(parse(&bytes[..1], 100).unwrap(), Err(None));
         assert_eq!(parse(&bytes[..6], 100).unwrap(), Err(Some(bytes.len())));
         assert_eq!(
             parse(&bytes[..bytes.len() - 1], 100).unwrap(),
             Err(Some(bytes.len()))
         );
-        let long = masked(0x81, &[b'a'; 300], [0; 4]);
+        let long = encode_masked(0x81, &[b'a'; 300], [0; 4]);
         assert_eq!(parse(&long[..3], 1000).unwrap(), Err(None));
         assert_eq!(parse(&long[..4], 1000).unwrap(), Err(Some(long.len())));
     }
@@ -389,15 +393,15 @@ mod tests {
     fn refuses_what_rfc_6455_forbids() {
         let cases: [(Vec<u8>, FrameError); 6] = [
             (
-                masked(0xC1, b"x", [0; 4]),
+                encode_masked(0xC1, b"x", [0; 4]),
                 FrameError::Protocol("reserved bits set"),
             ),
             (
-                masked(0x83, b"x", [0; 4]),
+                encode_masked(0x83, b"x", [0; 4]),
                 FrameError::Protocol("reserved opcode"),
             ),
             (
-                masked(0x09, b"x", [0; 4]),
+                encode_masked(0x09, b"x", [0; 4]),
                 FrameError::Protocol("fragmented control frame"),
             ),
             (
@@ -405,10 +409,10 @@ mod tests {
                 FrameError::Protocol("client frames must be masked"),
             ),
             (
-                masked(0x89, &[0; 126], [0; 4]),
+                encode_masked(0x89, &[0; 126], [0; 4]),
                 FrameError::Protocol("control frame too large"),
             ),
-            (masked(0x82, &[0; 101], [0; 4]), FrameError::TooLarge),
+            (encode_masked(0x82, &[0; 101], [0; 4]), FrameError::TooLarge),
         ];
         for (bytes, expected) in cases {
             assert_eq!(parse(&bytes, 100).unwrap_err(), expected, "{bytes:x?}");
@@ -418,7 +422,7 @@ mod tests {
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(parse(&huge, 100).unwrap_err(), FrameError::TooLarge);
         // An oversized close is read: it is answered as the client's close.
-        let close = masked(0x88, &[0; 126], [0; 4]);
+        let close = encode_masked(0x88, &[0; 126], [0; 4]);
         assert_eq!(parse(&close, 1000).unwrap().unwrap().0.payload.len(), 126);
     }
 
@@ -428,7 +432,7 @@ mod tests {
     fn random_bytes_never_panic() {
         use rand::{Rng, SeedableRng, rngs::StdRng};
         let mut rng = StdRng::seed_from_u64(6455);
-        let valid = masked(0x81, b"{\"type\":\"ping\",\"id\":1}", [1, 2, 3, 4]);
+        let valid = encode_masked(0x81, b"{\"type\":\"ping\",\"id\":1}", [1, 2, 3, 4]);
         for round in 0..200_000 {
             let bytes: Vec<u8> = if round % 2 == 0 {
                 let len = rng.random_range(0..40);
@@ -478,7 +482,7 @@ mod tests {
             .collect();
         let stream: Vec<u8> = payloads
             .iter()
-            .flat_map(|payload| masked(0x82, payload, rng.random()))
+            .flat_map(|payload| encode_masked(0x82, payload, rng.random()))
             .collect();
         let writer = tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(18);
