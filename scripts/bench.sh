@@ -209,7 +209,10 @@ stop "$PID"
 
 step "(e, f) two gateways and pulse-presence: Send latency and presence propagation"
 NAMESPACE=bench-multi
-start presence pulse-presence --redis-url "$REDIS_URL" --redis-namespace "$NAMESPACE" --metrics-listen 127.0.0.1:0
+# The internal API takes keys; the bench calls it with this one.
+export PULSE_API_KEY="bench-api-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+start presence pulse-presence --redis-url "$REDIS_URL" --redis-namespace "$NAMESPACE" --metrics-listen 127.0.0.1:0 \
+  --api-key "$PULSE_API_KEY"
 PRESENCE_PID=$PID
 PRESENCE_ADDR=$ADDR
 gateway bench-a --jwt-secret "$SECRET"

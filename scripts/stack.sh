@@ -3,7 +3,7 @@
 # pulse-presence and two gateway instances, with the dev login on.
 # Ctrl-C stops everything.
 #
-#   GATEWAY_PORTS="3000 3001" AUTH_PORT=50051 PRESENCE_PORT=50052 scripts/stack.sh
+#   GATEWAY_PORTS="3000 3001" AUTH_PORT=50051 PRESENCE_PORT=50052 API_KEY=... scripts/stack.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -12,6 +12,9 @@ GATEWAY_PORTS=${GATEWAY_PORTS:-"3000 3001"}
 AUTH_PORT=${AUTH_PORT:-50051}
 PRESENCE_PORT=${PRESENCE_PORT:-50052}
 export JWT_SECRET=${JWT_SECRET:-dev-secret}
+# The internal API's key: internal services (and grpcurl) send
+# `authorization: Bearer $API_KEY` to pulse-presence.
+API_KEY=${API_KEY:-dev-api-key-change-me-0001}
 
 ensure_redis
 step "cargo build --workspace --bins"
@@ -30,7 +33,8 @@ trap cleanup EXIT INT TERM
 
 "$bin/pulse-auth" --listen "127.0.0.1:$AUTH_PORT" &
 pids+=($!)
-"$bin/pulse-presence" --listen "127.0.0.1:$PRESENCE_PORT" --redis-url "$REDIS_URL" &
+"$bin/pulse-presence" --listen "127.0.0.1:$PRESENCE_PORT" --redis-url "$REDIS_URL" \
+  --metrics-listen 127.0.0.1:9092 --api-key "$API_KEY" &
 pids+=($!)
 n=0
 for port in $GATEWAY_PORTS; do
@@ -41,6 +45,6 @@ for port in $GATEWAY_PORTS; do
   pids+=($!)
 done
 
-step "stack up: gateways on ports $GATEWAY_PORTS, pulse-auth :$AUTH_PORT, pulse-presence :$PRESENCE_PORT, $REDIS_URL (Ctrl-C stops)"
+step "stack up: gateways on ports $GATEWAY_PORTS, pulse-auth :$AUTH_PORT, pulse-presence :$PRESENCE_PORT (API key: $API_KEY), $REDIS_URL (Ctrl-C stops)"
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the stack" >&2

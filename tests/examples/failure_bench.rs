@@ -55,7 +55,7 @@ async fn main() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .await;
-    let client = PresenceClient::connect(presence.grpc_url()).await.unwrap();
+    let client = pulse_e2e::presence_client(presence.grpc_url()).await;
     let count = |client: &PresenceClient<_>| {
         let mut client = client.clone();
         async move {
@@ -150,7 +150,7 @@ async fn open(addr: std::net::SocketAddr, n: usize, users: usize) -> Vec<Client>
     sockets
 }
 
-async fn wait_for(client: &PresenceClient<tonic::transport::Channel>, connections: u64) {
+async fn wait_for(client: &pulse_e2e::Grpc, connections: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let now = client

@@ -29,6 +29,30 @@ pub use pulse_presence::testing::{RedisServer, unique_namespace};
 /// The shared secret the tests sign tokens with.
 pub const SECRET: &str = "e2e-test-secret";
 
+/// The API key [`Service::presence`] accepts, with every permission.
+pub const API_KEY: &str = "e2e-test-api-key-0123456789";
+
+/// A `pulse.presence.v1.Presence` client that presents [`API_KEY`].
+pub type Grpc = pulse_protocol::proto::presence::v1::presence_client::PresenceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        pulse_protocol::api_key::BearerKey,
+    >,
+>;
+
+/// Connects a [`Grpc`] client to `url` (`http://host:port`); panics when it cannot.
+pub async fn presence_client(url: String) -> Grpc {
+    let channel = tonic::transport::Channel::from_shared(url)
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("pulse-presence accepts connections");
+    pulse_protocol::proto::presence::v1::presence_client::PresenceClient::with_interceptor(
+        channel,
+        pulse_protocol::api_key::BearerKey::new(API_KEY).expect("an ASCII key"),
+    )
+}
+
 /// A WebSocket client connection.
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -128,7 +152,7 @@ impl Service {
     }
 
     /// `pulse-presence` on loopback ports (gRPC and metrics) for a Redis and
-    /// namespace, with `extra` flags.
+    /// namespace, taking [`API_KEY`], with `extra` flags.
     pub async fn presence(redis_url: &str, namespace: &str, extra: &[&str]) -> Self {
         let mut args = vec![
             "--listen",
@@ -139,6 +163,8 @@ impl Service {
             redis_url,
             "--redis-namespace",
             namespace,
+            "--api-key",
+            API_KEY,
         ];
         args.extend_from_slice(extra);
         Self::start("pulse-presence", &args).await
@@ -606,9 +632,7 @@ pub mod raw {
 
 /// `Presence/GetUser` for `user_id`, over gRPC; panics on an error status.
 pub async fn get_user(
-    presence: &mut pulse_protocol::proto::presence::v1::presence_client::PresenceClient<
-        tonic::transport::Channel,
-    >,
+    presence: &mut Grpc,
     user_id: &str,
 ) -> pulse_protocol::proto::presence::v1::UserPresence {
     presence

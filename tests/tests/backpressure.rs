@@ -11,9 +11,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt, stream};
 use pulse_e2e::{raw::RawSocket, *};
-use pulse_protocol::proto::presence::v1::{
-    CountOnlineRequest, SendRequest, presence_client::PresenceClient,
-};
+use pulse_protocol::proto::presence::v1::{CountOnlineRequest, SendRequest};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -66,7 +64,7 @@ async fn clients_that_stop_reading_are_closed_and_memory_stays_bounded() {
         .collect()
         .await;
     let connected_in = started.elapsed();
-    let grpc = PresenceClient::connect(presence.grpc_url()).await.unwrap();
+    let grpc = pulse_e2e::presence_client(presence.grpc_url()).await;
     eventually("every client registered", Duration::from_secs(20), || {
         let mut grpc = grpc.clone();
         async move { online(&mut grpc).await == CLIENTS as u64 }
@@ -183,7 +181,7 @@ fn user(i: usize) -> String {
     format!("slow-{i:04}")
 }
 
-async fn online(grpc: &mut PresenceClient<tonic::transport::Channel>) -> u64 {
+async fn online(grpc: &mut pulse_e2e::Grpc) -> u64 {
     grpc.count_online(CountOnlineRequest {})
         .await
         .expect("CountOnline answers")

@@ -12,14 +12,12 @@ use std::{
 use futures_util::StreamExt;
 use pulse_e2e::*;
 use pulse_protocol::{
-    proto::presence::v1::{
-        EventKind, GetUsersRequest, PresenceEvent, WatchRequest, presence_client::PresenceClient,
-    },
+    proto::presence::v1::{EventKind, GetUsersRequest, PresenceEvent, WatchRequest},
     status::reason_of,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 const USERS: usize = 24;
 const WORKERS: usize = 6;
@@ -77,7 +75,7 @@ async fn presence_survives_churn_a_kill_and_a_redis_restart() {
         );
     }
     let addrs: Vec<_> = gateways.iter().map(|g| g.addr).collect();
-    let client = PresenceClient::connect(presence.grpc_url()).await.unwrap();
+    let client = pulse_e2e::presence_client(presence.grpc_url()).await;
 
     // The watcher rebuilds per-user state from the stream, re-watching and
     // re-querying whenever the stream ends (a Redis restart ends it).
@@ -258,7 +256,7 @@ async fn connected_id(socket: &mut Client) -> Option<String> {
 
 /// Every user's connection ids, or `None` while presence is unavailable.
 async fn presence_of(
-    client: &PresenceClient<Channel>,
+    client: &pulse_e2e::Grpc,
     users: &[String],
 ) -> Option<BTreeMap<String, BTreeSet<String>>> {
     let answer = client
@@ -286,7 +284,7 @@ async fn presence_of(
 /// Keeps `state` equal to what a watcher learns: watch, then query, then
 /// apply events; on the stream's end, start over. Checks on the way that
 /// `online` and `offline` come exactly at the transitions.
-async fn watch_forever(client: PresenceClient<Channel>, state: Truth) {
+async fn watch_forever(client: pulse_e2e::Grpc, state: Truth) {
     loop {
         let Ok(stream) = client
             .clone()

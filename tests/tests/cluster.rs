@@ -9,10 +9,8 @@ use pulse_e2e::*;
 use pulse_presence::testing::RedisCluster;
 use pulse_protocol::proto::presence::v1::{
     CountOnlineRequest, DisconnectRequest, EventKind, PresenceEvent, SendRequest, WatchRequest,
-    presence_client::PresenceClient,
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 async fn next_event(stream: &mut tonic::Streaming<PresenceEvent>) -> (String, EventKind, String) {
     use futures_util::StreamExt;
@@ -24,7 +22,7 @@ async fn next_event(stream: &mut tonic::Streaming<PresenceEvent>) -> (String, Ev
     (event.user_id.clone(), event.kind(), event.instance_id)
 }
 
-async fn online(presence: &mut PresenceClient<Channel>, user_id: &str) -> usize {
+async fn online(presence: &mut pulse_e2e::Grpc, user_id: &str) -> usize {
     get_user(presence, user_id).await.connections.len()
 }
 
@@ -56,9 +54,7 @@ async fn gateways_and_presence_share_a_redis_cluster() {
             .await,
         );
     }
-    let mut presence = PresenceClient::connect(presence_service.grpc_url())
-        .await
-        .unwrap();
+    let mut presence = pulse_e2e::presence_client(presence_service.grpc_url()).await;
     let mut watch = presence
         .watch(WatchRequest {
             user_ids: vec!["alice".into(), "bob".into()],

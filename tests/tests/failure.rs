@@ -26,7 +26,7 @@ async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
         &["--instance-id", "doomed", "--lease-ttl", "3s"],
     )
     .await;
-    let mut client = PresenceClient::connect(presence.grpc_url()).await.unwrap();
+    let mut client = pulse_e2e::presence_client(presence.grpc_url()).await;
     let mut watch = client
         .watch(WatchRequest {
             user_ids: vec![],

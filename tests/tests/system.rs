@@ -8,20 +8,18 @@ use pulse_e2e::*;
 use pulse_protocol::{
     proto::presence::v1::{
         DisconnectRequest, EventKind, PresenceEvent, SendRequest, UserPresence, WatchRequest,
-        presence_client::PresenceClient,
     },
     status::reason_of,
 };
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{Message, protocol::CloseFrame};
-use tonic::transport::Channel;
 
 struct Stack {
     _redis: RedisServer,
     auth_service: Service,
     presence_service: Service,
     gateways: Vec<Service>,
-    presence: PresenceClient<Channel>,
+    presence: pulse_e2e::Grpc,
 }
 
 /// Redis, pulse-auth, pulse-presence and two gateways that use them, in a
@@ -55,7 +53,7 @@ async fn stack() -> Stack {
             .await,
         );
     }
-    let client = PresenceClient::connect(presence.grpc_url()).await.unwrap();
+    let client = pulse_e2e::presence_client(presence.grpc_url()).await;
     Stack {
         _redis: redis,
         auth_service: auth,
@@ -65,11 +63,11 @@ async fn stack() -> Stack {
     }
 }
 
-async fn user(presence: &mut PresenceClient<Channel>, user_id: &str) -> UserPresence {
+async fn user(presence: &mut pulse_e2e::Grpc, user_id: &str) -> UserPresence {
     get_user(presence, user_id).await
 }
 
-async fn instances_of(presence: &mut PresenceClient<Channel>, user_id: &str) -> Vec<String> {
+async fn instances_of(presence: &mut pulse_e2e::Grpc, user_id: &str) -> Vec<String> {
     let mut instances: Vec<String> = user(presence, user_id)
         .await
         .connections

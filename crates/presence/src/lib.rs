@@ -33,9 +33,12 @@ use std::{sync::Arc, time::Duration};
 use pulse_protocol::PresenceEvent;
 use tokio::sync::{broadcast, oneshot, watch};
 
+pub mod access;
 mod buckets;
 mod bus;
 mod commands;
+pub mod config;
+mod grpc_access;
 mod leases;
 mod memory;
 mod own_events;
@@ -44,11 +47,12 @@ mod redis_store;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod watch_slots;
 
 pub use buckets::{BUCKETS, bucket_of};
 pub use commands::{MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use leases::run_reaper;
-pub use service::run;
+pub use service::{ApiConfig, ApiLimits, run};
 
 use memory::MemoryStore;
 use redis_store::RedisStore;

@@ -1,5 +1,6 @@
 //! `pulse.presence.v1.Presence` over gRPC, with the standard health and
-//! reflection services.
+//! reflection services, behind the API-key layer ([`crate::access`]), with
+//! optional TLS and the limits of [`ApiLimits`].
 
 use std::{collections::HashSet, future::Future, pin::Pin, time::Duration};
 
@@ -24,12 +25,17 @@ use tokio::{
 };
 use tonic::{
     Code, Request, Response, Status,
-    transport::{Server, server::TcpIncoming},
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
-use crate::{ConnectionRecord, Presence, PresenceError};
+use crate::{
+    ConnectionRecord, Presence, PresenceError,
+    access::{Access, Caller},
+    grpc_access::AccessLayer,
+    watch_slots::{WatchSlot, WatchSlots},
+};
 
 /// The `ErrorInfo` domain of every status this service returns.
 pub const ERROR_DOMAIN: &str = "pulse.presence";
@@ -46,8 +52,67 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long open calls may take to finish once shutdown begins.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How the internal API is served: who may call it, over TLS or not, and
+/// its limits. Tests build it directly.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The keys callers must present, or [`Access::Open`].
+    pub access: Access,
+    /// TLS (and client certificates, when it names a client CA); `None`
+    /// serves plaintext HTTP/2.
+    pub tls: Option<ServerTlsConfig>,
+    /// Limits on what one caller may hold or send.
+    pub limits: ApiLimits,
+}
+
+impl ApiConfig {
+    /// Calls need one of `keys`; plaintext; default limits.
+    pub fn with_keys(keys: Vec<crate::access::ApiKey>) -> Self {
+        Self {
+            access: Access::Keys(keys.into()),
+            tls: None,
+            limits: ApiLimits::default(),
+        }
+    }
+
+    /// Anyone may call (`--insecure-open-api`); plaintext; default limits.
+    pub fn open() -> Self {
+        Self {
+            access: Access::Open,
+            tls: None,
+            limits: ApiLimits::default(),
+        }
+    }
+}
+
+/// Limits of the gRPC server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// `Watch` streams open at once per API key (per client IP when the API
+    /// is open).
+    pub max_watches_per_key: usize,
+    /// The largest request message, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 128,
+            max_watches_per_key: 32,
+            max_request_bytes: 4 << 20,
+        }
+    }
+}
+
 /// Serves `pulse.presence.v1.Presence`, `grpc.health.v1.Health` and server
 /// reflection on `listener` until `shutdown` completes, then drains.
+///
+/// Every call but health's must carry an API key that allows it (see
+/// [`crate::access::required_for_grpc`]); refused calls get
+/// `UNAUTHENTICATED` or `PERMISSION_DENIED` and never reach the service.
 ///
 /// Health reports `SERVING` (for `""` and for the presence service) while the
 /// backend answers [`Presence::ping`], checked every second, and
@@ -56,6 +121,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// move to another instance, and calls still open after a 10 s drain are cut.
 pub async fn run(
     presence: Presence,
+    api: ApiConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -77,6 +143,7 @@ pub async fn run(
     let service = PresenceService {
         presence: presence.clone(),
         stopping: stopping.clone(),
+        watch_slots: WatchSlots::new(api.limits.max_watches_per_key),
     };
     let signal = {
         let health = health.clone();
@@ -88,13 +155,21 @@ pub async fn run(
             let _ = stopping_tx.send(true);
         }
     };
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = api.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .timeout(REQUEST_TIMEOUT)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .max_concurrent_streams(api.limits.max_concurrent_streams)
+        .layer(AccessLayer::new(api.access))
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .add_service(PresenceServer::new(service))
+        .add_service(
+            PresenceServer::new(service).max_decoding_message_size(api.limits.max_request_bytes),
+        )
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
 
     let drain_deadline = {
@@ -168,6 +243,7 @@ async fn watch_health(
 struct PresenceService {
     presence: Presence,
     stopping: watch::Receiver<bool>,
+    watch_slots: WatchSlots,
 }
 
 /// The stream `Watch` returns.
@@ -258,6 +334,26 @@ impl presence_server::Presence for PresenceService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        // Watches are counted per key, or per client address when the API is open.
+        let holder = match request.extensions().get::<Caller>() {
+            Some(Caller {
+                key_name: Some(name),
+            }) => format!("key {name:?}"),
+            _ => request
+                .remote_addr()
+                .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string()),
+        };
+        let slot = self.watch_slots.acquire(holder).ok_or_else(|| {
+            status_with_reason(
+                Code::ResourceExhausted,
+                ERROR_DOMAIN,
+                "too_many_watches",
+                &format!(
+                    "at most {} Watch streams at once per API key; close one first",
+                    self.watch_slots.max()
+                ),
+            )
+        })?;
         let request = request.into_inner();
         let filter = match (request.all, request.user_ids.is_empty()) {
             (true, true) => None,
@@ -276,6 +372,7 @@ impl presence_server::Presence for PresenceService {
             epoch: self.presence.bus_epoch(),
             stopping: self.stopping.clone(),
             filter,
+            _slot: slot,
         };
         Ok(Response::new(watcher.into_stream()))
     }
@@ -288,6 +385,8 @@ struct Watcher {
     epoch: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
     filter: Option<HashSet<String>>,
+    /// Held while the stream lives; frees the caller's slot when dropped.
+    _slot: WatchSlot,
 }
 
 impl Watcher {

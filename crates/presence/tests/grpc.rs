@@ -7,9 +7,11 @@ use std::{net::SocketAddr, time::Duration};
 
 use futures_util::StreamExt;
 use pulse_presence::{
-    Presence, RedisOptions,
+    ApiConfig, Presence, RedisOptions,
+    access::{ApiKey, Permissions},
     testing::{RedisCluster, RedisServer, free_port, unique_namespace},
 };
+use pulse_protocol::api_key::BearerKey;
 use pulse_protocol::{
     event::timestamp_from_ms,
     proto::presence::v1::{
@@ -24,7 +26,7 @@ use tokio::{
     task::JoinHandle,
     time::{sleep, timeout},
 };
-use tonic::{Code, Streaming, transport::Channel};
+use tonic::{Code, Streaming, service::interceptor::InterceptedService, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -43,7 +45,8 @@ impl Served {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(pulse_presence::run(presence, listener, async {
+        let api = ApiConfig::with_keys(vec![ApiKey::new("test", KEY, Permissions::ALL)]);
+        let task = tokio::spawn(pulse_presence::run(presence, api, listener, async {
             let _ = stopped.await;
         }));
         // The listener is already bound, so connecting cannot race the server.
@@ -59,8 +62,8 @@ impl Served {
         }
     }
 
-    fn client(&self) -> PresenceClient<Channel> {
-        PresenceClient::new(self.channel.clone())
+    fn client(&self) -> PresenceClient<InterceptedService<Channel, BearerKey>> {
+        PresenceClient::with_interceptor(self.channel.clone(), BearerKey::new(KEY).unwrap())
     }
 
     async fn health(&self, service: &str) -> ServingStatus {
@@ -97,6 +100,8 @@ impl Served {
 }
 
 const SERVICE: &str = presence_server::SERVICE_NAME;
+/// The key every test client presents.
+const KEY: &str = "presence-test-key-0123456789";
 
 async fn next_kind(stream: &mut Streaming<pb::PresenceEvent>) -> (String, EventKind, String) {
     let event = timeout(DEADLINE, stream.message())
@@ -457,7 +462,8 @@ async fn reflection_lists_the_presence_service() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = ServerReflectionClient::new(served.channel.clone())
+    let key = BearerKey::new(KEY).unwrap();
+    let mut responses = ServerReflectionClient::with_interceptor(served.channel.clone(), key)
         .server_reflection_info(futures_util::stream::iter([request]))
         .await
         .unwrap()

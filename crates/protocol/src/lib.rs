@@ -9,11 +9,14 @@
 //! - [`proto`]: the prost/tonic code generated from `proto/`, with the file
 //!   descriptor set that gRPC reflection serves.
 //! - [`status`]: gRPC statuses that carry a machine-readable reason.
+//! - [`api_key`]: the interceptor that puts an internal API key on every
+//!   gRPC call.
 //! - `runtime` and `metrics` (feature `runtime`): logging set-up, the
 //!   shutdown signal and the Prometheus recorder that every binary shares.
 
 #![forbid(unsafe_code)]
 
+pub mod api_key;
 pub mod client;
 pub mod command;
 pub mod event;

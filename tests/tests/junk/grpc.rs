@@ -63,7 +63,13 @@ impl Decoder for RawCodec {
 async fn raw_call(channel: &Channel, method: &'static str, body: Vec<u8>, streaming: bool) -> Code {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.expect("channel ready");
-    let request = tonic::Request::new(body);
+    // The key pulse-presence asks for (pulse-auth ignores it), so that the
+    // body reaches the decoder.
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", pulse_e2e::API_KEY).parse().unwrap(),
+    );
     let path = PathAndQuery::from_static(method);
     let call = async {
         if streaming {
@@ -171,7 +177,8 @@ async fn garbage_protobuf_gets_a_grpc_status() {
         .expect("a valid token validates")
         .into_inner();
     assert_eq!(identity.user_id, "after-junk");
-    PresenceClient::new(presence_channel)
+    let key = pulse_protocol::api_key::BearerKey::new(pulse_e2e::API_KEY).unwrap();
+    PresenceClient::with_interceptor(presence_channel, key)
         .count_online(CountOnlineRequest {})
         .await
         .expect("presence answers");

@@ -91,6 +91,9 @@ enum Command {
         /// The `pulse-presence` gRPC address.
         #[arg(long)]
         presence: SocketAddr,
+        /// The API key for `pulse-presence` (`publish` / `presence:read`).
+        #[arg(long, env = "PULSE_API_KEY", hide_env_values = true)]
+        api_key: String,
         /// Users sent to, round robin.
         #[arg(long, default_value_t = 100)]
         users: usize,
@@ -111,6 +114,9 @@ enum Command {
         /// The `pulse-presence` gRPC address.
         #[arg(long)]
         presence: SocketAddr,
+        /// The API key for `pulse-presence` (`publish` / `presence:read`).
+        #[arg(long, env = "PULSE_API_KEY", hide_env_values = true)]
+        api_key: String,
         /// Connections to open, each for a new user.
         #[arg(long, default_value_t = 2_000)]
         connects: usize,
@@ -274,6 +280,7 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
             clients,
             gateways,
             presence,
+            api_key,
             users,
             rate,
             duration,
@@ -285,6 +292,7 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
                 label: clients.label.clone(),
                 gateways,
                 presence_url: format!("http://{presence}"),
+                api_key,
                 users,
                 rate,
                 duration: duration.into(),
@@ -298,6 +306,7 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
             clients,
             server,
             presence,
+            api_key,
             connects,
             rate,
         } => {
@@ -307,6 +316,7 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
                 label: clients.label.clone(),
                 server,
                 presence_url: format!("http://{presence}"),
+                api_key,
                 connects,
                 rate,
                 user_prefix: clients.user_prefix.clone(),

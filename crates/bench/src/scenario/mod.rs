@@ -189,6 +189,12 @@ fn short(text: &str) -> String {
     text.chars().take(60).collect()
 }
 
+/// The interceptor that puts the API key on every call to `pulse-presence`.
+pub(crate) fn bearer(key: &str) -> anyhow::Result<pulse_protocol::api_key::BearerKey> {
+    pulse_protocol::api_key::BearerKey::new(key)
+        .ok_or_else(|| anyhow::anyhow!("--api-key: not printable ASCII"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

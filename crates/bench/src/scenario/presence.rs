@@ -16,7 +16,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::{ClientSetup, due, open};
+use super::{ClientSetup, bearer, due, open};
 use crate::{result::PresenceResult, stats::Samples};
 
 /// How long events may trail the last connect before the count is taken.
@@ -31,6 +31,8 @@ pub struct PresenceOptions {
     pub server: SocketAddr,
     /// The `pulse-presence` gRPC endpoint (`http://127.0.0.1:PORT`).
     pub presence_url: String,
+    /// The API key every call to `pulse-presence` carries.
+    pub api_key: String,
     /// Connections to open, each for a new user.
     pub connects: usize,
     /// Connects per second.
@@ -47,7 +49,7 @@ pub async fn run(setup: ClientSetup, options: PresenceOptions) -> anyhow::Result
     let channel = Channel::from_shared(options.presence_url.clone())?
         .connect()
         .await?;
-    let mut stream = PresenceClient::new(channel)
+    let mut stream = PresenceClient::with_interceptor(channel, bearer(&options.api_key)?)
         .watch(WatchRequest {
             user_ids: vec![],
             all: true,

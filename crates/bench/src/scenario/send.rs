@@ -19,7 +19,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::{ClientSetup, clock_micros, due, open};
+use super::{ClientSetup, bearer, clock_micros, due, open};
 use crate::{
     client::Conn,
     result::SendResult,
@@ -38,6 +38,8 @@ pub struct SendOptions {
     pub gateways: Vec<SocketAddr>,
     /// The `pulse-presence` gRPC endpoint (`http://127.0.0.1:PORT`).
     pub presence_url: String,
+    /// The API key every call to `pulse-presence` carries.
+    pub api_key: String,
     /// Users sent to, round robin.
     pub users: usize,
     /// Send calls per second.
@@ -69,7 +71,7 @@ pub async fn run(setup: ClientSetup, options: SendOptions) -> anyhow::Result<Sen
     let channel = Channel::from_shared(options.presence_url.clone())?
         .connect()
         .await?;
-    let client = PresenceClient::new(channel);
+    let client = PresenceClient::with_interceptor(channel, bearer(&options.api_key)?);
     let total = (options.rate * options.duration.as_secs_f64()).round() as u64;
     println!(
         "send [{}]: {total} sends at {}/s to {} users with {connections} sockets on {} gateways",
