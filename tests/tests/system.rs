@@ -394,6 +394,26 @@ async fn bad_settings_fail_with_one_line() {
             &["--listen", "127.0.0.1:99999"],
             "--listen",
         ),
+        // The internal API is never open by accident, and a key is never echoed.
+        ("pulse-presence", &[], "--api-key"),
+        ("pulse-presence", &["--api-key", "tooshort-1"], "--api-key"),
+        (
+            "pulse-presence",
+            &["--api-keys-file", "/nonexistent/keys.toml"],
+            "--api-keys-file",
+        ),
+        (
+            "pulse-presence",
+            &[
+                "--api-key",
+                "long-enough-key-0123456789",
+                "--tls-cert",
+                "/nonexistent/cert.pem",
+                "--tls-key",
+                "/nonexistent/key.pem",
+            ],
+            "--tls-cert",
+        ),
     ];
     for (binary_name, args, setting) in cases {
         let output = tokio::process::Command::new(binary(binary_name))
@@ -415,6 +435,7 @@ async fn bad_settings_fail_with_one_line() {
             "{binary_name} {args:?}: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!stderr.contains("tooshort-1"), "a key in an error: {stderr}");
     }
 }
 
