@@ -429,3 +429,75 @@ fn default_instance_id() -> String {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     format!("{host}-{suffix}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one line a bad setting stops the binary with.
+    fn error(args: &[&str]) -> String {
+        let mut argv = vec!["pulse-gateway", "--jwt-secret", "a-test-secret"];
+        argv.extend_from_slice(args);
+        match Config::try_parse_from(argv).unwrap().build() {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_edge_settings_are_checked_and_named() {
+        for (args, says) in [
+            (
+                &["--trusted-proxies", "10.0.0.0/8,proxy.internal"][..],
+                "--trusted-proxies / TRUSTED_PROXIES: \"proxy.internal\" is not an IP network",
+            ),
+            (
+                &["--trusted-proxies", "10.0.0.1/8"],
+                "did you mean 10.0.0.0/8",
+            ),
+            (
+                &["--proxy-protocol"],
+                "--proxy-protocol / PROXY_PROTOCOL: takes PROXY headers only from trusted proxies",
+            ),
+            (
+                &[
+                    "--listen",
+                    "127.0.0.1:3000",
+                    "--admin-listen",
+                    "127.0.0.1:3000",
+                ],
+                "--admin-listen / ADMIN_LISTEN: must differ from --listen",
+            ),
+            (
+                &["--dev-login-concurrency", "0"],
+                "--dev-login-concurrency / DEV_LOGIN_CONCURRENCY: must be at least 1",
+            ),
+        ] {
+            let error = error(args);
+            assert!(error.contains(says), "{args:?}: {error}");
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+        let built = Config::try_parse_from([
+            "pulse-gateway",
+            "--jwt-secret",
+            "a-test-secret",
+            "--trusted-proxies",
+            "10.0.0.0/8, fd00::/8",
+            "--proxy-protocol",
+            "--admin-listen",
+            "127.0.0.1:9090",
+        ])
+        .unwrap()
+        .build()
+        .map_err(|error| error.to_string())
+        .unwrap();
+        assert!(built.settings.proxy_protocol);
+        assert!(
+            built
+                .settings
+                .trusted_proxies
+                .contains("fd00::7".parse().unwrap())
+        );
+        assert_eq!(built.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+}

@@ -73,8 +73,9 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// The dev login endpoint, when it is on.
     pub dev_login: Option<DevLogin>,
-    /// Messages per second one connection may send on average (bursts of
-    /// twice that); over it, close 4429. 0: no limit.
+    /// Frames per second one connection may send on average (bursts of
+    /// twice that): every frame but the close counts, each fragment, ping
+    /// and pong, from the first frame on; over it, close 4429. 0: no limit.
     pub max_messages_per_second: u32,
     /// Token refreshes (`auth` on a live connection) one connection may
     /// send per minute on average (bursts of that many); one over it is
@@ -84,8 +85,9 @@ pub struct Settings {
     /// Connections one user may hold across every instance; the next one is
     /// closed with 4429. 0: no limit.
     pub max_connections_per_user: usize,
-    /// Sockets one client IP may hold before they authenticate; more get HTTP
-    /// 429 at the upgrade. 0: no limit.
+    /// Sockets one client (an IPv4 address or an IPv6 /64; behind trusted
+    /// proxies, the client they name) may hold before they authenticate;
+    /// more get HTTP 429 at the upgrade. 0: no limit.
     pub max_unauthenticated_per_ip: usize,
     /// How long a client may take to send its HTTP request head, a PROXY
     /// protocol header, or the dev login's body (slowloris guard).
