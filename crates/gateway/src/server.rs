@@ -334,11 +334,10 @@ async fn route(
             }
         }
         // The probes and metrics, unless they have the admin port.
-        (&Method::GET, "/healthz" | "/readyz" | "/metrics") => match probes_here {
-            true => admin::respond(&request, &shared)
-                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
-            false => text(StatusCode::NOT_FOUND, "not found\n"),
-        },
+        (&Method::GET, "/healthz" | "/readyz" | "/metrics") if probes_here => {
+            admin::respond(&request, &shared)
+                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+        }
         (&Method::POST, "/auth/login") => match &shared.settings.dev_login {
             Some(dev_login) => {
                 login::handle(dev_login, request, shared.settings.handshake_timeout).await

@@ -269,7 +269,10 @@ fn charge(rate: &mut RateLimit, rates: Rates, incoming: &Result<Incoming, End>) 
     Err(End::fail(
         CloseCode::TooMany,
         ErrorCode::RATE_LIMITED,
-        &format!("more than {} messages per second", rates.per_second),
+        &format!(
+            "more than {} messages per second (each frame counts)",
+            rates.per_second
+        ),
     ))
 }
 

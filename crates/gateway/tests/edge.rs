@@ -326,6 +326,18 @@ async fn a_login_body_that_trickles_is_cut_off() {
     gateway.stop().await;
 }
 
+#[tokio::test]
+async fn a_login_body_over_16_kib_is_refused_unread() {
+    let mut settings = settings();
+    settings.dev_login = Some(dev_login());
+    let gateway = Gateway::start(settings).await;
+    let body = format!(r#"{{"email":"{}","password":"x"}}"#, "a".repeat(16 * 1024));
+    let (status, response) = post_login(gateway.addr, &body).await;
+    assert_eq!(status, 413, "{response}");
+    assert!(response.contains("\"body_too_large\""), "{response}");
+    gateway.stop().await;
+}
+
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
