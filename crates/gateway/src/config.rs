@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use pulse_auth::{Authenticator, KeyArgs, RemoteValidator, Validator};
 use pulse_presence::{Presence, RedisOptions};
 
-use crate::{DevLogin, Settings};
+use crate::{DevLogin, Settings, TrustedProxies};
 
 /// How long one call to a remote `pulse-auth` may take.
 const AUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,6 +50,11 @@ pub struct Config {
     /// Address to listen on for WebSockets (`/ws`) and the dev login.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
+
+    /// Address for `/healthz`, `/readyz` and `/metrics`, which then leave
+    /// the public listener (404 there). Unset: they are served on --listen.
+    #[arg(long, env = "ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 
     /// `pulse-auth` gRPC endpoint, such as http://pulse-auth:50051. Without it,
     /// tokens are validated in-process with the key flags.
@@ -126,24 +131,51 @@ pub struct Config {
     #[arg(long, env = "DEV_TOKEN_TTL", default_value = "1h")]
     pub dev_token_ttl: humantime::Duration,
 
-    /// Messages per second one connection may send on average (bursts of
-    /// twice that); over it the socket closes with 4429. 0: no limit.
+    /// Password checks (argon2, costly in CPU and memory) the dev login runs
+    /// at once; a login beyond them gets 503 at once.
+    #[arg(long, env = "DEV_LOGIN_CONCURRENCY", default_value_t = crate::login::DEFAULT_MAX_VERIFICATIONS)]
+    pub dev_login_concurrency: usize,
+
+    /// Frames per second one connection may send on average (bursts of
+    /// twice that): messages, each fragment, pings and pongs; over it the
+    /// socket closes with 4429. 0: no limit.
     #[arg(long, env = "MAX_MESSAGES_PER_SECOND", default_value_t = 50)]
     pub max_messages_per_second: u32,
+
+    /// Token refreshes one connection may send per minute (bursts of that
+    /// many); one over it is refused with `rate_limited` and the socket
+    /// keeps its current token. 0: no limit.
+    #[arg(long, env = "MAX_TOKEN_REFRESHES_PER_MINUTE", default_value_t = 6)]
+    pub max_token_refreshes_per_minute: u32,
 
     /// Connections one user may hold across every instance; the next one
     /// closes with 4429. 0: no limit.
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
     pub max_connections_per_user: usize,
 
-    /// Sockets one client IP may hold before they authenticate; more get HTTP
-    /// 429. 0: no limit. Behind a proxy every client shares its IP: raise it.
+    /// Sockets one client IP (one /64 for IPv6) may hold before they
+    /// authenticate; more get HTTP 429. 0: no limit. Behind proxies, set
+    /// --trusted-proxies so that each client is counted, not the proxy.
     #[arg(long, env = "MAX_UNAUTHENTICATED_PER_IP", default_value_t = 64)]
     pub max_unauthenticated_per_ip: usize,
 
-    /// How long a client may take to send its HTTP request head (slowloris guard).
+    /// How long a client may take to send its HTTP request head, a PROXY
+    /// protocol header, or the dev login's body (slowloris guard).
     #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10s")]
     pub handshake_timeout: humantime::Duration,
+
+    /// Comma-separated networks (`10.0.0.0/8`, `fd00::/8`, or single
+    /// addresses) of the proxies in front of the gateway. Only a peer in
+    /// them is believed about the client's address (`Forwarded`,
+    /// `X-Forwarded-For`, a PROXY header). Unset: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Connections from a trusted proxy start with a PROXY protocol header
+    /// (v1 or v2) naming the client; one without a valid header within
+    /// --handshake-timeout is dropped. Needs --trusted-proxies.
+    #[arg(long, env = "PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
 
     /// Comma-separated origins allowed to open sockets (`https://app.example.com`);
     /// a request with another Origin gets 403, one without is allowed. Unset: any.
@@ -171,6 +203,8 @@ pub enum Command {
 pub struct Built {
     /// The address to bind.
     pub listen: SocketAddr,
+    /// The admin address to bind, when the probes and metrics have their own.
+    pub admin_listen: Option<SocketAddr>,
     /// The gateway's settings.
     pub settings: Settings,
     /// How tokens are validated.
@@ -224,6 +258,27 @@ impl Config {
             return Err(ConfigError::invalid(
                 "--echo-path / ECHO_PATH",
                 format!("{path:?} must start with / and not be one of the gateway's own paths"),
+            ));
+        }
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies).map_err(|reason| {
+            ConfigError::invalid("--trusted-proxies / TRUSTED_PROXIES", reason)
+        })?;
+        if self.proxy_protocol && trusted_proxies.is_empty() {
+            return Err(ConfigError::invalid(
+                "--proxy-protocol / PROXY_PROTOCOL",
+                "takes PROXY headers only from trusted proxies: set --trusted-proxies / TRUSTED_PROXIES",
+            ));
+        }
+        if self.admin_listen == Some(self.listen) {
+            return Err(ConfigError::invalid(
+                "--admin-listen / ADMIN_LISTEN",
+                format!("must differ from --listen ({})", self.listen),
+            ));
+        }
+        if self.dev_login_concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "--dev-login-concurrency / DEV_LOGIN_CONCURRENCY",
+                "must be at least 1",
             ));
         }
         let lease_ttl: Duration = self.lease_ttl.into();
@@ -291,11 +346,14 @@ impl Config {
                         "the dev login signs tokens with --jwt-secret / JWT_SECRET, which is not set",
                     )
                 })?;
-                Some(DevLogin::load(
-                    path,
-                    &secret,
-                    positive(self.dev_token_ttl, "--dev-token-ttl / DEV_TOKEN_TTL")?,
-                )?)
+                Some(
+                    DevLogin::load(
+                        path,
+                        &secret,
+                        positive(self.dev_token_ttl, "--dev-token-ttl / DEV_TOKEN_TTL")?,
+                    )?
+                    .with_max_verifications(self.dev_login_concurrency),
+                )
             }
             None => None,
         };
@@ -344,9 +402,12 @@ impl Config {
             lease_ttl,
             resync_interval: self.resync_interval.into(),
             max_messages_per_second: self.max_messages_per_second,
+            max_token_refreshes_per_minute: self.max_token_refreshes_per_minute,
             max_connections_per_user: self.max_connections_per_user,
             max_unauthenticated_per_ip: self.max_unauthenticated_per_ip,
             handshake_timeout,
+            trusted_proxies,
+            proxy_protocol: self.proxy_protocol,
             allowed_origins,
             echo_path: self.echo_path.clone(),
             metrics: None,
@@ -354,6 +415,7 @@ impl Config {
         };
         Ok(Built {
             listen: self.listen,
+            admin_listen: self.admin_listen,
             settings,
             auth,
             presence,
@@ -366,4 +428,76 @@ fn default_instance_id() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     format!("{host}-{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one line a bad setting stops the binary with.
+    fn error(args: &[&str]) -> String {
+        let mut argv = vec!["pulse-gateway", "--jwt-secret", "a-test-secret"];
+        argv.extend_from_slice(args);
+        match Config::try_parse_from(argv).unwrap().build() {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_edge_settings_are_checked_and_named() {
+        for (args, says) in [
+            (
+                &["--trusted-proxies", "10.0.0.0/8,proxy.internal"][..],
+                "--trusted-proxies / TRUSTED_PROXIES: \"proxy.internal\" is not an IP network",
+            ),
+            (
+                &["--trusted-proxies", "10.0.0.1/8"],
+                "did you mean 10.0.0.0/8",
+            ),
+            (
+                &["--proxy-protocol"],
+                "--proxy-protocol / PROXY_PROTOCOL: takes PROXY headers only from trusted proxies",
+            ),
+            (
+                &[
+                    "--listen",
+                    "127.0.0.1:3000",
+                    "--admin-listen",
+                    "127.0.0.1:3000",
+                ],
+                "--admin-listen / ADMIN_LISTEN: must differ from --listen",
+            ),
+            (
+                &["--dev-login-concurrency", "0"],
+                "--dev-login-concurrency / DEV_LOGIN_CONCURRENCY: must be at least 1",
+            ),
+        ] {
+            let error = error(args);
+            assert!(error.contains(says), "{args:?}: {error}");
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+        let built = Config::try_parse_from([
+            "pulse-gateway",
+            "--jwt-secret",
+            "a-test-secret",
+            "--trusted-proxies",
+            "10.0.0.0/8, fd00::/8",
+            "--proxy-protocol",
+            "--admin-listen",
+            "127.0.0.1:9090",
+        ])
+        .unwrap()
+        .build()
+        .map_err(|error| error.to_string())
+        .unwrap();
+        assert!(built.settings.proxy_protocol);
+        assert!(
+            built
+                .settings
+                .trusted_proxies
+                .contains("fd00::7".parse().unwrap())
+        );
+        assert_eq!(built.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
 }

@@ -13,12 +13,15 @@
 pub mod config;
 pub mod connection_manager;
 // Public only for the `frame` fuzz target (fuzz/); not part of the API.
+mod admin;
 #[doc(hidden)]
 pub mod frame;
 mod lease;
 mod limits;
 pub mod login;
 mod mailbox;
+pub mod proxy;
+mod proxy_protocol;
 pub mod readiness;
 mod server;
 pub mod session;
@@ -31,6 +34,7 @@ pub use config::{Config, ConfigError};
 pub use connection_manager::{ConnectionManager, LocalConnection};
 pub use login::DevLogin;
 pub use mailbox::{Mailbox, PushError};
+pub use proxy::TrustedProxies;
 pub use server::{DrainReport, Gateway, run};
 
 /// Everything the gateway needs besides its authenticator, its presence store and its listener.
@@ -69,17 +73,32 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// The dev login endpoint, when it is on.
     pub dev_login: Option<DevLogin>,
-    /// Messages per second one connection may send on average (bursts of
-    /// twice that); over it, close 4429. 0: no limit.
+    /// Frames per second one connection may send on average (bursts of
+    /// twice that): every frame but the close counts, each fragment, ping
+    /// and pong, from the first frame on; over it, close 4429. 0: no limit.
     pub max_messages_per_second: u32,
+    /// Token refreshes (`auth` on a live connection) one connection may
+    /// send per minute on average (bursts of that many); one over it is
+    /// refused with `error` `rate_limited` and the socket keeps its
+    /// current token. 0: no limit.
+    pub max_token_refreshes_per_minute: u32,
     /// Connections one user may hold across every instance; the next one is
     /// closed with 4429. 0: no limit.
     pub max_connections_per_user: usize,
-    /// Sockets one client IP may hold before they authenticate; more get HTTP
-    /// 429 at the upgrade. 0: no limit.
+    /// Sockets one client (an IPv4 address or an IPv6 /64; behind trusted
+    /// proxies, the client they name) may hold before they authenticate;
+    /// more get HTTP 429 at the upgrade. 0: no limit.
     pub max_unauthenticated_per_ip: usize,
-    /// How long a client may take to send its HTTP request head (slowloris guard).
+    /// How long a client may take to send its HTTP request head, a PROXY
+    /// protocol header, or the dev login's body (slowloris guard).
     pub handshake_timeout: Duration,
+    /// Networks of the proxies whose word on the client's address is taken
+    /// (`Forwarded`, `X-Forwarded-For`, the PROXY protocol). Empty: the TCP
+    /// peer is the client.
+    pub trusted_proxies: TrustedProxies,
+    /// Connections from a trusted proxy start with a PROXY protocol header
+    /// (v1 or v2) naming the client; one without a valid header is dropped.
+    pub proxy_protocol: bool,
     /// Origins allowed to open sockets (`https://app.example.com`); a request
     /// with another `Origin` gets 403, one without is allowed. Empty: any.
     pub allowed_origins: Vec<String>,
@@ -108,9 +127,12 @@ impl Settings {
             resync_interval: Duration::from_secs(60),
             dev_login: None,
             max_messages_per_second: 50,
+            max_token_refreshes_per_minute: 6,
             max_connections_per_user: 100,
             max_unauthenticated_per_ip: 64,
             handshake_timeout: Duration::from_secs(10),
+            trusted_proxies: TrustedProxies::default(),
+            proxy_protocol: false,
             allowed_origins: Vec::new(),
             echo_path: None,
             metrics: None,

@@ -2,7 +2,10 @@
 
 use std::io::Read;
 
-use pulse_gateway::config::{Command, Config};
+use pulse_gateway::{
+    Gateway,
+    config::{Command, Config},
+};
 use pulse_protocol::runtime::{
     exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
 };
@@ -45,25 +48,34 @@ async fn main() {
             built.listen
         )),
     };
+    let admin = match built.admin_listen {
+        Some(admin) => match tokio::net::TcpListener::bind(admin).await {
+            Ok(listener) => Some(listener),
+            Err(error) => exit_with_config_error(&format!(
+                "--admin-listen / ADMIN_LISTEN: cannot listen on {admin}: {error}"
+            )),
+        },
+        None => None,
+    };
     let addr = listener.local_addr().unwrap_or(built.listen);
+    let admin_addr = admin.as_ref().and_then(|admin| admin.local_addr().ok());
     info!(
         %addr,
+        admin_addr = admin_addr.map(tracing::field::display),
         instance_id = %built.settings.instance_id,
         dev_login = built.settings.dev_login.is_some(),
         "pulse-gateway listening"
     );
+    let mut gateway = Gateway::new(built.settings, built.auth, built.presence);
+    if let Some(admin) = admin {
+        gateway = gateway.with_admin_listener(admin);
+    }
     // On a worker thread, not in `main`'s `block_on`: the accept loop then
     // spawns each connection's task into its own worker's queue instead of
     // injecting it from outside and waking a worker every time.
-    let served = tokio::spawn(pulse_gateway::run(
-        built.settings,
-        built.auth,
-        built.presence,
-        listener,
-        shutdown_signal(),
-    ))
-    .await
-    .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+    let served = tokio::spawn(gateway.serve(listener, shutdown_signal()))
+        .await
+        .unwrap_or_else(|error| Err(std::io::Error::other(error)));
     match served {
         Ok(report) if report.completed => {
             info!(

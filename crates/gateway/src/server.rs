@@ -18,8 +18,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
 use crate::{
-    ConnectionManager, Mailbox, PushError, Settings, limits, login, readiness::Readiness, session,
-    telemetry,
+    ConnectionManager, Mailbox, PushError, Settings, admin, limits, login, proxy,
+    readiness::Readiness, session, telemetry,
 };
 
 /// How long `serve` waits for its command subscription before accepting.
@@ -37,6 +37,7 @@ pub struct DrainReport {
 /// A gateway: its shared state, before and while it serves.
 pub struct Gateway {
     pub(crate) shared: Arc<session::Shared>,
+    admin: Option<TcpListener>,
 }
 
 impl Gateway {
@@ -55,7 +56,15 @@ impl Gateway {
                 metrics: crate::telemetry::Metrics::new(),
                 shutdown: CancellationToken::new(),
             }),
+            admin: None,
         }
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` on this listener (the
+    /// admin port) and no longer on the public one.
+    pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
+        self.admin = Some(listener);
+        self
     }
 
     /// The connections this gateway holds, and what it knows of other instances.
@@ -71,7 +80,14 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<DrainReport, std::io::Error> {
-        let shared = self.shared;
+        let Self { shared, admin } = self;
+        // With an admin listener the probes and metrics are served there
+        // only, through the drain, and stop once it is over.
+        let probes_here = admin.is_none();
+        let admin_stop = CancellationToken::new();
+        let admin = admin.map(|listener| {
+            tokio::spawn(admin::serve(listener, shared.clone(), admin_stop.clone()))
+        });
         let presence = shared.presence.clone();
         let instance_id = shared.settings.instance_id.clone();
         // A restart with the same instance id must not leave the previous life's
@@ -126,7 +142,7 @@ impl Gateway {
                         if !nodelay_inherited {
                             let _ = stream.set_nodelay(true);
                         }
-                        tracker.spawn(serve_connection(stream, peer, shared.clone(), tracker.clone()));
+                        tracker.spawn(serve_connection(stream, peer, shared.clone(), tracker.clone(), probes_here));
                     }
                     Err(error) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -149,6 +165,10 @@ impl Gateway {
         // Whatever a session could not deregister itself goes now.
         if let Err(error) = presence.unregister_instance(&instance_id).await {
             warn!(%instance_id, %error, "could not deregister this instance's connections");
+        }
+        admin_stop.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
         Ok(DrainReport {
             open_at_shutdown,
@@ -181,17 +201,25 @@ pub async fn run(
 }
 
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     shared: Arc<session::Shared>,
     tracker: TaskTracker,
+    probes_here: bool,
 ) {
+    // Behind a load balancer that speaks the PROXY protocol its header
+    // comes first, before any HTTP, and names the client.
+    let Some(peer) =
+        crate::proxy_protocol::accept(&mut stream, peer, &shared.settings, &shared.shutdown).await
+    else {
+        return;
+    };
     let shared_shutdown = shared.shutdown.clone();
     let handshake_timeout = shared.settings.handshake_timeout;
     let service = service_fn(move |request| {
         let shared = shared.clone();
         let tracker = tracker.clone();
-        async move { Ok::<_, Infallible>(route(request, peer, shared, tracker).await) }
+        async move { Ok::<_, Infallible>(route(request, peer, shared, tracker, probes_here).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -221,6 +249,7 @@ async fn route(
     peer: SocketAddr,
     shared: Arc<session::Shared>,
     tracker: TaskTracker,
+    probes_here: bool,
 ) -> Response<Full<Bytes>> {
     let echo = shared.settings.echo_path.as_deref() == Some(request.uri().path());
     match (request.method(), request.uri().path()) {
@@ -242,6 +271,9 @@ async fn route(
                     .insert(header::UPGRADE, "websocket".parse().expect("static header"));
                 return response;
             }
+            // Behind trusted proxies the client is who they say it is.
+            let peer =
+                proxy::client_addr(peer, request.headers(), &shared.settings.trusted_proxies);
             let Some(unauthenticated) = shared
                 .unauthenticated
                 .admit(peer.ip(), shared.settings.max_unauthenticated_per_ip)
@@ -301,46 +333,19 @@ async fn route(
                 ),
             }
         }
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => ready(&shared),
-        (&Method::GET, "/metrics") => match &shared.settings.metrics {
-            Some(handle) => pulse_protocol::metrics::response(handle),
-            None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
-        },
+        // The probes and metrics, unless they have the admin port.
+        (&Method::GET, "/healthz" | "/readyz" | "/metrics") if probes_here => {
+            admin::respond(&request, &shared)
+                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+        }
         (&Method::POST, "/auth/login") => match &shared.settings.dev_login {
-            Some(dev_login) => login::handle(dev_login, request).await,
+            Some(dev_login) => {
+                login::handle(dev_login, request, shared.settings.handshake_timeout).await
+            }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
-}
-
-/// 200 when this instance should get new connections, else 503; the body
-/// says why, one line per dependency.
-fn ready(shared: &session::Shared) -> Response<Full<Bytes>> {
-    let draining = shared.shutdown.is_cancelled();
-    let auth = shared.readiness.auth_ok();
-    let redis = shared.readiness.redis_ok();
-    let status = if !draining && auth {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
-    let body = format!(
-        "{}\nauth: {}\npresence: {}\nconnections: {}\n",
-        if draining {
-            "draining"
-        } else if auth {
-            "ready"
-        } else {
-            "not ready"
-        },
-        word(auth),
-        word(redis),
-        shared.manager.len(),
-    );
-    text(status, &body)
 }
 
 /// A plain-text response.

@@ -34,11 +34,13 @@ use tracing::{debug, info};
 use crate::{
     ConnectionManager, LocalConnection, Settings,
     frame::OpCode,
-    limits::{RateLimit, UnauthenticatedGuard},
+    limits::{RateLimit, Rates, UnauthenticatedGuard},
     mailbox::{Delivery, Mailbox},
     socket::{End, Incoming, Message, Socket, write_or_kick},
     telemetry,
 };
+
+mod refresh;
 
 /// What every session shares.
 pub(crate) struct Shared {
@@ -106,7 +108,9 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         shared,
     } = *start;
     let mut socket = Socket::new(stream, &shared.settings);
-    let identity = match authenticate(&mut socket, query_token, &shared).await {
+    // Frames count from the first one, before authentication too.
+    let mut rate = RateLimit::new(Rates::of(&shared.settings));
+    let identity = match authenticate(&mut socket, query_token, &mut rate, &shared).await {
         Ok(identity) => identity,
         Err(end) => {
             debug!(%peer, reason = end.reason(), "unauthenticated socket closed");
@@ -168,7 +172,7 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         next_ping,
         expires_at,
         awaiting_pong: false,
-        rate: RateLimit::new(settings.max_messages_per_second),
+        rate,
         shared,
     }))
 }
@@ -177,30 +181,24 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
 async fn authenticate(
     socket: &mut Socket,
     query_token: Option<String>,
+    rate: &mut RateLimit,
     shared: &Shared,
 ) -> Result<Identity, End> {
     let token = match query_token {
         Some(token) => token,
-        None => {
-            let deadline = Instant::now() + shared.settings.auth_timeout;
-            first_message_token(
-                socket,
-                deadline,
-                &shared.shutdown,
-                shared.settings.write_timeout,
-            )
-            .await?
-        }
+        None => first_message_token(socket, rate, shared).await?,
     };
     validate(shared, &token).await
 }
 
 async fn first_message_token(
     socket: &mut Socket,
-    deadline: Instant,
-    shutdown: &CancellationToken,
-    write_timeout: Duration,
+    rate: &mut RateLimit,
+    shared: &Shared,
 ) -> Result<String, End> {
+    let deadline = Instant::now() + shared.settings.auth_timeout;
+    let (shutdown, write_timeout) = (&shared.shutdown, shared.settings.write_timeout);
+    let rates = Rates::of(&shared.settings);
     loop {
         let incoming = {
             let reader = socket.reader();
@@ -217,6 +215,7 @@ async fn first_message_token(
                 incoming = reader.next() => incoming,
             }
         };
+        charge(rate, rates, &incoming)?;
         match socket.control(incoming, write_timeout).await? {
             Some(Message::Text(text)) => {
                 return match ClientMessage::decode(&text) {
@@ -258,6 +257,23 @@ async fn validate(shared: &Shared, token: &str) -> Result<Identity, End> {
             &other.to_string(),
         ),
     })
+}
+
+/// Takes one frame's share of the connection's rate: every frame the client
+/// sends counts (messages, each fragment of one, pings, pongs) but its close.
+fn charge(rate: &mut RateLimit, rates: Rates, incoming: &Result<Incoming, End>) -> Result<(), End> {
+    if matches!(incoming, Ok(Incoming::Close(_)) | Err(_)) || rate.allow_frame(rates) {
+        return Ok(());
+    }
+    telemetry::limit_rejection("messages_per_second");
+    Err(End::fail(
+        CloseCode::TooMany,
+        ErrorCode::RATE_LIMITED,
+        &format!(
+            "more than {} messages per second (each frame counts)",
+            rates.per_second
+        ),
+    ))
 }
 
 /// What woke a live connection.
@@ -392,21 +408,7 @@ impl Live {
         // Any frame from the client shows it is alive, not only a pong: a pong
         // can queue behind a large message.
         self.awaiting_pong = false;
-        if matches!(
-            incoming,
-            Ok(Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_))
-        ) && !self.rate.allow()
-        {
-            telemetry::limit_rejection("messages_per_second");
-            return Err(End::fail(
-                CloseCode::TooMany,
-                ErrorCode::RATE_LIMITED,
-                &format!(
-                    "more than {} messages per second",
-                    settings.max_messages_per_second
-                ),
-            ));
-        }
+        charge(&mut self.rate, Rates::of(settings), &incoming)?;
         let text = match self
             .socket
             .control(incoming, settings.write_timeout)
@@ -430,20 +432,7 @@ impl Live {
                 self.shared.metrics.messages_out.increment(1);
                 Ok(())
             }
-            Ok(ClientMessage::Auth { token }) => {
-                let fresh = validate(&self.shared, token.expose()).await?;
-                if *fresh.user_id != *self.user_id {
-                    return Err(End::fail(
-                        CloseCode::Forbidden,
-                        ErrorCode::new("user_mismatch"),
-                        "a refreshed token must name the same user",
-                    ));
-                }
-                self.expires_at = expiry_instant(fresh.expires_at, settings.token_leeway);
-                self.rearm();
-                debug!(user_id = %self.user_id, connection_id = %self.connection_id, "token refreshed");
-                Ok(())
-            }
+            Ok(ClientMessage::Auth { token }) => self.refresh(token.expose()).await,
             Err(error) => Err(End::malformed(&error.to_string())),
         }
     }

@@ -156,7 +156,7 @@ impl Socket {
                 write_frame(&mut self.writer, OpCode::Pong, &payload, limit).await?;
                 Ok(None)
             }
-            Incoming::Pong => Ok(None),
+            Incoming::Pong | Incoming::Fragment => Ok(None),
             Incoming::Close(payload) => {
                 // Echo a valid close, then the transport is done.
                 let reply = match close_reply(&payload) {
@@ -271,6 +271,9 @@ pub(crate) enum Incoming {
     Ping(Vec<u8>),
     Pong,
     Close(Vec<u8>),
+    /// A frame of a fragmented message that does not finish it: the message
+    /// is still being put together, but the frame counts toward the rate.
+    Fragment,
 }
 
 /// Whether a client may send `code` in a close frame (RFC 6455 7.4): the
@@ -297,8 +300,10 @@ impl FrameReader {
         }
     }
 
-    /// The next message or control frame. Cancel-safe: a frame is taken
-    /// whole or not at all, and a partial message stays here.
+    /// The next message, control frame or unfinished fragment (so that every
+    /// frame the client sends is seen, and counted, by the session).
+    /// Cancel-safe: a frame is taken whole or not at all, and a partial
+    /// message stays here.
     pub(crate) async fn next(&mut self) -> Result<Incoming, End> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
@@ -306,41 +311,43 @@ impl FrameReader {
     /// [`FrameReader::next`] as a poll, for a session that waits on several
     /// things with no future per connection.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, End>> {
-        loop {
-            let frame = ready!(self.reader.poll_next(cx)).map_err(read_error)?;
-            let fin = frame.fin;
-            match frame.opcode {
-                OpCode::Ping => return Poll::Ready(Ok(Incoming::Ping(frame.payload))),
-                OpCode::Pong => return Poll::Ready(Ok(Incoming::Pong)),
-                OpCode::Close => return Poll::Ready(Ok(Incoming::Close(frame.payload))),
-                OpCode::Text | OpCode::Binary => {
-                    if self.partial.is_some() {
-                        return Poll::Ready(Err(protocol_error(
-                            "new message inside a fragmented one",
-                        )));
-                    }
-                    if fin {
-                        return Poll::Ready(finish_message(frame.opcode, frame.payload));
-                    }
-                    self.partial = Some(Box::new((frame.opcode, frame.payload)));
+        let frame = ready!(self.reader.poll_next(cx)).map_err(read_error)?;
+        Poll::Ready(self.take(frame))
+    }
+
+    /// What one frame makes of the message being put together.
+    fn take(&mut self, frame: frame::Frame) -> Result<Incoming, End> {
+        match frame.opcode {
+            OpCode::Ping => Ok(Incoming::Ping(frame.payload)),
+            OpCode::Pong => Ok(Incoming::Pong),
+            OpCode::Close => Ok(Incoming::Close(frame.payload)),
+            OpCode::Text | OpCode::Binary => {
+                if self.partial.is_some() {
+                    return Err(protocol_error("new message inside a fragmented one"));
                 }
-                OpCode::Continuation => {
-                    let Some((opcode, buffer)) = self.partial.as_deref_mut() else {
-                        return Poll::Ready(Err(protocol_error("continuation without a message")));
-                    };
-                    if buffer.len() + frame.payload.len() > self.reader.max_frame() {
-                        return Poll::Ready(Err(End::Close {
-                            code: 1009,
-                            reason: "message too big",
-                        }));
-                    }
-                    buffer.extend_from_slice(&frame.payload);
-                    if fin {
-                        let opcode = *opcode;
-                        let (_, buffer) = *self.partial.take().expect("checked above");
-                        return Poll::Ready(finish_message(opcode, buffer));
-                    }
+                if frame.fin {
+                    return finish_message(frame.opcode, frame.payload);
                 }
+                self.partial = Some(Box::new((frame.opcode, frame.payload)));
+                Ok(Incoming::Fragment)
+            }
+            OpCode::Continuation => {
+                let Some((opcode, buffer)) = self.partial.as_deref_mut() else {
+                    return Err(protocol_error("continuation without a message"));
+                };
+                if buffer.len() + frame.payload.len() > self.reader.max_frame() {
+                    return Err(End::Close {
+                        code: 1009,
+                        reason: "message too big",
+                    });
+                }
+                buffer.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    return Ok(Incoming::Fragment);
+                }
+                let opcode = *opcode;
+                let (_, buffer) = *self.partial.take().expect("checked above");
+                finish_message(opcode, buffer)
             }
         }
     }

@@ -13,6 +13,7 @@
 //! | `pulse_gateway_messages_out_total` | counter | server messages written |
 //! | `pulse_gateway_queue_overflows_total` | counter | pushes that found a full outbound queue |
 //! | `pulse_gateway_limit_rejections_total` | counter | `limit` |
+//! | `pulse_gateway_proxy_header_errors_total` | counter | `reason` (missing, malformed, timeout, closed) |
 //!
 //! Presence (Redis) latency, errors and events are `pulse_presence_*`, recorded
 //! by the presence library.
