@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one test command (README and .ci/run call it): format, lint, the deploy
-# files, docs, and every test of the workspace against a private
+# The one test command (README and .ci/run call it): format, unused
+# dependencies, lint, the deploy files, docs, and every test of the workspace against a private
 # redis-server on a free port and a private three-master Redis Cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,12 @@ start_private_cluster # exports REDIS_CLUSTER_URLS; stopped on exit
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
+
+step "cargo machete (no unused dependency)"
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  cargo install cargo-machete --locked --version 0.9.2 --quiet
+fi
+cargo machete
 
 step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
