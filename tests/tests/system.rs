@@ -435,7 +435,10 @@ async fn bad_settings_fail_with_one_line() {
             "{binary_name} {args:?}: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(!stderr.contains("tooshort-1"), "a key in an error: {stderr}");
+        assert!(
+            !stderr.contains("tooshort-1"),
+            "a key in an error: {stderr}"
+        );
     }
 }
 
