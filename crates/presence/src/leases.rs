@@ -43,12 +43,16 @@ impl Presence {
     /// Makes the store hold exactly the connections `local` returns for
     /// `instance_id`, registering what is missing and removing what is stale,
     /// with the usual events. `local` is called after the store's view is
-    /// read, so a connection registered meanwhile is never taken for stale.
+    /// read, so a connection registered meanwhile is never taken for stale,
+    /// and again once the registrations landed: a connection registered here
+    /// that `local` no longer returns closed meanwhile (its own
+    /// deregistration may have come first and found nothing) and is removed
+    /// again, so a re-sync never brings back a closed connection.
     /// Idempotent; in memory there is nothing to repair.
     pub async fn sync_instance(
         &self,
         instance_id: &str,
-        local: impl FnOnce() -> Vec<ConnectionRecord>,
+        local: impl Fn() -> Vec<ConnectionRecord>,
     ) -> Result<SyncReport, PresenceError> {
         check_id("instance id", instance_id)?;
         match &self.inner.backend {
