@@ -52,9 +52,10 @@ local function is_confirmed(score)
   return deadline == math.floor(deadline)
 end
 
--- How long after this Redis process last looked at a bucket's lease clock it
--- looks again (INFO costs a few microseconds; a restart or a failover takes
--- far longer than this, so none slips between two looks unseen).
+-- How long after a bucket's lease clock was last written a script looks at
+-- it again (INFO costs a few microseconds). A look that is skipped writes
+-- nothing, so a restart or a failover is still seen, at most this much later,
+-- having cost the leases no more than this.
 local LEASE_CLOCK_CHECK_MS = 100
 
 -- Lease time runs only while the Redis process that holds the deadlines
