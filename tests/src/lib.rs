@@ -215,6 +215,12 @@ impl Service {
 
     /// SIGTERM, then waits for the process to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
+        self.sigterm().await;
+        self.wait_exit().await
+    }
+
+    /// Sends SIGTERM (a graceful shutdown begins) and returns at once.
+    pub async fn sigterm(&self) {
         let pid = self.child.id().expect("process is running");
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -222,6 +228,10 @@ impl Service {
             .await
             .expect("kill -TERM");
         assert!(status.success());
+    }
+
+    /// Waits (at most 30 s) for the process to exit, after [`Service::sigterm`].
+    pub async fn wait_exit(&mut self) -> ExitStatus {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("process exits within 30 s of SIGTERM")

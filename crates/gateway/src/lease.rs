@@ -17,12 +17,20 @@ use std::{sync::Arc, time::Duration};
 
 use pulse_presence::ConnectionRecord;
 use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::session::Shared;
 
-/// Renews the lease and re-syncs when needed, until shutdown.
-pub(crate) async fn keep_lease(shared: Arc<Shared>, ttl: Duration) {
+/// Renews the lease and re-syncs when needed, until `sessions_over`: not at
+/// the start of a drain, since the sockets it has not closed yet must stay
+/// registered (the reaper would take them all once the lease ran out).
+/// A renewal or re-sync in flight finishes first.
+pub(crate) async fn keep_lease(
+    shared: Arc<Shared>,
+    ttl: Duration,
+    sessions_over: CancellationToken,
+) {
     let instance_id = shared.settings.instance_id.as_str();
     let mut ticks = tokio::time::interval(ttl / 3);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -33,7 +41,7 @@ pub(crate) async fn keep_lease(shared: Arc<Shared>, ttl: Duration) {
     let mut last_sync = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = sessions_over.cancelled() => return,
             _ = ticks.tick() => {}
         }
         match shared.presence.renew_lease(instance_id).await {

@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use pulse_auth::Authenticator;
 use pulse_presence::Presence;
 use pulse_protocol::{CloseCode, Command, ErrorCode, command::message_frame};
+use rand::seq::SliceRandom;
 use tokio::{
     net::TcpListener,
     sync::{broadcast::error::RecvError, mpsc},
@@ -24,6 +25,9 @@ use crate::{
 
 /// How long `serve` waits for its command subscription before accepting.
 const COMMANDS_READY_WAIT: Duration = Duration::from_secs(2);
+/// How long the end of a drain waits for a lease renewal or re-sync in
+/// flight (each Redis command gives up after 3 s) before the final sweep.
+const LEASE_STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// What happened during shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +78,9 @@ impl Gateway {
 
     /// Serves on an already-bound listener until `shutdown` completes, then
     /// drains: stops accepting, closes every socket with 1001, deregisters
-    /// them from presence and returns.
+    /// them from presence and returns. Until its socket closes, a connection
+    /// stays registered and reachable by commands: the lease and the command
+    /// task outlive the sessions.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -111,12 +117,23 @@ impl Gateway {
                 .clone()
                 .run(presence.clone(), shared.shutdown.clone()),
         );
-        tracker.spawn(crate::lease::keep_lease(
+        // The lease and the commands serve the sessions until the last one
+        // ended, drain included: a socket still open must neither be reaped
+        // (a false offline) nor miss a Send.
+        let sessions_over = CancellationToken::new();
+        let background = TaskTracker::new();
+        background.spawn(crate::lease::keep_lease(
             shared.clone(),
             shared.settings.lease_ttl,
+            sessions_over.clone(),
         ));
         let commands = presence.listen_commands(&instance_id);
-        tracker.spawn(run_commands(shared.clone(), commands));
+        background.spawn(run_commands(
+            shared.clone(),
+            commands,
+            sessions_over.clone(),
+        ));
+        background.close();
         // A socket greeted before this instance listens on its command
         // channel could be sent a message that finds nobody. Connections
         // meanwhile wait in the listen backlog. Redis being away must not
@@ -162,6 +179,15 @@ impl Gateway {
         let completed = tokio::time::timeout(shared.settings.drain_timeout, tracker.wait())
             .await
             .is_ok();
+        sessions_over.cancel();
+        // A re-sync in flight must land before the sweep, or it could bring
+        // back what the sweep removes.
+        if tokio::time::timeout(LEASE_STOP_WAIT, background.wait())
+            .await
+            .is_err()
+        {
+            warn!(wait = ?LEASE_STOP_WAIT, "the lease task did not stop in time");
+        }
         // Whatever a session could not deregister itself goes now.
         if let Err(error) = presence.unregister_instance(&instance_id).await {
             warn!(%instance_id, %error, "could not deregister this instance's connections");
@@ -395,30 +421,25 @@ async fn resync(shared: &session::Shared) {
     }
 }
 
-/// Closes every live connection with `going_away`, each at a random point
-/// within `--drain-spread` after shutdown begins, so that clients do not all
-/// reconnect in the same second. A connection serves normally until its
-/// turn. Connections that go live after this list was taken see the
-/// shutdown themselves.
+/// Closes every live connection with `going_away`, evenly spread over
+/// `--drain-spread` after shutdown begins (the k-th of n at k/n of it), in a
+/// random order, so that clients reconnect at a steady rate rather than all
+/// in the same second. A connection serves normally until its turn: still
+/// registered, renewed by the lease, reached by commands. Connections that
+/// go live after this list was taken see the shutdown themselves.
 async fn drain(shared: Arc<session::Shared>) {
-    let spread_ms = u64::try_from(shared.settings.drain_spread.as_millis()).unwrap_or(u64::MAX);
-    let mut turns: Vec<(u64, Arc<Mailbox>)> = shared
+    let mut mailboxes: Vec<Arc<Mailbox>> = shared
         .manager
         .snapshot()
         .into_iter()
-        .map(|(_, connection)| {
-            let turn = if spread_ms > 0 {
-                rand::random_range(0..spread_ms)
-            } else {
-                0
-            };
-            (turn, connection.mailbox)
-        })
+        .map(|(_, connection)| connection.mailbox)
         .collect();
-    turns.sort_unstable_by_key(|(turn, _)| *turn);
+    mailboxes.shuffle(&mut rand::rng());
+    let count = u32::try_from(mailboxes.len()).unwrap_or(u32::MAX);
+    let spread = shared.settings.drain_spread;
     let started = tokio::time::Instant::now();
-    for (turn, mailbox) in turns {
-        tokio::time::sleep_until(started + Duration::from_millis(turn)).await;
+    for (k, mailbox) in (0_u32..).zip(mailboxes) {
+        tokio::time::sleep_until(started + spread * k / count).await;
         mailbox.kick(
             CloseCode::GoingAway,
             ErrorCode::GOING_AWAY,
@@ -427,11 +448,16 @@ async fn drain(shared: Arc<session::Shared>) {
     }
 }
 
-/// Carries out the commands internal services address to this instance.
-async fn run_commands(shared: Arc<session::Shared>, mut commands: mpsc::Receiver<Command>) {
+/// Carries out the commands internal services address to this instance,
+/// until `sessions_over`: through the drain, for the sockets still open.
+async fn run_commands(
+    shared: Arc<session::Shared>,
+    mut commands: mpsc::Receiver<Command>,
+    sessions_over: CancellationToken,
+) {
     loop {
         let command = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = sessions_over.cancelled() => return,
             command = commands.recv() => match command {
                 Some(command) => command,
                 None => return,

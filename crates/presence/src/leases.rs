@@ -6,10 +6,17 @@
 //! a cut network) stops renewing; once its lease expires, the reaper
 //! ([`Presence::reap_expired`], run by `pulse-presence` every reap interval)
 //! removes its connections with `disconnected` and `offline` events. When a
-//! renewal finds no lease (the instance was reaped while stalled, or Redis came
-//! back empty) or follows a failed one (Redis was away), the instance
-//! re-synchronises ([`Presence::sync_instance`]) so that Redis holds exactly
-//! its open connections again, publishing the events the outage hid.
+//! renewal finds no lease it wrote itself (the instance was reaped while
+//! stalled, even if its registrations re-created the lease since; Redis came
+//! back empty, or restarted with its data, or failed over) or follows a
+//! failed one (Redis was away), the instance re-synchronises
+//! ([`Presence::sync_instance`]) so that Redis holds exactly its open
+//! connections again, publishing the events the outage hid.
+//!
+//! Lease time runs only while the Redis process that holds the deadlines
+//! does: after a restart with data or a failover, the scripts give every
+//! lease back the time it had left (see `lua/prelude.lua`), so no live
+//! instance is reaped because it could not renew while Redis was away.
 
 use std::time::Duration;
 
@@ -19,8 +26,10 @@ use tracing::{info, warn};
 use crate::{Backend, ConnectionRecord, Presence, PresenceError, SyncReport, check_id, observe};
 
 impl Presence {
-    /// Renews `instance_id`'s lease. `Ok(false)` means it held none (new,
-    /// expired, reaped, or Redis lost its data): the caller must re-sync.
+    /// Renews `instance_id`'s lease. `Ok(false)` means it held none that a
+    /// renewal had written (new, expired, reaped, re-created by a
+    /// registration since, carried over a Redis restart or failover, or
+    /// Redis lost its data): the caller must re-sync.
     /// Always `Ok(true)` in memory, where nothing can be lost.
     pub async fn renew_lease(&self, instance_id: &str) -> Result<bool, PresenceError> {
         check_id("instance id", instance_id)?;
@@ -43,12 +52,16 @@ impl Presence {
     /// Makes the store hold exactly the connections `local` returns for
     /// `instance_id`, registering what is missing and removing what is stale,
     /// with the usual events. `local` is called after the store's view is
-    /// read, so a connection registered meanwhile is never taken for stale.
+    /// read, so a connection registered meanwhile is never taken for stale,
+    /// and again once the registrations landed: a connection registered here
+    /// that `local` no longer returns closed meanwhile (its own
+    /// deregistration may have come first and found nothing) and is removed
+    /// again, so a re-sync never brings back a closed connection.
     /// Idempotent; in memory there is nothing to repair.
     pub async fn sync_instance(
         &self,
         instance_id: &str,
-        local: impl FnOnce() -> Vec<ConnectionRecord>,
+        local: impl Fn() -> Vec<ConnectionRecord>,
     ) -> Result<SyncReport, PresenceError> {
         check_id("instance id", instance_id)?;
         match &self.inner.backend {

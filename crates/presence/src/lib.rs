@@ -23,8 +23,8 @@
 //! runs on one slot, and the same keys and scripts serve one Redis and a
 //! Redis Cluster ([`RedisOptions::cluster`]). A bucket holds its users'
 //! hashes, an index per instance, its online set, a connection counter and
-//! its copy of the instance leases; events go out on the `<ns>:events`
-//! channel, commands on one sharded channel per instance.
+//! its copy of the instance leases with their clock; events go out on the
+//! `<ns>:events` channel, commands on one sharded channel per instance.
 
 #![forbid(unsafe_code)]
 

@@ -12,7 +12,14 @@
 //! - `<ns>:{b<k>}:connections`: the bucket's number of connections.
 //! - `<ns>:{b<k>}:instances`: ZSET instance id -> lease deadline (ms, Redis's
 //!   clock); an instance past its deadline died without saying goodbye and
-//!   is reaped from the bucket.
+//!   is reaped from the bucket. A deadline a renewal did not write (a
+//!   registration created the lease, or a restart carried it over) has an
+//!   extra half millisecond: the next renewal answers "not held".
+//! - `<ns>:{b<k>}:lease_clock`: `"<ms>|<run_id>"`, when which Redis process
+//!   last looked at the bucket's leases; a script that finds another
+//!   process's run id (Redis restarted with its data, a replica promoted)
+//!   first moves every deadline later by the time since. The scripts name
+//!   it from the `instances` key (see `lua/prelude.lua`).
 //! - `<ns>:events`: the classic pub/sub channel that carries
 //!   [`PresenceEvent`] JSON (a Cluster forwards it to every node).
 //! - `<ns>:commands:{<instance_id>}`: the sharded pub/sub channel that
@@ -32,7 +39,7 @@ use std::{
     sync::LazyLock,
 };
 
-use futures_util::future::{join_all, try_join_all};
+use futures_util::future::{join_all, try_join, try_join_all};
 use pulse_protocol::{Command, event::now_ms};
 use redis::{RedisResult, Script};
 
@@ -334,12 +341,26 @@ impl RedisStore {
     /// and `local` lacks is unregistered (with events), what `local` has and
     /// the index lacks is registered (with events). `local` is called after
     /// the index is read, so a connection registered meanwhile is never
-    /// mistaken for a stale one.
+    /// mistaken for a stale one, and again once the registrations landed: a
+    /// connection this call registered that `local` no longer returns closed
+    /// meanwhile, and its own deregistration may have landed first and found
+    /// nothing, so it is unregistered here (a re-sync never brings back a
+    /// closed connection).
     pub(crate) async fn sync_instance(
         &self,
         instance_id: &str,
-        local: impl FnOnce() -> Vec<ConnectionRecord>,
+        local: impl Fn() -> Vec<ConnectionRecord>,
     ) -> Result<SyncReport, PresenceError> {
+        let mut handle = self.handle().await?;
+        // Pipelined EVALSHA needs the script loaded first (on every master).
+        // Loaded before the snapshot, so that between the snapshot and the
+        // registrations' sending there is no round trip for a close to slip
+        // into.
+        REGISTER
+            .prepare_invoke()
+            .load_async(&mut handle)
+            .await
+            .map_err(unavailable)?;
         let index: HashMap<String, String> = self
             .each_bucket(|mut handle, bucket| {
                 let key = self.keys.instance(bucket, instance_id);
@@ -354,27 +375,14 @@ impl RedisStore {
             .into_iter()
             .flatten()
             .collect();
-        let local = local();
-        let held: HashSet<&str> = local.iter().map(|r| r.connection_id.as_str()).collect();
-        let mut handle = self.handle().await?;
-        let mut report = SyncReport::default();
+        let snapshot = local();
+        let held: HashSet<&str> = snapshot.iter().map(|r| r.connection_id.as_str()).collect();
         let stale: Vec<(&String, &String)> = index
             .iter()
             .filter(|(connection_id, _)| !held.contains(connection_id.as_str()))
             .collect();
-        try_join_all(stale.iter().map(|(connection_id, user_id)| {
-            let mut handle = handle.clone();
-            async move {
-                self.unregister_on(&mut handle, user_id, connection_id)
-                    .await
-            }
-        }))
-        .await
-        .map_err(unavailable)?;
-        report.removed = stale.len() as u64;
-
         let mut missing: BTreeMap<u16, Vec<&ConnectionRecord>> = BTreeMap::new();
-        for record in local
+        for record in snapshot
             .iter()
             .filter(|record| !index.contains_key(&record.connection_id))
         {
@@ -383,30 +391,61 @@ impl RedisStore {
                 .or_default()
                 .push(record);
         }
-        if missing.is_empty() {
-            return Ok(report);
-        }
-        // Pipelined EVALSHA needs the script loaded first (on every master).
-        REGISTER
-            .prepare_invoke()
-            .load_async(&mut handle)
-            .await
-            .map_err(unavailable)?;
         // One pipeline per bucket and batch: a Cluster pipeline must stay in one slot.
-        let batches = missing
+        let batches: Vec<&[&ConnectionRecord]> = missing
             .values()
-            .flat_map(|records| records.chunks(SYNC_BATCH));
-        let added = try_join_all(batches.map(|batch| {
+            .flat_map(|records| records.chunks(SYNC_BATCH))
+            .collect();
+        let unregistering = try_join_all(stale.iter().map(|(connection_id, user_id)| {
+            let mut handle = handle.clone();
+            async move {
+                self.unregister_on(&mut handle, user_id, connection_id)
+                    .await
+            }
+        }));
+        let registering = try_join_all(batches.iter().map(|batch| {
             let mut pipe = redis::pipe();
-            for record in batch {
+            for record in *batch {
                 pipe.invoke_script(&self.register_invocation(record));
             }
             let mut handle = handle.clone();
             async move { pipe.query_async::<Vec<i64>>(&mut handle).await }
+        }));
+        let (_, added) = try_join(unregistering, registering)
+            .await
+            .map_err(unavailable)?;
+        let registered: Vec<&ConnectionRecord> = batches
+            .iter()
+            .zip(&added)
+            .flat_map(|(batch, added)| batch.iter().zip(added))
+            .filter(|(_, added)| **added == 1)
+            .map(|(record, _)| *record)
+            .collect();
+        let mut report = SyncReport {
+            registered: registered.len() as u64,
+            removed: stale.len() as u64,
+        };
+        if registered.is_empty() {
+            return Ok(report);
+        }
+        let open: HashSet<String> = local()
+            .into_iter()
+            .map(|record| record.connection_id)
+            .collect();
+        let closed: Vec<&ConnectionRecord> = registered
+            .into_iter()
+            .filter(|record| !open.contains(&record.connection_id))
+            .collect();
+        try_join_all(closed.iter().map(|record| {
+            let mut handle = handle.clone();
+            async move {
+                self.unregister_on(&mut handle, &record.user_id, &record.connection_id)
+                    .await
+            }
         }))
         .await
         .map_err(unavailable)?;
-        report.registered = added.iter().flatten().filter(|added| **added == 1).count() as u64;
+        report.registered -= closed.len() as u64;
         Ok(report)
     }
 }

@@ -6,6 +6,7 @@
 
 use std::{
     net::{Ipv4Addr, TcpListener},
+    path::{Path, PathBuf},
     process::Stdio,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -13,11 +14,12 @@ use std::{
 
 use tokio::{
     process::{Child, Command},
-    sync::OnceCell,
     time::{Instant, sleep},
 };
 
-use crate::RedisOptions;
+mod cluster;
+
+pub use cluster::RedisCluster;
 
 /// How long a fresh `redis-server` may take to answer `PING`.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -34,6 +36,20 @@ pub struct RedisServer {
     // Held for `kill_on_drop`.
     port: Option<u16>,
     child: Option<Child>,
+    /// Where a persistent server keeps its data; removed on drop.
+    dir: Option<PathBuf>,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // Already gone is fine.
+            let _ = child.start_kill();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl RedisServer {
@@ -48,6 +64,7 @@ impl RedisServer {
                 url,
                 port: None,
                 child: None,
+                dir: None,
             },
             _ => Self::spawn().await,
         }
@@ -62,12 +79,86 @@ impl RedisServer {
     pub async fn spawn() -> Self {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_spawn_on(free_port()).await {
+            match Self::try_spawn_on(free_port(), None).await {
                 Ok(server) => return server,
                 Err(error) => last_error = error,
             }
         }
         panic!("cannot start redis-server: {last_error}")
+    }
+
+    /// A private `redis-server` on a free port that keeps its data in a
+    /// directory of its own, for tests that restart Redis with its data
+    /// ([`RedisServer::shutdown_saving`], then [`RedisServer::restart`]).
+    /// It saves only when shut down that way. The directory goes when this
+    /// value drops.
+    ///
+    /// # Panics
+    ///
+    /// When the directory cannot be made, or `redis-server` cannot be
+    /// started or does not answer in time.
+    pub async fn spawn_persistent() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "pulse-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", dir.display()));
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_spawn_on(free_port(), Some(&dir)).await {
+                Ok(mut server) => {
+                    server.dir = Some(dir);
+                    return server;
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!("cannot start redis-server: {last_error}")
+    }
+
+    /// Stops a persistent server with `SHUTDOWN SAVE`, so that its data is
+    /// on disk, and waits until it has exited.
+    ///
+    /// # Panics
+    ///
+    /// When the server is not a persistent one, or does not exit in time.
+    pub async fn shutdown_saving(&mut self) {
+        assert!(self.dir.is_some(), "only a persistent server saves");
+        let mut child = self.child.take().expect("the server is running");
+        if let Ok(client) = redis::Client::open(self.url.as_str())
+            && let Ok(mut connection) = client.get_multiplexed_async_connection().await
+        {
+            // The server closes the connection instead of answering.
+            let _ = redis::cmd("SHUTDOWN")
+                .arg("SAVE")
+                .query_async::<()>(&mut connection)
+                .await;
+        }
+        tokio::time::timeout(START_DEADLINE, child.wait())
+            .await
+            .expect("redis-server exits after SHUTDOWN SAVE")
+            .expect("waiting for redis-server");
+    }
+
+    /// Starts a persistent server again, on the same port and directory,
+    /// with the data it saved.
+    ///
+    /// # Panics
+    ///
+    /// When the server is not a persistent one that was shut down, or does
+    /// not start in time.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "shut it down first");
+        let dir = self.dir.clone().expect("only a persistent server restarts");
+        let port = self.port.expect("a private server");
+        let mut restarted = Self::try_spawn_on(port, Some(&dir))
+            .await
+            .unwrap_or_else(|error| panic!("restarting redis-server on port {port}: {error}"));
+        self.child = restarted.child.take();
     }
 
     /// A private `redis-server` on `port`, for tests that point a store at a
@@ -77,16 +168,23 @@ impl RedisServer {
     ///
     /// When `redis-server` cannot be started or does not answer in time.
     pub async fn spawn_on(port: u16) -> Self {
-        match Self::try_spawn_on(port).await {
+        match Self::try_spawn_on(port, None).await {
             Ok(server) => server,
             Err(error) => panic!("cannot start redis-server on port {port}: {error}"),
         }
     }
 
-    async fn try_spawn_on(port: u16) -> Result<Self, String> {
-        let mut child = Command::new("redis-server")
+    /// A `redis-server` on `port`; with `dir`, its data lives there
+    /// (`dump.rdb`, written on `SHUTDOWN SAVE` only, and read at start).
+    async fn try_spawn_on(port: u16, dir: Option<&Path>) -> Result<Self, String> {
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(dir) = dir {
+            command.arg("--dir").arg(dir);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,6 +205,7 @@ impl RedisServer {
                     url,
                     port: Some(port),
                     child: Some(child),
+                    dir: None,
                 });
             }
             if Instant::now() >= deadline {
@@ -136,236 +235,7 @@ impl RedisServer {
     }
 }
 
-/// A three-master Redis Cluster on loopback ports: the one
-/// `REDIS_CLUSTER_URLS` names (comma-separated node URLs, as `scripts/test.sh`
-/// exports) when set, otherwise one this process starts.
-///
-/// Each node is a `redis-server --cluster-enabled yes` in its own temporary
-/// directory, joined with `redis-cli --cluster create`. A node runs under a
-/// small `sh` guard that reads the test process's pipe: when the pipe closes
-/// (this value drops, or the test process exits, even for a shared cluster
-/// that is never dropped) the guard kills the node and removes its directory.
-#[derive(Debug)]
-pub struct RedisCluster {
-    urls: Vec<String>,
-    ports: Vec<u16>,
-    // Held for their guards, which stop the nodes when dropped.
-    _nodes: Vec<ClusterNode>,
-}
-
-#[derive(Debug)]
-struct ClusterNode {
-    guard: std::process::Child,
-}
-
-impl Drop for ClusterNode {
-    fn drop(&mut self) {
-        // Closing the pipe tells the guard to kill the node; waiting for it
-        // makes sure the ports are free when this returns.
-        drop(self.guard.stdin.take());
-        let _ = self.guard.wait();
-    }
-}
-
-/// How many masters a test cluster has.
-const CLUSTER_MASTERS: usize = 3;
-/// How long forming a cluster may take (`redis-cli --cluster create` waits
-/// for the nodes to agree, which takes a few seconds).
-const CLUSTER_DEADLINE: Duration = Duration::from_secs(30);
-
-impl RedisCluster {
-    /// The cluster `REDIS_CLUSTER_URLS` names when set (no process), otherwise
-    /// one cluster shared by every test of this process, started on first use
-    /// (forming a cluster takes seconds, too long to pay per test).
-    ///
-    /// # Panics
-    ///
-    /// When the cluster cannot be started or does not form in time.
-    pub async fn start() -> &'static Self {
-        static SHARED: OnceCell<RedisCluster> = OnceCell::const_new();
-        SHARED
-            .get_or_init(|| async {
-                match std::env::var("REDIS_CLUSTER_URLS") {
-                    Ok(urls) if !urls.trim().is_empty() => Self {
-                        urls: urls.split(',').map(|url| url.trim().to_owned()).collect(),
-                        ports: Vec::new(),
-                        _nodes: Vec::new(),
-                    },
-                    _ => Self::spawn().await,
-                }
-            })
-            .await
-    }
-
-    /// A private cluster of three masters, stopped when this value drops.
-    ///
-    /// # Panics
-    ///
-    /// When the cluster cannot be started or does not form in time.
-    pub async fn spawn() -> Self {
-        let mut last_error = String::new();
-        for _ in 0..START_ATTEMPTS {
-            let ports: Result<Vec<u16>, String> =
-                (0..CLUSTER_MASTERS).map(|_| cluster_port()).collect();
-            match ports {
-                Ok(ports) => match Self::try_spawn_on(&ports).await {
-                    Ok(cluster) => return cluster,
-                    Err(error) => last_error = error,
-                },
-                Err(error) => last_error = error,
-            }
-        }
-        panic!("cannot start a redis cluster: {last_error}")
-    }
-
-    /// A fresh, empty cluster on `ports` (one master each), for tests that
-    /// stop a cluster and bring one back where clients expect it.
-    ///
-    /// # Panics
-    ///
-    /// When the cluster cannot be started or does not form in time.
-    pub async fn spawn_on(ports: &[u16]) -> Self {
-        match Self::try_spawn_on(ports).await {
-            Ok(cluster) => cluster,
-            Err(error) => panic!("cannot start a redis cluster on {ports:?}: {error}"),
-        }
-    }
-
-    async fn try_spawn_on(ports: &[u16]) -> Result<Self, String> {
-        let mut nodes = Vec::new();
-        let mut urls = Vec::new();
-        for &port in ports {
-            nodes.push(ClusterNode::spawn(port)?);
-            urls.push(format!("redis://127.0.0.1:{port}"));
-        }
-        let cluster = Self {
-            urls,
-            ports: ports.to_vec(),
-            _nodes: nodes,
-        };
-        for url in &cluster.urls {
-            let client = redis::Client::open(url.as_str()).map_err(|error| error.to_string())?;
-            let deadline = Instant::now() + START_DEADLINE;
-            while !ping(&client).await {
-                if Instant::now() >= deadline {
-                    return Err(format!("{url}: no PING answer within {START_DEADLINE:?}"));
-                }
-                sleep(POLL_PAUSE).await;
-            }
-        }
-        let addresses: Vec<String> = cluster
-            .urls
-            .iter()
-            .map(|url| url.trim_start_matches("redis://").to_owned())
-            .collect();
-        let create = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(CLUSTER_DEADLINE, create)
-            .await
-            .map_err(|_| format!("redis-cli --cluster create took over {CLUSTER_DEADLINE:?}"))?
-            .map_err(|error| format!("running redis-cli: {error}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "redis-cli --cluster create failed: {}",
-                String::from_utf8_lossy(&output.stdout)
-            ));
-        }
-        cluster.wait_ok().await?;
-        Ok(cluster)
-    }
-
-    /// Waits until every node says `cluster_state:ok` and knows every node.
-    async fn wait_ok(&self) -> Result<(), String> {
-        let deadline = Instant::now() + CLUSTER_DEADLINE;
-        for url in &self.urls {
-            let client = redis::Client::open(url.as_str()).map_err(|error| error.to_string())?;
-            loop {
-                let info = cluster_info(&client).await.unwrap_or_default();
-                let known = format!("cluster_known_nodes:{}", self.urls.len());
-                if info.contains("cluster_state:ok") && info.contains(&known) {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(format!("{url} not ok within {CLUSTER_DEADLINE:?}: {info}"));
-                }
-                sleep(POLL_PAUSE).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// The nodes' URLs.
-    pub fn urls(&self) -> &[String] {
-        &self.urls
-    }
-
-    /// The nodes' ports for a cluster this process started; empty for
-    /// `REDIS_CLUSTER_URLS`.
-    pub fn ports(&self) -> &[u16] {
-        &self.ports
-    }
-
-    /// Presence options for this cluster (every node as a seed).
-    pub fn options(&self) -> RedisOptions {
-        RedisOptions::cluster(&self.urls)
-    }
-}
-
-impl ClusterNode {
-    /// Starts `redis-server` under an `sh` guard that kills it, and removes
-    /// its directory, when its stdin closes.
-    fn spawn(port: u16) -> Result<Self, String> {
-        const GUARD: &str = r#"
-dir=$(mktemp -d) || exit 1
-redis-server --port "$1" --bind 127.0.0.1 --cluster-enabled yes \
-  --cluster-config-file nodes.conf --dir "$dir" --save '' --appendonly no \
-  >/dev/null 2>&1 &
-pid=$!
-cat >/dev/null
-kill -KILL "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-rm -rf "$dir"
-"#;
-        let guard = std::process::Command::new("sh")
-            .args(["-c", GUARD, "redis-cluster-node", &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|error| format!("spawning sh for redis-server: {error}"))?;
-        Ok(Self { guard })
-    }
-}
-
-/// A free port whose cluster bus port (+10000) is free as well.
-fn cluster_port() -> Result<u16, String> {
-    for _ in 0..100 {
-        let port = free_port();
-        let Some(bus) = port.checked_add(10_000) else {
-            continue;
-        };
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, bus)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no free port pair (port, port + 10000)".to_owned())
-}
-
-async fn cluster_info(client: &redis::Client) -> Option<String> {
-    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async::<String>(&mut connection)
-        .await
-        .ok()
-}
-
+/// Whether a fresh connection to `client` gets an answer to `PING`.
 async fn ping(client: &redis::Client) -> bool {
     let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
         return false;

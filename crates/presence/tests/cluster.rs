@@ -87,11 +87,11 @@ async fn one_users_keys_live_in_one_slot_on_one_node() {
         }
         holders.push((url, keys.len(), slots));
     }
-    // The user hash, two instance indexes, the online set, the counter and
-    // the lease set: six keys, one slot, one node.
+    // The user hash, two instance indexes, the online set, the counter, the
+    // lease set and its clock: seven keys, one slot, one node.
     assert_eq!(holders.len(), 1, "{holders:?}");
     let (_, count, slots) = &holders[0];
-    assert_eq!(*count, 6, "{holders:?}");
+    assert_eq!(*count, 7, "{holders:?}");
     assert_eq!(slots.len(), 1, "{holders:?}");
 }
 

@@ -3,14 +3,21 @@
 
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use pulse_presence::{
     Presence, RedisOptions, SyncReport,
     testing::{RedisCluster, RedisServer, unique_namespace},
 };
 use pulse_protocol::EventKind::*;
-use support::{Events, bus_ready, expect, record, summary};
+use support::{Events, bus_ready, expect, one_user_per_bucket, record, replay, summary};
 
 const TTL: Duration = Duration::from_millis(300);
 
@@ -48,6 +55,8 @@ both_targets!(
     an_expired_instance_is_reaped_exactly_once,
     sync_makes_redis_hold_exactly_what_the_instance_has,
     graceful_deregistration_gives_up_the_lease,
+    a_reaped_lease_is_noticed_whatever_registrations_came_since,
+    a_resync_never_brings_back_a_closed_connection,
 );
 
 async fn store(target: &Target, namespace: &str) -> Presence {
@@ -189,8 +198,12 @@ async fn sync_makes_redis_hold_exactly_what_the_instance_has(target: Target) {
             removed: 1
         }
     );
+    // Removals and registrations go out together, so only each user's own
+    // events have an order (on a Cluster, two users may be on two nodes).
+    let mut seen = summary(&events.settle(&presence).await);
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
-        summary(&events.settle(&presence).await),
+        seen,
         expect(&[
             ("alice", Disconnected, "c1", "gw-1"),
             ("carol", Connected, "c3", "gw-1"),
@@ -216,4 +229,113 @@ async fn graceful_deregistration_gives_up_the_lease(target: Target) {
         !presence.renew_lease("gw-1").await.unwrap(),
         "the lease went with it"
     );
+}
+
+/// Reaps until `instance` has lost at least one connection to the reaper.
+async fn reap_until_reaped(presence: &Presence, instance: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reaped = presence.reap_expired().await.unwrap();
+        if reaped
+            .iter()
+            .any(|(id, removed)| id == instance && *removed > 0)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{instance} was never reaped"
+        );
+        tokio::time::sleep(TTL / 6).await;
+    }
+}
+
+/// A gateway that stalled past its lease and was reaped must hear so at its
+/// next renewal, so that it registers again what the reaper removed, even
+/// when its own registrations since then touched every bucket (each one
+/// makes sure the instance holds a lease in its bucket).
+async fn a_reaped_lease_is_noticed_whatever_registrations_came_since(target: Target) {
+    let presence = store(&target, &unique_namespace()).await;
+    assert!(!presence.renew_lease("gw-1").await.unwrap(), "new");
+    presence
+        .register(&record("alice", "a1", "gw-1", 1))
+        .await
+        .unwrap();
+    assert!(presence.renew_lease("gw-1").await.unwrap());
+
+    // gw-1 stalls past its ttl and is reaped.
+    reap_until_reaped(&presence, "gw-1").await;
+    assert!(presence.user("alice").await.unwrap().is_empty());
+
+    // Before its next renewal, its accept loop registers new sockets, one
+    // in every bucket.
+    for (n, user) in one_user_per_bucket("busy").iter().enumerate() {
+        presence
+            .register(&record(user, &format!("n{n}"), "gw-1", 2))
+            .await
+            .unwrap();
+    }
+    assert!(
+        !presence.renew_lease("gw-1").await.unwrap(),
+        "the renewal did not notice that the lease had been lost"
+    );
+    assert!(presence.renew_lease("gw-1").await.unwrap(), "held again");
+}
+
+/// A connection that closes after the gateway took its snapshot for a
+/// re-sync, and whose deregistration lands before the re-sync's registration
+/// (finding nothing to remove), is not left behind as a phantom.
+async fn a_resync_never_brings_back_a_closed_connection(target: Target) {
+    let presence = store(&target, &unique_namespace()).await;
+    let mut events = Events::new(&presence);
+    // gw-1 holds a1 (alice) and b1 (bob), which opened while Redis was away:
+    // Redis has neither.
+    let open = Mutex::new(vec![
+        record("alice", "a1", "gw-1", 1),
+        record("bob", "b1", "gw-1", 2),
+    ]);
+    let snapshots = AtomicUsize::new(0);
+    // The gateway's view, as the re-sync reads it. Right after the first
+    // snapshot a1 closes, as a session does: out of the gateway, then its
+    // deregistration, which finds nothing in Redis yet.
+    let local = || {
+        let snapshot = open.lock().unwrap().clone();
+        if snapshots.fetch_add(1, Ordering::SeqCst) == 0 {
+            open.lock().unwrap().retain(|r| r.connection_id != "a1");
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(presence.unregister("alice", "a1"))
+            })
+            .unwrap();
+        }
+        snapshot
+    };
+    presence.sync_instance("gw-1", local).await.unwrap();
+
+    assert_eq!(
+        presence.user("alice").await.unwrap(),
+        [],
+        "a closed connection came back"
+    );
+    assert_eq!(
+        presence.user("bob").await.unwrap(),
+        [record("bob", "b1", "gw-1", 2)]
+    );
+    assert_eq!(presence.count_online().await.unwrap().connections, 1);
+    // Whatever was published tells a consistent story: online and offline
+    // exactly at the transitions, and only bob still connected.
+    let seen = events.settle(&presence).await;
+    let open_counts = replay(&seen);
+    assert_eq!(
+        open_counts.get("alice").copied().unwrap_or(0),
+        0,
+        "{seen:?}"
+    );
+    assert_eq!(open_counts.get("bob").copied(), Some(1), "{seen:?}");
+    // Nothing is left to repair.
+    let open_now = open.lock().unwrap().clone();
+    let again = presence
+        .sync_instance("gw-1", || open_now.clone())
+        .await
+        .unwrap();
+    assert_eq!(again, SyncReport::default());
 }

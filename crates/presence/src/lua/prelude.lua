@@ -33,13 +33,85 @@ local function redis_now()
   return tonumber(time[1]) * 1000 + tonumber(ms), time[1] .. ms
 end
 
+-- Lease deadlines (the scores of a bucket's `instances` zset) are
+-- milliseconds of Redis's clock. A renewal writes a whole number; a deadline
+-- that a renewal did not write (a registration made it, or Redis restarted
+-- under it) carries an extra half millisecond and is "unconfirmed": the next
+-- renewal answers "not held", so the instance re-syncs. Doubles hold these
+-- halves exactly (deadlines are far below 2^52).
+local function confirmed(deadline_ms)
+  return string.format('%.1f', deadline_ms)
+end
+
+local function unconfirmed(deadline_ms)
+  return string.format('%.1f', math.floor(deadline_ms) + 0.5)
+end
+
+local function is_confirmed(score)
+  local deadline = tonumber(score)
+  return deadline == math.floor(deadline)
+end
+
+-- How long after a bucket's lease clock was last written a script looks at
+-- it again (INFO costs a few microseconds). A look that is skipped writes
+-- nothing, so a restart or a failover is still seen, at most this much later,
+-- having cost the leases no more than this.
+local LEASE_CLOCK_CHECK_MS = 100
+
+-- Lease time runs only while the Redis process that holds the deadlines
+-- runs. Each bucket keeps `<ns>:{b<k>}:lease_clock` = "<ms>|<run_id>": when
+-- this process (INFO's run_id) last looked at the bucket's leases. When a
+-- script finds another process's run_id there, Redis was restarted with its
+-- data (RDB or AOF) or a replica was promoted: nobody could renew meanwhile,
+-- so every deadline in the bucket moves later by the time since that last
+-- look (each lease gets back the time it had left), and is marked
+-- unconfirmed, so that every instance re-syncs at its next renewal (the data
+-- may be older than the last writes). A dead instance's lease then runs out
+-- as it would have, and it is reaped. Every lease script calls this first,
+-- with `now` from redis_now().
+local function lease_clock(leases_key, now)
+  -- Every key of a bucket starts `<ns>:{b<k>}:` (the namespace has no braces).
+  local clock_key = string.match(leases_key, '^(.-}:)') .. 'lease_clock'
+  local mark = redis.call('GET', clock_key)
+  local at, run_id
+  if mark then
+    local bar = string.find(mark, '|', 1, true)
+    if bar then
+      at = tonumber(string.sub(mark, 1, bar - 1))
+      run_id = string.sub(mark, bar + 1)
+    end
+  end
+  if at and now >= at and now - at < LEASE_CLOCK_CHECK_MS then
+    return
+  end
+  local current = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  if at and run_id ~= current then
+    local gap = math.max(now - at, 0)
+    local leases = redis.call('ZRANGE', leases_key, 0, -1, 'WITHSCORES')
+    for i = 1, #leases, 2 do
+      redis.call('ZADD', leases_key, unconfirmed(tonumber(leases[i + 1]) + gap), leases[i])
+    end
+  end
+  redis.call('SET', clock_key, now .. '|' .. current)
+end
+
 -- Makes sure an instance that registers holds a lease, so that if it dies
--- right after, the reaper still finds what it registered.
+-- right after, the reaper still finds what it registered. A lease made here
+-- is unconfirmed: if the instance had lost its lease (reaped while it
+-- stalled), its next renewal says so, however many of its registrations
+-- re-created it in however many buckets meanwhile.
 local function touch_lease(instances_key, instance_id, ttl_ms)
   local now = redis_now()
   local deadline = redis.call('ZSCORE', instances_key, instance_id)
+  if deadline and tonumber(deadline) >= now then
+    return
+  end
+  -- Before writing a deadline, let the clock move the saved ones (a
+  -- restart can have revived this very lease).
+  lease_clock(instances_key, now)
+  deadline = redis.call('ZSCORE', instances_key, instance_id)
   if not deadline or tonumber(deadline) < now then
-    redis.call('ZADD', instances_key, now + ttl_ms, instance_id)
+    redis.call('ZADD', instances_key, unconfirmed(now + ttl_ms), instance_id)
   end
 end
 

@@ -3,7 +3,8 @@
 -- network), with `disconnected` and `offline` events, in one atomic step.
 -- Several presence replicas may run it at once: Redis runs scripts on a slot
 -- one at a time, so each (instance, bucket) is reaped exactly once and its
--- events are published exactly once.
+-- events are published exactly once. A lease's time runs only while the
+-- Redis process holding it does (see lease_clock in the prelude).
 --
 -- KEYS[1] the bucket's instance leases, KEYS[2] its online set, KEYS[3] its
 -- connection counter.
@@ -13,6 +14,9 @@
 --
 -- Returns a flat list: instance id, connections removed, for each reaped one.
 local now, now_digits = redis_now()
+-- Time Redis was not there to count (a restart with data, a failover) is
+-- given back to the leases first, so no live instance is reaped for it.
+lease_clock(KEYS[1], now)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
 local reaped = {}
 for _, instance_id in ipairs(expired) do

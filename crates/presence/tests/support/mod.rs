@@ -126,19 +126,24 @@ impl Events {
 /// Fresh marker user ids, one in each bucket.
 fn markers() -> Vec<String> {
     let round = MARKERS.fetch_add(1, Ordering::Relaxed);
-    let mut markers: Vec<Option<String>> = vec![None; usize::from(BUCKETS)];
-    let mut left = markers.len();
+    one_user_per_bucket(&format!("~marker-{round}"))
+}
+
+/// User ids starting with `prefix`, one in each bucket, in bucket order.
+pub fn one_user_per_bucket(prefix: &str) -> Vec<String> {
+    let mut users: Vec<Option<String>> = vec![None; usize::from(BUCKETS)];
+    let mut left = users.len();
     let mut n = 0_u64;
     while left > 0 {
-        let marker = format!("~marker-{round}-{n}");
-        let slot = &mut markers[usize::from(bucket_of(&marker))];
+        let user = format!("{prefix}-{n}");
+        let slot = &mut users[usize::from(bucket_of(&user))];
         if slot.is_none() {
-            *slot = Some(marker);
+            *slot = Some(user);
             left -= 1;
         }
         n += 1;
     }
-    markers.into_iter().flatten().collect()
+    users.into_iter().flatten().collect()
 }
 
 /// The parts of events that tests compare: user, kind, connection, instance.
