@@ -192,6 +192,16 @@ async fn presence_survives_churn_a_kill_and_a_redis_restart() {
         }
     }
 
+    // The surviving clients keep reading, as a live client does: reading
+    // answers the gateway's pings, so a slow convergence (a loaded machine)
+    // does not let the heartbeat close the sockets the record counts open.
+    let survivors: Vec<_> = survivors
+        .into_iter()
+        .map(|(_, _, _, mut client)| {
+            tokio::spawn(async move { while let Some(Ok(_)) = client.next().await {} })
+        })
+        .collect();
+
     let users: Vec<String> = (0..USERS).map(|u| format!("chaos-user-{u}")).collect();
     let expected = |truth: &Truth| -> BTreeMap<String, BTreeSet<String>> {
         let truth = truth.lock().unwrap();
@@ -234,7 +244,9 @@ async fn presence_survives_churn_a_kill_and_a_redis_restart() {
         panic!("the watcher stopped early");
     }
     watcher.abort();
-    drop(survivors);
+    for reader in survivors {
+        reader.abort();
+    }
 }
 
 /// Reads the `connected` message; `None` when the socket ends first.
