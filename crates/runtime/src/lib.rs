@@ -3,6 +3,8 @@
 //!
 //! - [`runtime`]: logging set-up, the shutdown signal, one-line start-up
 //!   errors and command-line parsing that exits on a bad setting.
+//! - [`health`]: the loop that mirrors a readiness check into
+//!   `grpc.health.v1.Health`, with one failure policy for every service.
 //! - [`metrics`]: the Prometheus recorder that every `metrics::` macro in
 //!   Pulse writes to, and the small HTTP server for `/metrics`.
 //!
@@ -11,5 +13,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod health;
 pub mod metrics;
 pub mod runtime;
