@@ -4,7 +4,7 @@ use std::{pin::pin, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use pulse_auth::{ConfigError, KeyArgs, ServeArgs, Validator, mint_token, run};
-use pulse_protocol::runtime::{
+use pulse_runtime::runtime::{
     exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
 };
 use tokio::{net::TcpListener, sync::oneshot};
@@ -70,8 +70,8 @@ async fn serve_until_signal(args: ServeArgs) {
                 source,
             })
         });
-    let metrics = pulse_protocol::metrics::install();
-    let metrics_listener = pulse_protocol::metrics::bind(args.metrics_listen)
+    let metrics = pulse_runtime::metrics::install();
+    let metrics_listener = pulse_runtime::metrics::bind(args.metrics_listen)
         .await
         .unwrap_or_else(|error| exit_with_config_error(&error));
     if let Ok(metrics_addr) = metrics_listener.local_addr() {
@@ -83,7 +83,7 @@ async fn serve_until_signal(args: ServeArgs) {
     // The signal both starts the drain and starts the clock on it.
     let (signalled_tx, signalled_rx) = oneshot::channel();
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
-    tokio::spawn(pulse_protocol::metrics::serve(
+    tokio::spawn(pulse_runtime::metrics::serve(
         metrics_listener,
         metrics,
         async move {

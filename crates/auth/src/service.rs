@@ -12,6 +12,7 @@ use pulse_protocol::{
     },
     status::status_with_reason,
 };
+use pulse_runtime::health::HealthWatch;
 use tokio::net::TcpListener;
 use tonic::{
     Code, Request, Response, Status,
@@ -43,6 +44,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often health re-reads whether the key sources can answer.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The names health reports for: the server as a whole and the `Auth` service.
+const HEALTH_SERVICES: &[&str] = &[
+    "",
+    <AuthServer<AuthService> as tonic::server::NamedService>::NAME,
+];
+
 /// Serves `pulse.auth.v1.Auth`, `grpc.health.v1.Health` (`Auth` and the
 /// overall `""`: `SERVING` once every key source can answer, see
 /// [`Validator::is_ready`]) and server reflection (v1 and v1alpha) on an
@@ -60,48 +67,34 @@ pub async fn run(
     // Health follows the key sources: NOT_SERVING while a configured JWKS has
     // never loaded, so that no traffic is sent to a replica that would answer
     // every JWKS-signed token with UNAVAILABLE.
-    let initial = if validator.is_ready() {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
+    let watch = HealthWatch {
+        reporter: health.clone(),
+        services: HEALTH_SERVICES,
+        subject: "key sources",
+        interval: HEALTH_INTERVAL,
     };
-    for service in [
-        "",
-        <AuthServer<AuthService> as tonic::server::NamedService>::NAME,
-    ] {
-        health.set_service_status(service, initial).await;
-    }
-    let (stop_health, mut health_stopped) = tokio::sync::watch::channel(false);
-    let reporter = health.clone();
+    let ready = validator.is_ready();
+    watch
+        .report(if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        })
+        .await;
+    let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
     let watched = validator.clone();
-    tokio::spawn(async move {
-        let mut ready = Some(initial == ServingStatus::Serving);
-        let mut ticks = tokio::time::interval(HEALTH_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = health_stopped.changed() => return,
-                _ = ticks.tick() => {}
-            }
-            let now = watched.is_ready();
-            if ready != Some(now) {
-                let status = if now {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                if !now {
-                    tracing::warn!("no JWKS loaded yet; health is NOT_SERVING");
-                }
-                for service in [
-                    "",
-                    <AuthServer<AuthService> as tonic::server::NamedService>::NAME,
-                ] {
-                    reporter.set_service_status(service, status).await;
-                }
-                ready = Some(now);
-            }
-        }
-    });
+    tokio::spawn(watch.run(
+        ready,
+        move || {
+            let ready = watched.is_ready();
+            std::future::ready(if ready {
+                Ok(())
+            } else {
+                Err("no JWKS loaded yet")
+            })
+        },
+        health_stopped,
+    ));
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -121,12 +114,9 @@ pub async fn run(
         shutdown.await;
         let _ = stop_health.send(true);
         tracing::info!("pulse-auth shutting down, draining in-flight requests");
-        for service in [
-            "",
-            <AuthServer<AuthService> as tonic::server::NamedService>::NAME,
-        ] {
+        for service in HEALTH_SERVICES {
             health
-                .set_service_status(service, ServingStatus::NotServing)
+                .set_service_status(*service, ServingStatus::NotServing)
                 .await;
         }
     };

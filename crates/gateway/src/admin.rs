@@ -29,7 +29,7 @@ pub(crate) fn respond<B>(request: &Request<B>, shared: &Shared) -> Option<Respon
         "/healthz" => Some(text(StatusCode::OK, "ok\n")),
         "/readyz" => Some(ready(shared)),
         "/metrics" => Some(match &shared.settings.metrics {
-            Some(handle) => pulse_protocol::metrics::response(handle),
+            Some(handle) => pulse_runtime::metrics::response(handle),
             None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
         }),
         _ => None,

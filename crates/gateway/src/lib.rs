@@ -106,7 +106,7 @@ pub struct Settings {
     /// WebSocket conformance runs only. Off when `None`.
     pub echo_path: Option<String>,
     /// Serves `GET /metrics` from this recorder when set (the binary installs one).
-    pub metrics: Option<pulse_protocol::metrics::PrometheusHandle>,
+    pub metrics: Option<pulse_runtime::metrics::PrometheusHandle>,
 }
 
 impl Settings {

@@ -6,7 +6,7 @@ use pulse_gateway::{
     Gateway,
     config::{Command, Config},
 };
-use pulse_protocol::runtime::{
+use pulse_runtime::runtime::{
     exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
 };
 use tracing::{info, warn};
@@ -35,7 +35,7 @@ async fn main() {
     }
 
     init_tracing();
-    let metrics = pulse_protocol::metrics::install();
+    let metrics = pulse_runtime::metrics::install();
     let mut built = match config.build() {
         Ok(built) => built,
         Err(error) => exit_with_config_error(&error),

@@ -352,7 +352,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn the_admin_port_takes_the_probes_and_metrics_off_the_public_one() {
     let mut settings = settings();
-    settings.metrics = Some(pulse_protocol::metrics::install());
+    settings.metrics = Some(pulse_runtime::metrics::install());
     settings.drain_spread = Duration::from_millis(500);
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,7 +1,7 @@
 //! `pulse-presence`: the presence gRPC service over Redis.
 
 use pulse_presence::config::Config;
-use pulse_protocol::runtime::{
+use pulse_runtime::runtime::{
     exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
 };
 use tokio::net::TcpListener;
@@ -24,8 +24,8 @@ async fn main() {
         Ok(listener) => listener,
         Err(error) => exit_with_config_error(&format!("--listen {}: {error}", config.listen)),
     };
-    let metrics = pulse_protocol::metrics::install();
-    let metrics_listener = pulse_protocol::metrics::bind(config.metrics_listen)
+    let metrics = pulse_runtime::metrics::install();
+    let metrics_listener = pulse_runtime::metrics::bind(config.metrics_listen)
         .await
         .unwrap_or_else(|error| exit_with_config_error(&error));
     if let Ok(metrics_addr) = metrics_listener.local_addr() {
@@ -53,7 +53,7 @@ async fn main() {
         config.reap_interval.into(),
         stopped(),
     ));
-    tokio::spawn(pulse_protocol::metrics::serve(
+    tokio::spawn(pulse_runtime::metrics::serve(
         metrics_listener,
         metrics,
         stopped(),

@@ -17,11 +17,12 @@ use pulse_protocol::{
     },
     status::status_with_reason,
 };
+use pulse_runtime::health::HealthWatch;
 use serde_json::value::RawValue;
 use tokio::{
     net::TcpListener,
     sync::{broadcast, watch},
-    time::{MissedTickBehavior, interval, sleep},
+    time::sleep,
 };
 use tonic::{
     Code, Request, Response, Status,
@@ -189,54 +190,38 @@ pub async fn run(
     }
 }
 
+/// The names health reports for: the server as a whole and the presence service.
+const HEALTH_SERVICES: &[&str] = &["", presence_server::SERVICE_NAME];
+
 /// Sets the health of the server as a whole and of the presence service.
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health.set_service_status("", status).await;
-    health
-        .set_service_status(presence_server::SERVICE_NAME, status)
-        .await;
+    for service in HEALTH_SERVICES {
+        health.set_service_status(*service, status).await;
+    }
 }
 
-/// Mirrors whether the backend answers into the health service until
-/// shutdown begins, then waits for the server to finish (it never ends the
-/// `select!` in [`run`] itself).
-async fn watch_health(
-    presence: Presence,
-    health: HealthReporter,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let mut ticks = interval(HEALTH_INTERVAL);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut serving = None;
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stopping.wait_for(|stopping| *stopping) => break,
-        }
-        let result = presence.ping().await;
-        // The check may have finished after shutdown began; shutdown wins.
-        if *stopping.borrow() {
-            break;
-        }
-        let now_serving = result.is_ok();
-        if serving == Some(now_serving) {
-            continue;
-        }
-        match result {
-            Err(error) => warn!(%error, "presence backend does not answer; health is NOT_SERVING"),
-            Ok(()) if serving.is_some() => {
-                info!("presence backend answers again; health is SERVING")
-            }
-            Ok(()) => {}
-        }
-        let status = if now_serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        set_health(&health, status).await;
-        serving = Some(now_serving);
-    }
+/// Mirrors whether the backend answers [`Presence::ping`] into the health
+/// service until shutdown begins (policy: [`pulse_runtime::health`]), then
+/// waits for the server to finish (it never ends the `select!` in [`run`]
+/// itself).
+async fn watch_health(presence: Presence, health: HealthReporter, stopping: watch::Receiver<bool>) {
+    let watch = HealthWatch {
+        reporter: health,
+        services: HEALTH_SERVICES,
+        subject: "presence backend",
+        interval: HEALTH_INTERVAL,
+    };
+    // `run` reported NOT_SERVING before serving.
+    watch
+        .run(
+            false,
+            || {
+                let presence = presence.clone();
+                async move { presence.ping().await }
+            },
+            stopping,
+        )
+        .await;
     std::future::pending::<()>().await;
 }
 

@@ -11,8 +11,9 @@
 //! - [`status`]: gRPC statuses that carry a machine-readable reason.
 //! - [`api_key`]: the interceptor that puts an internal API key on every
 //!   gRPC call.
-//! - `runtime` and `metrics` (feature `runtime`): logging set-up, the
-//!   shutdown signal and the Prometheus recorder that every binary shares.
+//!
+//! The plumbing the binaries share (logging, the shutdown signal, metrics)
+//! lives in `pulse-runtime`.
 
 #![forbid(unsafe_code)]
 
@@ -20,11 +21,7 @@ pub mod api_key;
 pub mod client;
 pub mod command;
 pub mod event;
-#[cfg(feature = "runtime")]
-pub mod metrics;
 pub mod proto;
-#[cfg(feature = "runtime")]
-pub mod runtime;
 pub mod status;
 
 pub use client::{ClientMessage, CloseCode, ErrorCode, ServerMessage, Token};

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use pulse_protocol::runtime::{
+use pulse_runtime::runtime::{
     exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
 };
 use tracing::info;

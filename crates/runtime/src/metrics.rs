@@ -1,8 +1,8 @@
 //! Prometheus metrics for the binaries: the recorder every `metrics::` macro
 //! in Pulse writes to, and a small HTTP server for `/metrics`.
 //!
-//! Behind the `runtime` feature. Libraries only call the `metrics` macros,
-//! which do nothing until a binary installs the recorder here.
+//! Libraries only call the `metrics` macros, which do nothing until a binary
+//! installs the recorder here.
 
 use std::{convert::Infallible, net::SocketAddr, sync::OnceLock};
 

@@ -1,7 +1,5 @@
-//! What every Pulse binary does the same way: logging and the shutdown signal.
-//!
-//! Behind the `runtime` feature, so that the message types stay free of I/O for
-//! anyone who only needs them.
+//! What every Pulse binary does the same way: logging, the shutdown signal and
+//! start-up errors that name the bad setting on one line.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
