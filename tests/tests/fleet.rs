@@ -1,0 +1,123 @@
+//! What holds across the fleet without each gateway keeping a copy of the
+//! fleet: the per-user connection limit, exact when one user connects to
+//! three gateways at the same moment.
+
+use std::time::Duration;
+
+use futures_util::{StreamExt, future::join_all};
+use pulse_e2e::{Client, RedisServer, Service, connect, eventually, next_json, token};
+use pulse_presence::{Presence, RedisOptions};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How a connection attempt ended: live, or closed with a code and the
+/// `error` message's code.
+#[derive(Debug)]
+enum Outcome {
+    Connected(Client),
+    Refused { close: u16, code: String },
+}
+
+/// Opens a socket and reads how the gateway answers it.
+async fn attempt(gateway: std::net::SocketAddr, user: &str) -> Outcome {
+    let mut client = connect(gateway, &format!("?token={}", token(user))).await;
+    let first = next_json(&mut client).await;
+    match first["type"].as_str() {
+        Some("connected") => Outcome::Connected(client),
+        Some("error") => {
+            let code = first["code"].as_str().unwrap_or_default().to_owned();
+            let close = close_code(&mut client).await;
+            Outcome::Refused { close, code }
+        }
+        _ => panic!("unexpected first message {first}"),
+    }
+}
+
+async fn close_code(client: &mut Client) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("a close within 10 s")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// One user opens 12 sockets at the same moment, four on each of three
+/// gateways, with a limit of 5: exactly 5 go live and 7 are refused 4429
+/// `too_many_connections`, whatever the bus has told each gateway yet.
+/// When one closes, exactly one place is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_per_user_limit_is_exact_across_three_gateways_at_once() {
+    const LIMIT: usize = 5;
+    let redis = RedisServer::start().await;
+    let namespace = pulse_e2e::unique_namespace();
+    let limit = LIMIT.to_string();
+    let mut gateways = Vec::new();
+    for instance in ["fleet-a", "fleet-b", "fleet-c"] {
+        gateways.push(
+            Service::gateway(
+                redis.url(),
+                &namespace,
+                &[
+                    "--instance-id",
+                    instance,
+                    "--max-connections-per-user",
+                    &limit,
+                ],
+            )
+            .await,
+        );
+    }
+    let addrs: Vec<_> = gateways.iter().map(|gateway| gateway.addr).collect();
+    let attempts = addrs
+        .iter()
+        .flat_map(|addr| std::iter::repeat_n(*addr, 4))
+        .map(|addr| tokio::spawn(attempt(addr, "mallory")));
+    let outcomes: Vec<Outcome> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let mut live = Vec::new();
+    let mut refused = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Connected(client) => live.push(client),
+            Outcome::Refused { close, code } => refused.push((close, code)),
+        }
+    }
+    assert_eq!(live.len(), LIMIT, "refused: {refused:?}");
+    assert_eq!(refused.len(), 12 - LIMIT);
+    for (close, code) in &refused {
+        assert_eq!((*close, code.as_str()), (4429, "too_many_connections"));
+    }
+    let presence =
+        Presence::redis(RedisOptions::new(redis.url()).with_namespace(namespace.clone())).unwrap();
+    assert_eq!(presence.user("mallory").await.unwrap().len(), LIMIT);
+
+    // Full: another attempt on any gateway is refused.
+    for addr in &addrs {
+        assert!(matches!(
+            attempt(*addr, "mallory").await,
+            Outcome::Refused { close: 4429, .. }
+        ));
+    }
+    // One closes; one place is free, on any gateway, and only one.
+    let mut first = live.pop().unwrap();
+    first.close(None).await.unwrap();
+    eventually("a place freed", Duration::from_secs(10), || async {
+        presence.user("mallory").await.unwrap().len() == LIMIT - 1
+    })
+    .await;
+    let again = join_all(addrs.iter().map(|addr| attempt(*addr, "mallory"))).await;
+    let connected = again
+        .iter()
+        .filter(|outcome| matches!(outcome, Outcome::Connected(_)))
+        .count();
+    assert_eq!(connected, 1, "{again:?}");
+    assert_eq!(presence.user("mallory").await.unwrap().len(), LIMIT);
+}
