@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// `error` message's code.
 #[derive(Debug)]
 enum Outcome {
-    Connected(Client),
+    Connected(Box<Client>),
     Refused { close: u16, code: String },
 }
 
@@ -22,7 +22,7 @@ async fn attempt(gateway: std::net::SocketAddr, user: &str) -> Outcome {
     let mut client = connect(gateway, &format!("?token={}", token(user))).await;
     let first = next_json(&mut client).await;
     match first["type"].as_str() {
-        Some("connected") => Outcome::Connected(client),
+        Some("connected") => Outcome::Connected(Box::new(client)),
         Some("error") => {
             let code = first["code"].as_str().unwrap_or_default().to_owned();
             let close = close_code(&mut client).await;

@@ -22,7 +22,7 @@ use std::{
 };
 
 use pulse_auth::{AuthError, Authenticator, Identity};
-use pulse_presence::{ConnectionRecord, Presence};
+use pulse_presence::{Admission, ConnectionRecord, Presence};
 use pulse_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, event::now_ms};
 use tokio::{
     net::TcpStream,
@@ -127,30 +127,41 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         connected_at_ms,
         mailbox: mailbox.clone(),
     };
+    // The local count bounds what this instance holds, exactly, even while
+    // Redis is away; presence then counts every instance's, atomically.
     let limit = settings.max_connections_per_user;
     if let Err(held) = shared.manager.try_add(&user_id, local, limit) {
-        debug!(%user_id, held, "connection refused: too many for the user");
-        telemetry::limit_rejection("connections_per_user");
-        let end = End::fail(
-            CloseCode::TooMany,
-            ErrorCode::TOO_MANY_CONNECTIONS,
-            &format!("this user already holds {held} connections; at most {limit} are allowed"),
-        );
-        socket.finish(end, settings.write_timeout).await;
+        socket
+            .finish(
+                too_many(&user_id, held as u64, limit),
+                settings.write_timeout,
+            )
+            .await;
         return None;
     }
-    // A presence failure must not cost the client its socket: the connection is
-    // live locally either way, and the failure is logged.
-    // While Redis is away the lease task reports the outage once and
-    // re-registers everything when it returns; one line per socket would drown it.
     let record = ConnectionRecord {
         connection_id: connection_id.to_string(),
         user_id: user_id.to_string(),
         instance_id: settings.instance_id.clone(),
         connected_at_ms,
     };
-    if let Err(error) = shared.presence.register(&record).await {
-        debug!(%user_id, %connection_id, %error, "presence registration failed");
+    match shared.presence.admit(&record, limit as u64).await {
+        Ok(Admission::Admitted) => {}
+        Ok(Admission::TooMany { held }) => {
+            shared.manager.remove(&user_id, &connection_id);
+            socket
+                .finish(too_many(&user_id, held, limit), settings.write_timeout)
+                .await;
+            return None;
+        }
+        // A presence failure must not cost the client its socket: the
+        // connection is live locally either way (and within the local
+        // limit), and the failure is logged. While Redis is away the lease
+        // task reports the outage once and re-registers everything when it
+        // returns; one line per socket would drown it.
+        Err(error) => {
+            debug!(%user_id, %connection_id, %error, "presence registration failed");
+        }
     }
     info!(%user_id, %connection_id, %peer, "connected");
     shared.metrics.connects.increment(1);
@@ -171,6 +182,17 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         rate: RateLimit::new(settings.max_messages_per_second),
         shared,
     }))
+}
+
+/// The end of a connection refused because its user holds `held` of at most `limit`.
+fn too_many(user_id: &str, held: u64, limit: usize) -> End {
+    debug!(%user_id, held, "connection refused: too many for the user");
+    telemetry::limit_rejection("connections_per_user");
+    End::fail(
+        CloseCode::TooMany,
+        ErrorCode::TOO_MANY_CONNECTIONS,
+        &format!("this user already holds {held} connections; at most {limit} are allowed"),
+    )
 }
 
 /// Waits for a valid token: from the query, or from the first message within the deadline.

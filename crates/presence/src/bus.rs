@@ -85,6 +85,10 @@ impl Nodes {
 
 /// Where decoded events go, and which instance's are left out.
 pub(crate) struct Forward {
+    /// Whether to subscribe to the events channel at all: a gateway needs
+    /// only its commands, and every event of the fleet would cost it a
+    /// decode.
+    pub(crate) subscribe: bool,
     pub(crate) events: broadcast::Sender<PresenceEvent>,
     pub(crate) own_events: OwnEvents,
 }
@@ -134,7 +138,8 @@ async fn run(
     loop {
         // Whatever listener is current now is subscribed with the events.
         let listener = commands.borrow_and_update().clone();
-        match subscribe(&nodes, seed, &channel, listener.as_ref()).await {
+        let events_channel = events.subscribe.then_some(channel.as_str());
+        match subscribe(&nodes, seed, events_channel, listener.as_ref()).await {
             Ok(subscription) => {
                 // Counted before forwarding, so that a consumer that sees the
                 // new epoch and re-snapshots cannot miss what follows.
@@ -196,7 +201,7 @@ struct Subscription {
 async fn subscribe(
     nodes: &Nodes,
     seed: usize,
-    channel: &str,
+    channel: Option<&str>,
     listener: Option<&CommandListener>,
 ) -> Result<Subscription, String> {
     let mut node = nodes.seeds[seed % nodes.seeds.len()].clone();
@@ -214,11 +219,11 @@ async fn subscribe(
     Err(format!("still redirected after {MAX_REDIRECTS} tries"))
 }
 
-/// Connects to `node` and subscribes the events channel and, if a listener
-/// waits, its sharded command channel.
+/// Connects to `node` and subscribes the events channel (unless `None`)
+/// and, if a listener waits, its sharded command channel.
 async fn subscribe_on(
     node: &ConnectionInfo,
-    channel: &str,
+    channel: Option<&str>,
     listener: Option<&CommandListener>,
 ) -> Result<Subscription, RedisError> {
     let (sender, pushes) = mpsc::unbounded_channel();
@@ -230,7 +235,9 @@ async fn subscribe_on(
     let mut connection = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    connection.subscribe(channel).await?;
+    if let Some(channel) = channel {
+        connection.subscribe(channel).await?;
+    }
     if let Some(listener) = listener {
         ssubscribe(&mut connection, &listener.channel).await?;
     }

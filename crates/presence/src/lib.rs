@@ -120,6 +120,11 @@ pub struct RedisOptions {
     /// How long an instance's lease lasts without renewal. Instances renew
     /// every third of it; one that stops is reaped once it expires.
     pub lease_ttl: Duration,
+    /// Whether this process subscribes to the events channel (default
+    /// true). Without it [`Presence::subscribe`] gets nothing from other
+    /// processes: for a gateway, which needs only its commands and would
+    /// otherwise receive (and decode) every event of the fleet.
+    pub subscribe_events: bool,
 }
 
 impl RedisOptions {
@@ -131,6 +136,7 @@ impl RedisOptions {
             namespace: "pulse".to_owned(),
             pool_size: 16,
             lease_ttl: Duration::from_secs(3),
+            subscribe_events: true,
         }
     }
 
@@ -184,6 +190,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
             .field("lease_ttl", &self.lease_ttl)
+            .field("subscribe_events", &self.subscribe_events)
             .finish()
     }
 }
@@ -192,6 +199,19 @@ impl Default for RedisOptions {
     fn default() -> Self {
         Self::new("redis://127.0.0.1:6379")
     }
+}
+
+/// How [`Presence::admit`] answered a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The connection is registered (or already was).
+    Admitted,
+    /// Refused: the user already holds `held` connections, at least the
+    /// limit asked, counting every instance. Nothing changed.
+    TooMany {
+        /// How many connections the user holds.
+        held: u64,
+    },
 }
 
 /// What [`Presence::sync_instance`] changed.
@@ -293,6 +313,7 @@ impl Presence {
             store.subscriber(),
             store.keys().channel(),
             bus::Forward {
+                subscribe: options.subscribe_events,
                 events: events.clone(),
                 own_events: own_events.clone(),
             },
@@ -330,6 +351,30 @@ impl Presence {
                 Ok(())
             }
             Backend::Redis(store) => observe("register", store.register(record)).await,
+        }
+    }
+
+    /// Registers a new connection unless the user already holds
+    /// `max_per_user` connections across every instance (0: no limit).
+    ///
+    /// The count and the registration are one atomic step (one script on
+    /// the user's bucket with Redis, one lock in memory), so any number of
+    /// concurrent admissions on any number of instances admit exactly up to
+    /// the limit. A connection id the user already has is
+    /// [`Admission::Admitted`] again without a change, as with
+    /// [`Presence::register`], which records a connection unconditionally
+    /// (for connections that are open already, as a re-sync does).
+    pub async fn admit(
+        &self,
+        record: &ConnectionRecord,
+        max_per_user: u64,
+    ) -> Result<Admission, PresenceError> {
+        check_id("user_id", &record.user_id)?;
+        check_id("connection_id", &record.connection_id)?;
+        check_id("instance_id", &record.instance_id)?;
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.admit(record, max_per_user)),
+            Backend::Redis(store) => observe("admit", store.admit(record, max_per_user)).await,
         }
     }
 
@@ -406,19 +451,6 @@ impl Presence {
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.count_online()),
             Backend::Redis(store) => observe("count_online", store.count_online()).await,
-        }
-    }
-
-    /// Every open connection, sorted by user, then as [`Presence::user`] sorts.
-    ///
-    /// With Redis this walks each bucket's online set in batches (`SSCAN`,
-    /// never a blocking whole-keyspace command), so it is a consistent view
-    /// of each user but not one instant across all users; changes that
-    /// happen while it runs arrive as events.
-    pub async fn all_connections(&self) -> Result<Vec<ConnectionRecord>, PresenceError> {
-        match &self.inner.backend {
-            Backend::Memory(store) => Ok(store.all_connections()),
-            Backend::Redis(store) => observe("all_connections", store.all_connections()).await,
         }
     }
 

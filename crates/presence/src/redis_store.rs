@@ -34,10 +34,10 @@ use std::{
 
 use futures_util::future::{join_all, try_join_all};
 use pulse_protocol::{Command, event::now_ms};
-use redis::{RedisResult, Script};
+use redis::{RedisResult, Script, Value};
 
 use crate::{
-    ConnectionRecord, PresenceError, RedisOptions, SyncReport,
+    Admission, ConnectionRecord, PresenceError, RedisOptions, SyncReport,
     buckets::{BUCKETS, Keys, bucket_of},
     redis_conn::{Handle, Pools},
 };
@@ -136,8 +136,18 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// The register script with its keys and arguments, for one call or a pipeline.
+    /// The register script with its keys and arguments, for one call or a
+    /// pipeline: unconditional, for a connection that is open already.
     fn register_invocation(&self, record: &ConnectionRecord) -> redis::ScriptInvocation<'static> {
+        self.admit_invocation(record, 0)
+    }
+
+    /// The register script refusing a user who holds `max_per_user` (0: no limit).
+    fn admit_invocation(
+        &self,
+        record: &ConnectionRecord,
+        max_per_user: u64,
+    ) -> redis::ScriptInvocation<'static> {
         let bucket = bucket_of(&record.user_id);
         let mut invocation = REGISTER.prepare_invoke();
         invocation
@@ -151,7 +161,8 @@ impl RedisStore {
             .arg(&record.connection_id)
             .arg(&record.instance_id)
             .arg(record.connected_at_ms.to_string())
-            .arg(self.lease_ttl_ms);
+            .arg(self.lease_ttl_ms)
+            .arg(max_per_user);
         invocation
     }
 
@@ -163,6 +174,20 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    pub(crate) async fn admit(
+        &self,
+        record: &ConnectionRecord,
+        max_per_user: u64,
+    ) -> Result<Admission, PresenceError> {
+        let mut handle = self.handle().await?;
+        let answer: Value = self
+            .admit_invocation(record, max_per_user)
+            .invoke_async(&mut handle)
+            .await
+            .map_err(unavailable)?;
+        admission(&answer)
     }
 
     pub(crate) async fn unregister(
@@ -415,6 +440,25 @@ impl RedisStore {
 /// the digits cannot hold a `|`, so it is everything after the first one.
 fn instance_of(value: &str) -> &str {
     value.split_once('|').map_or("", |(_, instance)| instance)
+}
+
+/// What register.lua answered: 1 or 0 (added, or already there), or
+/// `{-1, held}` (the user holds the limit).
+fn admission(answer: &Value) -> Result<Admission, PresenceError> {
+    match answer {
+        Value::Int(0 | 1) => Ok(Admission::Admitted),
+        Value::Array(fields) => match fields.as_slice() {
+            [Value::Int(-1), Value::Int(held)] => Ok(Admission::TooMany {
+                held: u64::try_from(*held).unwrap_or(0),
+            }),
+            _ => Err(unexpected(answer)),
+        },
+        _ => Err(unexpected(answer)),
+    }
+}
+
+fn unexpected(answer: &Value) -> PresenceError {
+    PresenceError::Unavailable(format!("redis: unexpected script answer {answer:?}"))
 }
 
 fn unavailable(error: redis::RedisError) -> PresenceError {

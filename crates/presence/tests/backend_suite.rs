@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::{BTreeSet, HashMap};
 
-use pulse_presence::{ConnectionRecord, OnlineCount, Presence, PresenceError};
+use pulse_presence::{Admission, ConnectionRecord, OnlineCount, Presence, PresenceError};
 use pulse_protocol::{EventKind::*, PresenceEvent, event::now_ms};
 use support::{Events, expect, record, replay, summary};
 
@@ -50,7 +50,8 @@ both_backends!(
     unregister_unknown_is_a_no_op,
     users_keeps_order,
     unregister_instance_removes_only_that_instance,
-    all_connections_is_a_snapshot,
+    admission_counts_every_instance,
+    concurrent_admissions_admit_exactly_the_limit,
     concurrent_changes_keep_online_and_offline_exact,
     concurrent_duplicates_count_once,
     at_ms_round_trips_exactly,
@@ -295,26 +296,110 @@ async fn unregister_instance_removes_only_that_instance(presence: Presence) {
     );
 }
 
-async fn all_connections_is_a_snapshot(presence: Presence) {
-    assert_eq!(presence.all_connections().await.unwrap(), []);
-    let mut expected = vec![
-        record("alice", "a1", "gw-1", 5),
-        record("alice", "a2", "gw-2", 1),
-        record("bob", "b1", "gw-1", 3),
-        record("carol", "c1", "gw-3", 2),
-    ];
-    for connection in &expected {
-        presence.register(connection).await.unwrap();
-    }
+async fn admission_counts_every_instance(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let first = record("alice", "a1", "gw-1", 1);
+    assert_eq!(
+        presence.admit(&first, 2).await.unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a2", "gw-2", 2), 2)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    // The third, on any instance, is refused and changes nothing.
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a3", "gw-3", 3), 2)
+            .await
+            .unwrap(),
+        Admission::TooMany { held: 2 }
+    );
+    // A connection the user already has is admitted again without a change.
+    assert_eq!(
+        presence.admit(&first, 2).await.unwrap(),
+        Admission::Admitted
+    );
+    // Another user, and no limit, are not affected.
+    assert_eq!(
+        presence
+            .admit(&record("bob", "b1", "gw-3", 4), 2)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a3", "gw-3", 3), 0)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    // An unconditional registration (a re-sync of an open socket) is never
+    // refused; the count it leaves refuses the next admission.
     presence
-        .register(&record("dave", "d1", "gw-1", 9))
+        .register(&record("alice", "a4", "gw-1", 5))
         .await
         .unwrap();
-    presence.unregister("dave", "d1").await.unwrap();
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a5", "gw-2", 6), 2)
+            .await
+            .unwrap(),
+        Admission::TooMany { held: 4 }
+    );
+    // A place freed is a place taken again.
+    for id in ["a1", "a2", "a3"] {
+        presence.unregister("alice", id).await.unwrap();
+    }
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a5", "gw-2", 6), 2)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    let user: Vec<_> = presence
+        .user("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|connection| connection.connection_id)
+        .collect();
+    assert_eq!(user, ["a4", "a5"]);
+    let seen = events.settle(&presence).await;
+    let connected = seen.iter().filter(|event| event.kind == Connected).count();
+    assert_eq!(connected, 6, "refusals publish nothing: {seen:?}");
+}
 
-    // By user, then oldest first.
-    expected.swap(0, 1);
-    assert_eq!(presence.all_connections().await.unwrap(), expected);
+async fn concurrent_admissions_admit_exactly_the_limit(presence: Presence) {
+    const LIMIT: u64 = 7;
+    let mut events = Events::new(&presence);
+    let attempts: Vec<_> = (0..60)
+        .map(|n| {
+            let presence = presence.clone();
+            let connection = record("mallory", &format!("m{n}"), &format!("gw-{}", n % 4), n);
+            tokio::spawn(async move { presence.admit(&connection, LIMIT).await.unwrap() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Admission::Admitted => admitted += 1,
+            Admission::TooMany { held } => assert_eq!(held, LIMIT),
+        }
+    }
+    assert_eq!(admitted, LIMIT);
+    assert_eq!(presence.user("mallory").await.unwrap().len() as u64, LIMIT);
+    let seen = events.settle(&presence).await;
+    assert_eq!(
+        seen.iter().filter(|event| event.kind == Connected).count() as u64,
+        LIMIT
+    );
+    assert_eq!(seen.iter().filter(|event| event.kind == Online).count(), 1);
 }
 
 async fn concurrent_changes_keep_online_and_offline_exact(presence: Presence) {
@@ -476,10 +561,6 @@ async fn odd_ids_round_trip(presence: Presence) {
     presence.register(&connection).await.unwrap();
     assert_eq!(
         presence.user(user).await.unwrap(),
-        std::slice::from_ref(&connection)
-    );
-    assert_eq!(
-        presence.all_connections().await.unwrap(),
         std::slice::from_ref(&connection)
     );
     presence

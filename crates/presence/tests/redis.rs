@@ -45,7 +45,7 @@ async fn redis_down_is_unavailable_promptly() {
         Err(PresenceError::Unavailable(_))
     ));
     assert!(matches!(
-        presence.all_connections().await,
+        presence.admit(&record("alice", "c1", "gw-1", 1), 1).await,
         Err(PresenceError::Unavailable(_))
     ));
     assert_eq!(

@@ -5,13 +5,26 @@
 -- KEYS[3] online set, KEYS[4] connection counter, KEYS[5] instance leases.
 -- ARGV[1] event channel, ARGV[2] user id, ARGV[3] connection id,
 -- ARGV[4] instance id, ARGV[5] connected_at_ms as a decimal string,
--- ARGV[6] lease ttl in ms.
+-- ARGV[6] lease ttl in ms, ARGV[7] the most connections the user may hold
+-- across every instance (0: no limit).
 --
 -- Returns 1 when the connection was added, 0 when the user already had it
--- (then nothing changes and nothing is published: registering is idempotent).
+-- (then nothing changes and nothing is published: registering is
+-- idempotent), and {-1, held} when the user already holds the limit (then
+-- nothing changes either). The user hash is the truth about every
+-- instance's connections, and the count and the addition are one step, so
+-- concurrent registrations on any number of instances admit exactly the limit.
 local channel, user_id, connection_id, instance_id, at_ms =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local limit = tonumber(ARGV[7]) or 0
 
+-- A connection the user already has is answered by HSETNX below, whatever the count.
+if limit > 0 and redis.call('HEXISTS', KEYS[1], connection_id) == 0 then
+  local held = redis.call('HLEN', KEYS[1])
+  if held >= limit then
+    return {-1, held}
+  end
+end
 if redis.call('HSETNX', KEYS[1], connection_id, at_ms .. '|' .. instance_id) == 0 then
   return 0
 end
