@@ -1,12 +1,17 @@
 //! What holds across the fleet without each gateway keeping a copy of the
 //! fleet: the per-user connection limit, exact when one user connects to
-//! three gateways at the same moment.
+//! three gateways at the same moment, and a `Disconnect` that blocks the
+//! user's new connections on every instance.
 
 use std::time::Duration;
 
 use futures_util::{StreamExt, future::join_all};
 use pulse_e2e::{Client, RedisServer, Service, connect, eventually, next_json, token};
 use pulse_presence::{Presence, RedisOptions};
+use pulse_protocol::{
+    proto::presence::v1::{DisconnectRequest, presence_client::PresenceClient},
+    status::reason_of,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How a connection attempt ended: live, or closed with a code and the
@@ -14,7 +19,11 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Debug)]
 enum Outcome {
     Connected(Box<Client>),
-    Refused { close: u16, code: String },
+    Refused {
+        close: u16,
+        code: String,
+        message: String,
+    },
 }
 
 /// Opens a socket and reads how the gateway answers it.
@@ -25,8 +34,13 @@ async fn attempt(gateway: std::net::SocketAddr, user: &str) -> Outcome {
         Some("connected") => Outcome::Connected(Box::new(client)),
         Some("error") => {
             let code = first["code"].as_str().unwrap_or_default().to_owned();
+            let message = first["message"].as_str().unwrap_or_default().to_owned();
             let close = close_code(&mut client).await;
-            Outcome::Refused { close, code }
+            Outcome::Refused {
+                close,
+                code,
+                message,
+            }
         }
         _ => panic!("unexpected first message {first}"),
     }
@@ -87,7 +101,7 @@ async fn the_per_user_limit_is_exact_across_three_gateways_at_once() {
     for outcome in outcomes {
         match outcome {
             Outcome::Connected(client) => live.push(client),
-            Outcome::Refused { close, code } => refused.push((close, code)),
+            Outcome::Refused { close, code, .. } => refused.push((close, code)),
         }
     }
     assert_eq!(live.len(), LIMIT, "refused: {refused:?}");
@@ -120,4 +134,101 @@ async fn the_per_user_limit_is_exact_across_three_gateways_at_once() {
         .count();
     assert_eq!(connected, 1, "{again:?}");
     assert_eq!(presence.user("mallory").await.unwrap().len(), LIMIT);
+}
+
+fn block_request(user_id: &str, reason: &str, seconds: i64, nanos: i32) -> DisconnectRequest {
+    DisconnectRequest {
+        user_id: user_id.into(),
+        connection_id: String::new(),
+        reason: reason.into(),
+        block_for: Some(prost_types::Duration { seconds, nanos }),
+    }
+}
+
+/// `Disconnect` with `block_for` closes the user's sockets and refuses their
+/// new ones on every gateway (4403 `blocked`, with the reason) until the
+/// block ends; other users are not affected; a bad duration is
+/// `INVALID_ARGUMENT` with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disconnect_can_block_a_user_on_every_gateway() {
+    let redis = RedisServer::start().await;
+    let namespace = pulse_e2e::unique_namespace();
+    let presence_service = Service::presence(redis.url(), &namespace, &[]).await;
+    let mut presence = PresenceClient::connect(presence_service.grpc_url())
+        .await
+        .unwrap();
+    let a = Service::gateway(redis.url(), &namespace, &["--instance-id", "block-a"]).await;
+    let b = Service::gateway(redis.url(), &namespace, &["--instance-id", "block-b"]).await;
+
+    let Outcome::Connected(mut mallory) = attempt(a.addr, "mallory").await else {
+        panic!("mallory is not blocked yet");
+    };
+    let closed = presence
+        .disconnect(block_request("mallory", "spamming the lobby", 3600, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(closed.connections, 1);
+    let error = next_json(&mut mallory).await;
+    assert_eq!(
+        (error["code"].as_str(), error["message"].as_str()),
+        (Some("disconnected"), Some("spamming the lobby"))
+    );
+    assert_eq!(close_code(&mut mallory).await, 4403);
+
+    for gateway in [a.addr, b.addr] {
+        match attempt(gateway, "mallory").await {
+            Outcome::Refused {
+                close,
+                code,
+                message,
+            } => {
+                assert_eq!((close, code.as_str()), (4403, "blocked"), "{message}");
+                assert!(message.contains("spamming the lobby"), "{message}");
+            }
+            Outcome::Connected(_) => panic!("a blocked user connected on {gateway}"),
+        }
+    }
+    assert!(matches!(
+        attempt(b.addr, "bob").await,
+        Outcome::Connected(_)
+    ));
+
+    // A block ends by itself; one for a user who is offline counts no socket.
+    let short = presence
+        .disconnect(block_request("eve", "cool down", 1, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(short.connections, 0);
+    assert!(matches!(
+        attempt(a.addr, "eve").await,
+        Outcome::Refused { close: 4403, .. }
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let _eve = loop {
+        if let Outcome::Connected(client) = attempt(b.addr, "eve").await {
+            break client;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "eve's block did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    for (seconds, nanos) in [(-1, 0), (0, -1), (31 * 24 * 3600, 0), (1, 1_000_000_000)] {
+        let status = presence
+            .disconnect(block_request("bob", "x", seconds, nanos))
+            .await
+            .expect_err("a bad block_for is refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert_eq!(reason_of(&status).as_deref(), Some("invalid_argument"));
+        assert!(status.message().contains("block_for"), "{status:?}");
+    }
+    // Refused requests changed nothing: bob still connects.
+    assert!(matches!(
+        attempt(a.addr, "bob").await,
+        Outcome::Connected(_)
+    ));
 }
