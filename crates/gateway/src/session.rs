@@ -145,15 +145,10 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         instance_id: settings.instance_id.clone(),
         connected_at_ms,
     };
-    match shared.presence.admit(&record, limit as u64).await {
-        Ok(Admission::Admitted) => {}
-        Ok(Admission::TooMany { held }) => {
-            shared.manager.remove(&user_id, &connection_id);
-            socket
-                .finish(too_many(&user_id, held, limit), settings.write_timeout)
-                .await;
-            return None;
-        }
+    let refusal = match shared.presence.admit(&record, limit as u64).await {
+        Ok(Admission::Admitted) => None,
+        Ok(Admission::TooMany { held }) => Some(too_many(&user_id, held, limit)),
+        Ok(Admission::Blocked { reason, remaining }) => Some(blocked(&user_id, &reason, remaining)),
         // A presence failure must not cost the client its socket: the
         // connection is live locally either way (and within the local
         // limit), and the failure is logged. While Redis is away the lease
@@ -161,7 +156,13 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         // returns; one line per socket would drown it.
         Err(error) => {
             debug!(%user_id, %connection_id, %error, "presence registration failed");
+            None
         }
+    };
+    if let Some(end) = refusal {
+        shared.manager.remove(&user_id, &connection_id);
+        socket.finish(end, settings.write_timeout).await;
+        return None;
     }
     info!(%user_id, %connection_id, %peer, "connected");
     shared.metrics.connects.increment(1);
@@ -192,6 +193,19 @@ fn too_many(user_id: &str, held: u64, limit: usize) -> End {
         CloseCode::TooMany,
         ErrorCode::TOO_MANY_CONNECTIONS,
         &format!("this user already holds {held} connections; at most {limit} are allowed"),
+    )
+}
+
+/// The end of a connection refused because its user is blocked for `remaining` more.
+fn blocked(user_id: &str, reason: &str, remaining: Duration) -> End {
+    debug!(%user_id, ?remaining, "connection refused: the user is blocked");
+    telemetry::limit_rejection("blocked");
+    // Whole seconds, rounded up: "0 s" would read as "try now".
+    let seconds = remaining.as_millis().div_ceil(1000);
+    End::fail(
+        CloseCode::Forbidden,
+        ErrorCode::BLOCKED,
+        &format!("{reason} (new connections are refused for another {seconds} s)"),
     )
 }
 

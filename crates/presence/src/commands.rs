@@ -6,6 +6,8 @@
 //! user's connections at the moment it is sent; nothing is stored for a user
 //! who is offline, and an instance that is down or too far behind loses it.
 
+use std::time::Duration;
+
 use pulse_protocol::Command;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -18,6 +20,8 @@ const COMMAND_CAPACITY: usize = 16_384;
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
 /// The longest disconnect reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 256;
+/// The longest block [`Presence::block`] takes: 30 days.
+pub const MAX_BLOCK: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Presence {
     /// Starts receiving the commands addressed to `instance_id`, the instance
@@ -86,18 +90,45 @@ impl Presence {
         if let Some(connection_id) = connection_id {
             check_id("connection id", connection_id)?;
         }
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(PresenceError::InvalidArgument(format!(
-                "reason is {} bytes; at most {MAX_REASON_BYTES}",
-                reason.len()
-            )));
-        }
+        check_reason(reason)?;
         let command = Command::Disconnect {
             user_id: user_id.to_owned(),
             connection_id: connection_id.map(str::to_owned),
             reason: reason.to_owned(),
         };
         self.dispatch(command, connection_id).await
+    }
+
+    /// Refuses `user_id`'s new connections on every instance for `duration`
+    /// ([`Presence::admit`] answers [`Admission::Blocked`] with `reason`);
+    /// it does not close the user's open ones, which is
+    /// [`Presence::disconnect`]'s. A new block replaces the previous one.
+    /// Enforced where registration happens, in Redis, so it holds on every
+    /// instance at once; while Redis is unreachable no registration, and so
+    /// no block, is checked.
+    ///
+    /// [`Admission::Blocked`]: crate::Admission::Blocked
+    pub async fn block(
+        &self,
+        user_id: &str,
+        duration: Duration,
+        reason: &str,
+    ) -> Result<(), PresenceError> {
+        check_id("user id", user_id)?;
+        if duration.is_zero() || duration > MAX_BLOCK {
+            return Err(PresenceError::InvalidArgument(format!(
+                "block_for must be positive and at most {} days, got {duration:?}",
+                MAX_BLOCK.as_secs() / 86_400
+            )));
+        }
+        check_reason(reason)?;
+        match &self.inner.backend {
+            Backend::Memory(store) => {
+                store.block(user_id, duration, reason);
+                Ok(())
+            }
+            Backend::Redis(store) => observe("block", store.block(user_id, duration, reason)).await,
+        }
     }
 
     async fn dispatch(&self, command: Command, only: Option<&str>) -> Result<u64, PresenceError> {
@@ -119,4 +150,14 @@ impl Presence {
             Backend::Redis(store) => observe("command", store.dispatch(&command, only)).await,
         }
     }
+}
+
+fn check_reason(reason: &str) -> Result<(), PresenceError> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(PresenceError::InvalidArgument(format!(
+            "reason is {} bytes; at most {MAX_REASON_BYTES}",
+            reason.len()
+        )));
+    }
+    Ok(())
 }

@@ -46,7 +46,7 @@ pub mod service;
 pub mod testing;
 
 pub use buckets::{BUCKETS, bucket_of};
-pub use commands::{MAX_DATA_BYTES, MAX_REASON_BYTES};
+pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use leases::run_reaper;
 pub use service::run;
 
@@ -212,6 +212,14 @@ pub enum Admission {
         /// How many connections the user holds.
         held: u64,
     },
+    /// Refused: the user is blocked ([`Presence::block`]) for `remaining`
+    /// more. Nothing changed.
+    Blocked {
+        /// The reason the block was given with.
+        reason: String,
+        /// How long the block lasts from now.
+        remaining: Duration,
+    },
 }
 
 /// What [`Presence::sync_instance`] changed.
@@ -354,8 +362,9 @@ impl Presence {
         }
     }
 
-    /// Registers a new connection unless the user already holds
-    /// `max_per_user` connections across every instance (0: no limit).
+    /// Registers a new connection unless the user is blocked
+    /// ([`Presence::block`]) or already holds `max_per_user` connections
+    /// across every instance (0: no limit).
     ///
     /// The count and the registration are one atomic step (one script on
     /// the user's bucket with Redis, one lock in memory), so any number of

@@ -3,10 +3,12 @@
 use std::{
     collections::HashMap,
     sync::{Mutex, MutexGuard},
+    time::Duration,
 };
 
 use pulse_protocol::{EventKind, PresenceEvent, event::now_ms};
-use tokio::sync::broadcast;
+// tokio's clock, so that tests can pause and advance time over a block.
+use tokio::{sync::broadcast, time::Instant};
 
 use crate::{Admission, ConnectionRecord, OnlineCount, sort_connections};
 
@@ -26,6 +28,8 @@ struct State {
     /// instance id -> connection id -> user id.
     instances: HashMap<String, HashMap<String, String>>,
     connections: u64,
+    /// user id -> (blocked until, reason).
+    blocks: HashMap<String, (Instant, String)>,
 }
 
 impl MemoryStore {
@@ -83,11 +87,32 @@ impl MemoryStore {
         let held = state.users.get(&record.user_id);
         let known = held.is_some_and(|held| held.contains_key(&record.connection_id));
         let held = held.map_or(0, |held| held.len() as u64);
+        if !known && let Some((until, reason)) = state.blocks.get(&record.user_id) {
+            let now = Instant::now();
+            if now < *until {
+                return Admission::Blocked {
+                    reason: reason.clone(),
+                    remaining: *until - now,
+                };
+            }
+            state.blocks.remove(&record.user_id);
+        }
         if !known && max_per_user > 0 && held >= max_per_user {
             return Admission::TooMany { held };
         }
         self.insert(&mut state, record);
         Admission::Admitted
+    }
+
+    /// Blocks a user's new connections until `duration` from now, replacing
+    /// any block they had; blocks that ended are dropped on the way.
+    pub(crate) fn block(&self, user_id: &str, duration: Duration, reason: &str) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state.blocks.retain(|_, (until, _)| *until > now);
+        state
+            .blocks
+            .insert(user_id.to_owned(), (now + duration, reason.to_owned()));
     }
 
     /// Adds a connection and publishes its events; nothing when the user

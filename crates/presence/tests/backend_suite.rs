@@ -5,7 +5,10 @@
 
 mod support;
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use pulse_presence::{Admission, ConnectionRecord, OnlineCount, Presence, PresenceError};
 use pulse_protocol::{EventKind::*, PresenceEvent, event::now_ms};
@@ -52,6 +55,8 @@ both_backends!(
     unregister_instance_removes_only_that_instance,
     admission_counts_every_instance,
     concurrent_admissions_admit_exactly_the_limit,
+    a_block_refuses_new_connections_until_it_ends,
+    bad_blocks_are_invalid,
     concurrent_changes_keep_online_and_offline_exact,
     concurrent_duplicates_count_once,
     at_ms_round_trips_exactly,
@@ -390,6 +395,7 @@ async fn concurrent_admissions_admit_exactly_the_limit(presence: Presence) {
         match attempt.await.unwrap() {
             Admission::Admitted => admitted += 1,
             Admission::TooMany { held } => assert_eq!(held, LIMIT),
+            blocked @ Admission::Blocked { .. } => panic!("{blocked:?}"),
         }
     }
     assert_eq!(admitted, LIMIT);
@@ -400,6 +406,120 @@ async fn concurrent_admissions_admit_exactly_the_limit(presence: Presence) {
         LIMIT
     );
     assert_eq!(seen.iter().filter(|event| event.kind == Online).count(), 1);
+}
+
+async fn a_block_refuses_new_connections_until_it_ends(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let open = record("mallory", "m1", "gw-1", 1);
+    presence.register(&open).await.unwrap();
+    presence
+        .block("mallory", Duration::from_secs(60), "spamming")
+        .await
+        .unwrap();
+    match presence
+        .admit(&record("mallory", "m2", "gw-2", 2), 0)
+        .await
+        .unwrap()
+    {
+        Admission::Blocked { reason, remaining } => {
+            assert_eq!(reason, "spamming");
+            assert!(
+                remaining > Duration::ZERO && remaining <= Duration::from_secs(60),
+                "{remaining:?}"
+            );
+        }
+        other => panic!("a blocked user was answered {other:?}"),
+    }
+    // The block is the user's alone; it closes nothing; a connection the
+    // user already has is admitted again (idempotent); an unconditional
+    // registration (a re-sync of an open socket) is not refused.
+    assert_eq!(
+        presence
+            .admit(&record("bob", "b1", "gw-2", 3), 0)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(presence.admit(&open, 0).await.unwrap(), Admission::Admitted);
+    presence
+        .register(&record("mallory", "m3", "gw-3", 4))
+        .await
+        .unwrap();
+    assert_eq!(presence.user("mallory").await.unwrap().len(), 2);
+
+    // A new block replaces the old one, and a block ends by itself.
+    presence
+        .block("mallory", Duration::from_millis(50), "cool down")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + support::DEADLINE;
+    loop {
+        match presence
+            .admit(&record("mallory", "m4", "gw-2", 5), 0)
+            .await
+            .unwrap()
+        {
+            Admission::Admitted => break,
+            Admission::Blocked { reason, .. } => assert_eq!(reason, "cool down"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the block never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let connected: Vec<_> = events
+        .settle(&presence)
+        .await
+        .into_iter()
+        .filter(|event| event.kind == Connected)
+        .map(|event| event.connection_id)
+        .collect();
+    assert_eq!(
+        connected,
+        ["m1", "b1", "m3", "m4"],
+        "refusals publish nothing"
+    );
+}
+
+async fn bad_blocks_are_invalid(presence: Presence) {
+    let day = Duration::from_secs(86_400);
+    for (user, duration, reason) in [
+        ("mallory", Duration::ZERO, "x"),
+        (
+            "mallory",
+            pulse_presence::MAX_BLOCK + Duration::from_millis(1),
+            "x",
+        ),
+        ("mallory", 365 * day, "x"),
+        ("", day, "x"),
+        (
+            "mallory",
+            day,
+            &"r".repeat(pulse_presence::MAX_REASON_BYTES + 1),
+        ),
+    ] {
+        assert!(
+            matches!(
+                presence.block(user, duration, reason).await,
+                Err(PresenceError::InvalidArgument(_))
+            ),
+            "{user:?} {duration:?}"
+        );
+    }
+    // Nothing was blocked.
+    assert_eq!(
+        presence
+            .admit(&record("mallory", "m1", "gw-1", 1), 0)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    presence
+        .block("mallory", pulse_presence::MAX_BLOCK, "the longest")
+        .await
+        .unwrap();
 }
 
 async fn concurrent_changes_keep_online_and_offline_exact(presence: Presence) {

@@ -107,6 +107,9 @@ impl ErrorCode {
     pub const SLOW_CONSUMER: Self = Self::new("slow_consumer");
     /// An internal service disconnected the connection.
     pub const DISCONNECTED: Self = Self::new("disconnected");
+    /// The user is blocked for a while (a `Disconnect` with `block_for`):
+    /// new connections are refused with 4403 until it ends.
+    pub const BLOCKED: Self = Self::new("blocked");
     /// The user already holds the most connections allowed.
     pub const TOO_MANY_CONNECTIONS: Self = Self::new("too_many_connections");
     /// The connection sent more messages per second than allowed.
