@@ -1,7 +1,8 @@
 //! What holds across the fleet without each gateway keeping a copy of the
 //! fleet: the per-user connection limit, exact when one user connects to
-//! three gateways at the same moment, and a `Disconnect` that blocks the
-//! user's new connections on every instance.
+//! three gateways at the same moment, a `Disconnect` that blocks the
+//! user's new connections on every instance, and one user id length limit
+//! at the handshake, in presence and in the API.
 
 use std::time::Duration;
 
@@ -9,7 +10,10 @@ use futures_util::{StreamExt, future::join_all};
 use pulse_e2e::{Client, RedisServer, Service, connect, eventually, next_json, token};
 use pulse_presence::{Presence, RedisOptions};
 use pulse_protocol::{
-    proto::presence::v1::{DisconnectRequest, presence_client::PresenceClient},
+    proto::presence::v1::{
+        DisconnectRequest, GetUserRequest, GetUsersRequest, SendRequest, WatchRequest,
+        presence_client::PresenceClient,
+    },
     status::reason_of,
 };
 use tokio_tungstenite::tungstenite::Message;
@@ -231,4 +235,109 @@ async fn disconnect_can_block_a_user_on_every_gateway() {
         attempt(a.addr, "bob").await,
         Outcome::Connected(_)
     ));
+}
+
+/// The longest user id (256 bytes) connects, is registered and can be
+/// reached by `Send`; one byte more is refused at the handshake (4401
+/// `user_id_too_long`) rather than living as a socket presence cannot
+/// manage, and every API call naming it is `INVALID_ARGUMENT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn user_ids_have_one_length_limit_everywhere() {
+    let redis = RedisServer::start().await;
+    let namespace = pulse_e2e::unique_namespace();
+    let presence_service = Service::presence(redis.url(), &namespace, &[]).await;
+    let mut presence = PresenceClient::connect(presence_service.grpc_url())
+        .await
+        .unwrap();
+    let gateway = Service::gateway(redis.url(), &namespace, &[]).await;
+    let longest = "é".repeat(128);
+    assert_eq!(longest.len(), 256);
+    let over = format!("{longest}x");
+
+    let Outcome::Connected(mut client) = attempt(gateway.addr, &longest).await else {
+        panic!("the longest user id is refused");
+    };
+    let user = pulse_e2e::get_user(&mut presence, &longest).await;
+    assert_eq!(user.connections.len(), 1);
+    let sent = presence
+        .send(SendRequest {
+            user_id: longest.clone(),
+            data_json: "42".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.connections, 1);
+    assert_eq!(next_json(&mut client).await["data"], 42);
+
+    // Over the limit, and far over it (past what presence took before).
+    for user_id in [over.clone(), "u".repeat(2000)] {
+        match attempt(gateway.addr, &user_id).await {
+            Outcome::Refused {
+                close,
+                code,
+                message,
+            } => {
+                assert_eq!(
+                    (close, code.as_str()),
+                    (4401, "user_id_too_long"),
+                    "{message}"
+                );
+                assert!(message.contains("256"), "{message}");
+            }
+            Outcome::Connected(_) => panic!("a {}-byte user id connected", user_id.len()),
+        }
+    }
+
+    let expect_invalid = |what: &str, result: Result<(), tonic::Status>| {
+        let status = result.expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
+        assert_eq!(reason_of(&status).as_deref(), Some("invalid_argument"));
+        assert!(status.message().contains("256"), "{what}: {status:?}");
+    };
+    let mut api = presence.clone();
+    expect_invalid(
+        "GetUser",
+        api.get_user(GetUserRequest {
+            user_id: over.clone(),
+        })
+        .await
+        .map(drop),
+    );
+    expect_invalid(
+        "GetUsers",
+        api.get_users(GetUsersRequest {
+            user_ids: vec![longest.clone(), over.clone()],
+        })
+        .await
+        .map(drop),
+    );
+    expect_invalid(
+        "Watch",
+        api.watch(WatchRequest {
+            user_ids: vec![over.clone()],
+            all: false,
+        })
+        .await
+        .map(drop),
+    );
+    expect_invalid(
+        "Send",
+        api.send(SendRequest {
+            user_id: over.clone(),
+            data_json: "1".into(),
+        })
+        .await
+        .map(drop),
+    );
+    expect_invalid(
+        "Disconnect",
+        api.disconnect(block_request(&over, "x", 0, 0))
+            .await
+            .map(drop),
+    );
 }
