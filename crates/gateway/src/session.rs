@@ -23,7 +23,9 @@ use std::{
 
 use pulse_auth::{AuthError, Authenticator, Identity};
 use pulse_presence::{Admission, ConnectionRecord, Presence};
-use pulse_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, event::now_ms};
+use pulse_protocol::{
+    ClientMessage, CloseCode, ErrorCode, MAX_USER_ID_BYTES, ServerMessage, event::now_ms,
+};
 use tokio::{
     net::TcpStream,
     time::{Instant, Sleep, sleep_until},
@@ -273,7 +275,21 @@ async fn first_message_token(
 
 async fn validate(shared: &Shared, token: &str) -> Result<Identity, End> {
     let started = std::time::Instant::now();
-    let result = Box::pin(shared.auth.validate(token)).await;
+    let result = Box::pin(shared.auth.validate(token))
+        .await
+        .and_then(|identity| {
+            // pulse-auth refuses such tokens itself (an older one may not):
+            // a user id that presence refuses must never become a socket
+            // that nothing can reach or disconnect.
+            let len = identity.user_id.len();
+            if len > MAX_USER_ID_BYTES {
+                return Err(AuthError::UserIdTooLong {
+                    len,
+                    max: MAX_USER_ID_BYTES,
+                });
+            }
+            Ok(identity)
+        });
     shared
         .metrics
         .auth_seconds

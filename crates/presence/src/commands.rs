@@ -12,7 +12,9 @@ use pulse_protocol::Command;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::{Backend, Presence, PresenceError, bus::CommandListener, check_id, observe};
+use crate::{
+    Backend, Presence, PresenceError, bus::CommandListener, check_id, check_user_id, observe,
+};
 
 /// How many commands may wait for this instance's gateway before new ones are dropped.
 const COMMAND_CAPACITY: usize = 16_384;
@@ -64,7 +66,7 @@ impl Presence {
     /// connection of `user_id`; returns how many connections it was handed
     /// to an instance for (0 when the user is offline).
     pub async fn send(&self, user_id: &str, data: Box<RawValue>) -> Result<u64, PresenceError> {
-        check_id("user id", user_id)?;
+        check_user_id(user_id)?;
         if data.get().len() > MAX_DATA_BYTES {
             return Err(PresenceError::InvalidArgument(format!(
                 "data is {} bytes; at most {MAX_DATA_BYTES} are sent",
@@ -86,7 +88,7 @@ impl Presence {
         connection_id: Option<&str>,
         reason: &str,
     ) -> Result<u64, PresenceError> {
-        check_id("user id", user_id)?;
+        check_user_id(user_id)?;
         if let Some(connection_id) = connection_id {
             check_id("connection id", connection_id)?;
         }
@@ -114,7 +116,7 @@ impl Presence {
         duration: Duration,
         reason: &str,
     ) -> Result<(), PresenceError> {
-        check_id("user id", user_id)?;
+        check_user_id(user_id)?;
         if duration.is_zero() || duration > MAX_BLOCK {
             return Err(PresenceError::InvalidArgument(format!(
                 "block_for must be positive and at most {} days, got {duration:?}",

@@ -56,8 +56,12 @@ use redis_store::RedisStore;
 /// How many events the bus buffers for a slow subscriber before it lags.
 const EVENT_CAPACITY: usize = 16_384;
 
-/// The longest id (user, connection or instance) accepted, in bytes.
+/// The longest connection or instance id accepted, in bytes. User ids have
+/// their own, shorter limit, the same everywhere in Pulse:
+/// [`MAX_USER_ID_BYTES`].
 pub const MAX_ID_LEN: usize = 1024;
+
+pub use pulse_protocol::MAX_USER_ID_BYTES;
 
 /// One open connection: which user, which gateway instance holds it, since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,7 +354,7 @@ impl Presence {
     /// already has changes nothing and publishes nothing (even with another
     /// instance or time).
     pub async fn register(&self, record: &ConnectionRecord) -> Result<(), PresenceError> {
-        check_id("user_id", &record.user_id)?;
+        check_user_id(&record.user_id)?;
         check_id("connection_id", &record.connection_id)?;
         check_id("instance_id", &record.instance_id)?;
         match &self.inner.backend {
@@ -378,7 +382,7 @@ impl Presence {
         record: &ConnectionRecord,
         max_per_user: u64,
     ) -> Result<Admission, PresenceError> {
-        check_id("user_id", &record.user_id)?;
+        check_user_id(&record.user_id)?;
         check_id("connection_id", &record.connection_id)?;
         check_id("instance_id", &record.instance_id)?;
         match &self.inner.backend {
@@ -397,7 +401,7 @@ impl Presence {
         user_id: &str,
         connection_id: &str,
     ) -> Result<(), PresenceError> {
-        check_id("user_id", user_id)?;
+        check_user_id(user_id)?;
         check_id("connection_id", connection_id)?;
         match &self.inner.backend {
             Backend::Memory(store) => {
@@ -432,7 +436,7 @@ impl Presence {
     /// A user's open connections, oldest first (ties by connection id).
     /// Empty when the user is offline.
     pub async fn user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>, PresenceError> {
-        check_id("user_id", user_id)?;
+        check_user_id(user_id)?;
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.user(user_id)),
             Backend::Redis(store) => observe("user", store.user(user_id)).await,
@@ -446,7 +450,7 @@ impl Presence {
         user_ids: &[String],
     ) -> Result<Vec<Vec<ConnectionRecord>>, PresenceError> {
         for user_id in user_ids {
-            check_id("user_id", user_id)?;
+            check_user_id(user_id)?;
         }
         match &self.inner.backend {
             Backend::Memory(store) => Ok(user_ids.iter().map(|id| store.user(id)).collect()),
@@ -505,7 +509,6 @@ impl Presence {
     }
 }
 
-/// Rejects an empty or oversized id before it reaches a key name.
 /// Times one Redis operation and counts its failures: `pulse_presence_redis_seconds{op}`
 /// and `pulse_presence_redis_errors_total{op}`.
 async fn observe<T>(
@@ -522,6 +525,23 @@ async fn observe<T>(
     result
 }
 
+/// Rejects an empty user id or one over [`MAX_USER_ID_BYTES`].
+pub(crate) fn check_user_id(user_id: &str) -> Result<(), PresenceError> {
+    if user_id.is_empty() {
+        return Err(PresenceError::InvalidArgument(
+            "user_id must not be empty".to_owned(),
+        ));
+    }
+    if user_id.len() > MAX_USER_ID_BYTES {
+        return Err(PresenceError::InvalidArgument(format!(
+            "user_id is {} bytes, longer than the {MAX_USER_ID_BYTES} allowed",
+            user_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects an empty or oversized id before it reaches a key name.
 fn check_id(what: &str, value: &str) -> Result<(), PresenceError> {
     if value.is_empty() {
         return Err(PresenceError::InvalidArgument(format!(

@@ -274,6 +274,9 @@ impl presence_server::Presence for PresenceService {
                 if request.user_ids.iter().any(String::is_empty) {
                     return Err(invalid_argument("user_ids must not contain an empty id"));
                 }
+                for user_id in &request.user_ids {
+                    crate::check_user_id(user_id).map_err(to_status)?;
+                }
                 Some(request.user_ids.into_iter().collect())
             }
             (false, true) => return Err(invalid_argument("name some user_ids, or set all")),

@@ -62,6 +62,7 @@ both_backends!(
     at_ms_round_trips_exactly,
     odd_ids_round_trip,
     empty_ids_are_invalid,
+    user_ids_have_one_length_limit,
     commands_reach_the_listening_instance,
 );
 
@@ -731,6 +732,50 @@ async fn empty_ids_are_invalid(presence: Presence) {
         );
     }
     assert_eq!(events.settle(&presence).await, []);
+}
+
+async fn user_ids_have_one_length_limit(presence: Presence) {
+    use pulse_presence::MAX_USER_ID_BYTES;
+    use serde_json::value::RawValue;
+
+    let longest = "ü".repeat(MAX_USER_ID_BYTES / 2);
+    assert_eq!(longest.len(), MAX_USER_ID_BYTES);
+    let connection = record(&longest, "c1", "gw-1", 1);
+    assert_eq!(
+        presence.admit(&connection, 0).await.unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(presence.user(&longest).await.unwrap(), [connection]);
+
+    let over = format!("{longest}x");
+    let data = || RawValue::from_string("1".to_owned()).unwrap();
+    let results = [
+        presence.register(&record(&over, "c2", "gw-1", 1)).await,
+        presence
+            .admit(&record(&over, "c2", "gw-1", 1), 0)
+            .await
+            .map(drop),
+        presence.unregister(&over, "c2").await,
+        presence.user(&over).await.map(drop),
+        presence
+            .users(&[longest.clone(), over.clone()])
+            .await
+            .map(drop),
+        presence.send(&over, data()).await.map(drop),
+        presence.disconnect(&over, None, "x").await.map(drop),
+        presence
+            .block(&over, Duration::from_secs(1), "x")
+            .await
+            .map(drop),
+    ];
+    for result in results {
+        match result {
+            Err(PresenceError::InvalidArgument(message)) => {
+                assert!(message.contains("256"), "{message}")
+            }
+            other => panic!("a {}-byte user id was answered {other:?}", over.len()),
+        }
+    }
 }
 
 async fn commands_reach_the_listening_instance(presence: Presence) {
