@@ -64,6 +64,7 @@ both_backends!(
     empty_ids_are_invalid,
     user_ids_have_one_length_limit,
     commands_reach_the_listening_instance,
+    a_full_command_queue_counts_only_what_it_takes,
 );
 
 async fn register_then_query(presence: Presence) {
@@ -854,4 +855,61 @@ async fn commands_reach_the_listening_instance(presence: Presence) {
         presence.send("alice", too_big).await,
         Err(PresenceError::InvalidArgument(_))
     ));
+}
+
+/// A gateway that does not keep up fills its command queue: what it cannot
+/// take must be counted as not delivered, and what was counted must arrive.
+async fn a_full_command_queue_counts_only_what_it_takes(presence: Presence) {
+    use futures_util::future::join_all;
+    use pulse_protocol::Command;
+    use serde_json::value::RawValue;
+
+    // Past the queue's capacity (16,384), with nobody reading.
+    const SENT: u64 = 17_500;
+    let mut commands = presence.listen_commands("gw-slow");
+    presence
+        .register(&record("alice", "c1", "gw-slow", 1))
+        .await
+        .unwrap();
+    tokio::time::timeout(support::DEADLINE, presence.commands_ready("gw-slow"))
+        .await
+        .expect("the command channel is subscribed");
+    let numbers: Vec<u64> = (0..SENT).collect();
+    let mut counted = 0;
+    for chunk in numbers.chunks(100) {
+        let sends = chunk.iter().map(|n| {
+            let data = RawValue::from_string(n.to_string()).unwrap();
+            presence.send("alice", data)
+        });
+        for sent in join_all(sends).await {
+            counted += sent.unwrap();
+        }
+    }
+    assert!(counted < SENT, "a full queue cannot have taken all {SENT}");
+
+    // Now the gateway reads; once this instance takes commands again, a
+    // last one marks the end of what was sent.
+    let reader = tokio::spawn(async move {
+        let mut received = 0_u64;
+        loop {
+            match commands.recv().await.expect("the listener is open") {
+                Command::Send { data, .. } if data.get() == "\"end\"" => return received,
+                Command::Send { .. } => received += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    tokio::time::timeout(support::DEADLINE, presence.commands_ready("gw-slow"))
+        .await
+        .expect("the instance takes commands again once its queue drains");
+    let end = RawValue::from_string("\"end\"".to_owned()).unwrap();
+    assert_eq!(presence.send("alice", end).await.unwrap(), 1);
+    let received = tokio::time::timeout(support::DEADLINE, reader)
+        .await
+        .expect("the marker arrives")
+        .unwrap();
+    assert_eq!(
+        received, counted,
+        "every command counted as delivered arrived, and only those"
+    );
 }
