@@ -4,7 +4,10 @@
 //!
 //! Delivery is at most once. A command reaches the instances that hold the
 //! user's connections at the moment it is sent; nothing is stored for a user
-//! who is offline, and an instance that is down or too far behind loses it.
+//! who is offline, and an instance that is down or too far behind does not
+//! get it. The counts `send` and `disconnect` return are honest about the
+//! last: an instance whose queue is full takes nothing and counts none, and
+//! what it counted it gets (see `bus/backlog.rs`).
 
 use std::time::Duration;
 
@@ -16,7 +19,9 @@ use crate::{
     Backend, Presence, PresenceError, bus::CommandListener, check_id, check_user_id, observe,
 };
 
-/// How many commands may wait for this instance's gateway before new ones are dropped.
+/// How many commands may wait for this instance's gateway; when they are
+/// this many, the instance takes no more (and is counted as not reached)
+/// until half are gone.
 const COMMAND_CAPACITY: usize = 16_384;
 /// The largest `data` a `send` takes, in bytes of JSON text.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
