@@ -85,7 +85,7 @@ step "a gateway with $OWN connections of its own; other instances holding 0, the
 for run in $(seq 1 "$REPEATS"); do
   for others in 0 "$OTHERS"; do
     if [ "$others" = 0 ]; then label=pulse-fleet-alone; else label=pulse-fleet-crowded; fi
-    name="bench-fleet-$run-$others"
+    name="bench-fleet-$$-$run-$others"
     start_gateway "$name"
     "$bin/pulse-bench" fleet --label "$label" --server "$GATEWAY_ADDR" --server-pid "$GATEWAY_PID" \
       --redis-url "$REDIS_URL" --redis-namespace "$name" --others "$others" \
