@@ -15,7 +15,9 @@
 # As many runs again of each ask for exactly the target, to show the latency
 # clients arriving at that rate see (from the schedule, open loop). (d) ping RTT at 1,000 msg/s, floor and
 # gateway; (e) Presence/Send across two gateways at 1,000 msg/s; (f) presence
-# propagation, a connect to its Watch event; (h) failure timings (kill -9,
+# propagation, a connect to its Watch event; (j) a gateway's RSS with 10,000
+# connections of its own while other instances hold none, then 50,000
+# (scripts/bench-fleet.sh); (h) failure timings (kill -9,
 # Redis restart) and (i) token validation, printed for the hand-kept sections
 # of BENCHMARKS.md. Logs of every process stay in
 # target/bench/ (or $CARGO_TARGET_DIR/bench/).
@@ -226,6 +228,11 @@ bench send send --label pulse --gateway "$A_ADDR" --gateway "$B_ADDR" --presence
 bench presence presence --label pulse --server "$A_ADDR" --presence "$PRESENCE_ADDR" \
   --connects 2000 --rate 200 --source-base 127.0.43.1 --user-prefix "presence-$$"
 stop "$A_PID" "$B_PID" "$PRESENCE_PID"
+
+step "(j) a gateway's memory beside the fleet (issue 15): ${FLEET_OWN:-10000} own connections, others holding 0 and ${FLEET_OTHERS:-50000}"
+wait_quiet
+OWN=${FLEET_OWN:-10000} OTHERS=${FLEET_OTHERS:-50000} FLEET_REPEATS=${FLEET_REPEATS:-1} \
+  SKIP_BUILD=1 RESULTS="$RESULTS" GATEWAY_LOG="$GATEWAY_LOG" bash scripts/bench-fleet.sh
 
 step "(h) failure timings (issue 3): kill -9 to the last offline, Redis return to truth"
 cargo build --release -p pulse-e2e --example failure_bench

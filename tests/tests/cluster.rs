@@ -130,6 +130,7 @@ async fn gateways_and_presence_share_a_redis_cluster() {
             user_id: "alice".into(),
             connection_id: alice_a_id,
             reason: "bye".into(),
+            block_for: None,
         })
         .await
         .unwrap()

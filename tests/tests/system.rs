@@ -234,6 +234,7 @@ async fn send_and_disconnect_through_the_presence_service() {
             user_id: "carol".into(),
             connection_id: String::new(),
             reason: "account suspended".into(),
+            block_for: None,
         })
         .await
         .unwrap()

@@ -87,6 +87,7 @@ fn error_from_status(status: &Status, token_len: usize) -> AuthError {
         && let Some(info) = status.get_details_error_info()
         && info.domain == DOMAIN
     {
+        let figure = |key: &str| info.metadata.get(key).and_then(|n| n.parse().ok());
         let refusal = match info.reason.as_str() {
             "malformed" => Some(AuthError::Malformed),
             "token_expired" => Some(AuthError::TokenExpired),
@@ -101,13 +102,14 @@ fn error_from_status(status: &Status, token_len: usize) -> AuthError {
                     .get(METADATA_CLAIM)
                     .map_or("unknown".into(), |claim| claim.clone().into()),
             )),
-            "token_too_large" => {
-                let figure = |key: &str| info.metadata.get(key).and_then(|n| n.parse().ok());
-                Some(AuthError::TokenTooLarge {
-                    len: figure(METADATA_LEN).unwrap_or(token_len),
-                    max: figure(METADATA_MAX).unwrap_or(0),
-                })
-            }
+            "token_too_large" => Some(AuthError::TokenTooLarge {
+                len: figure(METADATA_LEN).unwrap_or(token_len),
+                max: figure(METADATA_MAX).unwrap_or(0),
+            }),
+            "user_id_too_long" => Some(AuthError::UserIdTooLong {
+                len: figure(METADATA_LEN).unwrap_or(0),
+                max: figure(METADATA_MAX).unwrap_or(pulse_protocol::MAX_USER_ID_BYTES),
+            }),
             _ => None,
         };
         if let Some(refusal) = refusal {

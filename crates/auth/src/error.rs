@@ -41,6 +41,15 @@ pub enum AuthError {
         /// The configured maximum.
         max: usize,
     },
+    /// The user claim is longer than Pulse takes
+    /// ([`pulse_protocol::MAX_USER_ID_BYTES`]).
+    #[error("the token's user id is {len} bytes, more than the {max} allowed")]
+    UserIdTooLong {
+        /// The user id's length in bytes.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
     /// No verdict could be reached: the remote auth service could not answer,
     /// or the JWKS that would hold the token's key has never been loaded.
     #[error("auth service unavailable: {0}")]
@@ -61,6 +70,7 @@ impl AuthError {
             Self::WrongAudience => "wrong_audience",
             Self::MissingClaim(_) => "missing_claim",
             Self::TokenTooLarge { .. } => "token_too_large",
+            Self::UserIdTooLong { .. } => "user_id_too_long",
             Self::Unavailable(_) => "auth_unavailable",
         }
     }

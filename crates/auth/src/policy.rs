@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use jsonwebtoken::get_current_timestamp;
 use serde_json::{Map, Value};
 
+use pulse_protocol::MAX_USER_ID_BYTES;
+
 use crate::{error::AuthError, validator::Identity};
 
 /// What a verified token's claims must say.
@@ -53,6 +55,14 @@ impl ClaimPolicy {
             Some(Value::String(user)) if !user.is_empty() => user.clone(),
             _ => return Err(AuthError::MissingClaim(self.claim_name())),
         };
+        // A user id presence and the API would refuse must not become a
+        // socket nothing can reach: refused here, like any bad claim.
+        if user_id.len() > MAX_USER_ID_BYTES {
+            return Err(AuthError::UserIdTooLong {
+                len: user_id.len(),
+                max: MAX_USER_ID_BYTES,
+            });
+        }
         let expires_at = claims
             .get("exp")
             .and_then(numeric_date)
@@ -195,5 +205,21 @@ mod tests {
                 Err(AuthError::MissingClaim("https://example.test/uid".into()))
             );
         }
+    }
+
+    #[test]
+    fn a_user_id_over_pulses_limit_is_refused() {
+        let policy = policy(&[], &[], "sub");
+        let longest = "ü".repeat(MAX_USER_ID_BYTES / 2);
+        let identity = policy.identity(claims(json!({"sub": longest}))).unwrap();
+        assert_eq!(identity.user_id.len(), MAX_USER_ID_BYTES);
+        let over = format!("{longest}x");
+        assert_eq!(
+            policy.identity(claims(json!({"sub": over}))),
+            Err(AuthError::UserIdTooLong {
+                len: MAX_USER_ID_BYTES + 1,
+                max: MAX_USER_ID_BYTES
+            })
+        );
     }
 }

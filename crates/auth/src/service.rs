@@ -183,7 +183,7 @@ fn status_for(err: &AuthError) -> Status {
     // metadata; the message stays for people.
     let metadata: HashMap<String, String> = match err {
         AuthError::MissingClaim(claim) => [(METADATA_CLAIM.to_owned(), claim.to_string())].into(),
-        AuthError::TokenTooLarge { len, max } => [
+        AuthError::TokenTooLarge { len, max } | AuthError::UserIdTooLong { len, max } => [
             (METADATA_LEN.to_owned(), len.to_string()),
             (METADATA_MAX.to_owned(), max.to_string()),
         ]
@@ -217,6 +217,7 @@ mod tests {
             AuthError::WrongAudience,
             AuthError::MissingClaim("sub".into()),
             AuthError::TokenTooLarge { len: 9, max: 8 },
+            AuthError::UserIdTooLong { len: 300, max: 256 },
         ] {
             let status = status_for(&err);
             assert_eq!(status.code(), Code::Unauthenticated);

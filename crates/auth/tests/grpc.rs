@@ -154,6 +154,12 @@ async fn refusals_cross_the_wire_as_the_same_error() {
         })
     );
 
+    let long_user = mint_token(SECRET, &"u".repeat(300), Duration::from_secs(600));
+    assert_eq!(
+        remote.validate(&long_user).await,
+        Err(AuthError::UserIdTooLong { len: 300, max: 256 })
+    );
+
     server.stop().await;
 }
 

@@ -4,8 +4,9 @@
 //! the scenarios of `scripts/bench.sh`: a burst of authenticated connections
 //! held idle while the server's memory and CPU are read (`connect`),
 //! application ping round trips (`ping`), `Presence/Send` delivery across
-//! gateways (`send`) and presence propagation to a `Watch` stream
-//! (`presence`). Each prints human lines and one `RESULT {json}` line;
+//! gateways (`send`), presence propagation to a `Watch` stream
+//! (`presence`), and a gateway's memory while other instances hold many
+//! connections (`fleet`). Each prints human lines and one `RESULT {json}` line;
 //! `report` turns those lines into the tables of `BENCHMARKS.md`.
 //!
 //! The load generator shares the machine's cores with the servers it

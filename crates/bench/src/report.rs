@@ -6,6 +6,10 @@ use std::fmt::Write as _;
 
 use crate::result::{BenchResult, ConnectResult};
 
+mod fleet;
+
+pub use fleet::{FLEET_ALONE, FLEET_CROWDED};
+
 /// The line after which the generated tables start.
 pub const START_MARKER: &str = "<!-- bench:start -->";
 /// The line before which the generated tables end.
@@ -166,6 +170,7 @@ pub fn render(results: &[BenchResult], info: &RunInfo) -> String {
     render_targets(&mut out, results);
     render_connections(&mut out, results);
     render_latencies(&mut out, results);
+    fleet::render(&mut out, results);
     out.push_str("<details><summary>Raw results (one JSON line per scenario)</summary>\n\n```\n");
     for result in results {
         out.push_str(&result.to_line());
@@ -261,6 +266,8 @@ fn render_targets(out: &mut String, results: &[BenchResult]) {
         },
         Goal::AtMost(3.0),
     );
+    let (target, measured, goal) = fleet::target(results);
+    row(&target, measured, goal);
     out.push('\n');
 }
 

@@ -38,6 +38,7 @@ fn connect_result(label: &str, rate: f64, rss: f64) -> BenchResult {
         other_cpu_us_per_connection: BTreeMap::from([("redis".to_owned(), 20.0)]),
         client_cpu_us_per_connection: 20.0,
         client_rss_per_connection_kib: 9.0,
+        other_instances_connections: None,
     })
 }
 
@@ -185,4 +186,45 @@ fn the_median_run_is_reported_with_the_idle_window_of_its_run() {
     assert!(
         text.contains("pulse: 8,000/s (p99 40 ms, others 1 %), 12,000/s (p99 40 ms, others 1 %), 10,000/s (p99 40 ms, others 1 %)")
     );
+}
+
+#[test]
+fn the_fleet_section_compares_the_two_runs() {
+    let fleet = |label: &str, others: u64, rss_after: u64| {
+        let BenchResult::Connect(mut run) = connect_result(label, 5_000.0, 1.3) else {
+            unreachable!()
+        };
+        run.connected = 10_000;
+        run.server_rss_after_kib = Some(rss_after);
+        run.other_instances_connections = Some(others);
+        BenchResult::Connect(run)
+    };
+    let met = [
+        fleet(FLEET_ALONE, 0, 30_000),
+        fleet(FLEET_CROWDED, 50_000, 30_600),
+    ];
+    let text = render(&met, &RunInfo::default());
+    assert!(
+        text.contains("50,000 held by other instances vs none: within 5 % | 2 % | **met**"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| 50,000 | 10,000 | 10,000 KiB | 30,600 KiB |"),
+        "{text}"
+    );
+    assert!(text.contains("+2.0 %"), "{text}");
+
+    let missed = [
+        fleet(FLEET_ALONE, 0, 30_000),
+        fleet(FLEET_CROWDED, 50_000, 45_000),
+    ];
+    let text = render(&missed, &RunInfo::default());
+    assert!(text.contains("| 50 % | **missed**"), "{text}");
+    // Without the runs, the row says so and the section is left out.
+    let text = render(&missed[..1], &RunInfo::default());
+    assert!(
+        text.contains("vs none: within 5 % | not run | not measured |"),
+        "{text}"
+    );
+    assert!(!text.contains("rest of the fleet"), "{text}");
 }

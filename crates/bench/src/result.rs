@@ -111,6 +111,10 @@ pub struct ConnectResult {
     pub client_cpu_us_per_connection: f64,
     /// The load generator's RSS growth per held connection, in KiB.
     pub client_rss_per_connection_kib: f64,
+    /// Connections other gateway instances held in the same presence
+    /// (`fleet` runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_instances_connections: Option<u64>,
 }
 
 /// The `ping` scenario: application ping round trips at a fixed rate.
@@ -242,6 +246,7 @@ mod tests {
             other_cpu_us_per_connection: BTreeMap::new(),
             client_cpu_us_per_connection: 12.5,
             client_rss_per_connection_kib: 3.0,
+            other_instances_connections: None,
         });
         let value: serde_json::Value =
             serde_json::from_str(result.to_line().strip_prefix(RESULT_PREFIX).unwrap()).unwrap();

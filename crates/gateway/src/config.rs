@@ -375,6 +375,9 @@ impl Config {
                 let mut options = RedisOptions::new(url).with_namespace(self.redis_namespace);
                 options.cluster = self.redis_cluster;
                 options.lease_ttl = lease_ttl;
+                // A gateway needs only its commands from the bus: nothing in
+                // it reads other instances' events.
+                options.subscribe_events = false;
                 Presence::redis(options).map_err(|error| {
                     ConfigError::invalid("--redis-url / REDIS_URL", error.to_string())
                 })?

@@ -1,13 +1,14 @@
-//! Which connections this instance holds, by user, and how many every other
-//! instance holds, as learnt from the presence bus.
+//! Which connections this instance holds, by user.
+//!
+//! Only this instance's: what other instances hold is in presence, and the
+//! per-user limit across instances is enforced where registration happens
+//! (`Presence::admit`), so a gateway's memory follows its own connections
+//! and not the size of the fleet.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
 };
-
-use pulse_presence::ConnectionRecord;
-use pulse_protocol::{EventKind, PresenceEvent};
 
 use crate::mailbox::Mailbox;
 
@@ -23,8 +24,7 @@ pub struct LocalConnection {
     pub mailbox: Arc<Mailbox>,
 }
 
-/// Tracks every open connection of this instance by user, and the connections
-/// of other instances as the presence bus reports them.
+/// Tracks every open connection of this instance by user.
 ///
 /// All methods take `&self` and hold an internal lock only for the map
 /// operation itself, never across an `.await`.
@@ -39,9 +39,6 @@ struct Inner {
     /// costs 32 bytes where a map of one costs hundreds.
     local: HashMap<Arc<str>, Vec<LocalConnection>>,
     local_connections: usize,
-    /// user id -> connection id -> instance id, for every other instance.
-    remote: HashMap<String, HashMap<String, String>>,
-    remote_connections: usize,
 }
 
 impl ConnectionManager {
@@ -57,9 +54,9 @@ impl ConnectionManager {
     }
 
     /// Adds a connection unless the user already holds `limit` connections
-    /// across every instance (0: no limit). `Err` carries the count that
-    /// refused it. Local counts are exact; other instances' are as recent as
-    /// the presence bus.
+    /// on this instance (0: no limit). `Err` carries the count that refused
+    /// it. The limit across instances is presence's (`Presence::admit`);
+    /// this one is exact locally and still holds while Redis is away.
     pub fn try_add(
         &self,
         user_id: &Arc<str>,
@@ -68,8 +65,7 @@ impl ConnectionManager {
     ) -> Result<usize, usize> {
         let mut inner = self.lock();
         if limit > 0 {
-            let held = inner.local.get(&**user_id).map_or(0, Vec::len)
-                + inner.remote.get(&**user_id).map_or(0, HashMap::len);
+            let held = inner.local.get(&**user_id).map_or(0, Vec::len);
             if held >= limit {
                 return Err(held);
             }
@@ -143,11 +139,6 @@ impl ConnectionManager {
         self.lock().local.get(user_id).map_or(0, Vec::len)
     }
 
-    /// How many connections other instances hold for a user.
-    pub fn remote_count(&self, user_id: &str) -> usize {
-        self.lock().remote.get(user_id).map_or(0, HashMap::len)
-    }
-
     /// How many connections this instance holds in all.
     pub fn len(&self) -> usize {
         self.lock().local_connections
@@ -174,69 +165,6 @@ impl ConnectionManager {
                     .map(move |connection| (user_id.clone(), connection.clone()))
             })
             .collect()
-    }
-
-    /// How many connections other instances hold in all.
-    pub fn remote_len(&self) -> usize {
-        self.lock().remote_connections
-    }
-
-    /// Applies a presence event of another instance (`own_instance` is skipped).
-    pub fn apply_remote_event(&self, own_instance: &str, event: &PresenceEvent) {
-        if event.instance_id == own_instance {
-            return;
-        }
-        let mut inner = self.lock();
-        match event.kind {
-            EventKind::Connected => {
-                let added = inner
-                    .remote
-                    .entry(event.user_id.clone())
-                    .or_default()
-                    .insert(event.connection_id.clone(), event.instance_id.clone())
-                    .is_none();
-                if added {
-                    inner.remote_connections += 1;
-                }
-            }
-            EventKind::Disconnected => {
-                let Some(connections) = inner.remote.get_mut(&event.user_id) else {
-                    return;
-                };
-                let removed = connections.remove(&event.connection_id).is_some();
-                if connections.is_empty() {
-                    inner.remote.remove(&event.user_id);
-                }
-                if removed {
-                    inner.remote_connections -= 1;
-                }
-            }
-            // Online and offline follow a connected or disconnected event,
-            // which already carried the change.
-            EventKind::Online | EventKind::Offline => {}
-        }
-    }
-
-    /// Replaces the whole view of other instances with a snapshot.
-    pub fn replace_remote(&self, own_instance: &str, records: Vec<ConnectionRecord>) {
-        let mut remote: HashMap<String, HashMap<String, String>> = HashMap::new();
-        let mut count = 0;
-        for record in records {
-            if record.instance_id == own_instance {
-                continue;
-            }
-            if remote
-                .entry(record.user_id)
-                .or_default()
-                .insert(record.connection_id, record.instance_id)
-                .is_none()
-            {
-                count += 1;
-            }
-        }
-        let mut inner = self.lock();
-        inner.remote = remote;
-        inner.remote_connections = count;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -267,16 +195,6 @@ mod tests {
             .collect();
         ids.sort();
         ids
-    }
-
-    fn event(kind: EventKind, user: &str, conn: &str, instance: &str) -> PresenceEvent {
-        PresenceEvent {
-            user_id: user.into(),
-            kind,
-            connection_id: conn.into(),
-            instance_id: instance.into(),
-            at_ms: 1,
-        }
     }
 
     #[test]
@@ -350,61 +268,17 @@ mod tests {
     }
 
     #[test]
-    fn the_per_user_limit_counts_every_instance() {
+    fn the_local_limit_counts_this_instances_connections() {
         let manager = ConnectionManager::new();
-        assert_eq!(manager.try_add(&"alice".into(), conn("a1"), 3), Ok(1));
-        manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r1", "other"));
-        assert_eq!(manager.try_add(&"alice".into(), conn("a2"), 3), Ok(2));
-        assert_eq!(manager.try_add(&"alice".into(), conn("a3"), 3), Err(3));
+        assert_eq!(manager.try_add(&"alice".into(), conn("a1"), 2), Ok(1));
+        assert_eq!(manager.try_add(&"alice".into(), conn("a2"), 2), Ok(2));
+        assert_eq!(manager.try_add(&"alice".into(), conn("a3"), 2), Err(2));
         assert_eq!(manager.local_count("alice"), 2);
-        assert_eq!(manager.try_add(&"bob".into(), conn("b1"), 3), Ok(1));
+        assert_eq!(manager.try_add(&"bob".into(), conn("b1"), 2), Ok(1));
         assert_eq!(
             manager.try_add(&"alice".into(), conn("a3"), 0),
             Ok(3),
             "0 is no limit"
         );
-    }
-
-    #[test]
-    fn counts_other_instances_from_the_bus() {
-        let manager = ConnectionManager::new();
-        manager.add(&"alice".into(), conn("a1"));
-        manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r1", "other"));
-        manager.apply_remote_event("me", &event(EventKind::Online, "alice", "r1", "other"));
-        manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "r2", "third"));
-        // Our own events are already in the local map.
-        manager.apply_remote_event("me", &event(EventKind::Connected, "alice", "a1", "me"));
-        assert_eq!(manager.remote_count("alice"), 2);
-        assert_eq!(manager.local_count("alice"), 1);
-
-        manager.apply_remote_event(
-            "me",
-            &event(EventKind::Disconnected, "alice", "r1", "other"),
-        );
-        manager.apply_remote_event(
-            "me",
-            &event(EventKind::Disconnected, "alice", "r1", "other"),
-        );
-        assert_eq!(manager.remote_count("alice"), 1);
-
-        manager.replace_remote(
-            "me",
-            vec![
-                ConnectionRecord {
-                    connection_id: "x".into(),
-                    user_id: "bob".into(),
-                    instance_id: "other".into(),
-                    connected_at_ms: 1,
-                },
-                ConnectionRecord {
-                    connection_id: "a1".into(),
-                    user_id: "alice".into(),
-                    instance_id: "me".into(),
-                    connected_at_ms: 1,
-                },
-            ],
-        );
-        assert_eq!(manager.remote_count("alice"), 0);
-        assert_eq!(manager.remote_count("bob"), 1);
     }
 }

@@ -11,10 +11,7 @@ use pulse_auth::Authenticator;
 use pulse_presence::Presence;
 use pulse_protocol::{CloseCode, Command, ErrorCode, command::message_frame};
 use rand::seq::SliceRandom;
-use tokio::{
-    net::TcpListener,
-    sync::{broadcast::error::RecvError, mpsc},
-};
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
@@ -71,7 +68,7 @@ impl Gateway {
         self
     }
 
-    /// The connections this gateway holds, and what it knows of other instances.
+    /// The connections this gateway holds.
     pub fn manager(&self) -> Arc<ConnectionManager> {
         self.shared.manager.clone()
     }
@@ -106,11 +103,7 @@ impl Gateway {
             }
         }
 
-        // This instance knows its own connections: the bus need not decode
-        // the one or two events each of its connects and disconnects echoes.
-        presence.ignore_events_of(&instance_id);
         let tracker = TaskTracker::new();
-        tracker.spawn(remote_view(shared.clone()));
         tracker.spawn(
             shared
                 .readiness
@@ -383,42 +376,6 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         "text/plain; charset=utf-8".parse().expect("static header"),
     );
     response
-}
-
-/// Keeps the manager's view of other instances in step with the presence bus.
-async fn remote_view(shared: Arc<session::Shared>) {
-    let own = shared.settings.instance_id.as_str();
-    let mut events = shared.presence.subscribe();
-    let mut epoch = shared.presence.bus_epoch();
-    resync(&shared).await;
-    loop {
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            changed = epoch.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                resync(&shared).await;
-            }
-            event = events.recv() => match event {
-                Ok(event) => shared.manager.apply_remote_event(own, &event),
-                Err(RecvError::Lagged(missed)) => {
-                    warn!(missed, "presence events lagged; resynchronising");
-                    resync(&shared).await;
-                }
-                Err(RecvError::Closed) => return,
-            },
-        }
-    }
-}
-
-async fn resync(shared: &session::Shared) {
-    match shared.presence.all_connections().await {
-        Ok(records) => shared
-            .manager
-            .replace_remote(&shared.settings.instance_id, records),
-        Err(error) => warn!(%error, "could not load other instances' connections"),
-    }
 }
 
 /// Closes every live connection with `going_away`, evenly spread over

@@ -231,9 +231,10 @@ async fn plain_http_gets_a_clear_answer() {
     gateway.stop().await;
 }
 
-/// Two gateways on one Redis know each other's connections through the bus.
+/// Two gateways on one Redis share one per-user limit, each holding only
+/// its own connections.
 #[tokio::test]
-async fn instances_learn_each_others_connections() {
+async fn two_instances_share_one_per_user_limit() {
     let redis = RedisServer::start().await;
     let namespace = pulse_presence::testing::unique_namespace();
     let redis_presence = || {
@@ -253,6 +254,7 @@ async fn instances_learn_each_others_connections() {
         let core = GatewayCore::new(
             Settings {
                 drain_spread: Duration::from_millis(100),
+                max_connections_per_user: 2,
                 ..Settings::new(instance)
             },
             Authenticator::Local(validator.clone()),
@@ -268,49 +270,36 @@ async fn instances_learn_each_others_connections() {
         ));
     }
     let query = format!("?token={}", token("alice"));
-    let mut on_a = tokio_tungstenite::connect_async(format!("ws://{}/ws{query}", addrs[0]))
-        .await
-        .unwrap()
-        .0;
-    next_json(&mut on_a).await;
-    let mut on_b1 = tokio_tungstenite::connect_async(format!("ws://{}/ws{query}", addrs[1]))
-        .await
-        .unwrap()
-        .0;
-    next_json(&mut on_b1).await;
-    let mut on_b2 = tokio_tungstenite::connect_async(format!("ws://{}/ws{query}", addrs[1]))
-        .await
-        .unwrap()
-        .0;
-    next_json(&mut on_b2).await;
-
-    eventually("a sees b's two", || async {
-        managers[0].remote_count("alice") == 2
-    })
-    .await;
-    eventually("b sees a's one", || async {
-        managers[1].remote_count("alice") == 1
-    })
-    .await;
+    let open = |addr| {
+        let url = format!("ws://{addr}/ws{query}");
+        async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
+    };
+    let mut on_a = open(addrs[0]).await;
+    assert_eq!(next_json(&mut on_a).await["type"], "connected");
+    let mut on_b = open(addrs[1]).await;
+    assert_eq!(next_json(&mut on_b).await["type"], "connected");
+    for addr in &addrs {
+        let mut third = open(*addr).await;
+        expect_error_then_close(&mut third, "too_many_connections", 4429).await;
+    }
     assert_eq!(managers[0].local_count("alice"), 1);
-    assert_eq!(managers[1].local_count("alice"), 2);
+    assert_eq!(managers[1].local_count("alice"), 1);
 
-    drop(on_b1);
-    eventually("a sees b's one", || async {
-        managers[0].remote_count("alice") == 1
+    drop(on_b);
+    let presence = redis_presence();
+    eventually("b's place freed", || async {
+        online(&presence, "alice").await == 1
     })
     .await;
-    drop(on_a);
-    eventually("b sees none on a", || async {
-        managers[1].remote_count("alice") == 0
-    })
-    .await;
-    drop(on_b2);
+    let mut again = open(addrs[0]).await;
+    assert_eq!(next_json(&mut again).await["type"], "connected");
+    assert_eq!(managers[0].local_count("alice"), 2);
+    drop((on_a, again));
     for (tx, handle) in handles {
         tx.send(()).unwrap();
         handle.await.unwrap().unwrap();
     }
-    assert!(redis_presence().user("alice").await.unwrap().is_empty());
+    assert!(presence.user("alice").await.unwrap().is_empty());
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {

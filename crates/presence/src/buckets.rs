@@ -69,6 +69,12 @@ impl Keys {
         format!("{}{instance_id}", self.instance_prefix(bucket))
     }
 
+    /// Whether a user is blocked: a string (the reason) that expires with
+    /// the block, in the user's bucket so that registration can read it.
+    pub(crate) fn blocked(&self, user_id: &str) -> String {
+        format!("{}blocked:{user_id}", self.bucket(bucket_of(user_id)))
+    }
+
     /// The bucket's online users.
     pub(crate) fn online(&self, bucket: u16) -> String {
         format!("{}online", self.bucket(bucket))
@@ -133,6 +139,7 @@ mod tests {
             keys.online(bucket),
             keys.connections(bucket),
             keys.leases(bucket),
+            keys.blocked("u1"),
             keys.user_prefix(bucket),
             keys.instance_prefix(bucket),
         ] {

@@ -2,6 +2,10 @@
 //! the events channel into a broadcast that every consumer subscribes to,
 //! and this instance's command channel into its listener.
 //!
+//! A command the bus receives is never dropped, since Redis has counted it
+//! as delivered: while the gateway's queue is full the bus stops taking
+//! commands instead (see `backlog.rs`).
+//!
 //! The connection speaks RESP3, so that one socket carries the classic
 //! events channel (`SUBSCRIBE`) and the sharded command channel
 //! (`SSUBSCRIBE`). On a Cluster, a classic channel can be subscribed on any
@@ -29,6 +33,10 @@ use tracing::{debug, info, warn};
 use crate::own_events::OwnEvents;
 
 use crate::PresenceError;
+
+mod backlog;
+
+use backlog::{Backlog, Delivered, room_for_one, room_to_resume};
 
 /// The first pause after a failed (re)connection, doubled on each failure.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -85,6 +93,10 @@ impl Nodes {
 
 /// Where decoded events go, and which instance's are left out.
 pub(crate) struct Forward {
+    /// Whether to subscribe to the events channel at all: a gateway needs
+    /// only its commands, and every event of the fleet would cost it a
+    /// decode.
+    pub(crate) subscribe: bool,
     pub(crate) events: broadcast::Sender<PresenceEvent>,
     pub(crate) own_events: OwnEvents,
 }
@@ -131,15 +143,21 @@ async fn run(
     let mut down = false;
     // The seed to try first; moves on after each failure.
     let mut seed = 0;
+    // Survives reconnections: what it holds was counted as delivered.
+    let mut backlog = Backlog::default();
     loop {
-        // Whatever listener is current now is subscribed with the events.
+        // Whatever listener is current now is subscribed with the events,
+        // unless commands still wait for room in its queue.
         let listener = commands.borrow_and_update().clone();
-        match subscribe(&nodes, seed, &channel, listener.as_ref()).await {
+        backlog.keep_for(listener.as_ref());
+        let taking = listener.clone().filter(|_| backlog.is_empty());
+        let events_channel = events.subscribe.then_some(channel.as_str());
+        match subscribe(&nodes, seed, events_channel, taking.as_ref()).await {
             Ok(subscription) => {
                 // Counted before forwarding, so that a consumer that sees the
                 // new epoch and re-snapshots cannot miss what follows.
                 epoch.send_modify(|epoch| *epoch += 1);
-                live.send_replace(listener.as_ref().map(|l| l.channel.clone()));
+                live.send_replace(taking.as_ref().map(|l| l.channel.clone()));
                 if down {
                     info!(%channel, "presence bus resubscribed to redis; events may have been missed");
                 } else {
@@ -151,6 +169,7 @@ async fn run(
                     &channel,
                     &events,
                     listener,
+                    &mut backlog,
                     &mut commands,
                     &live,
                 )
@@ -196,7 +215,7 @@ struct Subscription {
 async fn subscribe(
     nodes: &Nodes,
     seed: usize,
-    channel: &str,
+    channel: Option<&str>,
     listener: Option<&CommandListener>,
 ) -> Result<Subscription, String> {
     let mut node = nodes.seeds[seed % nodes.seeds.len()].clone();
@@ -214,11 +233,11 @@ async fn subscribe(
     Err(format!("still redirected after {MAX_REDIRECTS} tries"))
 }
 
-/// Connects to `node` and subscribes the events channel and, if a listener
-/// waits, its sharded command channel.
+/// Connects to `node` and subscribes the events channel (unless `None`)
+/// and, if a listener waits, its sharded command channel.
 async fn subscribe_on(
     node: &ConnectionInfo,
-    channel: &str,
+    channel: Option<&str>,
     listener: Option<&CommandListener>,
 ) -> Result<Subscription, RedisError> {
     let (sender, pushes) = mpsc::unbounded_channel();
@@ -230,7 +249,9 @@ async fn subscribe_on(
     let mut connection = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    connection.subscribe(channel).await?;
+    if let Some(channel) = channel {
+        connection.subscribe(channel).await?;
+    }
     if let Some(listener) = listener {
         ssubscribe(&mut connection, &listener.channel).await?;
     }
@@ -270,11 +291,16 @@ async fn ssubscribe(
 }
 
 /// Forwards messages until the subscription fails or has to move.
+///
+/// The command channel is subscribed unless the backlog holds commands
+/// (then the bus is paused: it waits for room before subscribing again).
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     subscription: Subscription,
     events_channel: &str,
     events: &Forward,
     mut listener: Option<CommandListener>,
+    backlog: &mut Backlog,
     commands: &mut watch::Receiver<Option<CommandListener>>,
     live: &watch::Sender<Option<String>>,
 ) -> End {
@@ -284,8 +310,26 @@ async fn forward(
     } = subscription;
     let mut pings = interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut paused = listener.is_some() && !backlog.is_empty();
     loop {
         tokio::select! {
+            Some(permit) = room_for_one(listener.clone()), if !backlog.is_empty() => {
+                backlog.release(permit);
+            }
+            () = room_to_resume(listener.clone()), if paused && backlog.is_empty() => {
+                let Some(channel) = listener.as_ref().map(|l| l.channel.clone()) else {
+                    continue;
+                };
+                if let Err(error) = ssubscribe(&mut connection, &channel).await {
+                    if error.redirect_node().is_some() {
+                        return End::Moved;
+                    }
+                    return End::Lost(format!("subscribe failed: {error}"));
+                }
+                paused = false;
+                info!(%channel, "command queue has room again; taking commands");
+                live.send_replace(Some(channel));
+            }
             changed = commands.changed() => {
                 if changed.is_err() {
                     // The owning Presence is going away; the stop signal follows.
@@ -298,6 +342,8 @@ async fn forward(
                 if old == new {
                     continue;
                 }
+                backlog.keep_for(listener.as_ref());
+                paused = false;
                 if let Some(old) = old
                     && let Err(error) = redis::cmd("SUNSUBSCRIBE").arg(&old).exec_async(&mut connection).await
                 {
@@ -325,16 +371,36 @@ async fn forward(
                     PushKind::SMessage => {
                         if let Some(listener) = &listener
                             && channel_of(&data) == Some(listener.channel.as_str())
+                            && deliver_command(listener, backlog, payload_of(&data))
+                                == Delivered::Held
+                            && !paused
                         {
-                            deliver_command(listener, payload_of(&data));
+                            // Whatever is published from now on finds no
+                            // subscriber here and is counted as not delivered.
+                            if let Err(error) = redis::cmd("SUNSUBSCRIBE")
+                                .arg(&listener.channel)
+                                .exec_async(&mut connection)
+                                .await
+                            {
+                                return End::Lost(format!("unsubscribe failed: {error}"));
+                            }
+                            paused = true;
+                            live.send_replace(None);
+                            warn!(
+                                channel = %listener.channel,
+                                held = backlog.len(),
+                                "command queue full; taking no commands until it has room \
+                                 (Send and Disconnect count this instance's connections as not reached)"
+                            );
                         }
                     }
                     PushKind::Disconnection => return End::Lost("connection closed".to_owned()),
                     // Redis ends a sharded subscription when its slot moves
                     // to another node; our own SUNSUBSCRIBE names the old
-                    // channel, never the current one.
+                    // channel, or the current one while paused.
                     PushKind::SUnsubscribe
-                        if listener.as_ref().map(|l| l.channel.as_str()) == channel_of(&data) =>
+                        if !paused
+                            && listener.as_ref().map(|l| l.channel.as_str()) == channel_of(&data) =>
                     {
                         return End::Moved;
                     }
@@ -390,20 +456,15 @@ fn forward_event(forward: &Forward, payload: &[u8]) {
     }
 }
 
-/// Hands a command to this instance's listener. Delivery is at most once: a
-/// listener that is this far behind loses the command, with a warning.
-fn deliver_command(listener: &CommandListener, payload: &[u8]) {
+/// Hands a command to this instance's listener, or to the backlog when its
+/// queue is full: never dropped, since Redis counted it as delivered.
+fn deliver_command(listener: &CommandListener, backlog: &mut Backlog, payload: &[u8]) -> Delivered {
     match serde_json::from_slice::<Command>(payload) {
-        Ok(command) => match listener.sender.try_send(command) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(command)) => warn!(
-                user_id = command.user_id(),
-                "command queue full; dropping a command"
-            ),
-            // The listener was dropped; nobody on this instance wants commands.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        },
-        Err(error) => warn!(%error, "skipping an undecodable command"),
+        Ok(command) => backlog.deliver(listener, command),
+        Err(error) => {
+            warn!(%error, "skipping an undecodable command");
+            Delivered::Queued
+        }
     }
 }
 

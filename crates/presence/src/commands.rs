@@ -4,20 +4,31 @@
 //!
 //! Delivery is at most once. A command reaches the instances that hold the
 //! user's connections at the moment it is sent; nothing is stored for a user
-//! who is offline, and an instance that is down or too far behind loses it.
+//! who is offline, and an instance that is down or too far behind does not
+//! get it. The counts `send` and `disconnect` return are honest about the
+//! last: an instance whose queue is full takes nothing and counts none, and
+//! what it counted it gets (see `bus/backlog.rs`).
+
+use std::time::Duration;
 
 use pulse_protocol::Command;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::{Backend, Presence, PresenceError, bus::CommandListener, check_id, observe};
+use crate::{
+    Backend, Presence, PresenceError, bus::CommandListener, check_id, check_user_id, observe,
+};
 
-/// How many commands may wait for this instance's gateway before new ones are dropped.
+/// How many commands may wait for this instance's gateway; when they are
+/// this many, the instance takes no more (and is counted as not reached)
+/// until half are gone.
 const COMMAND_CAPACITY: usize = 16_384;
 /// The largest `data` a `send` takes, in bytes of JSON text.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
 /// The longest disconnect reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 256;
+/// The longest block [`Presence::block`] takes: 30 days.
+pub const MAX_BLOCK: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Presence {
     /// Starts receiving the commands addressed to `instance_id`, the instance
@@ -60,7 +71,7 @@ impl Presence {
     /// connection of `user_id`; returns how many connections it was handed
     /// to an instance for (0 when the user is offline).
     pub async fn send(&self, user_id: &str, data: Box<RawValue>) -> Result<u64, PresenceError> {
-        check_id("user id", user_id)?;
+        check_user_id(user_id)?;
         if data.get().len() > MAX_DATA_BYTES {
             return Err(PresenceError::InvalidArgument(format!(
                 "data is {} bytes; at most {MAX_DATA_BYTES} are sent",
@@ -82,22 +93,49 @@ impl Presence {
         connection_id: Option<&str>,
         reason: &str,
     ) -> Result<u64, PresenceError> {
-        check_id("user id", user_id)?;
+        check_user_id(user_id)?;
         if let Some(connection_id) = connection_id {
             check_id("connection id", connection_id)?;
         }
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(PresenceError::InvalidArgument(format!(
-                "reason is {} bytes; at most {MAX_REASON_BYTES}",
-                reason.len()
-            )));
-        }
+        check_reason(reason)?;
         let command = Command::Disconnect {
             user_id: user_id.to_owned(),
             connection_id: connection_id.map(str::to_owned),
             reason: reason.to_owned(),
         };
         self.dispatch(command, connection_id).await
+    }
+
+    /// Refuses `user_id`'s new connections on every instance for `duration`
+    /// ([`Presence::admit`] answers [`Admission::Blocked`] with `reason`);
+    /// it does not close the user's open ones, which is
+    /// [`Presence::disconnect`]'s. A new block replaces the previous one.
+    /// Enforced where registration happens, in Redis, so it holds on every
+    /// instance at once; while Redis is unreachable no registration, and so
+    /// no block, is checked.
+    ///
+    /// [`Admission::Blocked`]: crate::Admission::Blocked
+    pub async fn block(
+        &self,
+        user_id: &str,
+        duration: Duration,
+        reason: &str,
+    ) -> Result<(), PresenceError> {
+        check_user_id(user_id)?;
+        if duration.is_zero() || duration > MAX_BLOCK {
+            return Err(PresenceError::InvalidArgument(format!(
+                "block_for must be positive and at most {} days, got {duration:?}",
+                MAX_BLOCK.as_secs() / 86_400
+            )));
+        }
+        check_reason(reason)?;
+        match &self.inner.backend {
+            Backend::Memory(store) => {
+                store.block(user_id, duration, reason);
+                Ok(())
+            }
+            Backend::Redis(store) => observe("block", store.block(user_id, duration, reason)).await,
+        }
     }
 
     async fn dispatch(&self, command: Command, only: Option<&str>) -> Result<u64, PresenceError> {
@@ -119,4 +157,14 @@ impl Presence {
             Backend::Redis(store) => observe("command", store.dispatch(&command, only)).await,
         }
     }
+}
+
+fn check_reason(reason: &str) -> Result<(), PresenceError> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(PresenceError::InvalidArgument(format!(
+            "reason is {} bytes; at most {MAX_REASON_BYTES}",
+            reason.len()
+        )));
+    }
+    Ok(())
 }

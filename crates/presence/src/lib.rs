@@ -50,7 +50,7 @@ pub mod testing;
 mod watch_slots;
 
 pub use buckets::{BUCKETS, bucket_of};
-pub use commands::{MAX_DATA_BYTES, MAX_REASON_BYTES};
+pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use leases::run_reaper;
 pub use service::{ApiConfig, ApiLimits, run};
 
@@ -60,8 +60,12 @@ use redis_store::RedisStore;
 /// How many events the bus buffers for a slow subscriber before it lags.
 const EVENT_CAPACITY: usize = 16_384;
 
-/// The longest id (user, connection or instance) accepted, in bytes.
+/// The longest connection or instance id accepted, in bytes. User ids have
+/// their own, shorter limit, the same everywhere in Pulse:
+/// [`MAX_USER_ID_BYTES`].
 pub const MAX_ID_LEN: usize = 1024;
+
+pub use pulse_protocol::MAX_USER_ID_BYTES;
 
 /// One open connection: which user, which gateway instance holds it, since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +128,11 @@ pub struct RedisOptions {
     /// How long an instance's lease lasts without renewal. Instances renew
     /// every third of it; one that stops is reaped once it expires.
     pub lease_ttl: Duration,
+    /// Whether this process subscribes to the events channel (default
+    /// true). Without it [`Presence::subscribe`] gets nothing from other
+    /// processes: for a gateway, which needs only its commands and would
+    /// otherwise receive (and decode) every event of the fleet.
+    pub subscribe_events: bool,
 }
 
 impl RedisOptions {
@@ -135,6 +144,7 @@ impl RedisOptions {
             namespace: "pulse".to_owned(),
             pool_size: 16,
             lease_ttl: Duration::from_secs(3),
+            subscribe_events: true,
         }
     }
 
@@ -188,6 +198,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
             .field("lease_ttl", &self.lease_ttl)
+            .field("subscribe_events", &self.subscribe_events)
             .finish()
     }
 }
@@ -196,6 +207,27 @@ impl Default for RedisOptions {
     fn default() -> Self {
         Self::new("redis://127.0.0.1:6379")
     }
+}
+
+/// How [`Presence::admit`] answered a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The connection is registered (or already was).
+    Admitted,
+    /// Refused: the user already holds `held` connections, at least the
+    /// limit asked, counting every instance. Nothing changed.
+    TooMany {
+        /// How many connections the user holds.
+        held: u64,
+    },
+    /// Refused: the user is blocked ([`Presence::block`]) for `remaining`
+    /// more. Nothing changed.
+    Blocked {
+        /// The reason the block was given with.
+        reason: String,
+        /// How long the block lasts from now.
+        remaining: Duration,
+    },
 }
 
 /// What [`Presence::sync_instance`] changed.
@@ -297,6 +329,7 @@ impl Presence {
             store.subscriber(),
             store.keys().channel(),
             bus::Forward {
+                subscribe: options.subscribe_events,
                 events: events.clone(),
                 own_events: own_events.clone(),
             },
@@ -325,7 +358,7 @@ impl Presence {
     /// already has changes nothing and publishes nothing (even with another
     /// instance or time).
     pub async fn register(&self, record: &ConnectionRecord) -> Result<(), PresenceError> {
-        check_id("user_id", &record.user_id)?;
+        check_user_id(&record.user_id)?;
         check_id("connection_id", &record.connection_id)?;
         check_id("instance_id", &record.instance_id)?;
         match &self.inner.backend {
@@ -334,6 +367,32 @@ impl Presence {
                 Ok(())
             }
             Backend::Redis(store) => observe("register", store.register(record)).await,
+        }
+    }
+
+    /// Registers a new connection unless the user is blocked
+    /// ([`Presence::block`]) or already holds `max_per_user` connections
+    /// across every instance (0: no limit).
+    ///
+    /// The count and the registration are one atomic step (one script on
+    /// the user's bucket with Redis, one lock in memory), so any number of
+    /// concurrent admissions on any number of instances admit exactly up to
+    /// the limit. A connection id the user already has is
+    /// [`Admission::Admitted`] again without a change, as with
+    /// [`Presence::register`], which records a connection unconditionally
+    /// (for connections that are open already, as a re-sync does).
+    pub async fn admit(
+        &self,
+        record: &ConnectionRecord,
+        max_per_user: u64,
+    ) -> Result<Admission, PresenceError> {
+        check_user_id(&record.user_id)?;
+        check_id("connection_id", &record.connection_id)?;
+        check_id("instance_id", &record.instance_id)?;
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.admit(record, max_per_user)),
+            // Labelled as the registration it is, so dashboards keep one series.
+            Backend::Redis(store) => observe("register", store.admit(record, max_per_user)).await,
         }
     }
 
@@ -347,7 +406,7 @@ impl Presence {
         user_id: &str,
         connection_id: &str,
     ) -> Result<(), PresenceError> {
-        check_id("user_id", user_id)?;
+        check_user_id(user_id)?;
         check_id("connection_id", connection_id)?;
         match &self.inner.backend {
             Backend::Memory(store) => {
@@ -382,7 +441,7 @@ impl Presence {
     /// A user's open connections, oldest first (ties by connection id).
     /// Empty when the user is offline.
     pub async fn user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>, PresenceError> {
-        check_id("user_id", user_id)?;
+        check_user_id(user_id)?;
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.user(user_id)),
             Backend::Redis(store) => observe("user", store.user(user_id)).await,
@@ -396,7 +455,7 @@ impl Presence {
         user_ids: &[String],
     ) -> Result<Vec<Vec<ConnectionRecord>>, PresenceError> {
         for user_id in user_ids {
-            check_id("user_id", user_id)?;
+            check_user_id(user_id)?;
         }
         match &self.inner.backend {
             Backend::Memory(store) => Ok(user_ids.iter().map(|id| store.user(id)).collect()),
@@ -410,19 +469,6 @@ impl Presence {
         match &self.inner.backend {
             Backend::Memory(store) => Ok(store.count_online()),
             Backend::Redis(store) => observe("count_online", store.count_online()).await,
-        }
-    }
-
-    /// Every open connection, sorted by user, then as [`Presence::user`] sorts.
-    ///
-    /// With Redis this walks each bucket's online set in batches (`SSCAN`,
-    /// never a blocking whole-keyspace command), so it is a consistent view
-    /// of each user but not one instant across all users; changes that
-    /// happen while it runs arrive as events.
-    pub async fn all_connections(&self) -> Result<Vec<ConnectionRecord>, PresenceError> {
-        match &self.inner.backend {
-            Backend::Memory(store) => Ok(store.all_connections()),
-            Backend::Redis(store) => observe("all_connections", store.all_connections()).await,
         }
     }
 
@@ -468,7 +514,6 @@ impl Presence {
     }
 }
 
-/// Rejects an empty or oversized id before it reaches a key name.
 /// Times one Redis operation and counts its failures: `pulse_presence_redis_seconds{op}`
 /// and `pulse_presence_redis_errors_total{op}`.
 async fn observe<T>(
@@ -485,6 +530,23 @@ async fn observe<T>(
     result
 }
 
+/// Rejects an empty user id or one over [`MAX_USER_ID_BYTES`].
+pub(crate) fn check_user_id(user_id: &str) -> Result<(), PresenceError> {
+    if user_id.is_empty() {
+        return Err(PresenceError::InvalidArgument(
+            "user_id must not be empty".to_owned(),
+        ));
+    }
+    if user_id.len() > MAX_USER_ID_BYTES {
+        return Err(PresenceError::InvalidArgument(format!(
+            "user_id is {} bytes, longer than the {MAX_USER_ID_BYTES} allowed",
+            user_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects an empty or oversized id before it reaches a key name.
 fn check_id(what: &str, value: &str) -> Result<(), PresenceError> {
     if value.is_empty() {
         return Err(PresenceError::InvalidArgument(format!(

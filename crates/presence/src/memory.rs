@@ -3,12 +3,14 @@
 use std::{
     collections::HashMap,
     sync::{Mutex, MutexGuard},
+    time::Duration,
 };
 
 use pulse_protocol::{EventKind, PresenceEvent, event::now_ms};
-use tokio::sync::broadcast;
+// tokio's clock, so that tests can pause and advance time over a block.
+use tokio::{sync::broadcast, time::Instant};
 
-use crate::{ConnectionRecord, OnlineCount, sort_connections};
+use crate::{Admission, ConnectionRecord, OnlineCount, sort_connections};
 
 /// Connections in memory. Events are sent while the lock is held, so that
 /// they reach subscribers in exactly the order the state changed, as Redis
@@ -26,6 +28,8 @@ struct State {
     /// instance id -> connection id -> user id.
     instances: HashMap<String, HashMap<String, String>>,
     connections: u64,
+    /// user id -> (blocked until, reason).
+    blocks: HashMap<String, (Instant, String)>,
 }
 
 impl MemoryStore {
@@ -72,6 +76,48 @@ impl MemoryStore {
 
     pub(crate) fn register(&self, record: &ConnectionRecord) {
         let mut state = self.lock();
+        self.insert(&mut state, record);
+    }
+
+    /// Registers `record` unless its user already holds `max_per_user`
+    /// connections (0: no limit); the count and the insert share the lock,
+    /// as they share one script with Redis.
+    pub(crate) fn admit(&self, record: &ConnectionRecord, max_per_user: u64) -> Admission {
+        let mut state = self.lock();
+        let held = state.users.get(&record.user_id);
+        let known = held.is_some_and(|held| held.contains_key(&record.connection_id));
+        let held = held.map_or(0, |held| held.len() as u64);
+        if !known && let Some((until, reason)) = state.blocks.get(&record.user_id) {
+            let now = Instant::now();
+            if now < *until {
+                return Admission::Blocked {
+                    reason: reason.clone(),
+                    remaining: *until - now,
+                };
+            }
+            state.blocks.remove(&record.user_id);
+        }
+        if !known && max_per_user > 0 && held >= max_per_user {
+            return Admission::TooMany { held };
+        }
+        self.insert(&mut state, record);
+        Admission::Admitted
+    }
+
+    /// Blocks a user's new connections until `duration` from now, replacing
+    /// any block they had; blocks that ended are dropped on the way.
+    pub(crate) fn block(&self, user_id: &str, duration: Duration, reason: &str) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state.blocks.retain(|_, (until, _)| *until > now);
+        state
+            .blocks
+            .insert(user_id.to_owned(), (now + duration, reason.to_owned()));
+    }
+
+    /// Adds a connection and publishes its events; nothing when the user
+    /// already has its id.
+    fn insert(&self, state: &mut State, record: &ConnectionRecord) {
         let connections = state.users.entry(record.user_id.clone()).or_default();
         if connections.contains_key(&record.connection_id) {
             return;
@@ -213,18 +259,6 @@ impl MemoryStore {
             users: state.users.len() as u64,
             connections: state.connections,
         }
-    }
-
-    pub(crate) fn all_connections(&self) -> Vec<ConnectionRecord> {
-        let state = self.lock();
-        let mut records: Vec<_> = state
-            .users
-            .keys()
-            .flat_map(|user_id| records_of(&state, user_id))
-            .collect();
-        drop(state);
-        sort_connections(&mut records);
-        records
     }
 }
 

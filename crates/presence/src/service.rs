@@ -305,6 +305,14 @@ impl presence_server::Presence for PresenceService {
         } else {
             request.reason.as_str()
         };
+        // The block first, so that a client that reconnects the moment it
+        // is kicked is already refused.
+        if let Some(block_for) = block_duration(request.block_for)? {
+            self.presence
+                .block(&request.user_id, block_for, reason)
+                .await
+                .map_err(to_status)?;
+        }
         let connections = self
             .presence
             .disconnect(&request.user_id, connection_id, reason)
@@ -346,6 +354,9 @@ impl presence_server::Presence for PresenceService {
                 check_id_count(request.user_ids.len())?;
                 if request.user_ids.iter().any(String::is_empty) {
                     return Err(invalid_argument("user_ids must not contain an empty id"));
+                }
+                for user_id in &request.user_ids {
+                    crate::check_user_id(user_id).map_err(to_status)?;
                 }
                 Some(request.user_ids.into_iter().collect())
             }
@@ -432,6 +443,27 @@ fn user_presence(user_id: String, connections: Vec<ConnectionRecord>) -> pb::Use
             })
             .collect(),
     }
+}
+
+/// `block_for` as a duration: `None` when unset or zero; negative or
+/// malformed is `INVALID_ARGUMENT` (the upper bound is [`Presence::block`]'s).
+fn block_duration(block_for: Option<prost_types::Duration>) -> Result<Option<Duration>, Status> {
+    let Some(block_for) = block_for else {
+        return Ok(None);
+    };
+    let invalid = || {
+        invalid_argument(&format!(
+            "block_for must be a non-negative duration, got {}s {}ns",
+            block_for.seconds, block_for.nanos
+        ))
+    };
+    let seconds = u64::try_from(block_for.seconds).map_err(|_| invalid())?;
+    let nanos = u32::try_from(block_for.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .ok_or_else(invalid)?;
+    let duration = Duration::new(seconds, nanos);
+    Ok((!duration.is_zero()).then_some(duration))
 }
 
 fn check_id_count(count: usize) -> Result<(), Status> {

@@ -5,9 +5,12 @@
 
 mod support;
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
-use pulse_presence::{ConnectionRecord, OnlineCount, Presence, PresenceError};
+use pulse_presence::{Admission, ConnectionRecord, OnlineCount, Presence, PresenceError};
 use pulse_protocol::{EventKind::*, PresenceEvent, event::now_ms};
 use support::{Events, expect, record, replay, summary};
 
@@ -50,13 +53,18 @@ both_backends!(
     unregister_unknown_is_a_no_op,
     users_keeps_order,
     unregister_instance_removes_only_that_instance,
-    all_connections_is_a_snapshot,
+    admission_counts_every_instance,
+    concurrent_admissions_admit_exactly_the_limit,
+    a_block_refuses_new_connections_until_it_ends,
+    bad_blocks_are_invalid,
     concurrent_changes_keep_online_and_offline_exact,
     concurrent_duplicates_count_once,
     at_ms_round_trips_exactly,
     odd_ids_round_trip,
     empty_ids_are_invalid,
+    user_ids_have_one_length_limit,
     commands_reach_the_listening_instance,
+    a_full_command_queue_counts_only_what_it_takes,
 );
 
 async fn register_then_query(presence: Presence) {
@@ -295,26 +303,225 @@ async fn unregister_instance_removes_only_that_instance(presence: Presence) {
     );
 }
 
-async fn all_connections_is_a_snapshot(presence: Presence) {
-    assert_eq!(presence.all_connections().await.unwrap(), []);
-    let mut expected = vec![
-        record("alice", "a1", "gw-1", 5),
-        record("alice", "a2", "gw-2", 1),
-        record("bob", "b1", "gw-1", 3),
-        record("carol", "c1", "gw-3", 2),
-    ];
-    for connection in &expected {
-        presence.register(connection).await.unwrap();
-    }
+async fn admission_counts_every_instance(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let first = record("alice", "a1", "gw-1", 1);
+    assert_eq!(
+        presence.admit(&first, 2).await.unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a2", "gw-2", 2), 2)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    // The third, on any instance, is refused and changes nothing.
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a3", "gw-3", 3), 2)
+            .await
+            .unwrap(),
+        Admission::TooMany { held: 2 }
+    );
+    // A connection the user already has is admitted again without a change.
+    assert_eq!(
+        presence.admit(&first, 2).await.unwrap(),
+        Admission::Admitted
+    );
+    // Another user, and no limit, are not affected.
+    assert_eq!(
+        presence
+            .admit(&record("bob", "b1", "gw-3", 4), 2)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a3", "gw-3", 3), 0)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    // An unconditional registration (a re-sync of an open socket) is never
+    // refused; the count it leaves refuses the next admission.
     presence
-        .register(&record("dave", "d1", "gw-1", 9))
+        .register(&record("alice", "a4", "gw-1", 5))
         .await
         .unwrap();
-    presence.unregister("dave", "d1").await.unwrap();
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a5", "gw-2", 6), 2)
+            .await
+            .unwrap(),
+        Admission::TooMany { held: 4 }
+    );
+    // A place freed is a place taken again.
+    for id in ["a1", "a2", "a3"] {
+        presence.unregister("alice", id).await.unwrap();
+    }
+    assert_eq!(
+        presence
+            .admit(&record("alice", "a5", "gw-2", 6), 2)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    let user: Vec<_> = presence
+        .user("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|connection| connection.connection_id)
+        .collect();
+    assert_eq!(user, ["a4", "a5"]);
+    let seen = events.settle(&presence).await;
+    let connected = seen.iter().filter(|event| event.kind == Connected).count();
+    assert_eq!(connected, 6, "refusals publish nothing: {seen:?}");
+}
 
-    // By user, then oldest first.
-    expected.swap(0, 1);
-    assert_eq!(presence.all_connections().await.unwrap(), expected);
+async fn concurrent_admissions_admit_exactly_the_limit(presence: Presence) {
+    const LIMIT: u64 = 7;
+    let mut events = Events::new(&presence);
+    let attempts: Vec<_> = (0..60)
+        .map(|n| {
+            let presence = presence.clone();
+            let connection = record("mallory", &format!("m{n}"), &format!("gw-{}", n % 4), n);
+            tokio::spawn(async move { presence.admit(&connection, LIMIT).await.unwrap() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Admission::Admitted => admitted += 1,
+            Admission::TooMany { held } => assert_eq!(held, LIMIT),
+            blocked @ Admission::Blocked { .. } => panic!("{blocked:?}"),
+        }
+    }
+    assert_eq!(admitted, LIMIT);
+    assert_eq!(presence.user("mallory").await.unwrap().len() as u64, LIMIT);
+    let seen = events.settle(&presence).await;
+    assert_eq!(
+        seen.iter().filter(|event| event.kind == Connected).count() as u64,
+        LIMIT
+    );
+    assert_eq!(seen.iter().filter(|event| event.kind == Online).count(), 1);
+}
+
+async fn a_block_refuses_new_connections_until_it_ends(presence: Presence) {
+    let mut events = Events::new(&presence);
+    let open = record("mallory", "m1", "gw-1", 1);
+    presence.register(&open).await.unwrap();
+    presence
+        .block("mallory", Duration::from_secs(60), "spamming")
+        .await
+        .unwrap();
+    match presence
+        .admit(&record("mallory", "m2", "gw-2", 2), 0)
+        .await
+        .unwrap()
+    {
+        Admission::Blocked { reason, remaining } => {
+            assert_eq!(reason, "spamming");
+            assert!(
+                remaining > Duration::ZERO && remaining <= Duration::from_secs(60),
+                "{remaining:?}"
+            );
+        }
+        other => panic!("a blocked user was answered {other:?}"),
+    }
+    // The block is the user's alone; it closes nothing; a connection the
+    // user already has is admitted again (idempotent); an unconditional
+    // registration (a re-sync of an open socket) is not refused.
+    assert_eq!(
+        presence
+            .admit(&record("bob", "b1", "gw-2", 3), 0)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(presence.admit(&open, 0).await.unwrap(), Admission::Admitted);
+    presence
+        .register(&record("mallory", "m3", "gw-3", 4))
+        .await
+        .unwrap();
+    assert_eq!(presence.user("mallory").await.unwrap().len(), 2);
+
+    // A new block replaces the old one, and a block ends by itself.
+    presence
+        .block("mallory", Duration::from_millis(50), "cool down")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + support::DEADLINE;
+    loop {
+        match presence
+            .admit(&record("mallory", "m4", "gw-2", 5), 0)
+            .await
+            .unwrap()
+        {
+            Admission::Admitted => break,
+            Admission::Blocked { reason, .. } => assert_eq!(reason, "cool down"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the block never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let connected: Vec<_> = events
+        .settle(&presence)
+        .await
+        .into_iter()
+        .filter(|event| event.kind == Connected)
+        .map(|event| event.connection_id)
+        .collect();
+    assert_eq!(
+        connected,
+        ["m1", "b1", "m3", "m4"],
+        "refusals publish nothing"
+    );
+}
+
+async fn bad_blocks_are_invalid(presence: Presence) {
+    let day = Duration::from_secs(86_400);
+    for (user, duration, reason) in [
+        ("mallory", Duration::ZERO, "x"),
+        (
+            "mallory",
+            pulse_presence::MAX_BLOCK + Duration::from_millis(1),
+            "x",
+        ),
+        ("mallory", 365 * day, "x"),
+        ("", day, "x"),
+        (
+            "mallory",
+            day,
+            &"r".repeat(pulse_presence::MAX_REASON_BYTES + 1),
+        ),
+    ] {
+        assert!(
+            matches!(
+                presence.block(user, duration, reason).await,
+                Err(PresenceError::InvalidArgument(_))
+            ),
+            "{user:?} {duration:?}"
+        );
+    }
+    // Nothing was blocked.
+    assert_eq!(
+        presence
+            .admit(&record("mallory", "m1", "gw-1", 1), 0)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    presence
+        .block("mallory", pulse_presence::MAX_BLOCK, "the longest")
+        .await
+        .unwrap();
 }
 
 async fn concurrent_changes_keep_online_and_offline_exact(presence: Presence) {
@@ -478,10 +685,6 @@ async fn odd_ids_round_trip(presence: Presence) {
         presence.user(user).await.unwrap(),
         std::slice::from_ref(&connection)
     );
-    assert_eq!(
-        presence.all_connections().await.unwrap(),
-        std::slice::from_ref(&connection)
-    );
     presence
         .unregister_instance(&connection.instance_id)
         .await
@@ -530,6 +733,50 @@ async fn empty_ids_are_invalid(presence: Presence) {
         );
     }
     assert_eq!(events.settle(&presence).await, []);
+}
+
+async fn user_ids_have_one_length_limit(presence: Presence) {
+    use pulse_presence::MAX_USER_ID_BYTES;
+    use serde_json::value::RawValue;
+
+    let longest = "ü".repeat(MAX_USER_ID_BYTES / 2);
+    assert_eq!(longest.len(), MAX_USER_ID_BYTES);
+    let connection = record(&longest, "c1", "gw-1", 1);
+    assert_eq!(
+        presence.admit(&connection, 0).await.unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(presence.user(&longest).await.unwrap(), [connection]);
+
+    let over = format!("{longest}x");
+    let data = || RawValue::from_string("1".to_owned()).unwrap();
+    let results = [
+        presence.register(&record(&over, "c2", "gw-1", 1)).await,
+        presence
+            .admit(&record(&over, "c2", "gw-1", 1), 0)
+            .await
+            .map(drop),
+        presence.unregister(&over, "c2").await,
+        presence.user(&over).await.map(drop),
+        presence
+            .users(&[longest.clone(), over.clone()])
+            .await
+            .map(drop),
+        presence.send(&over, data()).await.map(drop),
+        presence.disconnect(&over, None, "x").await.map(drop),
+        presence
+            .block(&over, Duration::from_secs(1), "x")
+            .await
+            .map(drop),
+    ];
+    for result in results {
+        match result {
+            Err(PresenceError::InvalidArgument(message)) => {
+                assert!(message.contains("256"), "{message}")
+            }
+            other => panic!("a {}-byte user id was answered {other:?}", over.len()),
+        }
+    }
 }
 
 async fn commands_reach_the_listening_instance(presence: Presence) {
@@ -608,4 +855,73 @@ async fn commands_reach_the_listening_instance(presence: Presence) {
         presence.send("alice", too_big).await,
         Err(PresenceError::InvalidArgument(_))
     ));
+}
+
+/// A gateway that does not keep up fills its command queue: what it cannot
+/// take must be counted as not delivered, and what was counted must arrive.
+async fn a_full_command_queue_counts_only_what_it_takes(presence: Presence) {
+    use futures_util::future::join_all;
+    use pulse_protocol::Command;
+    use serde_json::value::RawValue;
+
+    // Past the queue's capacity (16,384), with nobody reading.
+    const SENT: u64 = 17_500;
+    let mut commands = presence.listen_commands("gw-slow");
+    presence
+        .register(&record("alice", "c1", "gw-slow", 1))
+        .await
+        .unwrap();
+    tokio::time::timeout(support::DEADLINE, presence.commands_ready("gw-slow"))
+        .await
+        .expect("the command channel is subscribed");
+    let numbers: Vec<u64> = (0..SENT).collect();
+    let mut counted = 0;
+    for chunk in numbers.chunks(100) {
+        let sends = chunk.iter().map(|n| {
+            let data = RawValue::from_string(n.to_string()).unwrap();
+            presence.send("alice", data)
+        });
+        for sent in join_all(sends).await {
+            counted += sent.unwrap();
+        }
+    }
+    assert!(counted < SENT, "a full queue cannot have taken all {SENT}");
+
+    // Now the gateway reads; once this instance takes commands again, a
+    // last one marks the end of what was sent.
+    let reader = tokio::spawn(async move {
+        let mut received = 0_u64;
+        loop {
+            match commands.recv().await.expect("the listener is open") {
+                Command::Send { data, .. } if data.get() == "\"end\"" => return received,
+                Command::Send { .. } => received += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    tokio::time::timeout(support::DEADLINE, presence.commands_ready("gw-slow"))
+        .await
+        .expect("the instance takes commands again once its queue drains");
+    // In memory the queue takes it as soon as the reader made room; a try
+    // that finds no room is counted as not delivered, and is not.
+    let deadline = tokio::time::Instant::now() + support::DEADLINE;
+    loop {
+        let end = RawValue::from_string("\"end\"".to_owned()).unwrap();
+        if presence.send("alice", end).await.unwrap() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room for the marker"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let received = tokio::time::timeout(support::DEADLINE, reader)
+        .await
+        .expect("the marker arrives")
+        .unwrap();
+    assert_eq!(
+        received, counted,
+        "every command counted as delivered arrived, and only those"
+    );
 }

@@ -45,7 +45,7 @@ async fn redis_down_is_unavailable_promptly() {
         Err(PresenceError::Unavailable(_))
     ));
     assert!(matches!(
-        presence.all_connections().await,
+        presence.admit(&record("alice", "c1", "gw-1", 1), 1).await,
         Err(PresenceError::Unavailable(_))
     ));
     assert_eq!(
@@ -203,4 +203,48 @@ async fn two_stores_on_one_namespace_share_state_and_events() {
     let by_two = seen_by_two.settle(&two).await;
     assert_eq!(by_one.len(), 6);
     assert_eq!(by_one, by_two);
+}
+
+/// A store built without events (a gateway's) gets its commands and none of
+/// the fleet's events: the bus does not subscribe to the events channel.
+#[tokio::test]
+async fn a_store_without_events_gets_commands_only() {
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let observer = Presence::redis(RedisOptions::new(server.url()).with_namespace(&namespace))
+        .expect("valid options");
+    let mut quiet_options = RedisOptions::new(server.url()).with_namespace(&namespace);
+    quiet_options.subscribe_events = false;
+    let quiet = Presence::redis(quiet_options).expect("valid options");
+    let mut events = quiet.subscribe();
+    let mut commands = quiet.listen_commands("gw-quiet");
+    timeout(DEADLINE, quiet.commands_ready("gw-quiet"))
+        .await
+        .expect("the command channel is subscribed");
+
+    for n in 0..10 {
+        observer
+            .register(&record(&format!("u{n}"), &format!("c{n}"), "gw-other", 1))
+            .await
+            .unwrap();
+    }
+    observer
+        .register(&record("alice", "a1", "gw-quiet", 1))
+        .await
+        .unwrap();
+    // One Redis delivers what it published in order on the one subscriber
+    // connection: once the command is here, any event would be too.
+    assert_eq!(observer.disconnect("alice", None, "bye").await.unwrap(), 1);
+    let command = timeout(DEADLINE, commands.recv())
+        .await
+        .expect("the command arrives")
+        .expect("the listener is open");
+    assert_eq!(command.user_id(), "alice");
+    assert!(
+        matches!(
+            events.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "a store without events received one"
+    );
 }

@@ -5,6 +5,11 @@ use std::{borrow::Cow, fmt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The longest user id Pulse takes, in bytes of UTF-8: the same at the
+/// handshake (a token naming a longer one is refused, 4401
+/// `user_id_too_long`), in presence and in every API call that names a user.
+pub const MAX_USER_ID_BYTES: usize = 256;
+
 /// A message a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -107,6 +112,11 @@ impl ErrorCode {
     pub const SLOW_CONSUMER: Self = Self::new("slow_consumer");
     /// An internal service disconnected the connection.
     pub const DISCONNECTED: Self = Self::new("disconnected");
+    /// The token's user id is longer than [`MAX_USER_ID_BYTES`].
+    pub const USER_ID_TOO_LONG: Self = Self::new("user_id_too_long");
+    /// The user is blocked for a while (a `Disconnect` with `block_for`):
+    /// new connections are refused with 4403 until it ends.
+    pub const BLOCKED: Self = Self::new("blocked");
     /// The user already holds the most connections allowed.
     pub const TOO_MANY_CONNECTIONS: Self = Self::new("too_many_connections");
     /// The connection sent more messages per second than allowed.

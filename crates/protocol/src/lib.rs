@@ -24,6 +24,6 @@ pub mod event;
 pub mod proto;
 pub mod status;
 
-pub use client::{ClientMessage, CloseCode, ErrorCode, ServerMessage, Token};
+pub use client::{ClientMessage, CloseCode, ErrorCode, MAX_USER_ID_BYTES, ServerMessage, Token};
 pub use command::Command;
 pub use event::{EventKind, PresenceEvent};

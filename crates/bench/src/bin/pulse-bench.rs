@@ -9,7 +9,9 @@ use pulse_bench::{
     client::ClientKind,
     report::{self, RunInfo},
     result::BenchResult,
-    scenario::{ClientSetup, connect, ensure_loopback, loopback_sources, ping, presence, send},
+    scenario::{
+        ClientSetup, connect, ensure_loopback, fleet, loopback_sources, ping, presence, send,
+    },
 };
 
 /// Pulse's load generator.
@@ -103,6 +105,42 @@ enum Command {
         /// How long to send for.
         #[arg(long, default_value = "10s")]
         duration: humantime::Duration,
+    },
+    /// `connect` against a gateway after registering other instances'
+    /// connections in its Redis namespace: its memory should not depend on them.
+    Fleet {
+        #[command(flatten)]
+        clients: Clients,
+        /// The gateway.
+        #[arg(long)]
+        server: SocketAddr,
+        /// The gateway's pid, for its RSS.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// The gateway's Redis.
+        #[arg(long)]
+        redis_url: String,
+        /// The gateway's Redis namespace.
+        #[arg(long)]
+        redis_namespace: String,
+        /// Connections other instances hold.
+        #[arg(long, default_value_t = 50_000)]
+        others: usize,
+        /// How many other instances hold them.
+        #[arg(long, default_value_t = 19)]
+        instances: usize,
+        /// The gateway's own connections.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Own connections started per second.
+        #[arg(long, default_value_t = 5_000.0)]
+        rate: f64,
+        /// At most this many own connections between TCP connect and first message.
+        #[arg(long, default_value_t = 128)]
+        max_inflight: usize,
+        /// Pause after the burst before memory is read.
+        #[arg(long, default_value = "2s")]
+        settle: humantime::Duration,
     },
     /// A connect on a gateway to its `connected` event on a `Watch` stream.
     Presence {
@@ -255,6 +293,45 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
             Ok(BenchResult::Connect(
                 connect::run(clients.setup()?, options).await?,
             ))
+        }
+        Command::Fleet {
+            clients,
+            server,
+            server_pid,
+            redis_url,
+            redis_namespace,
+            others,
+            instances,
+            connections,
+            rate,
+            max_inflight,
+            settle,
+        } => {
+            ensure_loopback(server)?;
+            let registered = fleet::register_others(&fleet::FleetOptions {
+                redis_url,
+                namespace: redis_namespace,
+                others,
+                instances,
+                user_prefix: format!("{}-other", clients.user_prefix),
+            })
+            .await?;
+            let options = connect::ConnectOptions {
+                label: clients.label.clone(),
+                server,
+                server_pid,
+                watch_pids: Vec::new(),
+                connections,
+                rate,
+                max_inflight,
+                user_prefix: clients.user_prefix.clone(),
+                users: 0,
+                settle: settle.into(),
+                idle_window: Duration::ZERO,
+            };
+            let mut result = connect::run(clients.setup()?, options).await?;
+            result.other_instances_connections = Some(registered);
+            Ok(BenchResult::Connect(result))
         }
         Command::Ping {
             clients,

@@ -305,5 +305,6 @@ pub async fn run(setup: ClientSetup, options: ConnectOptions) -> anyhow::Result<
             client_cpu_before.cpu_until(&client_cpu_after_burst),
         ),
         client_rss_per_connection_kib: per_connection(client_rss_before, client_rss_after),
+        other_instances_connections: None,
     })
 }

@@ -2,6 +2,7 @@
 //! opening one connection up to the server's first message.
 
 pub mod connect;
+pub mod fleet;
 pub mod ping;
 pub mod presence;
 pub mod send;

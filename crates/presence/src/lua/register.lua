@@ -2,16 +2,41 @@
 -- first connection, `online`, in the same atomic step.
 --
 -- KEYS[1] user hash, and of the user's bucket: KEYS[2] the instance's index,
--- KEYS[3] online set, KEYS[4] connection counter, KEYS[5] instance leases.
+-- KEYS[3] online set, KEYS[4] connection counter, KEYS[5] instance leases,
+-- KEYS[6] the user's block (a string holding the reason, expiring with it).
 -- ARGV[1] event channel, ARGV[2] user id, ARGV[3] connection id,
 -- ARGV[4] instance id, ARGV[5] connected_at_ms as a decimal string,
--- ARGV[6] lease ttl in ms.
+-- ARGV[6] lease ttl in ms, ARGV[7] the most connections the user may hold
+-- across every instance (0: no limit), ARGV[8] '1' to refuse a blocked user.
 --
 -- Returns 1 when the connection was added, 0 when the user already had it
--- (then nothing changes and nothing is published: registering is idempotent).
+-- (then nothing changes and nothing is published: registering is
+-- idempotent), {-1, held} when the user already holds the limit, and
+-- {-2, ms left, reason} when the user is blocked (then nothing changes
+-- either). The user hash is the truth about every
+-- instance's connections, and the count and the addition are one step, so
+-- concurrent registrations on any number of instances admit exactly the limit.
 local channel, user_id, connection_id, instance_id, at_ms =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local limit = tonumber(ARGV[7]) or 0
+local honour_block = ARGV[8] == '1'
 
+-- A connection the user already has is answered by HSETNX below, whatever
+-- the count or a block.
+if (limit > 0 or honour_block) and redis.call('HEXISTS', KEYS[1], connection_id) == 0 then
+  if honour_block then
+    local reason = redis.call('GET', KEYS[6])
+    if reason then
+      return {-2, redis.call('PTTL', KEYS[6]), reason}
+    end
+  end
+  if limit > 0 then
+    local held = redis.call('HLEN', KEYS[1])
+    if held >= limit then
+      return {-1, held}
+    end
+  end
+end
 if redis.call('HSETNX', KEYS[1], connection_id, at_ms .. '|' .. instance_id) == 0 then
   return 0
 end

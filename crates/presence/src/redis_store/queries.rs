@@ -1,22 +1,15 @@
-//! The read side of the Redis backend: users, counts and every connection.
+//! The read side of the Redis backend: users and counts.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use futures_util::{StreamExt, TryStreamExt, future::try_join_all, stream};
+use futures_util::future::try_join_all;
 use tracing::warn;
 
 use super::{RedisStore, unavailable};
 use crate::{
-    ConnectionRecord, OnlineCount, PresenceError,
-    buckets::{BUCKETS, bucket_of},
-    redis_conn::Handle,
+    ConnectionRecord, OnlineCount, PresenceError, buckets::bucket_of, redis_conn::Handle,
     sort_connections,
 };
-
-/// How many online users one `SSCAN` step asks for.
-const SCAN_BATCH: usize = 1000;
-/// How many buckets `all_connections` walks at once.
-const SCAN_CONCURRENCY: usize = 16;
 
 impl RedisStore {
     pub(crate) async fn user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>, PresenceError> {
@@ -101,55 +94,6 @@ impl RedisStore {
                         + connections.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
                 }
             }))
-    }
-
-    pub(crate) async fn all_connections(&self) -> Result<Vec<ConnectionRecord>, PresenceError> {
-        let handle = self.handle().await?;
-        let mut records: Vec<ConnectionRecord> = stream::iter(0..BUCKETS)
-            .map(|bucket| self.bucket_connections(handle.clone(), bucket))
-            .buffer_unordered(SCAN_CONCURRENCY)
-            .try_concat()
-            .await?;
-        sort_connections(&mut records);
-        Ok(records)
-    }
-
-    /// One bucket's connections. The online set indexes exactly the users
-    /// with connections, so walking it with SSCAN visits only our
-    /// namespace's users, a batch at a time, without blocking Redis the way
-    /// KEYS (or one SMEMBERS) would.
-    async fn bucket_connections(
-        &self,
-        mut handle: Handle,
-        bucket: u16,
-    ) -> Result<Vec<ConnectionRecord>, PresenceError> {
-        let mut seen = HashSet::new();
-        let mut records = Vec::new();
-        let mut cursor = "0".to_owned();
-        loop {
-            let (next, batch): (String, Vec<String>) = redis::cmd("SSCAN")
-                .arg(self.keys.online(bucket))
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query_async(&mut handle)
-                .await
-                .map_err(unavailable)?;
-            // SSCAN may return a member twice; each user is fetched once.
-            let fresh: Vec<&str> = batch
-                .iter()
-                .filter(|id| seen.insert((*id).clone()))
-                .map(String::as_str)
-                .collect();
-            if !fresh.is_empty() {
-                let users = self.fetch_users(handle.clone(), &fresh).await?;
-                records.extend(users.into_iter().flatten());
-            }
-            if next == "0" {
-                return Ok(records);
-            }
-            cursor = next;
-        }
     }
 
     /// Every master answers (a Cluster sends `PING` to each).
