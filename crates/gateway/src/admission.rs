@@ -39,7 +39,15 @@ pub(crate) async fn admit(
             return Ok(());
         }
     };
+    // The manager held the connection while presence was asked, so a re-sync
+    // that ran meanwhile may have registered it (unconditionally, as it does
+    // every open socket): wait for any to finish, take it out, and remove
+    // what it registered. A re-sync that starts later no longer sees it.
+    let _resync = shared.resync.read().await;
     shared.manager.remove(user_id, &connection_id);
+    if let Err(error) = shared.presence.unregister(user_id, &connection_id).await {
+        debug!(%user_id, %connection_id, %error, "presence deregistration of a refused connection failed");
+    }
     Err(refusal)
 }
 

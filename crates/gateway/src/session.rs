@@ -52,6 +52,11 @@ pub(crate) struct Shared {
     pub(crate) readiness: Arc<crate::readiness::Readiness>,
     pub(crate) unauthenticated: Arc<crate::limits::Unauthenticated>,
     pub(crate) metrics: crate::telemetry::Metrics,
+    /// Held for writing by a re-sync from its snapshot of the manager to its
+    /// last registration, and for reading by a refused admission while it
+    /// takes its connection back out: a re-sync never registers a
+    /// connection that was refused.
+    pub(crate) resync: tokio::sync::RwLock<()>,
 }
 
 /// Serves one upgraded socket until it ends, and cleans up after it.
