@@ -57,7 +57,10 @@ pub(crate) async fn keep_lease(
                 let manager = shared.manager.clone();
                 let own = instance_id.to_owned();
                 let local = move || records(&manager, &own);
-                match shared.presence.sync_instance(instance_id, local).await {
+                let resync = shared.resync.write().await;
+                let synced = shared.presence.sync_instance(instance_id, local).await;
+                drop(resync);
+                match synced {
                     Ok(report) => {
                         let repaired = report.registered + report.removed > 0;
                         if periodic && repaired {

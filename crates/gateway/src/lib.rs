@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod config;
 pub mod connection_manager;
 // Public only for the `frame` fuzz target (fuzz/); not part of the API.

@@ -56,6 +56,7 @@ impl Gateway {
                 unauthenticated: Arc::default(),
                 metrics: crate::telemetry::Metrics::new(),
                 shutdown: CancellationToken::new(),
+                resync: tokio::sync::RwLock::new(()),
             }),
             admin: None,
         }

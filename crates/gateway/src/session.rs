@@ -22,7 +22,7 @@ use std::{
 };
 
 use pulse_auth::{AuthError, Authenticator, Identity};
-use pulse_presence::{Admission, ConnectionRecord, Presence};
+use pulse_presence::{ConnectionRecord, Presence};
 use pulse_protocol::{
     ClientMessage, CloseCode, ErrorCode, MAX_USER_ID_BYTES, ServerMessage, event::now_ms,
 };
@@ -54,6 +54,11 @@ pub(crate) struct Shared {
     pub(crate) readiness: Arc<crate::readiness::Readiness>,
     pub(crate) unauthenticated: Arc<crate::limits::Unauthenticated>,
     pub(crate) metrics: crate::telemetry::Metrics,
+    /// Held for writing by a re-sync from its snapshot of the manager to its
+    /// last registration, and for reading by a refused admission while it
+    /// takes its connection back out: a re-sync never registers a
+    /// connection that was refused.
+    pub(crate) resync: tokio::sync::RwLock<()>,
 }
 
 /// Serves one upgraded socket until it ends, and cleans up after it.
@@ -133,40 +138,13 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         connected_at_ms,
         mailbox: mailbox.clone(),
     };
-    // The local count bounds what this instance holds, exactly, even while
-    // Redis is away; presence then counts every instance's, atomically.
-    let limit = settings.max_connections_per_user;
-    if let Err(held) = shared.manager.try_add(&user_id, local, limit) {
-        socket
-            .finish(
-                too_many(&user_id, held as u64, limit),
-                settings.write_timeout,
-            )
-            .await;
-        return None;
-    }
     let record = ConnectionRecord {
         connection_id: connection_id.to_string(),
         user_id: user_id.to_string(),
         instance_id: settings.instance_id.clone(),
         connected_at_ms,
     };
-    let refusal = match shared.presence.admit(&record, limit as u64).await {
-        Ok(Admission::Admitted) => None,
-        Ok(Admission::TooMany { held }) => Some(too_many(&user_id, held, limit)),
-        Ok(Admission::Blocked { reason, remaining }) => Some(blocked(&user_id, &reason, remaining)),
-        // A presence failure must not cost the client its socket: the
-        // connection is live locally either way (and within the local
-        // limit), and the failure is logged. While Redis is away the lease
-        // task reports the outage once and re-registers everything when it
-        // returns; one line per socket would drown it.
-        Err(error) => {
-            debug!(%user_id, %connection_id, %error, "presence registration failed");
-            None
-        }
-    };
-    if let Some(end) = refusal {
-        shared.manager.remove(&user_id, &connection_id);
+    if let Err(end) = crate::admission::admit(&shared, &user_id, local, &record).await {
         socket.finish(end, settings.write_timeout).await;
         return None;
     }
@@ -189,30 +167,6 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         rate,
         shared,
     }))
-}
-
-/// The end of a connection refused because its user holds `held` of at most `limit`.
-fn too_many(user_id: &str, held: u64, limit: usize) -> End {
-    debug!(%user_id, held, "connection refused: too many for the user");
-    telemetry::limit_rejection("connections_per_user");
-    End::fail(
-        CloseCode::TooMany,
-        ErrorCode::TOO_MANY_CONNECTIONS,
-        &format!("this user already holds {held} connections; at most {limit} are allowed"),
-    )
-}
-
-/// The end of a connection refused because its user is blocked for `remaining` more.
-fn blocked(user_id: &str, reason: &str, remaining: Duration) -> End {
-    debug!(%user_id, ?remaining, "connection refused: the user is blocked");
-    telemetry::limit_rejection("blocked");
-    // Whole seconds, rounded up: "0 s" would read as "try now".
-    let seconds = remaining.as_millis().div_ceil(1000);
-    End::fail(
-        CloseCode::Forbidden,
-        ErrorCode::BLOCKED,
-        &format!("{reason} (new connections are refused for another {seconds} s)"),
-    )
 }
 
 /// Waits for a valid token: from the query, or from the first message within the deadline.

@@ -34,6 +34,7 @@ use pulse_protocol::PresenceEvent;
 use tokio::sync::{broadcast, oneshot, watch};
 
 pub mod access;
+mod admission;
 mod buckets;
 mod bus;
 mod commands;
@@ -49,6 +50,7 @@ pub mod service;
 pub mod testing;
 mod watch_slots;
 
+pub use admission::Admission;
 pub use buckets::{BUCKETS, bucket_of};
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use leases::run_reaper;
@@ -209,27 +211,6 @@ impl Default for RedisOptions {
     }
 }
 
-/// How [`Presence::admit`] answered a new connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
-    /// The connection is registered (or already was).
-    Admitted,
-    /// Refused: the user already holds `held` connections, at least the
-    /// limit asked, counting every instance. Nothing changed.
-    TooMany {
-        /// How many connections the user holds.
-        held: u64,
-    },
-    /// Refused: the user is blocked ([`Presence::block`]) for `remaining`
-    /// more. Nothing changed.
-    Blocked {
-        /// The reason the block was given with.
-        reason: String,
-        /// How long the block lasts from now.
-        remaining: Duration,
-    },
-}
-
 /// What [`Presence::sync_instance`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncReport {
@@ -367,32 +348,6 @@ impl Presence {
                 Ok(())
             }
             Backend::Redis(store) => observe("register", store.register(record)).await,
-        }
-    }
-
-    /// Registers a new connection unless the user is blocked
-    /// ([`Presence::block`]) or already holds `max_per_user` connections
-    /// across every instance (0: no limit).
-    ///
-    /// The count and the registration are one atomic step (one script on
-    /// the user's bucket with Redis, one lock in memory), so any number of
-    /// concurrent admissions on any number of instances admit exactly up to
-    /// the limit. A connection id the user already has is
-    /// [`Admission::Admitted`] again without a change, as with
-    /// [`Presence::register`], which records a connection unconditionally
-    /// (for connections that are open already, as a re-sync does).
-    pub async fn admit(
-        &self,
-        record: &ConnectionRecord,
-        max_per_user: u64,
-    ) -> Result<Admission, PresenceError> {
-        check_user_id(&record.user_id)?;
-        check_id("connection_id", &record.connection_id)?;
-        check_id("instance_id", &record.instance_id)?;
-        match &self.inner.backend {
-            Backend::Memory(store) => Ok(store.admit(record, max_per_user)),
-            // Labelled as the registration it is, so dashboards keep one series.
-            Backend::Redis(store) => observe("register", store.admit(record, max_per_user)).await,
         }
     }
 

@@ -41,14 +41,15 @@ use std::{
 
 use futures_util::future::{join_all, try_join, try_join_all};
 use pulse_protocol::{Command, event::now_ms};
-use redis::{RedisResult, Script, Value};
+use redis::{RedisResult, Script};
 
 use crate::{
-    Admission, ConnectionRecord, PresenceError, RedisOptions, SyncReport,
+    ConnectionRecord, PresenceError, RedisOptions, SyncReport,
     buckets::{BUCKETS, Keys, bucket_of},
     redis_conn::{Handle, Pools},
 };
 
+mod admission;
 mod queries;
 
 macro_rules! script {
@@ -185,40 +186,6 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
-    }
-
-    pub(crate) async fn admit(
-        &self,
-        record: &ConnectionRecord,
-        max_per_user: u64,
-    ) -> Result<Admission, PresenceError> {
-        let mut handle = self.handle().await?;
-        let answer: Value = self
-            .admit_invocation(record, max_per_user, true)
-            .invoke_async(&mut handle)
-            .await
-            .map_err(unavailable)?;
-        admission(&answer)
-    }
-
-    /// `SET` the user's block key with the reason, expiring with the block.
-    pub(crate) async fn block(
-        &self,
-        user_id: &str,
-        duration: std::time::Duration,
-        reason: &str,
-    ) -> Result<(), PresenceError> {
-        let mut handle = self.handle().await?;
-        // Whole milliseconds, at least one: PX takes no less.
-        let ms = u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-        redis::cmd("SET")
-            .arg(self.keys.blocked(user_id))
-            .arg(reason)
-            .arg("PX")
-            .arg(ms.max(1))
-            .exec_async(&mut handle)
-            .await
-            .map_err(unavailable)
     }
 
     pub(crate) async fn unregister(
@@ -503,39 +470,6 @@ impl RedisStore {
 /// the digits cannot hold a `|`, so it is everything after the first one.
 fn instance_of(value: &str) -> &str {
     value.split_once('|').map_or("", |(_, instance)| instance)
-}
-
-/// What register.lua answered: 1 or 0 (added, or already there),
-/// `{-1, held}` (the user holds the limit) or `{-2, ms left, reason}` (the
-/// user is blocked).
-fn admission(answer: &Value) -> Result<Admission, PresenceError> {
-    match answer {
-        Value::Int(0 | 1) => Ok(Admission::Admitted),
-        Value::Array(fields) => match fields.as_slice() {
-            [Value::Int(-1), Value::Int(held)] => Ok(Admission::TooMany {
-                held: u64::try_from(*held).unwrap_or(0),
-            }),
-            [
-                Value::Int(-2),
-                Value::Int(left_ms),
-                Value::BulkString(reason),
-            ] => {
-                Ok(Admission::Blocked {
-                    reason: String::from_utf8_lossy(reason).into_owned(),
-                    // PTTL is -1 for a key without expiry, which block never writes.
-                    remaining: std::time::Duration::from_millis(
-                        u64::try_from(*left_ms).unwrap_or(0),
-                    ),
-                })
-            }
-            _ => Err(unexpected(answer)),
-        },
-        _ => Err(unexpected(answer)),
-    }
-}
-
-fn unexpected(answer: &Value) -> PresenceError {
-    PresenceError::Unavailable(format!("redis: unexpected script answer {answer:?}"))
 }
 
 fn unavailable(error: redis::RedisError) -> PresenceError {
