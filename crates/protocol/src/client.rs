@@ -25,12 +25,108 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
     },
+    /// Subscribe this connection to a channel; answered by
+    /// [`ServerMessage::Subscribed`] or an `error` with the same `id`.
+    Subscribe {
+        /// The request's id, echoed in its answer.
+        id: RequestId,
+        /// The channel, `namespace:name`.
+        channel: String,
+        /// A subscription token, for namespaces that authorize by token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Token>,
+        /// Where the client left off, to recover what it missed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<StreamPosition>,
+    },
+    /// End this connection's subscription; answered by [`ServerMessage::Unsubscribed`].
+    Unsubscribe {
+        /// The request's id, echoed in its answer.
+        id: RequestId,
+        /// The channel.
+        channel: String,
+    },
+    /// Who is in a channel; answered by [`ServerMessage::Presence`].
+    Presence {
+        /// The request's id, echoed in its answer.
+        id: RequestId,
+        /// The channel.
+        channel: String,
+    },
+    /// Publish to a channel whose namespace allows it; answered by
+    /// [`ServerMessage::Published`].
+    Publish {
+        /// The request's id, echoed in its answer.
+        id: RequestId,
+        /// The channel.
+        channel: String,
+        /// Any JSON value.
+        data: Value,
+    },
+}
+
+/// The client-chosen id of a request, echoed in its one answer.
+pub type RequestId = u64;
+
+/// A position in a channel's stream: the last offset a client saw, in the
+/// history the epoch names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// The offset of the last publication the client received.
+    pub offset: u64,
+    /// The epoch that offset belongs to.
+    pub epoch: String,
+}
+
+/// What one text frame from a client turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A message of a known shape.
+    Message(ClientMessage),
+    /// A request of a known `type` whose fields are wrong: it gets an `error`
+    /// answer (with its `id`, when one could be read) and the socket stays.
+    BadRequest {
+        /// The request's id, when it had a readable one.
+        id: Option<RequestId>,
+        /// What was wrong, for the `error` message.
+        message: String,
+    },
+}
+
+/// The request types: a malformed one is answered, not a protocol violation.
+const REQUEST_TYPES: [&str; 4] = ["subscribe", "unsubscribe", "presence", "publish"];
+
+/// Just enough of a frame to answer a malformed request.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<Value>,
 }
 
 impl ClientMessage {
     /// Decodes one text frame. Anything that is not exactly one known message is an error.
     pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// Decodes one text frame, telling a malformed request (answered with
+    /// an `error`, the socket kept) from a frame that is not the protocol at
+    /// all (the `Err`: a 4400 close).
+    pub fn decode_frame(text: &str) -> Result<Decoded, serde_json::Error> {
+        match Self::decode(text) {
+            Ok(message) => Ok(Decoded::Message(message)),
+            Err(error) => match serde_json::from_str::<Envelope>(text) {
+                Ok(envelope) if REQUEST_TYPES.contains(&envelope.kind.as_str()) => {
+                    Ok(Decoded::BadRequest {
+                        id: envelope.id.as_ref().and_then(Value::as_u64),
+                        message: format!("malformed {} request: {error}", envelope.kind),
+                    })
+                }
+                _ => Err(error),
+            },
+        }
     }
 }
 
@@ -61,8 +157,52 @@ pub enum ServerMessage {
         /// Any JSON value.
         data: Value,
     },
-    /// Explains the close frame that follows it.
+    /// The connection is subscribed: the answer to a `subscribe` (with its
+    /// `id`), or the server subscribed it (no `id`).
+    Subscribed {
+        /// The request's id; absent when the server subscribed the connection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The channel.
+        channel: String,
+    },
+    /// The subscription ended: the answer to an `unsubscribe` (with its
+    /// `id`), or the server ended it (no `id`, and a `code` saying why).
+    Unsubscribed {
+        /// The request's id; absent when the server ended the subscription.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The channel.
+        channel: String,
+        /// Why the server ended it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<ErrorCode>,
+    },
+    /// A publication on a channel the connection is subscribed to. Built by
+    /// [`crate::channel::publication_frame`] on the hot path.
+    Publication {
+        /// The channel.
+        channel: String,
+        /// The publication's offset, where the namespace keeps history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// Any JSON value.
+        data: Value,
+    },
+    /// The answer to a `publish`.
+    Published {
+        /// The request's id.
+        id: RequestId,
+        /// The publication's offset, where the namespace keeps history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    /// An error: the answer to a refused request (with its `id`; the socket
+    /// stays open), or the explanation of the close frame that follows it.
     Error {
+        /// The refused request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         /// A machine-readable reason, such as `token_expired`.
         code: ErrorCode,
         /// A human-readable explanation.
@@ -74,6 +214,20 @@ impl ServerMessage {
     /// Builds an [`ServerMessage::Error`].
     pub fn error(code: impl Into<ErrorCode>, message: impl Into<String>) -> Self {
         Self::Error {
+            id: None,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The answer to a refused request: an `error` with the request's `id`.
+    pub fn refusal(
+        id: Option<RequestId>,
+        code: impl Into<ErrorCode>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Error {
+            id,
             code: code.into(),
             message: message.into(),
         }
@@ -123,6 +277,24 @@ impl ErrorCode {
     pub const RATE_LIMITED: Self = Self::new("rate_limited");
     /// The server is shutting down.
     pub const GOING_AWAY: Self = Self::new("going_away");
+    /// A request of a known type with missing or wrong fields.
+    pub const BAD_REQUEST: Self = Self::new("bad_request");
+    /// A channel name that is empty, too long or has a character not allowed.
+    pub const INVALID_CHANNEL: Self = Self::new("invalid_channel");
+    /// The channel's namespace is not configured (and there is no default).
+    pub const UNKNOWN_NAMESPACE: Self = Self::new("unknown_namespace");
+    /// The user may not subscribe to (or publish on) the channel.
+    pub const PERMISSION_DENIED: Self = Self::new("permission_denied");
+    /// The connection is already subscribed to the channel.
+    pub const ALREADY_SUBSCRIBED: Self = Self::new("already_subscribed");
+    /// The connection is not subscribed to the channel.
+    pub const NOT_SUBSCRIBED: Self = Self::new("not_subscribed");
+    /// The connection holds the most subscriptions allowed.
+    pub const TOO_MANY_SUBSCRIPTIONS: Self = Self::new("too_many_subscriptions");
+    /// The namespace does not let clients publish.
+    pub const PUBLISH_NOT_ALLOWED: Self = Self::new("publish_not_allowed");
+    /// Shared state (Redis) could not be reached; try again.
+    pub const UNAVAILABLE: Self = Self::new("unavailable");
 
     /// A code from a static string.
     pub const fn new(code: &'static str) -> Self {
@@ -285,6 +457,106 @@ mod tests {
     }
 
     #[test]
+    fn decodes_the_channel_requests() {
+        assert_eq!(
+            ClientMessage::decode(
+                r#"{"type":"subscribe","id":1,"channel":"room:7","since":{"offset":4,"epoch":"e1"}}"#
+            )
+            .unwrap(),
+            ClientMessage::Subscribe {
+                id: 1,
+                channel: "room:7".into(),
+                token: None,
+                since: Some(StreamPosition {
+                    offset: 4,
+                    epoch: "e1".into()
+                }),
+            }
+        );
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"publish","id":2,"channel":"c","data":null}"#)
+                .unwrap(),
+            ClientMessage::Publish {
+                id: 2,
+                channel: "c".into(),
+                data: Value::Null
+            }
+        );
+    }
+
+    #[test]
+    fn a_malformed_request_is_answered_not_closed() {
+        for (text, id) in [
+            (r#"{"type":"subscribe","id":7}"#, Some(7)),
+            (r#"{"type":"subscribe","id":7,"channel":5}"#, Some(7)),
+            (r#"{"type":"subscribe","channel":"a"}"#, None),
+            (r#"{"type":"subscribe","id":"x","channel":"a"}"#, None),
+            (
+                r#"{"type":"subscribe","id":3,"channel":"a","since":{"offset":"1"}}"#,
+                Some(3),
+            ),
+            (r#"{"type":"publish","id":9,"channel":"a"}"#, Some(9)),
+            (r#"{"type":"unsubscribe","id":4}"#, Some(4)),
+            (r#"{"type":"presence","id":5,"channel":[]}"#, Some(5)),
+        ] {
+            match ClientMessage::decode_frame(text) {
+                Ok(Decoded::BadRequest { id: got, message }) => {
+                    assert_eq!(got, id, "{text}");
+                    assert!(message.starts_with("malformed "), "{message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // What is not a request at all stays a protocol violation.
+        for text in [
+            "{}",
+            r#"{"type":"nope","id":1}"#,
+            r#"{"type":"auth"}"#,
+            "[]",
+        ] {
+            assert!(ClientMessage::decode_frame(text).is_err(), "{text}");
+        }
+        assert!(matches!(
+            ClientMessage::decode_frame(r#"{"type":"ping"}"#),
+            Ok(Decoded::Message(ClientMessage::Ping { id: None }))
+        ));
+    }
+
+    #[test]
+    fn encodes_the_channel_answers() {
+        assert_eq!(
+            ServerMessage::refusal(Some(3), ErrorCode::UNKNOWN_NAMESPACE, "no such namespace")
+                .encode(),
+            r#"{"type":"error","id":3,"code":"unknown_namespace","message":"no such namespace"}"#
+        );
+        assert_eq!(
+            ServerMessage::Subscribed {
+                id: Some(1),
+                channel: "room:1".into()
+            }
+            .encode(),
+            r#"{"type":"subscribed","id":1,"channel":"room:1"}"#
+        );
+        assert_eq!(
+            ServerMessage::Unsubscribed {
+                id: None,
+                channel: "room:1".into(),
+                code: Some(ErrorCode::PERMISSION_DENIED)
+            }
+            .encode(),
+            r#"{"type":"unsubscribed","channel":"room:1","code":"permission_denied"}"#
+        );
+        assert_eq!(
+            ServerMessage::Published {
+                id: 4,
+                offset: None
+            }
+            .encode(),
+            r#"{"type":"published","id":4}"#
+        );
+    }
+
+    #[test]
     fn token_debug_never_shows_the_token() {
         let message = ClientMessage::Auth {
             token: Token("secret.jwt.value".into()),
@@ -324,6 +596,24 @@ mod tests {
             // `null` is the same on the wire as no id at all, so ids are never null here.
             prop::option::of(json_value().prop_filter("null id", |v| !v.is_null()))
                 .prop_map(|id| ClientMessage::Ping { id }),
+            (
+                any::<u64>(),
+                "\\PC{0,20}",
+                prop::option::of("[a-z.]{1,20}"),
+                prop::option::of((any::<u64>(), "[a-z0-9]{0,8}"))
+            )
+                .prop_map(|(id, channel, token, since)| ClientMessage::Subscribe {
+                    id,
+                    channel,
+                    token: token.map(Token),
+                    since: since.map(|(offset, epoch)| StreamPosition { offset, epoch }),
+                }),
+            (any::<u64>(), "\\PC{0,20}")
+                .prop_map(|(id, channel)| ClientMessage::Unsubscribe { id, channel }),
+            (any::<u64>(), "\\PC{0,20}")
+                .prop_map(|(id, channel)| ClientMessage::Presence { id, channel }),
+            (any::<u64>(), "\\PC{0,20}", json_value())
+                .prop_map(|(id, channel, data)| ClientMessage::Publish { id, channel, data }),
         ]
     }
 
@@ -342,10 +632,34 @@ mod tests {
             prop::option::of(json_value().prop_filter("null id", |v| !v.is_null()))
                 .prop_map(|id| ServerMessage::Pong { id }),
             json_value().prop_map(|data| ServerMessage::Message { data }),
-            ("[a-z_]{1,20}", "\\PC{0,40}").prop_map(|(code, message)| ServerMessage::Error {
-                code: ErrorCode::from(code),
-                message
-            }),
+            (prop::option::of(any::<u64>()), "[a-z_]{1,20}", "\\PC{0,40}").prop_map(
+                |(id, code, message)| ServerMessage::Error {
+                    id,
+                    code: ErrorCode::from(code),
+                    message
+                }
+            ),
+            (prop::option::of(any::<u64>()), "\\PC{0,20}")
+                .prop_map(|(id, channel)| ServerMessage::Subscribed { id, channel }),
+            (
+                prop::option::of(any::<u64>()),
+                "\\PC{0,20}",
+                prop::option::of("[a-z_]{1,12}")
+            )
+                .prop_map(|(id, channel, code)| ServerMessage::Unsubscribed {
+                    id,
+                    channel,
+                    code: code.map(ErrorCode::from)
+                }),
+            ("\\PC{0,20}", prop::option::of(any::<u64>()), json_value()).prop_map(
+                |(channel, offset, data)| ServerMessage::Publication {
+                    channel,
+                    offset,
+                    data
+                }
+            ),
+            (any::<u64>(), prop::option::of(any::<u64>()))
+                .prop_map(|(id, offset)| ServerMessage::Published { id, offset }),
         ]
     }
 

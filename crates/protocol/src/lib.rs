@@ -1,5 +1,6 @@
 //! Every message shape Pulse speaks, and nothing that does I/O.
 //!
+//! - [`channel`]: channel names and the publication frame.
 //! - [`client`]: the JSON protocol on `/ws`, as serde tagged enums, and the
 //!   close codes of the graphql-ws family.
 //! - [`command`]: what internal services ask of the instances that hold a
@@ -18,12 +19,17 @@
 #![forbid(unsafe_code)]
 
 pub mod api_key;
+pub mod channel;
 pub mod client;
 pub mod command;
 pub mod event;
 pub mod proto;
 pub mod status;
 
-pub use client::{ClientMessage, CloseCode, ErrorCode, MAX_USER_ID_BYTES, ServerMessage, Token};
+pub use channel::Channel;
+pub use client::{
+    ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, RequestId, ServerMessage,
+    StreamPosition, Token,
+};
 pub use command::Command;
 pub use event::{EventKind, PresenceEvent};
