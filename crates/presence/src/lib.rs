@@ -42,6 +42,7 @@ pub mod config;
 mod grpc_access;
 mod leases;
 mod memory;
+pub mod namespaces;
 mod own_events;
 mod redis_conn;
 mod redis_store;
@@ -54,6 +55,7 @@ pub use admission::Admission;
 pub use buckets::{BUCKETS, bucket_of};
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use leases::run_reaper;
+pub use namespaces::{Authorize, NamespaceOptions, Namespaces, NamespacesError};
 pub use service::{ApiConfig, ApiLimits, run};
 
 use memory::MemoryStore;

@@ -1,0 +1,385 @@
+//! Channel namespaces: the options of each, read once from the config file
+//! (`--config` / `PULSE_CONFIG`) that `pulse-gateway` and `pulse-presence`
+//! share, checked at start so that a bad file stops either with one line
+//! naming the key.
+//!
+//! ```toml
+//! [default]                 # names without ':'; absent: such names are refused
+//! authorize = "any"
+//! [namespaces.room]
+//! authorize = "any"         # any | claim | token | hook
+//! presence = true
+//! join_leave = true
+//! allow_publish = true
+//! history_size = 100
+//! history_ttl = "10m"
+//! max_subscribers = 0       # 0 = no limit
+//! [hooks]
+//! authorize_url = "http://app:7000"
+//! timeout = "1s"
+//! ```
+//!
+//! Safe by default: with no file, or a file without `[default]`, a channel
+//! whose namespace is not configured is refused (`unknown_namespace`).
+
+use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
+
+use pulse_protocol::{Channel, channel::valid_namespace};
+use serde::Deserialize;
+
+/// The most publications a channel's history may keep.
+pub const MAX_HISTORY_SIZE: u32 = 10_000;
+
+/// How the `subscribe` of a namespace's channels is authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Authorize {
+    /// Any authenticated connection may subscribe.
+    Any,
+    /// The connection token's `channels` claim names the channel, exactly or
+    /// by a `prefix*` pattern.
+    Claim,
+    /// The `subscribe` carries a subscription token for the user and channel.
+    Token,
+    /// The application's `Hooks/Authorize` says yes.
+    Hook,
+}
+
+impl fmt::Display for Authorize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Any => "any",
+            Self::Claim => "claim",
+            Self::Token => "token",
+            Self::Hook => "hook",
+        })
+    }
+}
+
+/// The options of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceOptions {
+    /// How subscriptions are authorized.
+    pub authorize: Authorize,
+    /// Per-channel presence and the `presence` request.
+    pub presence: bool,
+    /// `join`/`leave` messages to subscribers (needs `presence`).
+    pub join_leave: bool,
+    /// Whether clients may `publish`.
+    pub allow_publish: bool,
+    /// Publications kept per channel; 0 keeps none (and gives no offsets).
+    pub history_size: u32,
+    /// How long a channel's history lives after its last publication.
+    #[serde(with = "humantime_serde_compat")]
+    pub history_ttl: Duration,
+    /// The most subscribers a channel may have (0: no limit).
+    pub max_subscribers: u32,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        Self {
+            authorize: Authorize::Any,
+            presence: false,
+            join_leave: false,
+            allow_publish: false,
+            history_size: 0,
+            history_ttl: Duration::from_secs(300),
+            max_subscribers: 0,
+        }
+    }
+}
+
+/// The options of personal channels (`#<user_id>`): only history, since
+/// who may subscribe is fixed (the user, by the server).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersonalOptions {
+    /// Publications kept per user; 0 keeps none.
+    pub history_size: u32,
+    /// How long a personal channel's history lives after its last publication.
+    #[serde(with = "humantime_serde_compat")]
+    pub history_ttl: Duration,
+}
+
+impl Default for PersonalOptions {
+    fn default() -> Self {
+        Self {
+            history_size: 0,
+            history_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Where the application's authorization hook is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// The gRPC endpoint serving `pulse.hooks.v1.Hooks`.
+    pub authorize_url: String,
+    /// How long one call may take; past it the subscription is refused
+    /// (`unavailable`).
+    #[serde(with = "humantime_serde_compat", default = "default_hook_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// The whole channels part of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespaces {
+    /// Options for names without `:`; `None` refuses such names.
+    #[serde(default)]
+    pub default: Option<NamespaceOptions>,
+    /// Options by namespace name.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespaceOptions>,
+    /// Options of personal channels.
+    #[serde(default)]
+    pub personal: PersonalOptions,
+    /// The authorization hook, for namespaces with `authorize = "hook"`.
+    #[serde(default)]
+    pub hooks: Option<HooksConfig>,
+}
+
+/// A config file that cannot be used, said in one line that names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config file {path}: {message}")]
+pub struct NamespacesError {
+    /// The file (or `<inline>`).
+    pub path: String,
+    /// What is wrong, naming the key (and the line, for a parse error).
+    pub message: String,
+}
+
+/// What a channel resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved<'a> {
+    /// A personal channel, with its options.
+    Personal(&'a PersonalOptions),
+    /// A channel of a configured namespace (or the default), with its options.
+    Namespace(&'a NamespaceOptions),
+}
+
+impl Namespaces {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, NamespacesError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| NamespacesError {
+            path: shown.clone(),
+            message: format!("cannot be read: {error}"),
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses and checks the text of a config file; `path` only names it in
+    /// errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, NamespacesError> {
+        let fail = |message: String| NamespacesError {
+            path: path.to_owned(),
+            message,
+        };
+        let namespaces: Self = toml::from_str(text).map_err(|error| {
+            let line = error
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = error.message().replace('\n', " ");
+            fail(match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            })
+        })?;
+        namespaces.check().map_err(fail)?;
+        Ok(namespaces)
+    }
+
+    /// The checks serde cannot make: names, bounds, and what needs what.
+    fn check(&self) -> Result<(), String> {
+        let named = self
+            .default
+            .iter()
+            .map(|options| ("default".to_owned(), options))
+            .chain(
+                self.namespaces
+                    .iter()
+                    .map(|(name, options)| (format!("namespaces.{name}"), options)),
+            );
+        for name in self.namespaces.keys() {
+            if !valid_namespace(name) {
+                return Err(format!(
+                    "namespaces.{name}: a namespace name is 1 to 64 of ASCII letters, digits and - _ . @ / = , + ! ~ | $ %"
+                ));
+            }
+        }
+        for (key, options) in named {
+            if options.history_size > MAX_HISTORY_SIZE {
+                return Err(format!(
+                    "{key}.history_size: at most {MAX_HISTORY_SIZE}, got {}",
+                    options.history_size
+                ));
+            }
+            if options.history_size > 0 && options.history_ttl < Duration::from_secs(1) {
+                return Err(format!("{key}.history_ttl: at least 1s with a history"));
+            }
+            if options.join_leave && !options.presence {
+                return Err(format!(
+                    "{key}.join_leave: needs presence = true (join and leave are presence transitions)"
+                ));
+            }
+            if options.authorize == Authorize::Hook && self.hooks.is_none() {
+                return Err(format!(
+                    "{key}.authorize: \"hook\" needs [hooks] authorize_url"
+                ));
+            }
+        }
+        if self.personal.history_size > MAX_HISTORY_SIZE {
+            return Err(format!(
+                "personal.history_size: at most {MAX_HISTORY_SIZE}, got {}",
+                self.personal.history_size
+            ));
+        }
+        if let Some(hooks) = &self.hooks {
+            if !(hooks.authorize_url.starts_with("http://")
+                || hooks.authorize_url.starts_with("https://"))
+            {
+                return Err("hooks.authorize_url: an http:// or https:// URL".to_owned());
+            }
+            if hooks.timeout.is_zero() {
+                return Err("hooks.timeout: more than zero".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// The options that apply to `channel`, or `None` when its namespace is
+    /// not configured (and, for a name without `:`, there is no default).
+    pub fn resolve<'a>(&'a self, channel: &Channel<'_>) -> Option<Resolved<'a>> {
+        match channel {
+            Channel::Personal { .. } => Some(Resolved::Personal(&self.personal)),
+            Channel::Named {
+                namespace: None, ..
+            } => self.default.as_ref().map(Resolved::Namespace),
+            Channel::Named {
+                namespace: Some(namespace),
+                ..
+            } => self.namespaces.get(*namespace).map(Resolved::Namespace),
+        }
+    }
+}
+
+/// `"10m"`-style durations in the file, read with `humantime`.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|error| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"10m\": {error}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[default]
+authorize = "any"
+
+[namespaces.room]
+authorize = "any"
+presence = true
+join_leave = true
+allow_publish = true
+history_size = 100
+history_ttl = "10m"
+max_subscribers = 0
+
+[namespaces.order]
+authorize = "token"
+history_size = 50
+history_ttl = "1h"
+
+[personal]
+history_size = 20
+
+[hooks]
+authorize_url = "http://app:7000"
+timeout = "1s"
+"#;
+
+    fn parse(text: &str) -> Result<Namespaces, String> {
+        Namespaces::parse(text, "pulse.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_the_documented_example() {
+        let config = parse(EXAMPLE).unwrap();
+        let room = &config.namespaces["room"];
+        assert!(room.presence && room.join_leave && room.allow_publish);
+        assert_eq!(room.history_ttl, Duration::from_secs(600));
+        assert_eq!(config.namespaces["order"].authorize, Authorize::Token);
+        assert_eq!(config.personal.history_size, 20);
+        assert_eq!(config.hooks.unwrap().timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn resolves_channels_to_their_options() {
+        let config = parse(EXAMPLE).unwrap();
+        let resolve = |name: &str| config.resolve(&Channel::parse(name).unwrap());
+        assert!(matches!(resolve("room:1"), Some(Resolved::Namespace(o)) if o.presence));
+        assert!(matches!(resolve("lobby"), Some(Resolved::Namespace(o)) if !o.presence));
+        assert!(matches!(resolve("#alice"), Some(Resolved::Personal(_))));
+        assert_eq!(resolve("nope:1"), None);
+    }
+
+    #[test]
+    fn nothing_is_open_without_a_file() {
+        let config = Namespaces::default();
+        assert_eq!(config.resolve(&Channel::parse("lobby").unwrap()), None);
+        assert_eq!(config.resolve(&Channel::parse("room:1").unwrap()), None);
+        assert!(
+            config
+                .resolve(&Channel::parse("#alice").unwrap())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_bad_file_is_one_line_naming_the_key() {
+        for (text, expected) in [
+            ("[namespaces.room]\npresense = true\n", "line 2: unknown field `presense`"),
+            ("[namespaces.room]\nauthorize = \"maybe\"\n", "line 2: unknown variant `maybe`"),
+            ("[namespaces.room]\nhistory_ttl = \"soon\"\n", "line 2: \"soon\" is not a duration"),
+            ("[namespaces.room]\nhistory_size = -1\n", "line 2:"),
+            ("[namespaces.room]\nhistory_size = 100001\n", "namespaces.room.history_size: at most 10000"),
+            ("[namespaces.room]\njoin_leave = true\n", "namespaces.room.join_leave: needs presence"),
+            ("[namespaces.\"a:b\"]\n", "namespaces.a:b: a namespace name"),
+            ("[namespaces.room]\nauthorize = \"hook\"\n", "namespaces.room.authorize: \"hook\" needs [hooks]"),
+            ("[default]\nauthorize = \"hook\"\n", "default.authorize"),
+            ("[hooks]\nauthorize_url = \"app:7000\"\n", "hooks.authorize_url"),
+            ("[hooks]\nauthorize_url = \"http://a\"\ntimeout = \"0s\"\n", "hooks.timeout"),
+            ("[personal]\nhistory_size = 20000\n", "personal.history_size"),
+            ("[typo]\n", "line 1: unknown field `typo`"),
+            ("[default\n", "line 1:"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.starts_with("config file pulse.toml: "), "{error}");
+            assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_names_itself() {
+        let error = Namespaces::load(Path::new("/nonexistent/pulse.toml")).unwrap_err();
+        assert!(error.to_string().starts_with("config file /nonexistent/pulse.toml: cannot be read"));
+    }
+}
