@@ -90,6 +90,13 @@ impl Keys {
         format!("{}instances", self.bucket(bucket))
     }
 
+    /// The sharded channel that carries `channel`'s publications, in the
+    /// channel's bucket (so that one script can append to its history and
+    /// publish).
+    pub(crate) fn publications(&self, channel: &str) -> String {
+        format!("{}pub:{channel}", self.bucket(bucket_of(channel)))
+    }
+
     /// The events channel (classic pub/sub: every subscriber wants every event).
     pub(crate) fn channel(&self) -> String {
         format!("{}:events", self.namespace)

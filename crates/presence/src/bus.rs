@@ -89,6 +89,11 @@ impl Nodes {
         }
         Ok(Self { seeds })
     }
+
+    /// The nodes to start at, RESP3 each.
+    pub(crate) fn seeds(&self) -> Vec<ConnectionInfo> {
+        self.seeds.clone()
+    }
 }
 
 /// Where decoded events go, and which instance's are left out.

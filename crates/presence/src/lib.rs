@@ -37,8 +37,10 @@ pub mod access;
 mod admission;
 mod buckets;
 mod bus;
+pub mod channels;
 mod commands;
 pub mod config;
+mod fanout;
 mod grpc_access;
 mod leases;
 mod memory;
@@ -53,6 +55,7 @@ mod watch_slots;
 
 pub use admission::Admission;
 pub use buckets::{BUCKETS, bucket_of};
+pub use channels::{ChannelFeed, Delivery, Published};
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use leases::run_reaper;
 pub use namespaces::{Authorize, NamespaceOptions, Namespaces, NamespacesError};
@@ -239,6 +242,8 @@ struct Inner {
     own_events: own_events::OwnEvents,
     /// The command channel the bus is subscribed to right now (Redis only).
     commands_live: watch::Sender<Option<String>>,
+    /// The channel feeds of this process (the in-memory backend's fan-out).
+    local_hub: Arc<channels::LocalHub>,
     // Dropped with the last `Presence` clone, which tells the bus task to stop.
     _bus_stop: Option<oneshot::Sender<()>>,
 }
@@ -277,6 +282,7 @@ impl Presence {
                 commands: watch::channel(None).0,
                 own_events,
                 commands_live: watch::channel(None).0,
+                local_hub: Arc::default(),
                 _bus_stop: None,
             }),
         }
@@ -329,6 +335,7 @@ impl Presence {
                 commands,
                 own_events,
                 commands_live,
+                local_hub: Arc::default(),
                 _bus_stop: Some(bus_stop),
             }),
         })

@@ -345,28 +345,51 @@ timeout = "1s"
         let config = Namespaces::default();
         assert_eq!(config.resolve(&Channel::parse("lobby").unwrap()), None);
         assert_eq!(config.resolve(&Channel::parse("room:1").unwrap()), None);
-        assert!(
-            config
-                .resolve(&Channel::parse("#alice").unwrap())
-                .is_some()
-        );
+        assert!(config.resolve(&Channel::parse("#alice").unwrap()).is_some());
     }
 
     #[test]
     fn a_bad_file_is_one_line_naming_the_key() {
         for (text, expected) in [
-            ("[namespaces.room]\npresense = true\n", "line 2: unknown field `presense`"),
-            ("[namespaces.room]\nauthorize = \"maybe\"\n", "line 2: unknown variant `maybe`"),
-            ("[namespaces.room]\nhistory_ttl = \"soon\"\n", "line 2: \"soon\" is not a duration"),
+            (
+                "[namespaces.room]\npresense = true\n",
+                "line 2: unknown field `presense`",
+            ),
+            (
+                "[namespaces.room]\nauthorize = \"maybe\"\n",
+                "line 2: unknown variant `maybe`",
+            ),
+            (
+                "[namespaces.room]\nhistory_ttl = \"soon\"\n",
+                "line 2: \"soon\" is not a duration",
+            ),
             ("[namespaces.room]\nhistory_size = -1\n", "line 2:"),
-            ("[namespaces.room]\nhistory_size = 100001\n", "namespaces.room.history_size: at most 10000"),
-            ("[namespaces.room]\njoin_leave = true\n", "namespaces.room.join_leave: needs presence"),
+            (
+                "[namespaces.room]\nhistory_size = 100001\n",
+                "namespaces.room.history_size: at most 10000",
+            ),
+            (
+                "[namespaces.room]\njoin_leave = true\n",
+                "namespaces.room.join_leave: needs presence",
+            ),
             ("[namespaces.\"a:b\"]\n", "namespaces.a:b: a namespace name"),
-            ("[namespaces.room]\nauthorize = \"hook\"\n", "namespaces.room.authorize: \"hook\" needs [hooks]"),
+            (
+                "[namespaces.room]\nauthorize = \"hook\"\n",
+                "namespaces.room.authorize: \"hook\" needs [hooks]",
+            ),
             ("[default]\nauthorize = \"hook\"\n", "default.authorize"),
-            ("[hooks]\nauthorize_url = \"app:7000\"\n", "hooks.authorize_url"),
-            ("[hooks]\nauthorize_url = \"http://a\"\ntimeout = \"0s\"\n", "hooks.timeout"),
-            ("[personal]\nhistory_size = 20000\n", "personal.history_size"),
+            (
+                "[hooks]\nauthorize_url = \"app:7000\"\n",
+                "hooks.authorize_url",
+            ),
+            (
+                "[hooks]\nauthorize_url = \"http://a\"\ntimeout = \"0s\"\n",
+                "hooks.timeout",
+            ),
+            (
+                "[personal]\nhistory_size = 20000\n",
+                "personal.history_size",
+            ),
             ("[typo]\n", "line 1: unknown field `typo`"),
             ("[default\n", "line 1:"),
         ] {
@@ -380,6 +403,10 @@ timeout = "1s"
     #[test]
     fn a_missing_file_names_itself() {
         let error = Namespaces::load(Path::new("/nonexistent/pulse.toml")).unwrap_err();
-        assert!(error.to_string().starts_with("config file /nonexistent/pulse.toml: cannot be read"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("config file /nonexistent/pulse.toml: cannot be read")
+        );
     }
 }

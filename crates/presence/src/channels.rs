@@ -1,0 +1,212 @@
+//! Channels: publishing, and a process's feed of the publications of the
+//! channels it has local subscribers for.
+//!
+//! A gateway holds one [`ChannelFeed`]; it calls [`ChannelFeed::subscribe`]
+//! when its first local subscriber of a channel appears and
+//! [`ChannelFeed::unsubscribe`] when its last one leaves, and writes each
+//! [`Delivery`] (one frame, encoded once) to its local subscribers. With
+//! Redis the feed is a set of sharded subscriptions (`fanout.rs`); in
+//! memory, a table in this process.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use pulse_protocol::{Channel, channel::publication_frame};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+pub use crate::fanout::Delivery;
+use crate::{
+    Backend, MAX_DATA_BYTES, Presence, PresenceError, bucket_of, buckets::Keys, fanout, observe,
+};
+
+/// A process's subscriptions to channels' publications.
+#[derive(Debug)]
+pub struct ChannelFeed {
+    inner: FeedInner,
+}
+
+#[derive(Debug)]
+enum FeedInner {
+    Redis {
+        keys: Keys,
+        requests: mpsc::UnboundedSender<fanout::Request>,
+    },
+    Local {
+        hub: Arc<LocalHub>,
+        id: u64,
+    },
+}
+
+impl ChannelFeed {
+    /// Starts receiving `channel`'s publications; returns once they flow,
+    /// so a publication made after this returns is delivered.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Unavailable`] when Redis cannot be reached.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), PresenceError> {
+        match &self.inner {
+            FeedInner::Redis { keys, requests } => {
+                let (done, answer) = oneshot::channel();
+                let request = fanout::Request::Subscribe {
+                    key: keys.publications(channel),
+                    channel: channel.into(),
+                    bucket: bucket_of(channel),
+                    done,
+                };
+                let gone = || PresenceError::Unavailable("the channel fan-out stopped".to_owned());
+                requests.send(request).map_err(|_| gone())?;
+                answer.await.map_err(|_| gone())?
+            }
+            FeedInner::Local { hub, id } => {
+                hub.feeds
+                    .lock()
+                    .expect("hub lock")
+                    .get_mut(id)
+                    .map(|feed| feed.channels.insert(channel.to_owned()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops receiving `channel`'s publications.
+    pub fn unsubscribe(&self, channel: &str) {
+        match &self.inner {
+            FeedInner::Redis { keys, requests } => {
+                drop(requests.send(fanout::Request::Unsubscribe {
+                    key: keys.publications(channel),
+                }));
+            }
+            FeedInner::Local { hub, id } => {
+                hub.feeds
+                    .lock()
+                    .expect("hub lock")
+                    .get_mut(id)
+                    .map(|feed| feed.channels.remove(channel));
+            }
+        }
+    }
+}
+
+impl Drop for ChannelFeed {
+    fn drop(&mut self) {
+        if let FeedInner::Local { hub, id } = &self.inner {
+            hub.feeds.lock().expect("hub lock").remove(id);
+        }
+    }
+}
+
+/// The in-memory backend's feeds.
+#[derive(Debug, Default)]
+pub(crate) struct LocalHub {
+    next_id: AtomicU64,
+    feeds: Mutex<HashMap<u64, LocalFeed>>,
+}
+
+#[derive(Debug)]
+struct LocalFeed {
+    deliveries: mpsc::UnboundedSender<Delivery>,
+    channels: HashSet<String>,
+}
+
+impl LocalHub {
+    /// Hands the frame to every feed subscribed to `channel`; how many.
+    fn publish(&self, channel: &str, frame: &str) -> u64 {
+        let mut reached = 0;
+        let mut shared: Option<(Arc<str>, Arc<str>)> = None;
+        for feed in self.feeds.lock().expect("hub lock").values() {
+            if feed.channels.contains(channel) {
+                let (channel, frame) = shared.get_or_insert_with(|| (channel.into(), frame.into()));
+                let delivery = Delivery {
+                    channel: channel.clone(),
+                    frame: frame.clone(),
+                };
+                if feed.deliveries.send(delivery).is_ok() {
+                    reached += 1;
+                }
+            }
+        }
+        reached
+    }
+}
+
+/// The result of a publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// How many processes (gateway instances) had subscribers for the channel.
+    pub instances: u64,
+}
+
+impl Presence {
+    /// This process's feed of channel publications, and where they arrive.
+    /// A gateway makes one.
+    pub fn channel_feed(&self) -> (ChannelFeed, mpsc::UnboundedReceiver<Delivery>) {
+        let (deliveries, receiver) = mpsc::unbounded_channel();
+        let inner = match &self.inner.backend {
+            Backend::Redis(store) => {
+                let (requests, requests_rx) = mpsc::unbounded_channel();
+                fanout::spawn(store.subscriber().seeds(), requests_rx, deliveries);
+                FeedInner::Redis {
+                    keys: store.keys().clone(),
+                    requests,
+                }
+            }
+            Backend::Memory(_) => {
+                let hub = self.inner.local_hub.clone();
+                let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+                hub.feeds.lock().expect("hub lock").insert(
+                    id,
+                    LocalFeed {
+                        deliveries,
+                        channels: HashSet::new(),
+                    },
+                );
+                FeedInner::Local { hub, id }
+            }
+        };
+        (ChannelFeed { inner }, receiver)
+    }
+
+    /// Publishes `data` on `channel` to every subscriber, on every instance.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::InvalidArgument`] for a channel name that is not
+    /// valid or data over [`MAX_DATA_BYTES`]; [`PresenceError::Unavailable`]
+    /// when Redis cannot be reached.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+    ) -> Result<Published, PresenceError> {
+        Channel::parse(channel)
+            .map_err(|error| PresenceError::InvalidArgument(format!("channel: {error}")))?;
+        if data.get().len() > MAX_DATA_BYTES {
+            return Err(PresenceError::InvalidArgument(format!(
+                "data is {} bytes; at most {MAX_DATA_BYTES} are published",
+                data.get().len()
+            )));
+        }
+        let frame = publication_frame(channel, None, data);
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(Published {
+                instances: self.inner.local_hub.publish(channel, &frame),
+            }),
+            Backend::Redis(store) => {
+                observe("publish", async {
+                    let instances = store
+                        .spublish(&store.keys().publications(channel), &frame)
+                        .await?;
+                    Ok(Published { instances })
+                })
+                .await
+            }
+        }
+    }
+}

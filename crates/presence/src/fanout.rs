@@ -1,0 +1,506 @@
+//! Channel publications, to the processes that have subscribers for them.
+//!
+//! A channel's publications travel on one sharded pub/sub channel,
+//! `<ns>:{b<k>}:pub:<channel>`, in the channel's bucket (`k` is
+//! [`crate::bucket_of`] of the channel name), so that a script on that
+//! bucket can append to the channel's history and publish in one step. A
+//! process subscribes (`SSUBSCRIBE`) to the channels it has local
+//! subscribers for and to nothing else, so a publication costs Redis one
+//! message per process with subscribers, whatever their number of sockets.
+//!
+//! On a Cluster a sharded channel can be subscribed only on its slot's
+//! master. The fan-out keeps one RESP3 connection per master it needs,
+//! learns which master holds a bucket from `MOVED` (starting at a seed), and
+//! follows a bucket when its slot moves (Redis ends the subscription with an
+//! unasked `sunsubscribe`) or when a master's connection fails (a failover):
+//! the channels it held are subscribed again through the seeds, with
+//! backoff. Publications sent while a channel was not subscribed are not
+//! delivered live (the recovery issue fills such holes from history).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, PushInfo, PushKind, RedisError, Value,
+    aio::MultiplexedConnection,
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{Instant, MissedTickBehavior, interval, timeout},
+};
+use tracing::{debug, info, warn};
+
+use crate::PresenceError;
+
+/// How long connecting or one subscription may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often every node connection is pinged (a subscriber only reads, so a
+/// connection lost without a FIN would otherwise look like a quiet channel).
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a ping may take before the connection counts as lost.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many `MOVED` answers one subscription follows.
+const MAX_REDIRECTS: usize = 3;
+/// The first pause before subscribing again what a lost node held.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest such pause.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One publication for this process: the channel and the text of its frame,
+/// shared by every socket it is written to.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The channel, as clients name it.
+    pub channel: Arc<str>,
+    /// The whole `publication` frame.
+    pub frame: Arc<str>,
+}
+
+/// What the fan-out task is asked to do.
+pub(crate) enum Request {
+    Subscribe {
+        /// The sharded channel.
+        key: String,
+        /// The channel as clients name it.
+        channel: Arc<str>,
+        bucket: u16,
+        done: oneshot::Sender<Result<(), PresenceError>>,
+    },
+    Unsubscribe {
+        key: String,
+    },
+}
+
+/// One master's connection and the channels subscribed on it.
+struct Node {
+    /// Tells this connection's pushes from an earlier one's to the same address.
+    generation: u64,
+    connection: MultiplexedConnection,
+    keys: HashSet<String>,
+}
+
+/// A subscribed channel.
+struct Subscribed {
+    channel: Arc<str>,
+    bucket: u16,
+    /// The node it is subscribed on; `None` while it waits to be subscribed again.
+    node: Option<String>,
+}
+
+/// What a node's push forwarder tells the task.
+enum NodeEvent {
+    Push(PushInfo),
+    Closed,
+}
+
+/// Spawns the fan-out task of one process; it ends when `requests` closes
+/// (the `ChannelFeed` is dropped).
+pub(crate) fn spawn(
+    seeds: Vec<ConnectionInfo>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+) {
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let fanout = Fanout {
+        seeds,
+        next_seed: 0,
+        nodes: HashMap::new(),
+        routes: HashMap::new(),
+        subscribed: HashMap::new(),
+        pending: HashSet::new(),
+        generation: 0,
+        events,
+        deliveries,
+    };
+    tokio::spawn(fanout.run(requests, events_rx));
+}
+
+struct Fanout {
+    seeds: Vec<ConnectionInfo>,
+    next_seed: usize,
+    /// Connections by `host:port`.
+    nodes: HashMap<String, Node>,
+    /// The master that holds a bucket, as `MOVED` said.
+    routes: HashMap<u16, String>,
+    subscribed: HashMap<String, Subscribed>,
+    /// Channels to subscribe again (their node was lost or their slot moved).
+    pending: HashSet<String>,
+    generation: u64,
+    events: mpsc::UnboundedSender<(String, u64, NodeEvent)>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+}
+
+impl Fanout {
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut events: mpsc::UnboundedReceiver<(String, u64, NodeEvent)>,
+    ) {
+        let mut pings = interval(PING_INTERVAL);
+        pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut backoff = INITIAL_BACKOFF;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                request = requests.recv() => match request {
+                    None => return,
+                    Some(Request::Subscribe { key, channel, bucket, done }) => {
+                        let result = self.subscribe(&key, channel, bucket).await;
+                        if result.is_err() {
+                            self.subscribed.remove(&key);
+                        }
+                        drop(done.send(result));
+                    }
+                    Some(Request::Unsubscribe { key }) => self.unsubscribe(&key).await,
+                },
+                Some((address, generation, event)) = events.recv() => {
+                    self.on_event(&address, generation, event);
+                    if !self.pending.is_empty() && retry_at.is_none() {
+                        retry_at = Some(Instant::now());
+                    }
+                }
+                () = retry => {
+                    retry_at = None;
+                    if self.resubscribe_pending().await {
+                        backoff = INITIAL_BACKOFF;
+                    } else {
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+                _ = pings.tick() => {
+                    self.ping_all().await;
+                    if !self.pending.is_empty() && retry_at.is_none() {
+                        retry_at = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribes `key` on the master of its bucket, following `MOVED`.
+    async fn subscribe(
+        &mut self,
+        key: &str,
+        channel: Arc<str>,
+        bucket: u16,
+    ) -> Result<(), PresenceError> {
+        self.subscribed.insert(
+            key.to_owned(),
+            Subscribed {
+                channel,
+                bucket,
+                node: None,
+            },
+        );
+        self.pending.remove(key);
+        let mut address = match self.routes.get(&bucket) {
+            Some(address) => address.clone(),
+            None => self.seed_address(),
+        };
+        for _ in 0..=MAX_REDIRECTS {
+            let connection = self.connection(&address).await?;
+            let mut connection = connection.clone();
+            let answer = timeout(
+                CONNECT_TIMEOUT,
+                redis::cmd("SSUBSCRIBE")
+                    .arg(key)
+                    .exec_async(&mut connection),
+            )
+            .await;
+            match answer {
+                Ok(Ok(())) => {
+                    self.routes.insert(bucket, address.clone());
+                    if let Some(node) = self.nodes.get_mut(&address) {
+                        node.keys.insert(key.to_owned());
+                    }
+                    if let Some(subscribed) = self.subscribed.get_mut(key) {
+                        subscribed.node = Some(address);
+                    }
+                    return Ok(());
+                }
+                Ok(Err(error)) => match error.redirect_node() {
+                    Some((to, _slot)) => {
+                        debug!(from = %address, %to, bucket, "channel bucket is on another node");
+                        address = to.to_owned();
+                    }
+                    None => {
+                        self.drop_node(&address);
+                        return Err(unavailable(&error));
+                    }
+                },
+                Err(_) => {
+                    self.drop_node(&address);
+                    return Err(PresenceError::Unavailable(format!(
+                        "no answer to a channel subscription within {CONNECT_TIMEOUT:?}"
+                    )));
+                }
+            }
+        }
+        Err(PresenceError::Unavailable(format!(
+            "a channel subscription was still redirected after {MAX_REDIRECTS} tries"
+        )))
+    }
+
+    async fn unsubscribe(&mut self, key: &str) {
+        self.pending.remove(key);
+        let Some(subscribed) = self.subscribed.remove(key) else {
+            return;
+        };
+        let Some(address) = subscribed.node else {
+            return;
+        };
+        let Some(node) = self.nodes.get_mut(&address) else {
+            return;
+        };
+        node.keys.remove(key);
+        let mut connection = node.connection.clone();
+        let answer = timeout(
+            CONNECT_TIMEOUT,
+            redis::cmd("SUNSUBSCRIBE")
+                .arg(key)
+                .exec_async(&mut connection),
+        )
+        .await;
+        if !matches!(answer, Ok(Ok(()))) {
+            // Whatever still arrives for it finds no subscriber entry and is
+            // dropped; a broken connection is noticed by its forwarder.
+            debug!(%address, "a channel unsubscription failed");
+        }
+        if let Some(node) = self.nodes.get(&address)
+            && node.keys.is_empty()
+            && self.nodes.len() > 1
+        {
+            // A Cluster master nothing is subscribed on any more.
+            self.nodes.remove(&address);
+        }
+    }
+
+    fn on_event(&mut self, address: &str, generation: u64, event: NodeEvent) {
+        if self.nodes.get(address).map(|n| n.generation) != Some(generation) {
+            return;
+        }
+        match event {
+            NodeEvent::Closed => {
+                warn!(%address, "channel fan-out lost a redis connection; subscribing its channels again");
+                self.drop_node(address);
+            }
+            NodeEvent::Push(PushInfo { kind, data }) => match kind {
+                PushKind::SMessage => {
+                    let (Some(Value::BulkString(key)), Some(Value::BulkString(payload))) =
+                        (data.first(), data.get(1))
+                    else {
+                        return;
+                    };
+                    let Some(subscribed) = std::str::from_utf8(key)
+                        .ok()
+                        .and_then(|key| self.subscribed.get(key))
+                    else {
+                        return;
+                    };
+                    match std::str::from_utf8(payload) {
+                        Ok(frame) => drop(self.deliveries.send(Delivery {
+                            channel: subscribed.channel.clone(),
+                            frame: frame.into(),
+                        })),
+                        Err(_) => {
+                            warn!(channel = %subscribed.channel, "skipping a publication that is not UTF-8")
+                        }
+                    }
+                }
+                PushKind::SUnsubscribe => {
+                    // Unasked (our own unsubscriptions removed the entry
+                    // first): the slot moved to another master.
+                    let Some(Value::BulkString(key)) = data.first() else {
+                        return;
+                    };
+                    let Ok(key) = std::str::from_utf8(key) else {
+                        return;
+                    };
+                    if let Some(subscribed) = self.subscribed.get_mut(key)
+                        && subscribed.node.as_deref() == Some(address)
+                    {
+                        info!(channel = %subscribed.channel, "a channel's slot moved; subscribing on its new master");
+                        subscribed.node = None;
+                        self.routes.remove(&subscribed.bucket);
+                        if let Some(node) = self.nodes.get_mut(address) {
+                            node.keys.remove(key);
+                        }
+                        self.pending.insert(key.to_owned());
+                    }
+                }
+                PushKind::Disconnection => {
+                    warn!(%address, "channel fan-out lost a redis connection; subscribing its channels again");
+                    self.drop_node(address);
+                }
+                _ => {}
+            },
+        }
+    }
+
+    /// Forgets a node; what it held waits to be subscribed again, through
+    /// the seeds (its master may have changed).
+    fn drop_node(&mut self, address: &str) {
+        let Some(node) = self.nodes.remove(address) else {
+            return;
+        };
+        self.routes.retain(|_, to| to != address);
+        for key in node.keys {
+            if let Some(subscribed) = self.subscribed.get_mut(&key) {
+                subscribed.node = None;
+                self.pending.insert(key);
+            }
+        }
+        self.next_seed += 1;
+    }
+
+    /// Subscribes again what waits; `true` when nothing is left waiting.
+    async fn resubscribe_pending(&mut self) -> bool {
+        let keys: Vec<String> = self.pending.iter().cloned().collect();
+        for key in keys {
+            let Some(subscribed) = self.subscribed.get(&key) else {
+                self.pending.remove(&key);
+                continue;
+            };
+            let (channel, bucket) = (subscribed.channel.clone(), subscribed.bucket);
+            match self.subscribe(&key, channel.clone(), bucket).await {
+                Ok(()) => debug!(%channel, "channel subscribed again"),
+                Err(error) => {
+                    debug!(%channel, %error, "channel not subscribed again yet");
+                    self.pending.insert(key);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    async fn ping_all(&mut self) {
+        let pings = self.nodes.iter().map(|(address, node)| {
+            let mut connection = node.connection.clone();
+            let address = address.clone();
+            async move {
+                let ping = redis::cmd("PING");
+                let answer =
+                    timeout(PING_TIMEOUT, ping.query_async::<Value>(&mut connection)).await;
+                (address, matches!(answer, Ok(Ok(_))))
+            }
+        });
+        for (address, alive) in futures_util::future::join_all(pings).await {
+            if !alive {
+                warn!(%address, "channel fan-out connection does not answer pings; subscribing its channels again");
+                self.drop_node(&address);
+            }
+        }
+    }
+
+    fn seed_address(&mut self) -> String {
+        let seed = &self.seeds[self.next_seed % self.seeds.len()];
+        address_of(seed)
+    }
+
+    /// The connection to `address`, made if there is none.
+    async fn connection(&mut self, address: &str) -> Result<&MultiplexedConnection, PresenceError> {
+        if !self.nodes.contains_key(address) {
+            let info = self.info_for(address)?;
+            let (pushes, mut receiver) = mpsc::unbounded_channel();
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(PING_TIMEOUT))
+                .set_push_sender(pushes);
+            let client = redis::Client::open(info).map_err(|e| unavailable(&e))?;
+            let connection = match timeout(
+                CONNECT_TIMEOUT,
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await
+            {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => {
+                    self.next_seed += 1;
+                    return Err(unavailable(&error));
+                }
+                Err(_) => {
+                    self.next_seed += 1;
+                    return Err(PresenceError::Unavailable(format!(
+                        "no connection to {address} within {CONNECT_TIMEOUT:?}"
+                    )));
+                }
+            };
+            self.generation += 1;
+            let generation = self.generation;
+            let events = self.events.clone();
+            let owner = address.to_owned();
+            tokio::spawn(async move {
+                while let Some(push) = receiver.recv().await {
+                    if events
+                        .send((owner.clone(), generation, NodeEvent::Push(push)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                drop(events.send((owner, generation, NodeEvent::Closed)));
+            });
+            self.nodes.insert(
+                address.to_owned(),
+                Node {
+                    generation,
+                    connection,
+                    keys: HashSet::new(),
+                },
+            );
+        }
+        Ok(&self.nodes[address].connection)
+    }
+
+    /// Connection settings for `address`: a seed's own, or a seed's with
+    /// the address replaced (TLS and credentials kept).
+    fn info_for(&self, address: &str) -> Result<ConnectionInfo, PresenceError> {
+        if let Some(seed) = self.seeds.iter().find(|seed| address_of(seed) == address) {
+            return Ok(seed.clone());
+        }
+        let bad =
+            || PresenceError::Unavailable(format!("cannot follow a redirection to {address:?}"));
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let seed = &self.seeds[0];
+        let addr = match seed.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        Ok(seed.clone().set_addr(addr))
+    }
+}
+
+/// `host:port` of a node, as `MOVED` names it.
+fn address_of(info: &ConnectionInfo) -> String {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn unavailable(error: &RedisError) -> PresenceError {
+    PresenceError::Unavailable(format!("redis: {error}"))
+}

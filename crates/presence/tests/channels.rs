@@ -1,0 +1,259 @@
+//! Channel publications on every backend: a feed gets exactly the channels it
+//! subscribed to, one frame per publication, across processes, on one Redis
+//! and on a Cluster; a feed whose Redis connection is killed subscribes again.
+
+mod support;
+
+use std::time::Duration;
+
+use pulse_presence::{Delivery, Presence, PresenceError, bucket_of, testing::RedisServer};
+use serde_json::{Value, json, value::RawValue};
+use support::DEADLINE;
+use tokio::{sync::mpsc::UnboundedReceiver, time::timeout};
+
+macro_rules! every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(pulse_presence::Presence::in_memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = pulse_presence::testing::RedisServer::start().await;
+                    super::$case(super::support::redis_presence(&server).await).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cluster = pulse_presence::testing::RedisCluster::start().await;
+                    super::$case(super::support::cluster_presence(cluster).await).await;
+                }
+            )*
+        }
+    };
+}
+
+every_backend!(
+    a_feed_gets_what_it_subscribed_to_and_nothing_else,
+    every_process_with_subscribers_gets_one_delivery,
+    channels_in_every_bucket_are_delivered,
+    bad_publications_are_invalid,
+);
+
+fn data(value: &Value) -> Box<RawValue> {
+    RawValue::from_string(value.to_string()).unwrap()
+}
+
+async fn next(deliveries: &mut UnboundedReceiver<Delivery>) -> Delivery {
+    timeout(DEADLINE, deliveries.recv())
+        .await
+        .expect("a delivery in time")
+        .expect("the feed is open")
+}
+
+/// Nothing more arrives: a marker publication on a channel the feed holds
+/// comes next, so anything unwanted would have come before it.
+async fn nothing_before_marker(
+    presence: &Presence,
+    deliveries: &mut UnboundedReceiver<Delivery>,
+    marker: &str,
+) {
+    presence
+        .publish(marker, &data(&json!("marker")))
+        .await
+        .unwrap();
+    let delivery = next(deliveries).await;
+    assert_eq!(
+        &*delivery.channel, marker,
+        "got {:?} before the marker",
+        delivery.frame
+    );
+}
+
+async fn a_feed_gets_what_it_subscribed_to_and_nothing_else(presence: Presence) {
+    let (feed, mut deliveries) = presence.channel_feed();
+    feed.subscribe("room:1").await.unwrap();
+    feed.subscribe("marker").await.unwrap();
+
+    let published = presence
+        .publish(
+            "room:1",
+            &data(&json!({"n": 12345678901234567890u64, "s": "é\"x"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(published.instances, 1);
+    let delivery = next(&mut deliveries).await;
+    assert_eq!(&*delivery.channel, "room:1");
+    assert_eq!(
+        &*delivery.frame,
+        r#"{"type":"publication","channel":"room:1","data":{"n":12345678901234567890,"s":"é\"x"}}"#
+    );
+
+    // Another channel, and one in the same bucket as room:1 in spirit: not subscribed.
+    assert_eq!(
+        presence
+            .publish("room:2", &data(&json!(2)))
+            .await
+            .unwrap()
+            .instances,
+        0
+    );
+    nothing_before_marker(&presence, &mut deliveries, "marker").await;
+
+    feed.unsubscribe("room:1");
+    // Unsubscribing is asynchronous; once the marker came back after it,
+    // the unsubscription was handled (one task, in order).
+    nothing_before_marker(&presence, &mut deliveries, "marker").await;
+    presence
+        .publish("room:1", &data(&json!("late")))
+        .await
+        .unwrap();
+    nothing_before_marker(&presence, &mut deliveries, "marker").await;
+}
+
+async fn every_process_with_subscribers_gets_one_delivery(presence: Presence) {
+    let (first, mut first_deliveries) = presence.channel_feed();
+    let (second, mut second_deliveries) = presence.channel_feed();
+    let (_third, mut third_deliveries) = presence.channel_feed();
+    for feed in [&first, &second] {
+        feed.subscribe("news").await.unwrap();
+    }
+    let published = presence
+        .publish("news", &data(&json!("hello")))
+        .await
+        .unwrap();
+    assert_eq!(published.instances, 2);
+    for deliveries in [&mut first_deliveries, &mut second_deliveries] {
+        let delivery = next(deliveries).await;
+        assert_eq!(
+            &*delivery.frame,
+            r#"{"type":"publication","channel":"news","data":"hello"}"#
+        );
+    }
+    assert!(third_deliveries.try_recv().is_err());
+    drop(second);
+    // A dropped feed stops receiving (its process is gone).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let published = presence
+            .publish("news", &data(&json!("again")))
+            .await
+            .unwrap();
+        if published.instances == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped feed still counts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn channels_in_every_bucket_are_delivered(presence: Presence) {
+    let (feed, mut deliveries) = presence.channel_feed();
+    // One channel per bucket: on a Cluster, buckets live on every master.
+    let mut channels = vec![String::new(); usize::from(pulse_presence::BUCKETS)];
+    let mut found = 0;
+    for n in 0.. {
+        let channel = format!("room:{n}");
+        let bucket = usize::from(bucket_of(&channel));
+        if channels[bucket].is_empty() {
+            channels[bucket] = channel;
+            found += 1;
+            if found == channels.len() {
+                break;
+            }
+        }
+    }
+    for channel in &channels {
+        feed.subscribe(channel).await.unwrap();
+    }
+    for channel in &channels {
+        assert_eq!(
+            presence
+                .publish(channel, &data(&json!(channel)))
+                .await
+                .unwrap()
+                .instances,
+            1,
+            "{channel}"
+        );
+    }
+    let mut got: Vec<String> = Vec::new();
+    for _ in &channels {
+        got.push(next(&mut deliveries).await.channel.to_string());
+    }
+    got.sort();
+    let mut want = channels.clone();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+async fn bad_publications_are_invalid(presence: Presence) {
+    for channel in ["", "a b", ":x", &"c".repeat(300)] {
+        assert!(
+            matches!(
+                presence.publish(channel, &data(&json!(1))).await,
+                Err(PresenceError::InvalidArgument(_))
+            ),
+            "{channel:?}"
+        );
+    }
+    let big = json!("x".repeat(pulse_presence::MAX_DATA_BYTES));
+    assert!(matches!(
+        presence.publish("room:1", &data(&big)).await,
+        Err(PresenceError::InvalidArgument(_))
+    ));
+}
+
+/// The fan-out's connection is killed by Redis (`CLIENT KILL TYPE pubsub`):
+/// the feed subscribes again and publications flow again, without the
+/// gateway doing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscription_comes_back() {
+    let server = RedisServer::spawn().await;
+    let presence = support::redis_presence(&server).await;
+    let (feed, mut deliveries) = presence.channel_feed();
+    feed.subscribe("room:1").await.unwrap();
+    presence.publish("room:1", &data(&json!(0))).await.unwrap();
+    next(&mut deliveries).await;
+
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: u64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+
+    // Publish until one arrives: the ones sent before the resubscription
+    // are lost (live delivery is at most once until history lands).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut n = 1;
+    loop {
+        presence.publish("room:1", &data(&json!(n))).await.unwrap();
+        if let Ok(Some(delivery)) = timeout(Duration::from_millis(100), deliveries.recv()).await {
+            assert!(delivery.frame.contains("\"data\":"), "{}", delivery.frame);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery after the kill"
+        );
+        n += 1;
+    }
+}
