@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         root.join("pulse/auth/v1/auth.proto"),
         root.join("pulse/presence/v1/presence.proto"),
+        root.join("pulse/channels/v1/channels.proto"),
     ];
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 

@@ -254,7 +254,9 @@ pub fn required_for_grpc(path: &str) -> Option<Permissions> {
         | "/pulse.presence.v1.Presence/GetUsers"
         | "/pulse.presence.v1.Presence/CountOnline"
         | "/pulse.presence.v1.Presence/Watch" => needs(Permission::PresenceRead),
-        "/pulse.presence.v1.Presence/Send" => needs(Permission::Publish),
+        "/pulse.presence.v1.Presence/Send"
+        | "/pulse.channels.v1.Channels/Publish"
+        | "/pulse.channels.v1.Channels/Broadcast" => needs(Permission::Publish),
         "/pulse.presence.v1.Presence/Disconnect" => needs(Permission::ConnectionsManage),
         _ if path.starts_with("/grpc.health.v1.Health/") => None,
         _ if path.starts_with("/grpc.reflection.") => Some(Permissions::default()),

@@ -187,21 +187,54 @@ impl Presence {
     ) -> Result<Published, PresenceError> {
         Channel::parse(channel)
             .map_err(|error| PresenceError::InvalidArgument(format!("channel: {error}")))?;
-        if data.get().len() > MAX_DATA_BYTES {
+        check_data(data)?;
+        let frame = publication_frame(channel, None, data);
+        self.publish_frame(channel, &frame).await
+    }
+
+    /// Publishes `data` on each of `channels` (at most
+    /// [`crate::channels_service::MAX_BROADCAST_CHANNELS`]), each as its own
+    /// publication; the results in the order asked. Every name is checked
+    /// before anything is published.
+    ///
+    /// # Errors
+    ///
+    /// As [`Presence::publish`], and [`PresenceError::InvalidArgument`] for
+    /// no channel or too many.
+    pub async fn broadcast(
+        &self,
+        channels: &[String],
+        data: &RawValue,
+    ) -> Result<Vec<Published>, PresenceError> {
+        use crate::channels_service::MAX_BROADCAST_CHANNELS;
+        if channels.is_empty() || channels.len() > MAX_BROADCAST_CHANNELS {
             return Err(PresenceError::InvalidArgument(format!(
-                "data is {} bytes; at most {MAX_DATA_BYTES} are published",
-                data.get().len()
+                "channels: 1 to {MAX_BROADCAST_CHANNELS}, got {}",
+                channels.len()
             )));
         }
-        let frame = publication_frame(channel, None, data);
+        for channel in channels {
+            Channel::parse(channel).map_err(|error| {
+                PresenceError::InvalidArgument(format!("channel {channel:?}: {error}"))
+            })?;
+        }
+        check_data(data)?;
+        futures_util::future::try_join_all(channels.iter().map(|channel| {
+            let frame = publication_frame(channel, None, data);
+            async move { self.publish_frame(channel, &frame).await }
+        }))
+        .await
+    }
+
+    async fn publish_frame(&self, channel: &str, frame: &str) -> Result<Published, PresenceError> {
         match &self.inner.backend {
             Backend::Memory(_) => Ok(Published {
-                instances: self.inner.local_hub.publish(channel, &frame),
+                instances: self.inner.local_hub.publish(channel, frame),
             }),
             Backend::Redis(store) => {
                 observe("publish", async {
                     let instances = store
-                        .spublish(&store.keys().publications(channel), &frame)
+                        .spublish(&store.keys().publications(channel), frame)
                         .await?;
                     Ok(Published { instances })
                 })
@@ -209,4 +242,14 @@ impl Presence {
             }
         }
     }
+}
+
+fn check_data(data: &RawValue) -> Result<(), PresenceError> {
+    if data.get().len() > MAX_DATA_BYTES {
+        return Err(PresenceError::InvalidArgument(format!(
+            "data is {} bytes; at most {MAX_DATA_BYTES} are published",
+            data.get().len()
+        )));
+    }
+    Ok(())
 }

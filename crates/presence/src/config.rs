@@ -46,9 +46,50 @@ pub struct Config {
     /// How often to reap instances whose lease expired (died without saying goodbye).
     #[arg(long, env = "REAP_INTERVAL", default_value = "1s")]
     pub reap_interval: humantime::Duration,
+    /// The config file shared with the gateways (channel namespaces); the
+    /// server API refuses to publish to a namespace it does not configure.
+    #[arg(long, env = "PULSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where to serve the HTTP JSON API (`POST /api/v1/...`), or `off`.
+    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:8052")]
+    pub http_listen: HttpListen,
     /// Who may call the API, TLS, and limits.
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+/// `--http-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    /// Serve the HTTP API here.
+    On(SocketAddr),
+    /// No HTTP API.
+    Off,
+}
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "off" {
+            return Ok(Self::Off);
+        }
+        text.parse()
+            .map(Self::On)
+            .map_err(|_| format!("{text:?} is not an address like 0.0.0.0:8052, or off"))
+    }
+}
+
+impl Config {
+    /// The namespaces of the config file (none without one: only personal
+    /// channels are publishable). The error is one line naming the file
+    /// and the key.
+    pub fn namespaces(&self) -> Result<crate::Namespaces, String> {
+        match &self.config {
+            None => Ok(crate::Namespaces::default()),
+            Some(path) => crate::Namespaces::load(path).map_err(|error| error.to_string()),
+        }
+    }
 }
 
 /// The internal API's settings.
@@ -154,6 +195,7 @@ impl ApiArgs {
                 max_watches_per_key: self.max_watches_per_key,
                 max_request_bytes: self.max_request_bytes,
             },
+            namespaces: std::sync::Arc::default(),
         })
     }
 

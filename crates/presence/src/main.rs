@@ -1,11 +1,11 @@
 //! `pulse-presence`: the presence gRPC service over Redis.
 
-use pulse_presence::config::Config;
+use pulse_presence::config::{Config, HttpListen};
 use pulse_runtime::runtime::{
     exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
 };
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[tokio::main]
 async fn main() {
@@ -13,16 +13,35 @@ async fn main() {
     init_tracing();
     // The API settings first: building the backend starts its bus, which
     // would log before a bad key setting stopped the start.
-    let api = config
+    let mut api = config
         .api
         .api_config()
         .unwrap_or_else(|error| exit_with_config_error(&error));
+    api.namespaces = std::sync::Arc::new(
+        config
+            .namespaces()
+            .unwrap_or_else(|error| exit_with_config_error(&error)),
+    );
     let presence = config
         .presence()
         .unwrap_or_else(|error| exit_with_config_error(&error));
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => exit_with_config_error(&format!("--listen {}: {error}", config.listen)),
+    };
+    let http_listener = match config.http_listen {
+        HttpListen::Off => None,
+        HttpListen::On(_) if api.tls.is_some() => {
+            warn!(
+                "the HTTP API is not served: it has no TLS yet, and --tls-cert asks for the \
+                 internal API to be encrypted (use gRPC, or --http-listen off to silence this)"
+            );
+            None
+        }
+        HttpListen::On(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(error) => exit_with_config_error(&format!("--http-listen {addr}: {error}")),
+        },
     };
     let metrics = pulse_runtime::metrics::install();
     let metrics_listener = pulse_runtime::metrics::bind(config.metrics_listen)
@@ -58,12 +77,26 @@ async fn main() {
         metrics,
         stopped(),
     ));
+    let http = http_listener.map(|listener| {
+        if let Ok(http_addr) = listener.local_addr() {
+            info!(%http_addr, "serving the HTTP API");
+        }
+        tokio::spawn(pulse_presence::run_http(
+            presence.clone(),
+            api.clone(),
+            listener,
+            stopped(),
+        ))
+    });
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     };
     let served = pulse_presence::run(presence, api, listener, shutdown).await;
     let _ = reaper.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     match served {
         Ok(()) => info!("pulse-presence stopped"),
         Err(error) => {

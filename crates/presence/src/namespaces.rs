@@ -271,6 +271,27 @@ impl Namespaces {
     }
 }
 
+impl Namespaces {
+    /// Whether the server API may publish to `channel`: a valid name whose
+    /// namespace is configured (a typo must not publish into the void).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::PresenceError::InvalidArgument`] naming what is wrong.
+    pub fn check_publishable(&self, channel: &str) -> Result<(), crate::PresenceError> {
+        let parsed = Channel::parse(channel).map_err(|error| {
+            crate::PresenceError::InvalidArgument(format!("channel {channel:?}: {error}"))
+        })?;
+        if self.resolve(&parsed).is_none() {
+            let namespace = parsed.namespace().unwrap_or("(default)");
+            return Err(crate::PresenceError::InvalidArgument(format!(
+                "channel {channel:?}: unknown_namespace: namespace {namespace} is not configured"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// `"10m"`-style durations in the file, read with `humantime`.
 mod humantime_serde_compat {
     use std::time::Duration;

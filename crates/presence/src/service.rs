@@ -31,9 +31,12 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
+use pulse_protocol::proto::channels::v1::channels_server::ChannelsServer;
+
 use crate::{
     ConnectionRecord, Presence, PresenceError,
     access::{Access, Caller},
+    channels_service::ChannelsService,
     grpc_access::AccessLayer,
     watch_slots::{WatchSlot, WatchSlots},
 };
@@ -64,6 +67,8 @@ pub struct ApiConfig {
     pub tls: Option<ServerTlsConfig>,
     /// Limits on what one caller may hold or send.
     pub limits: ApiLimits,
+    /// The channel namespaces the API may publish to.
+    pub namespaces: std::sync::Arc<crate::Namespaces>,
 }
 
 impl ApiConfig {
@@ -73,6 +78,7 @@ impl ApiConfig {
             access: Access::Keys(keys.into()),
             tls: None,
             limits: ApiLimits::default(),
+            namespaces: std::sync::Arc::default(),
         }
     }
 
@@ -82,6 +88,7 @@ impl ApiConfig {
             access: Access::Open,
             tls: None,
             limits: ApiLimits::default(),
+            namespaces: std::sync::Arc::default(),
         }
     }
 }
@@ -170,6 +177,13 @@ pub async fn run(
         .add_optional_service(reflection_v1alpha)
         .add_service(
             PresenceServer::new(service).max_decoding_message_size(api.limits.max_request_bytes),
+        )
+        .add_service(
+            ChannelsServer::new(ChannelsService {
+                presence: presence.clone(),
+                namespaces: api.namespaces.clone(),
+            })
+            .max_decoding_message_size(api.limits.max_request_bytes),
         )
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
 
@@ -475,7 +489,7 @@ fn check_id_count(count: usize) -> Result<(), Status> {
     Ok(())
 }
 
-fn invalid_argument(message: &str) -> Status {
+pub(crate) fn invalid_argument(message: &str) -> Status {
     status_with_reason(
         Code::InvalidArgument,
         ERROR_DOMAIN,
@@ -494,7 +508,7 @@ fn lagged(message: &str) -> Status {
 }
 
 /// The one place a store error becomes a gRPC status.
-fn to_status(error: PresenceError) -> Status {
+pub(crate) fn to_status(error: PresenceError) -> Status {
     match error {
         PresenceError::InvalidArgument(message) => invalid_argument(&message),
         PresenceError::Unavailable(message) => status_with_reason(

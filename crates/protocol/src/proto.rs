@@ -18,6 +18,15 @@ pub mod presence {
     }
 }
 
+/// `pulse.channels.v1`: publishing to channels.
+pub mod channels {
+    /// Version 1 of the channels API.
+    #[allow(missing_docs, unreachable_pub, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("pulse.channels.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Pulse proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/pulse_descriptor.bin"));

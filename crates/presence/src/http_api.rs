@@ -1,0 +1,286 @@
+//! The server API over HTTP JSON, for backends that do not speak gRPC:
+//! `POST /api/v1/<method_in_snake_case>` with the request as a JSON body,
+//! behind the same API keys and the same permission table as gRPC (each
+//! route names the gRPC method it mirrors, and the table is asked about
+//! that), ending in the same [`Presence`] calls.
+//!
+//! Errors are `{"error":{"code":STR,"message":STR}}` with a fitting status:
+//! 400 `invalid_argument`, 401 `missing_api_key`/`invalid_api_key`, 403
+//! `permission_denied`, 404 `not_found`, 405 `method_not_allowed`, 413
+//! `too_large`, 503 `backend_unavailable`.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::{net::TcpListener, sync::watch, time::timeout};
+use tracing::{debug, info, warn};
+
+use crate::{
+    ApiConfig, Namespaces, Presence, PresenceError,
+    access::{Access, Denied, required_for_grpc},
+};
+
+/// How long a request's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open requests may take to finish once shutdown begins.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Each route, and the gRPC method whose permissions it needs.
+const ROUTES: [(&str, &str); 2] = [
+    ("/api/v1/publish", "/pulse.channels.v1.Channels/Publish"),
+    ("/api/v1/broadcast", "/pulse.channels.v1.Channels/Broadcast"),
+];
+
+struct Api {
+    presence: Presence,
+    access: Access,
+    namespaces: Arc<Namespaces>,
+    max_body_bytes: usize,
+}
+
+/// Serves the HTTP JSON API on `listener` until `shutdown` resolves, then
+/// lets open requests finish (at most 10 s).
+pub async fn run_http(
+    presence: Presence,
+    api: ApiConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let api = Arc::new(Api {
+        presence,
+        access: api.access,
+        namespaces: api.namespaces,
+        max_body_bytes: api.limits.max_request_bytes,
+    });
+    let (stopping, stopped) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "http api: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let api = api.clone();
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(api.handle(request, peer).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(BODY_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        debug!(%error, %peer, "http api connection ended");
+                    }
+                }
+                () = async { let _ = stopped.wait_for(|stopping| *stopping).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        // Finished connections' results are not kept.
+        while connections.try_join_next().is_some() {}
+    }
+    info!("http api shutting down");
+    let _ = stopping.send(true);
+    let _ = timeout(DRAIN_DEADLINE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+impl Api {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        let Some((route, grpc_path)) = ROUTES.iter().find(|(route, _)| *route == path) else {
+            return error(StatusCode::NOT_FOUND, "not_found", "no such API method");
+        };
+        if request.method() != Method::POST {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the API takes POST with a JSON body",
+            );
+        }
+        let needed = required_for_grpc(grpc_path).unwrap_or_default();
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes);
+        if let Err(denied) = self.access.authorize(authorization, needed) {
+            let status = match denied {
+                Denied::Missing | Denied::Invalid => StatusCode::UNAUTHORIZED,
+                Denied::Permission { .. } => StatusCode::FORBIDDEN,
+            };
+            warn!(%peer, route, reason = denied.reason(), "http api call refused");
+            return error(status, denied.reason(), &denied.to_string());
+        }
+        let body = match timeout(
+            BODY_TIMEOUT,
+            Limited::new(request.into_body(), self.max_body_bytes).collect(),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(failed)) if failed.is::<http_body_util::LengthLimitError>() => {
+                return error_response_too_large(self.max_body_bytes);
+            }
+            Ok(Err(failed)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    &format!("body: {failed}"),
+                );
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the body did not arrive in time",
+                );
+            }
+        };
+        let result = match *route {
+            "/api/v1/publish" => self.publish(&body).await,
+            "/api/v1/broadcast" => self.broadcast(&body).await,
+            _ => unreachable!("every route is matched above"),
+        };
+        match result {
+            Ok(json) => Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(json)))
+                .expect("a valid response"),
+            Err(failure) => failure.into_response(),
+        }
+    }
+
+    async fn publish(&self, body: &[u8]) -> Result<String, Failure> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PublishBody {
+            channel: String,
+            data: Box<RawValue>,
+        }
+        #[derive(Serialize)]
+        struct Answer {
+            instances: u64,
+        }
+        let request: PublishBody = decode(body)?;
+        self.namespaces.check_publishable(&request.channel)?;
+        let published = self
+            .presence
+            .publish(&request.channel, &request.data)
+            .await?;
+        Ok(encode(&Answer {
+            instances: published.instances,
+        }))
+    }
+
+    async fn broadcast(&self, body: &[u8]) -> Result<String, Failure> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct BroadcastBody {
+            channels: Vec<String>,
+            data: Box<RawValue>,
+        }
+        #[derive(Serialize)]
+        struct One {
+            instances: u64,
+        }
+        #[derive(Serialize)]
+        struct Answer {
+            responses: Vec<One>,
+        }
+        let request: BroadcastBody = decode(body)?;
+        for channel in &request.channels {
+            self.namespaces.check_publishable(channel)?;
+        }
+        let published = self
+            .presence
+            .broadcast(&request.channels, &request.data)
+            .await?;
+        Ok(encode(&Answer {
+            responses: published
+                .into_iter()
+                .map(|published| One {
+                    instances: published.instances,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// Why a call failed after it was admitted.
+enum Failure {
+    Presence(PresenceError),
+    Body(String),
+}
+
+impl From<PresenceError> for Failure {
+    fn from(error: PresenceError) -> Self {
+        Self::Presence(error)
+    }
+}
+
+impl Failure {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        match self {
+            Self::Body(message) => error(StatusCode::BAD_REQUEST, "invalid_argument", &message),
+            Self::Presence(PresenceError::InvalidArgument(message)) => {
+                error(StatusCode::BAD_REQUEST, "invalid_argument", &message)
+            }
+            Self::Presence(PresenceError::Unavailable(message)) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_unavailable",
+                &message,
+            ),
+        }
+    }
+}
+
+fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|error| Failure::Body(format!("body: {error}")))
+}
+
+fn encode(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("answers always serialise")
+}
+
+fn error_response_too_large(limit: usize) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &format!("the body is over {limit} bytes"),
+    )
+}
+
+/// `{"error":{"code":..,"message":..}}` with `status`.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}

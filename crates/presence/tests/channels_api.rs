@@ -1,0 +1,369 @@
+//! `pulse.channels.v1.Channels` over gRPC and the same calls over HTTP JSON,
+//! over real TCP with a real Redis: what they publish reaches a subscribed
+//! feed, and every refusal has its status and reason.
+
+mod support;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use pulse_presence::{
+    ApiConfig, Delivery, Namespaces, Presence,
+    access::{ApiKey, Permission, Permissions},
+    testing::RedisServer,
+};
+use pulse_protocol::{
+    api_key::BearerKey,
+    proto::channels::v1::{self as pb, channels_client::ChannelsClient},
+    status::reason_of,
+};
+use serde_json::{Value, json};
+use support::{DEADLINE, redis_presence};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc::UnboundedReceiver, oneshot},
+    time::timeout,
+};
+use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
+
+const KEY: &str = "test-key-0123456789abcdef";
+const READ_ONLY_KEY: &str = "read-only-key-0123456789";
+
+const CONFIG: &str = r#"
+[namespaces.room]
+allow_publish = true
+[namespaces.order]
+"#;
+
+/// The API served over gRPC and HTTP, and a feed subscribed to some channels.
+struct Served {
+    grpc: Channel,
+    http: SocketAddr,
+    deliveries: UnboundedReceiver<Delivery>,
+    _feed: pulse_presence::ChannelFeed,
+    _stop: oneshot::Sender<()>,
+    _http_stop: oneshot::Sender<()>,
+    _server: RedisServer,
+}
+
+impl Served {
+    async fn start() -> Self {
+        let server = RedisServer::start().await;
+        let presence: Presence = redis_presence(&server).await;
+        let mut api = ApiConfig::with_keys(vec![
+            ApiKey::new("test", KEY, Permissions::ALL),
+            ApiKey::new(
+                "reader",
+                READ_ONLY_KEY,
+                [Permission::PresenceRead].into_iter().collect(),
+            ),
+        ]);
+        api.namespaces = Arc::new(Namespaces::parse(CONFIG, "test.toml").unwrap());
+        api.limits.max_request_bytes = 4096;
+        let (feed, deliveries) = presence.channel_feed();
+        for channel in ["room:1", "room:2", "order:7", "#alice"] {
+            feed.subscribe(channel).await.unwrap();
+        }
+
+        let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_addr = grpc_listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(pulse_presence::run(
+            presence.clone(),
+            api.clone(),
+            grpc_listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = http_listener.local_addr().unwrap();
+        let (http_stop, http_stopped) = oneshot::channel::<()>();
+        tokio::spawn(pulse_presence::run_http(
+            presence,
+            api,
+            http_listener,
+            async {
+                let _ = http_stopped.await;
+            },
+        ));
+        let grpc = Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            grpc,
+            http,
+            deliveries,
+            _feed: feed,
+            _stop: stop,
+            _http_stop: http_stop,
+            _server: server,
+        }
+    }
+
+    fn client(&self, key: &str) -> ChannelsClient<InterceptedService<Channel, BearerKey>> {
+        ChannelsClient::with_interceptor(self.grpc.clone(), BearerKey::new(key).unwrap())
+    }
+
+    async fn delivery(&mut self) -> Delivery {
+        timeout(DEADLINE, self.deliveries.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("feed open")
+    }
+
+    /// One HTTP/1.1 request over a fresh connection: the status and the body.
+    async fn http(&self, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+        let mut stream = TcpStream::connect(self.http).await.unwrap();
+        let auth = key
+            .map(|key| format!("authorization: Bearer {key}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: test\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        timeout(DEADLINE, stream.read_to_end(&mut response))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let status: u16 = response[9..12].parse().unwrap();
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn grpc_publish_and_broadcast_reach_subscribers() {
+    let mut served = Served::start().await;
+    let answer = served
+        .client(KEY)
+        .publish(pb::PublishRequest {
+            channel: "room:1".into(),
+            data_json: r#"{"text":"hi","big":12345678901234567890}"#.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.instances, 1);
+    let delivery = served.delivery().await;
+    assert_eq!(
+        &*delivery.frame,
+        r#"{"type":"publication","channel":"room:1","data":{"text":"hi","big":12345678901234567890}}"#
+    );
+
+    let answer = served
+        .client(KEY)
+        .broadcast(pb::BroadcastRequest {
+            channels: vec!["room:2".into(), "order:7".into(), "room:3".into()],
+            data_json: "7".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let counts: Vec<u64> = answer.responses.iter().map(|r| r.instances).collect();
+    assert_eq!(counts, [1, 1, 0], "room:3 has no subscriber");
+    let mut got = vec![
+        served.delivery().await.channel.to_string(),
+        served.delivery().await.channel.to_string(),
+    ];
+    got.sort();
+    assert_eq!(got, ["order:7", "room:2"]);
+
+    // A personal channel is always publishable.
+    served
+        .client(KEY)
+        .publish(pb::PublishRequest {
+            channel: "#alice".into(),
+            data_json: "1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(&*served.delivery().await.channel, "#alice");
+}
+
+#[tokio::test]
+async fn grpc_refusals_carry_their_reason() {
+    let served = Served::start().await;
+    let publish = |key: &'static str, channel: &'static str, data: &'static str| {
+        let mut client = served.client(key);
+        async move {
+            client
+                .publish(pb::PublishRequest {
+                    channel: channel.into(),
+                    data_json: data.into(),
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    let status = publish(KEY, "nope:1", "1").await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("unknown_namespace"),
+        "{}",
+        status.message()
+    );
+    let status = publish(KEY, "lobby", "1").await;
+    assert!(
+        status.message().contains("unknown_namespace"),
+        "no default namespace: {}",
+        status.message()
+    );
+    let status = publish(KEY, "room:a b", "1").await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = publish(KEY, "room:1", "{not json").await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason_of(&status).as_deref(), Some("invalid_argument"));
+    let status = publish(READ_ONLY_KEY, "room:1", "1").await;
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = ChannelsClient::new(served.grpc.clone())
+        .publish(pb::PublishRequest {
+            channel: "room:1".into(),
+            data_json: "1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = served
+        .client(KEY)
+        .broadcast(pb::BroadcastRequest {
+            channels: vec![],
+            data_json: "1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn http_publish_and_broadcast_reach_subscribers() {
+    let mut served = Served::start().await;
+    let (status, body) = served
+        .http(
+            "POST",
+            "/api/v1/publish",
+            Some(KEY),
+            r#"{"channel":"room:1","data":{"status":"paid","n":12345678901234567890}}"#,
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"instances": 1})));
+    assert_eq!(
+        &*served.delivery().await.frame,
+        r#"{"type":"publication","channel":"room:1","data":{"status":"paid","n":12345678901234567890}}"#
+    );
+    let (status, body) = served
+        .http(
+            "POST",
+            "/api/v1/broadcast",
+            Some(KEY),
+            r#"{"channels":["room:2","room:9"],"data":"x"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"responses": [{"instances": 1}, {"instances": 0}]})
+        )
+    );
+    assert_eq!(&*served.delivery().await.channel, "room:2");
+}
+
+#[tokio::test]
+async fn http_refusals_have_a_status_and_a_code() {
+    let served = Served::start().await;
+    let ok_body = r#"{"channel":"room:1","data":1}"#;
+    let big = format!(r#"{{"channel":"room:1","data":"{}"}}"#, "x".repeat(5000));
+    for (method, path, key, body, status, code) in [
+        (
+            "POST",
+            "/api/v1/publish",
+            None,
+            ok_body,
+            401,
+            "missing_api_key",
+        ),
+        (
+            "POST",
+            "/api/v1/publish",
+            Some("wrong-key-0123456789abcd"),
+            ok_body,
+            401,
+            "invalid_api_key",
+        ),
+        (
+            "POST",
+            "/api/v1/publish",
+            Some(READ_ONLY_KEY),
+            ok_body,
+            403,
+            "permission_denied",
+        ),
+        ("POST", "/api/v1/nope", Some(KEY), ok_body, 404, "not_found"),
+        (
+            "GET",
+            "/api/v1/publish",
+            Some(KEY),
+            "",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/api/v1/publish",
+            Some(KEY),
+            "{not json",
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/publish",
+            Some(KEY),
+            r#"{"channel":"room:1"}"#,
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/publish",
+            Some(KEY),
+            r#"{"channel":"nope:1","data":1}"#,
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/publish",
+            Some(KEY),
+            r#"{"channel":"","data":1}"#,
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/publish",
+            Some(KEY),
+            big.as_str(),
+            413,
+            "too_large",
+        ),
+    ] {
+        let (got_status, got) = served.http(method, path, key, body).await;
+        assert_eq!(got_status, status, "{method} {path} {body:.40}: {got}");
+        assert_eq!(got["error"]["code"], json!(code), "{method} {path}: {got}");
+        assert!(
+            got["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        if let Some(key) = key {
+            assert!(!got.to_string().contains(key), "a key in an answer");
+        }
+    }
+}
