@@ -18,7 +18,10 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use crate::{server::text, session::Shared};
+use crate::{
+    routes::{not_found, text},
+    shared::Shared,
+};
 
 /// The answer to a probe or a scrape; `None` for any other request.
 pub(crate) fn respond<B>(request: &Request<B>, shared: &Shared) -> Option<Response<Full<Bytes>>> {
@@ -59,8 +62,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
                 .timer(TokioTimer::new())
                 .header_read_timeout(shared.settings.handshake_timeout);
             let service = service_fn(move |request: Request<Incoming>| {
-                let answer = respond(&request, &shared)
-                    .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"));
+                let answer = respond(&request, &shared).unwrap_or_else(not_found);
                 async move { Ok::<_, Infallible>(answer) }
             });
             let mut connection =

@@ -9,7 +9,7 @@ use pulse_presence::{Admission, ConnectionRecord};
 use pulse_protocol::{CloseCode, ErrorCode};
 use tracing::debug;
 
-use crate::{LocalConnection, session::Shared, socket::End, telemetry};
+use crate::{LocalConnection, shared::Shared, socket::End, telemetry};
 
 /// Adds the connection to the manager and registers it with presence, or
 /// answers how the socket must close (and leaves nothing behind).

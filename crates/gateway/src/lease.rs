@@ -20,7 +20,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::session::Shared;
+use crate::shared::Shared;
 
 /// Renews the lease and re-syncs when needed, until `sessions_over`: not at
 /// the start of a drain, since the sockets it has not closed yet must stay

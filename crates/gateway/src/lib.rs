@@ -10,22 +10,27 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod admission;
+mod commands;
 pub mod config;
 pub mod connection_manager;
+mod drain;
 // Public only for the `frame` fuzz target (fuzz/); not part of the API.
-mod admin;
 #[doc(hidden)]
 pub mod frame;
 mod lease;
 mod limits;
+mod listener;
 pub mod login;
 mod mailbox;
 pub mod proxy;
 mod proxy_protocol;
 pub mod readiness;
+mod routes;
 mod server;
 pub mod session;
+mod shared;
 mod socket;
 mod telemetry;
 
@@ -33,10 +38,11 @@ use std::time::Duration;
 
 pub use config::{Config, ConfigError};
 pub use connection_manager::{ConnectionManager, LocalConnection};
+pub use drain::DrainReport;
 pub use login::DevLogin;
 pub use mailbox::{Mailbox, PushError};
 pub use proxy::TrustedProxies;
-pub use server::{DrainReport, Gateway, run};
+pub use server::{Gateway, run};
 
 /// Everything the gateway needs besides its authenticator, its presence store and its listener.
 ///

@@ -43,15 +43,10 @@ pub struct Mailbox {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Arc<str>>,
-    kick: Option<Box<KickReason>>,
+    /// How the session is to end, once a kick was requested (boxed: the
+    /// idle mailbox pays one pointer for it).
+    kick: Option<Box<End>>,
     waker: Option<Waker>,
-}
-
-#[derive(Debug)]
-struct KickReason {
-    close: CloseCode,
-    code: ErrorCode,
-    message: String,
 }
 
 impl Mailbox {
@@ -83,7 +78,7 @@ impl Mailbox {
         if state.kick.is_some() {
             return false;
         }
-        state.kick = Some(Box::new(KickReason {
+        state.kick = Some(Box::new(End::Fail {
             close,
             code,
             message: message.into(),
@@ -114,7 +109,7 @@ impl Mailbox {
     pub(crate) fn poll_delivery(&self, cx: &mut Context<'_>) -> Poll<Delivery> {
         let mut state = self.lock();
         if let Some(kick) = &state.kick {
-            return Poll::Ready(Delivery::Kick(kick.to_end()));
+            return Poll::Ready(Delivery::Kick(End::clone(kick)));
         }
         if let Some(message) = state.queue.pop_front() {
             if state.queue.is_empty() {
@@ -132,7 +127,7 @@ impl Mailbox {
     pub(crate) fn poll_kick(&self, cx: &mut Context<'_>) -> Poll<End> {
         let mut state = self.lock();
         if let Some(kick) = &state.kick {
-            return Poll::Ready(kick.to_end());
+            return Poll::Ready(End::clone(kick));
         }
         register(&mut state, cx);
         Poll::Pending
@@ -148,12 +143,6 @@ impl Mailbox {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl KickReason {
-    fn to_end(&self) -> End {
-        End::fail(self.close, self.code.clone(), &self.message)
     }
 }
 

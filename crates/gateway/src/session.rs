@@ -21,8 +21,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use pulse_auth::{AuthError, Authenticator, Identity};
-use pulse_presence::{ConnectionRecord, Presence};
+use pulse_auth::{AuthError, Identity};
+use pulse_presence::ConnectionRecord;
 use pulse_protocol::{
     ClientMessage, CloseCode, ErrorCode, MAX_USER_ID_BYTES, ServerMessage, event::now_ms,
 };
@@ -30,36 +30,19 @@ use tokio::{
     net::TcpStream,
     time::{Instant, Sleep, sleep_until},
 };
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::{
-    ConnectionManager, LocalConnection, Settings,
+    LocalConnection,
     frame::OpCode,
     limits::{RateLimit, Rates, UnauthenticatedGuard},
     mailbox::{Delivery, Mailbox},
+    shared::Shared,
     socket::{End, Incoming, Message, Socket, write_or_kick},
     telemetry,
 };
 
 mod refresh;
-
-/// What every session shares.
-pub(crate) struct Shared {
-    pub(crate) settings: Settings,
-    pub(crate) auth: Authenticator,
-    pub(crate) presence: Presence,
-    pub(crate) manager: Arc<ConnectionManager>,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) readiness: Arc<crate::readiness::Readiness>,
-    pub(crate) unauthenticated: Arc<crate::limits::Unauthenticated>,
-    pub(crate) metrics: crate::telemetry::Metrics,
-    /// Held for writing by a re-sync from its snapshot of the manager to its
-    /// last registration, and for reading by a refused admission while it
-    /// takes its connection back out: a re-sync never registers a
-    /// connection that was refused.
-    pub(crate) resync: tokio::sync::RwLock<()>,
-}
 
 /// Serves one upgraded socket until it ends, and cleans up after it.
 ///
@@ -502,11 +485,12 @@ pub(crate) async fn echo(stream: TcpStream, shared: Arc<Shared>) {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use pulse_auth::{Validator, ValidatorSettings};
+    use pulse_auth::{Authenticator, Validator, ValidatorSettings};
+    use pulse_presence::Presence;
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::Gateway;
+    use crate::{Gateway, Settings};
 
     /// What a live connection costs while it waits is its task plus its
     /// [`Live`]: both must stay small, or every idle socket pays for it.

@@ -37,8 +37,9 @@ pub(crate) fn take_tcp(ws: WebSocket<TokioIo<Upgraded>>) -> Result<TcpStream, &'
     }
 }
 
-/// How a session ends, and what the client is told.
-#[derive(Debug)]
+/// How a session ends, and what the client is told. A kick is one too:
+/// the mailbox keeps the `Fail` it was asked for until the session takes it.
+#[derive(Debug, Clone)]
 pub(crate) enum End {
     /// Send an `error` message, then close with a code.
     Fail {
