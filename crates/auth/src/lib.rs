@@ -35,4 +35,6 @@ pub use jsonwebtoken::Algorithm;
 pub use jwks::JwksSettings;
 pub use pem::PublicKey;
 pub use service::run;
-pub use validator::{HMAC_ALGORITHMS, Identity, Validator, ValidatorSettings, mint_token};
+pub use validator::{
+    HMAC_ALGORITHMS, Identity, Validator, ValidatorSettings, mint_token, mint_token_with_claims,
+};

@@ -341,13 +341,27 @@ fn peek_header(token: &str) -> Result<PeekedHeader, AuthError> {
 /// Mints an HS256 token with `sub`, `iat` and `exp = now + ttl`: for development
 /// and tests, never for production sign-in.
 pub fn mint_token(secret: &[u8], user_id: &str, ttl: Duration) -> String {
+    mint_token_with_claims(secret, user_id, ttl, Map::new())
+}
+
+/// [`mint_token`] with more claims: a `channels` list for a connection token,
+/// or the `channel` of a subscription token. `sub` is set over what `extra`
+/// holds; `iat` and `exp` only where it has none (a test's expired token).
+pub fn mint_token_with_claims(
+    secret: &[u8],
+    user_id: &str,
+    ttl: Duration,
+    extra: Map<String, Value>,
+) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
-    let mut claims = Map::new();
+    let mut claims = extra;
     claims.insert("sub".into(), user_id.into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
+    claims.entry("iat").or_insert_with(|| now.into());
+    claims
+        .entry("exp")
+        .or_insert_with(|| now.saturating_add(ttl.as_secs()).into());
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,

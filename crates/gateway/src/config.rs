@@ -148,6 +148,16 @@ pub struct Config {
     #[arg(long, env = "MAX_TOKEN_REFRESHES_PER_MINUTE", default_value_t = 6)]
     pub max_token_refreshes_per_minute: u32,
 
+    /// Channels one connection may be subscribed to at once (its personal
+    /// channel not counted); one more is refused with `too_many_subscriptions`.
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 128)]
+    pub max_subscriptions_per_connection: usize,
+
+    /// The config file shared with pulse-presence: channel namespaces.
+    /// Without one, only personal channels exist.
+    #[arg(long, env = "PULSE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Connections one user may hold across every instance; the next one
     /// closes with 4429. 0: no limit.
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
@@ -415,6 +425,13 @@ impl Config {
             echo_path: self.echo_path.clone(),
             metrics: None,
             dev_login,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            namespaces: std::sync::Arc::new(match &self.config {
+                None => pulse_presence::Namespaces::default(),
+                Some(path) => pulse_presence::Namespaces::load(path).map_err(|error| {
+                    ConfigError::invalid("--config / PULSE_CONFIG", error.to_string())
+                })?,
+            }),
         };
         Ok(Built {
             listen: self.listen,

@@ -12,6 +12,7 @@
 
 mod admin;
 mod admission;
+mod channels;
 mod commands;
 pub mod config;
 pub mod connection_manager;
@@ -114,6 +115,12 @@ pub struct Settings {
     pub echo_path: Option<String>,
     /// Serves `GET /metrics` from this recorder when set (the binary installs one).
     pub metrics: Option<pulse_runtime::metrics::PrometheusHandle>,
+    /// The most channels one connection may be subscribed to at once (its
+    /// personal channel not counted); one more is refused with
+    /// `too_many_subscriptions`.
+    pub max_subscriptions_per_connection: usize,
+    /// The channel namespaces (`--config`); empty: only personal channels.
+    pub namespaces: std::sync::Arc<pulse_presence::Namespaces>,
 }
 
 impl Settings {
@@ -143,6 +150,8 @@ impl Settings {
             allowed_origins: Vec::new(),
             echo_path: None,
             metrics: None,
+            max_subscriptions_per_connection: 128,
+            namespaces: std::sync::Arc::default(),
         }
     }
 }

@@ -6,14 +6,15 @@
 use std::{sync::Arc, time::Duration};
 
 use pulse_auth::Authenticator;
+use pulse_presence::Delivery;
 use pulse_presence::Presence;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
 use crate::{
-    ConnectionManager, Settings, admin, commands::run_commands, drain::DrainReport, drain::drain,
-    listener, shared::Shared,
+    ConnectionManager, Settings, admin, channels::run_fan_out, commands::run_commands,
+    drain::DrainReport, drain::drain, listener, shared::Shared,
 };
 
 /// How long `serve` waits for its command subscription before accepting.
@@ -26,15 +27,19 @@ const LEASE_STOP_WAIT: Duration = Duration::from_secs(3);
 pub struct Gateway {
     pub(crate) shared: Arc<Shared>,
     admin: Option<TcpListener>,
+    /// The publications of this instance's channels, for the fan-out task.
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
 }
 
 impl Gateway {
     /// A gateway with these settings, validating tokens with `auth` and
     /// keeping presence in `presence`.
     pub fn new(settings: Settings, auth: Authenticator, presence: Presence) -> Self {
+        let (shared, deliveries) = Shared::new(settings, auth, presence);
         Self {
-            shared: Arc::new(Shared::new(settings, auth, presence)),
+            shared: Arc::new(shared),
             admin: None,
+            deliveries,
         }
     }
 
@@ -60,7 +65,11 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<DrainReport, std::io::Error> {
-        let Self { shared, admin } = self;
+        let Self {
+            shared,
+            admin,
+            deliveries,
+        } = self;
         // With an admin listener the probes and metrics are served there
         // only, through the drain, and stop once it is over.
         let probes_here = admin.is_none();
@@ -101,6 +110,13 @@ impl Gateway {
         background.spawn(run_commands(
             shared.clone(),
             commands,
+            sessions_over.clone(),
+        ));
+        background.spawn(run_fan_out(
+            shared.channels.clone(),
+            deliveries,
+            shared.settings.outbound_queue,
+            shared.metrics.clone(),
             sessions_over.clone(),
         ));
         background.close();

@@ -24,7 +24,7 @@ use std::{
 use pulse_auth::{AuthError, Identity};
 use pulse_presence::ConnectionRecord;
 use pulse_protocol::{
-    ClientMessage, CloseCode, ErrorCode, MAX_USER_ID_BYTES, ServerMessage, event::now_ms,
+    ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, ServerMessage, event::now_ms,
 };
 use tokio::{
     net::TcpStream,
@@ -42,7 +42,10 @@ use crate::{
     telemetry,
 };
 
+mod channels;
 mod refresh;
+
+use channels::ChannelState;
 
 /// Serves one upgraded socket until it ends, and cleans up after it.
 ///
@@ -148,6 +151,7 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         expires_at,
         awaiting_pong: false,
         rate,
+        channels: ChannelState::for_claims(&identity.claims),
         shared,
     }))
 }
@@ -290,6 +294,8 @@ struct Live {
     /// A ping went out and no frame has come since.
     awaiting_pong: bool,
     rate: RateLimit,
+    /// Its channel subscriptions and `channels` claim; `None` until it has either.
+    channels: Option<Box<ChannelState>>,
     shared: Arc<Shared>,
 }
 
@@ -410,8 +416,9 @@ impl Live {
             Some(Message::Binary(_)) => return Err(End::binary()),
             None => return Ok(()),
         };
-        match ClientMessage::decode(&text) {
-            Ok(ClientMessage::Ping { id }) => {
+        match ClientMessage::decode_frame(&text) {
+            Ok(Decoded::BadRequest { id, message }) => self.bad_request(id, message).await,
+            Ok(Decoded::Message(ClientMessage::Ping { id })) => {
                 self.socket
                     .send_text(
                         &ServerMessage::Pong { id }.encode(),
@@ -421,7 +428,10 @@ impl Live {
                 self.shared.metrics.messages_out.increment(1);
                 Ok(())
             }
-            Ok(ClientMessage::Auth { token }) => self.refresh(token.expose()).await,
+            Ok(Decoded::Message(ClientMessage::Auth { token })) => {
+                self.refresh(token.expose()).await
+            }
+            Ok(Decoded::Message(request)) => self.channel_request(request).await,
             Err(error) => Err(End::malformed(&error.to_string())),
         }
     }
@@ -435,6 +445,11 @@ impl Live {
         shared.metrics.connections.decrement(1.0);
         telemetry::disconnect("live", end.reason(), end.close_code());
         shared.manager.remove(&self.user_id, &self.connection_id);
+        if let Some(channels) = &self.channels {
+            for channel in channels.subscribed() {
+                shared.channels.unsubscribe(channel, &self.mailbox);
+            }
+        }
         if let Err(error) = shared
             .presence
             .unregister(&self.user_id, &self.connection_id)

@@ -9,8 +9,12 @@ use pulse_auth::Authenticator;
 use pulse_presence::Presence;
 use tokio_util::sync::CancellationToken;
 
+use pulse_presence::Delivery;
+use tokio::sync::mpsc;
+
 use crate::{
-    ConnectionManager, Settings, limits::Unauthenticated, readiness::Readiness, telemetry::Metrics,
+    ConnectionManager, Settings, channels::Channels, limits::Unauthenticated, readiness::Readiness,
+    telemetry::Metrics,
 };
 
 /// What the accept loop, every session, the lease, the command task and the
@@ -37,13 +41,23 @@ pub(crate) struct Shared {
     /// takes its connection back out: a re-sync never registers a
     /// connection that was refused.
     pub(crate) resync: tokio::sync::RwLock<()>,
+    /// This instance's channel subscriptions and their feed.
+    pub(crate) channels: Arc<Channels>,
 }
 
 impl Shared {
     /// A gateway's shared state, before it serves.
-    pub(crate) fn new(settings: Settings, auth: Authenticator, presence: Presence) -> Self {
+    /// Also returns where the publications of its channels arrive, for the
+    /// fan-out task.
+    pub(crate) fn new(
+        settings: Settings,
+        auth: Authenticator,
+        presence: Presence,
+    ) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
         let readiness = Arc::new(Readiness::new(settings.auth_url.as_deref()));
-        Self {
+        let (channels, deliveries) = Channels::new(&presence);
+        let shared = Self {
+            channels: Arc::new(channels),
             readiness,
             settings,
             auth,
@@ -53,6 +67,7 @@ impl Shared {
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             resync: tokio::sync::RwLock::new(()),
-        }
+        };
+        (shared, deliveries)
     }
 }

@@ -12,6 +12,7 @@
 //! | `pulse_gateway_messages_in_total` | counter | client messages read |
 //! | `pulse_gateway_messages_out_total` | counter | server messages written |
 //! | `pulse_gateway_queue_overflows_total` | counter | pushes that found a full outbound queue |
+//! | `pulse_gateway_publications_delivered_total` | counter | channel publications queued for a local subscriber |
 //! | `pulse_gateway_limit_rejections_total` | counter | `limit` |
 //! | `pulse_gateway_proxy_header_errors_total` | counter | `reason` (missing, malformed, timeout, closed) |
 //!
@@ -28,6 +29,7 @@ pub(crate) struct Metrics {
     pub(crate) messages_in: Counter,
     pub(crate) messages_out: Counter,
     pub(crate) queue_overflows: Counter,
+    pub(crate) publications_delivered: Counter,
     pub(crate) auth_seconds: Histogram,
 }
 
@@ -39,6 +41,7 @@ impl Metrics {
             messages_in: counter!("pulse_gateway_messages_in_total"),
             messages_out: counter!("pulse_gateway_messages_out_total"),
             queue_overflows: counter!("pulse_gateway_queue_overflows_total"),
+            publications_delivered: counter!("pulse_gateway_publications_delivered_total"),
             auth_seconds: histogram!("pulse_gateway_auth_seconds"),
         }
     }

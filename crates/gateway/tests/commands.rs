@@ -259,16 +259,3 @@ async fn send_and_disconnect_reach_every_instance() {
         instance.task.await.unwrap().unwrap();
     }
 }
-
-async fn next_text(client: &mut Client) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), client.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Text(text))) => return text.to_string(),
-            Some(Ok(Message::Ping(_))) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}

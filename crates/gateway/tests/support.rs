@@ -86,6 +86,20 @@ pub fn token(user: &str) -> String {
     pulse_auth::mint_token(SECRET, user, Duration::from_secs(3600))
 }
 
+/// The next text message as it came, skipping pings; panics on anything else.
+pub async fn next_text(client: &mut Client) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("no message within 10 s")
+        {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
 /// The next text message as JSON, skipping pings; panics on anything else.
 pub async fn next_json(client: &mut Client) -> Value {
     loop {

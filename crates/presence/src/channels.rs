@@ -139,7 +139,10 @@ impl LocalHub {
 /// The result of a publication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
-    /// How many processes (gateway instances) had subscribers for the channel.
+    /// For a channel, how many processes (gateway instances) had subscribers
+    /// for it. For a personal channel, which travels as a `Send` to the
+    /// instances holding the user's connections, how many connections it
+    /// was handed to an instance for (what `Send` returns).
     pub instances: u64,
 }
 
@@ -188,6 +191,14 @@ impl Presence {
         Channel::parse(channel)
             .map_err(|error| PresenceError::InvalidArgument(format!("channel: {error}")))?;
         check_data(data)?;
+        if let Ok(Channel::Personal { user_id }) = Channel::parse(channel) {
+            // A personal channel travels as a `Send`, to the instances that
+            // hold the user's connections (see `Published::instances`).
+            let connections = self.send(user_id, data.to_owned()).await?;
+            return Ok(Published {
+                instances: connections,
+            });
+        }
         let frame = publication_frame(channel, None, data);
         self.publish_frame(channel, &frame).await
     }
@@ -219,10 +230,9 @@ impl Presence {
             })?;
         }
         check_data(data)?;
-        futures_util::future::try_join_all(channels.iter().map(|channel| {
-            let frame = publication_frame(channel, None, data);
-            async move { self.publish_frame(channel, &frame).await }
-        }))
+        futures_util::future::try_join_all(
+            channels.iter().map(|channel| self.publish(channel, data)),
+        )
         .await
     }
 

@@ -165,6 +165,10 @@ pub enum ServerMessage {
         id: Option<RequestId>,
         /// The channel.
         channel: String,
+        /// Whether what was missed since the `subscribe`'s `since` was
+        /// recovered; present only when it had a `since`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     /// The subscription ended: the answer to an `unsubscribe` (with its
     /// `id`), or the server ended it (no `id`, and a `code` saying why).
@@ -293,6 +297,8 @@ impl ErrorCode {
     pub const TOO_MANY_SUBSCRIPTIONS: Self = Self::new("too_many_subscriptions");
     /// The namespace does not let clients publish.
     pub const PUBLISH_NOT_ALLOWED: Self = Self::new("publish_not_allowed");
+    /// The channel's namespace keeps no per-channel presence.
+    pub const PRESENCE_DISABLED: Self = Self::new("presence_disabled");
     /// Shared state (Redis) could not be reached; try again.
     pub const UNAVAILABLE: Self = Self::new("unavailable");
 
@@ -532,10 +538,11 @@ mod tests {
         assert_eq!(
             ServerMessage::Subscribed {
                 id: Some(1),
-                channel: "room:1".into()
+                channel: "room:1".into(),
+                recovered: Some(false),
             }
             .encode(),
-            r#"{"type":"subscribed","id":1,"channel":"room:1"}"#
+            r#"{"type":"subscribed","id":1,"channel":"room:1","recovered":false}"#
         );
         assert_eq!(
             ServerMessage::Unsubscribed {
@@ -639,8 +646,16 @@ mod tests {
                     message
                 }
             ),
-            (prop::option::of(any::<u64>()), "\\PC{0,20}")
-                .prop_map(|(id, channel)| ServerMessage::Subscribed { id, channel }),
+            (
+                prop::option::of(any::<u64>()),
+                "\\PC{0,20}",
+                prop::option::of(any::<bool>())
+            )
+                .prop_map(|(id, channel, recovered)| ServerMessage::Subscribed {
+                    id,
+                    channel,
+                    recovered
+                }),
             (
                 prop::option::of(any::<u64>()),
                 "\\PC{0,20}",

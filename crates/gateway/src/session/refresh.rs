@@ -10,7 +10,7 @@
 use pulse_protocol::{CloseCode, ErrorCode, ServerMessage};
 use tracing::debug;
 
-use super::{Live, expiry_instant, validate};
+use super::{Live, channels::ChannelState, expiry_instant, validate};
 use crate::{frame::OpCode, limits::Rates, socket::End, telemetry};
 
 impl Live {
@@ -55,6 +55,12 @@ impl Live {
             ));
         }
         self.expires_at = expiry_instant(fresh.expires_at, settings.token_leeway);
+        // The refreshed token's `channels` claim decides later subscriptions;
+        // those made under the old one stay.
+        match &mut self.channels {
+            Some(state) => state.set_claim(&fresh.claims),
+            None => self.channels = ChannelState::for_claims(&fresh.claims),
+        }
         self.rearm();
         debug!(user_id = %self.user_id, connection_id = %self.connection_id, "token refreshed");
         Ok(())

@@ -1,0 +1,269 @@
+//! This instance's channel subscriptions: which local connections are
+//! subscribed to which channel, the one feed subscription per channel that
+//! brings its publications here, and the fan-out that writes each
+//! publication (one frame, encoded once by the publisher) to every local
+//! subscriber's mailbox.
+//!
+//! The first local subscriber of a channel makes the feed subscribe it (one
+//! Redis subscription per channel per instance, whatever the number of
+//! sockets); the last one leaving ends it. A `subscribe` is answered only
+//! once the feed subscription is live, so a publication made after the
+//! answer reaches the socket.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use pulse_presence::{ChannelFeed, Delivery, Presence, PresenceError};
+use tokio::sync::{OnceCell, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::{
+    mailbox::{Mailbox, PushError},
+    telemetry::Metrics,
+};
+
+/// The subscriptions of this instance.
+#[derive(Debug)]
+pub(crate) struct Channels {
+    feed: ChannelFeed,
+    table: Mutex<HashMap<Arc<str>, Entry>>,
+}
+
+/// One channel's local subscribers.
+#[derive(Debug)]
+struct Entry {
+    /// Their mailboxes; a connection appears once per channel.
+    subscribers: Vec<Arc<Mailbox>>,
+    /// Set once the feed subscription is live; shared with the subscribers
+    /// that wait for it.
+    live: Arc<OnceCell<()>>,
+}
+
+impl Channels {
+    /// The subscriptions of a new instance, and where its publications arrive.
+    pub(crate) fn new(presence: &Presence) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
+        let (feed, deliveries) = presence.channel_feed();
+        (
+            Self {
+                feed,
+                table: Mutex::default(),
+            },
+            deliveries,
+        )
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Subscribes `mailbox` to `channel`; returns once publications flow.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Unavailable`] when the feed could not subscribe
+    /// (Redis away); the connection is then not subscribed.
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &Arc<str>,
+        mailbox: &Arc<Mailbox>,
+    ) -> Result<(), PresenceError> {
+        let live = {
+            let mut table = self.lock();
+            let entry = table.entry(channel.clone()).or_insert_with(|| Entry {
+                subscribers: Vec::new(),
+                live: Arc::default(),
+            });
+            entry.subscribers.push(mailbox.clone());
+            entry.live.clone()
+        };
+        let subscribed = live
+            .get_or_try_init(|| self.feed.subscribe(channel))
+            .await
+            .copied();
+        match subscribed {
+            Ok(()) => {
+                // Everyone may have left while the feed subscribed: then the
+                // entry is gone, and nothing would end the feed subscription.
+                let table = self.lock();
+                if !table.contains_key(channel) {
+                    self.feed.unsubscribe(channel);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.unsubscribe(channel, mailbox);
+                Err(error)
+            }
+        }
+    }
+
+    /// Ends `mailbox`'s subscription to `channel`; whether it had one.
+    pub(crate) fn unsubscribe(&self, channel: &str, mailbox: &Arc<Mailbox>) -> bool {
+        let mut table = self.lock();
+        let Some(entry) = table.get_mut(channel) else {
+            return false;
+        };
+        let Some(at) = entry
+            .subscribers
+            .iter()
+            .position(|subscriber| Arc::ptr_eq(subscriber, mailbox))
+        else {
+            return false;
+        };
+        entry.subscribers.swap_remove(at);
+        if entry.subscribers.is_empty() {
+            let entry = table.remove(channel).expect("the entry was just found");
+            // A subscription still in flight ends it itself once live (it
+            // finds the entry gone).
+            if entry.live.initialized() {
+                self.feed.unsubscribe(channel);
+            }
+        }
+        true
+    }
+
+    /// How many channels have local subscribers.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Writes one publication to every local subscriber of its channel.
+    fn fan_out(&self, delivery: &Delivery, capacity: usize, metrics: &Metrics) {
+        let table = self.lock();
+        let Some(entry) = table.get(&delivery.channel) else {
+            // Arrived after the last subscriber left.
+            return;
+        };
+        for mailbox in &entry.subscribers {
+            deliver(mailbox, &delivery.frame, capacity, metrics);
+        }
+        metrics
+            .publications_delivered
+            .increment(entry.subscribers.len() as u64);
+    }
+}
+
+/// Queues `frame` for one connection; a connection whose queue is full is
+/// closed as a slow consumer (4429), so that it reconnects and recovers
+/// instead of silently missing messages.
+pub(crate) fn deliver(mailbox: &Mailbox, frame: &Arc<str>, capacity: usize, metrics: &Metrics) {
+    match mailbox.push(frame.clone(), capacity) {
+        Ok(()) => {}
+        Err(PushError::Full) => {
+            metrics.queue_overflows.increment(1);
+            if mailbox.kick(
+                pulse_protocol::CloseCode::TooMany,
+                pulse_protocol::ErrorCode::SLOW_CONSUMER,
+                "too many messages waiting: the connection does not read fast enough",
+            ) {
+                warn!("outbound queue full; closing a slow consumer");
+            }
+        }
+        // The session is ending; at most once means it goes without.
+        Err(PushError::Closing) => {}
+    }
+}
+
+/// Writes every publication that arrives to its local subscribers, until
+/// `sessions_over` (through the drain, for the sockets still open).
+pub(crate) async fn run_fan_out(
+    channels: Arc<Channels>,
+    mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+    capacity: usize,
+    metrics: Metrics,
+    sessions_over: CancellationToken,
+) {
+    loop {
+        let delivery = tokio::select! {
+            () = sessions_over.cancelled() => return,
+            delivery = deliveries.recv() => match delivery {
+                Some(delivery) => delivery,
+                None => return,
+            },
+        };
+        channels.fan_out(&delivery, capacity, &metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn data(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_feed_subscription_per_channel_and_it_ends_with_the_last_subscriber() {
+        let presence = Presence::in_memory();
+        let (channels, mut deliveries) = Channels::new(&presence);
+        let channel: Arc<str> = "room:1".into();
+        let (a, b) = (Arc::new(Mailbox::new()), Arc::new(Mailbox::new()));
+        channels.subscribe(&channel, &a).await.unwrap();
+        channels.subscribe(&channel, &b).await.unwrap();
+        assert_eq!(channels.len(), 1);
+        assert_eq!(
+            presence
+                .publish("room:1", &data("1"))
+                .await
+                .unwrap()
+                .instances,
+            1
+        );
+        let delivery = deliveries.recv().await.unwrap();
+        channels.fan_out(&delivery, 8, &Metrics::new());
+        assert_eq!((a.len(), b.len()), (1, 1));
+
+        assert!(channels.unsubscribe("room:1", &a));
+        assert!(!channels.unsubscribe("room:1", &a), "only once");
+        assert_eq!(
+            presence
+                .publish("room:1", &data("2"))
+                .await
+                .unwrap()
+                .instances,
+            1
+        );
+        assert!(channels.unsubscribe("room:1", &b));
+        assert_eq!(channels.len(), 0);
+        assert_eq!(
+            presence
+                .publish("room:1", &data("3"))
+                .await
+                .unwrap()
+                .instances,
+            0,
+            "the feed subscription ended with the last subscriber"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_slow_subscriber_only() {
+        let presence = Presence::in_memory();
+        let (channels, mut deliveries) = Channels::new(&presence);
+        let channel: Arc<str> = "room:1".into();
+        let (slow, fine) = (Arc::new(Mailbox::new()), Arc::new(Mailbox::new()));
+        channels.subscribe(&channel, &slow).await.unwrap();
+        channels.subscribe(&channel, &fine).await.unwrap();
+        slow.push("x".into(), 1).unwrap();
+        presence.publish("room:1", &data("1")).await.unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        channels.fan_out(&delivery, 1, &Metrics::new());
+        assert!(slow.is_kicked());
+        assert!(!fine.is_kicked());
+        assert_eq!(fine.len(), 1);
+    }
+}

@@ -1,0 +1,398 @@
+//! A live connection's channel requests: `subscribe`, `unsubscribe`,
+//! `publish` and `presence`. Each is answered exactly once, by its `id`: a
+//! reply, or an `error` with a code, and the socket stays open (a refused
+//! request is not a protocol violation).
+//!
+//! The personal channel (`#<user_id>`) is the user's from the start: it
+//! reaches the connection through the connection manager (as `Send` does),
+//! so it costs no subscription; a `subscribe` to it is answered (that is how
+//! a client asks to recover it), and nobody else may subscribe to it.
+
+use std::sync::Arc;
+
+use pulse_auth::AuthError;
+use pulse_presence::{Authorize, MAX_DATA_BYTES, PresenceError, namespaces::Resolved};
+use pulse_protocol::{
+    Channel, ClientMessage, ErrorCode, RequestId, ServerMessage, StreamPosition, Token,
+};
+use serde_json::{Value, value::RawValue};
+use tracing::debug;
+
+use super::Live;
+use crate::{frame::OpCode, socket::End};
+
+/// A connection's channels: allocated on its first subscription, or at
+/// connect when its token carries a `channels` claim, so that a connection
+/// with neither pays one pointer.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelState {
+    /// The channels it is subscribed to (the personal channel is not listed).
+    subscribed: Vec<Arc<str>>,
+    /// The connection token's `channels` claim: exact names and `prefix*`
+    /// patterns, for namespaces with `authorize = "claim"`.
+    claim: Option<Box<[Box<str>]>>,
+}
+
+impl ChannelState {
+    /// The state for a token's claims, when there is something to keep.
+    pub(crate) fn for_claims(claims: &serde_json::Map<String, Value>) -> Option<Box<Self>> {
+        let claim = channels_claim(claims)?;
+        Some(Box::new(Self {
+            subscribed: Vec::new(),
+            claim: Some(claim),
+        }))
+    }
+
+    /// The channels to leave when the connection ends.
+    pub(crate) fn subscribed(&self) -> &[Arc<str>] {
+        &self.subscribed
+    }
+
+    /// Replaces the claim with a refreshed token's.
+    pub(crate) fn set_claim(&mut self, claims: &serde_json::Map<String, Value>) {
+        self.claim = channels_claim(claims);
+    }
+}
+
+/// The `channels` claim: an array of strings (anything else counts as none).
+fn channels_claim(claims: &serde_json::Map<String, Value>) -> Option<Box<[Box<str>]>> {
+    let list = claims.get("channels")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(Value::as_str)
+            .map(Box::from)
+            .collect(),
+    )
+}
+
+/// Whether a `channels` claim names `channel`, exactly or by a `prefix*`.
+fn claim_allows(claim: &[Box<str>], channel: &str) -> bool {
+    claim.iter().any(|entry| match entry.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => **entry == *channel,
+    })
+}
+
+/// A refused request: its code and what to tell the client.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<PresenceError> for Refusal {
+    fn from(error: PresenceError) -> Self {
+        match error {
+            PresenceError::InvalidArgument(message) => Self::new(ErrorCode::BAD_REQUEST, message),
+            PresenceError::Unavailable(_) => Self::new(
+                ErrorCode::UNAVAILABLE,
+                "channels are unavailable right now (Redis cannot be reached); try again",
+            ),
+        }
+    }
+}
+
+impl Live {
+    /// Answers one channel request.
+    pub(super) async fn channel_request(&mut self, request: ClientMessage) -> Result<(), End> {
+        let (id, answer) = match request {
+            ClientMessage::Subscribe {
+                id,
+                channel,
+                token,
+                since,
+            } => (id, self.subscribe(id, channel, token, since).await),
+            ClientMessage::Unsubscribe { id, channel } => (id, self.unsubscribe(id, channel)),
+            ClientMessage::Publish { id, channel, data } => {
+                (id, self.publish(id, &channel, &data).await)
+            }
+            ClientMessage::Presence { id, channel } => (id, self.presence(&channel)),
+            ClientMessage::Auth { .. } | ClientMessage::Ping { .. } => {
+                unreachable!("not a channel request")
+            }
+        };
+        let message = answer.unwrap_or_else(|refusal| {
+            debug!(user_id = %self.user_id, connection_id = %self.connection_id, code = %refusal.code, "channel request refused");
+            ServerMessage::refusal(Some(id), refusal.code, refusal.message)
+        });
+        self.answer(&message).await
+    }
+
+    /// Answers a request whose fields could not be read.
+    pub(super) async fn bad_request(
+        &mut self,
+        id: Option<RequestId>,
+        message: String,
+    ) -> Result<(), End> {
+        self.answer(&ServerMessage::refusal(id, ErrorCode::BAD_REQUEST, message))
+            .await
+    }
+
+    async fn answer(&mut self, message: &ServerMessage) -> Result<(), End> {
+        self.write(OpCode::Text, message.encode().as_bytes())
+            .await?;
+        self.shared.metrics.messages_out.increment(1);
+        Ok(())
+    }
+
+    fn state(&mut self) -> &mut ChannelState {
+        self.channels.get_or_insert_with(Box::default)
+    }
+
+    fn is_subscribed(&self, channel: &str) -> bool {
+        self.channels
+            .as_ref()
+            .is_some_and(|state| state.subscribed.iter().any(|c| **c == *channel))
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: RequestId,
+        channel: String,
+        token: Option<Token>,
+        since: Option<StreamPosition>,
+    ) -> Result<ServerMessage, Refusal> {
+        let parsed = Channel::parse(&channel)
+            .map_err(|error| Refusal::new(ErrorCode::INVALID_CHANNEL, error.to_string()))?;
+        let subscribed = ServerMessage::Subscribed {
+            id: Some(id),
+            channel: channel.clone(),
+            // No history is kept yet: a position cannot be recovered.
+            recovered: since.map(|_| false),
+        };
+        let options = match self.shared.settings.namespaces.resolve(&parsed) {
+            Some(Resolved::Personal(_)) => {
+                return match parsed {
+                    Channel::Personal { user_id } if *user_id == *self.user_id => Ok(subscribed),
+                    _ => Err(Refusal::new(
+                        ErrorCode::PERMISSION_DENIED,
+                        "a personal channel is its user's only",
+                    )),
+                };
+            }
+            Some(Resolved::Namespace(options)) => options.clone(),
+            None => return Err(unknown_namespace(&parsed)),
+        };
+        if self.is_subscribed(&channel) {
+            return Err(Refusal::new(
+                ErrorCode::ALREADY_SUBSCRIBED,
+                "this connection is subscribed to the channel already",
+            ));
+        }
+        let limit = self.shared.settings.max_subscriptions_per_connection;
+        let held = self
+            .channels
+            .as_ref()
+            .map_or(0, |state| state.subscribed.len());
+        if held >= limit {
+            crate::telemetry::limit_rejection("subscriptions_per_connection");
+            return Err(Refusal::new(
+                ErrorCode::TOO_MANY_SUBSCRIPTIONS,
+                format!("a connection holds at most {limit} subscriptions"),
+            ));
+        }
+        self.authorize(options.authorize, &channel, token).await?;
+        let channel: Arc<str> = channel.into();
+        self.shared
+            .channels
+            .subscribe(&channel, &self.mailbox)
+            .await?;
+        self.state().subscribed.push(channel);
+        Ok(subscribed)
+    }
+
+    async fn authorize(
+        &mut self,
+        mode: Authorize,
+        channel: &str,
+        token: Option<Token>,
+    ) -> Result<(), Refusal> {
+        match mode {
+            Authorize::Any => Ok(()),
+            Authorize::Claim => {
+                let claim = self
+                    .channels
+                    .as_ref()
+                    .and_then(|state| state.claim.as_deref());
+                if claim.is_some_and(|claim| claim_allows(claim, channel)) {
+                    Ok(())
+                } else {
+                    Err(Refusal::new(
+                        ErrorCode::PERMISSION_DENIED,
+                        "the connection token's `channels` claim does not name this channel",
+                    ))
+                }
+            }
+            Authorize::Token => {
+                let Some(token) = token else {
+                    return Err(Refusal::new(
+                        ErrorCode::PERMISSION_DENIED,
+                        "this namespace needs a subscription token (`token`)",
+                    ));
+                };
+                let identity = Box::pin(self.shared.auth.validate(token.expose()))
+                    .await
+                    .map_err(|error| match error {
+                        AuthError::Unavailable(_) => Refusal::new(
+                            ErrorCode::AUTH_UNAVAILABLE,
+                            "the subscription token could not be checked: authentication is unavailable; try again",
+                        ),
+                        other => Refusal::new(
+                            ErrorCode::PERMISSION_DENIED,
+                            format!("subscription token: {}: {other}", other.reason()),
+                        ),
+                    })?;
+                if *identity.user_id != *self.user_id {
+                    return Err(Refusal::new(
+                        ErrorCode::PERMISSION_DENIED,
+                        "the subscription token is for another user",
+                    ));
+                }
+                if identity.claims.get("channel").and_then(Value::as_str) != Some(channel) {
+                    return Err(Refusal::new(
+                        ErrorCode::PERMISSION_DENIED,
+                        "the subscription token is for another channel (its `channel` claim)",
+                    ));
+                }
+                Ok(())
+            }
+            Authorize::Hook => Err(Refusal::new(
+                ErrorCode::PERMISSION_DENIED,
+                "authorization by hook is not available",
+            )),
+        }
+    }
+
+    fn unsubscribe(&mut self, id: RequestId, channel: String) -> Result<ServerMessage, Refusal> {
+        let parsed = Channel::parse(&channel)
+            .map_err(|error| Refusal::new(ErrorCode::INVALID_CHANNEL, error.to_string()))?;
+        if matches!(parsed, Channel::Personal { .. }) {
+            return Err(Refusal::new(
+                ErrorCode::PERMISSION_DENIED,
+                "the personal channel is the connection's for its whole life",
+            ));
+        }
+        let Some(state) = self.channels.as_mut() else {
+            return Err(not_subscribed());
+        };
+        let Some(at) = state.subscribed.iter().position(|c| **c == *channel) else {
+            return Err(not_subscribed());
+        };
+        let channel_arc = state.subscribed.swap_remove(at);
+        self.shared
+            .channels
+            .unsubscribe(&channel_arc, &self.mailbox);
+        Ok(ServerMessage::Unsubscribed {
+            id: Some(id),
+            channel,
+            code: None,
+        })
+    }
+
+    async fn publish(
+        &mut self,
+        id: RequestId,
+        channel: &str,
+        data: &Value,
+    ) -> Result<ServerMessage, Refusal> {
+        let parsed = Channel::parse(channel)
+            .map_err(|error| Refusal::new(ErrorCode::INVALID_CHANNEL, error.to_string()))?;
+        let options = match self.shared.settings.namespaces.resolve(&parsed) {
+            Some(Resolved::Namespace(options)) => options,
+            Some(Resolved::Personal(_)) => {
+                return Err(Refusal::new(
+                    ErrorCode::PUBLISH_NOT_ALLOWED,
+                    "clients do not publish to personal channels",
+                ));
+            }
+            None => return Err(unknown_namespace(&parsed)),
+        };
+        if !options.allow_publish {
+            return Err(Refusal::new(
+                ErrorCode::PUBLISH_NOT_ALLOWED,
+                "this namespace does not let clients publish (allow_publish)",
+            ));
+        }
+        if !self.is_subscribed(channel) {
+            return Err(Refusal::new(
+                ErrorCode::NOT_SUBSCRIBED,
+                "a client publishes only to channels it is subscribed to",
+            ));
+        }
+        let data: Box<RawValue> =
+            serde_json::value::to_raw_value(data).expect("a JSON value always serialises");
+        if data.get().len() > MAX_DATA_BYTES {
+            return Err(Refusal::new(
+                ErrorCode::BAD_REQUEST,
+                format!("data is over {MAX_DATA_BYTES} bytes"),
+            ));
+        }
+        self.shared.presence.publish(channel, &data).await?;
+        Ok(ServerMessage::Published { id, offset: None })
+    }
+
+    fn presence(&self, channel: &str) -> Result<ServerMessage, Refusal> {
+        let parsed = Channel::parse(channel)
+            .map_err(|error| Refusal::new(ErrorCode::INVALID_CHANNEL, error.to_string()))?;
+        match self.shared.settings.namespaces.resolve(&parsed) {
+            None => Err(unknown_namespace(&parsed)),
+            Some(_) => Err(Refusal::new(
+                ErrorCode::PRESENCE_DISABLED,
+                "per-channel presence is off for this channel",
+            )),
+        }
+    }
+}
+
+fn unknown_namespace(channel: &Channel<'_>) -> Refusal {
+    Refusal::new(
+        ErrorCode::UNKNOWN_NAMESPACE,
+        match channel.namespace() {
+            Some(namespace) => format!("namespace {namespace:?} is not configured"),
+            None => "channels without a namespace are refused (no [default] namespace)".to_owned(),
+        },
+    )
+}
+
+fn not_subscribed() -> Refusal {
+    Refusal::new(
+        ErrorCode::NOT_SUBSCRIBED,
+        "this connection is not subscribed to the channel",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_name_channels_exactly_or_by_prefix() {
+        let claim: Vec<Box<str>> = vec!["room:1".into(), "order:42:*".into()];
+        assert!(claim_allows(&claim, "room:1"));
+        assert!(!claim_allows(&claim, "room:12"));
+        assert!(claim_allows(&claim, "order:42:items"));
+        assert!(!claim_allows(&claim, "order:43:items"));
+        assert!(!claim_allows(&[], "room:1"));
+    }
+
+    #[test]
+    fn only_an_array_of_strings_is_a_channels_claim() {
+        let claims = |value: Value| {
+            let mut map = serde_json::Map::new();
+            map.insert("channels".into(), value);
+            map
+        };
+        assert!(ChannelState::for_claims(&serde_json::Map::new()).is_none());
+        assert!(ChannelState::for_claims(&claims(Value::from("room:1"))).is_none());
+        let state = ChannelState::for_claims(&claims(serde_json::json!(["a", 1, "b*"]))).unwrap();
+        assert_eq!(state.claim.as_deref().unwrap().len(), 2);
+    }
+}
