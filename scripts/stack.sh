@@ -3,7 +3,9 @@
 # pulse-presence and two gateway instances, with the dev login on.
 # Ctrl-C stops everything.
 #
-#   GATEWAY_PORTS="3000 3001" AUTH_PORT=50051 PRESENCE_PORT=50052 API_KEY=... scripts/stack.sh
+#   GATEWAY_PORTS="3000 3001" AUTH_PORT=50051 PRESENCE_PORT=50052 HTTP_API_PORT=8052 API_KEY=... scripts/stack.sh
+#
+# Channel namespaces come from deploy/pulse.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -11,6 +13,7 @@ source scripts/lib.sh
 GATEWAY_PORTS=${GATEWAY_PORTS:-"3000 3001"}
 AUTH_PORT=${AUTH_PORT:-50051}
 PRESENCE_PORT=${PRESENCE_PORT:-50052}
+HTTP_API_PORT=${HTTP_API_PORT:-8052}
 export JWT_SECRET=${JWT_SECRET:-dev-secret}
 # The internal API's key: internal services (and grpcurl) send
 # `authorization: Bearer $API_KEY` to pulse-presence.
@@ -34,17 +37,18 @@ trap cleanup EXIT INT TERM
 "$bin/pulse-auth" --listen "127.0.0.1:$AUTH_PORT" &
 pids+=($!)
 "$bin/pulse-presence" --listen "127.0.0.1:$PRESENCE_PORT" --redis-url "$REDIS_URL" \
-  --metrics-listen 127.0.0.1:9092 --api-key "$API_KEY" &
+  --metrics-listen 127.0.0.1:9092 --http-listen "127.0.0.1:$HTTP_API_PORT" \
+  --api-key "$API_KEY" --config deploy/pulse.toml &
 pids+=($!)
 n=0
 for port in $GATEWAY_PORTS; do
   n=$((n + 1))
   "$bin/pulse-gateway" --listen "127.0.0.1:$port" --instance-id "gateway-$n" \
     --auth-url "http://127.0.0.1:$AUTH_PORT" --redis-url "$REDIS_URL" \
-    --dev-users deploy/dev-users.json &
+    --dev-users deploy/dev-users.json --config deploy/pulse.toml &
   pids+=($!)
 done
 
-step "stack up: gateways on ports $GATEWAY_PORTS, pulse-auth :$AUTH_PORT, pulse-presence :$PRESENCE_PORT (API key: $API_KEY), $REDIS_URL (Ctrl-C stops)"
+step "stack up: gateways on ports $GATEWAY_PORTS, pulse-auth :$AUTH_PORT, pulse-presence :$PRESENCE_PORT (HTTP API :$HTTP_API_PORT, API key: $API_KEY), $REDIS_URL (Ctrl-C stops)"
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the stack" >&2

@@ -165,9 +165,34 @@ impl Service {
             namespace,
             "--api-key",
             API_KEY,
+            "--http-listen",
+            "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
         Self::start("pulse-presence", &args).await
+    }
+
+    /// The address of `pulse-presence`'s HTTP API, read back from its
+    /// `serving the HTTP API` log line (logged just after `listening`).
+    pub async fn http_addr(&self) -> SocketAddr {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.logs.lock().unwrap().iter().find_map(|line| {
+                let value: Value = serde_json::from_str(line).ok()?;
+                if value.get("message")?.as_str()? != "serving the HTTP API" {
+                    return None;
+                }
+                value.get("http_addr")?.as_str()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pulse-presence did not log its HTTP API address"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `pulse-gateway` on a loopback port with in-process auth ([`SECRET`]) and
@@ -277,9 +302,24 @@ pub async fn next_json(client: &mut Client) -> Value {
 
 /// A minimal HTTP/1.1 POST with a JSON body; returns the status and the body.
 pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    post(addr, path, "", body).await
+}
+
+/// [`post_json`] to `pulse-presence`'s HTTP API, with [`API_KEY`].
+pub async fn post_api(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    post(
+        addr,
+        path,
+        &format!("Authorization: Bearer {API_KEY}\r\n"),
+        body,
+    )
+    .await
+}
+
+async fn post(addr: SocketAddr, path: &str, headers: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();

@@ -120,7 +120,7 @@ async fn gateways_and_presence_share_a_redis_cluster() {
     for socket in [&mut alice_a, &mut alice_b] {
         assert_eq!(
             next_json(socket).await,
-            json!({"type": "message", "data": {"n": 1}})
+            json!({"type": "publication", "channel": "#alice", "data": {"n": 1}})
         );
     }
 

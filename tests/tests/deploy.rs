@@ -108,7 +108,7 @@ async fn sockets_still_open_during_a_drain_stay_online_and_reachable() {
             .into_inner();
         assert_eq!(sent.connections, 1);
         let message = next_json(&mut clients[n]).await;
-        assert_eq!(message["type"], "message", "{message}");
+        assert_eq!(message["type"], "publication", "{message}");
         assert_eq!(message["data"]["n"], n, "{message}");
     }
 

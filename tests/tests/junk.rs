@@ -330,7 +330,7 @@ async fn protocol_junk_after_auth_gets_4400() {
         ("truncated JSON", frame(FIN | TEXT, br#"{"type":"ping""#)),
         (
             "unknown type",
-            frame(FIN | TEXT, br#"{"type":"subscribe"}"#),
+            frame(FIN | TEXT, br#"{"type":"resubscribe","id":1}"#),
         ),
         ("JSON array", frame(FIN | TEXT, b"[1,2,3]")),
         ("no type", frame(FIN | TEXT, br#"{"id":1}"#)),

@@ -202,7 +202,7 @@ async fn send_and_disconnect_through_the_presence_service() {
     for client in [&mut on_a, &mut on_b] {
         assert_eq!(
             next_json(client).await,
-            json!({"type": "message", "data": {"title": "hello", "n": [1, 2, 3]}})
+            json!({"type": "publication", "channel": "#carol", "data": {"title": "hello", "n": [1, 2, 3]}})
         );
     }
 

@@ -141,7 +141,9 @@ impl Channels {
             return;
         };
         for mailbox in &entry.subscribers {
-            deliver(mailbox, &delivery.frame, capacity, metrics);
+            if deliver(mailbox, &delivery.frame, capacity, metrics) {
+                warn!(channel = %delivery.channel, "outbound queue full; closing a slow consumer");
+            }
         }
         metrics
             .publications_delivered
@@ -151,22 +153,25 @@ impl Channels {
 
 /// Queues `frame` for one connection; a connection whose queue is full is
 /// closed as a slow consumer (4429), so that it reconnects and recovers
-/// instead of silently missing messages.
-pub(crate) fn deliver(mailbox: &Mailbox, frame: &Arc<str>, capacity: usize, metrics: &Metrics) {
+/// instead of silently missing messages. Returns whether this push closed it.
+pub(crate) fn deliver(
+    mailbox: &Mailbox,
+    frame: &Arc<str>,
+    capacity: usize,
+    metrics: &Metrics,
+) -> bool {
     match mailbox.push(frame.clone(), capacity) {
-        Ok(()) => {}
+        Ok(()) => false,
         Err(PushError::Full) => {
             metrics.queue_overflows.increment(1);
-            if mailbox.kick(
+            mailbox.kick(
                 pulse_protocol::CloseCode::TooMany,
                 pulse_protocol::ErrorCode::SLOW_CONSUMER,
                 "too many messages waiting: the connection does not read fast enough",
-            ) {
-                warn!("outbound queue full; closing a slow consumer");
-            }
+            )
         }
         // The session is ending; at most once means it goes without.
-        Err(PushError::Closing) => {}
+        Err(PushError::Closing) => false,
     }
 }
 

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use pulse_protocol::{CloseCode, Command, ErrorCode, command::message_frame};
+use pulse_protocol::{Channel, CloseCode, Command, ErrorCode, channel::publication_frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{PushError, shared::Shared};
+use crate::{channels::deliver, shared::Shared};
 
 /// Carries out the commands internal services address to this instance,
 /// until `sessions_over`: through the drain, for the sockets still open.
@@ -28,22 +28,12 @@ pub(crate) async fn run_commands(
         match command {
             Command::Send { user_id, data } => {
                 // Encoded once, shared by every connection of the user.
-                let frame: Arc<str> = message_frame(&data).into();
+                let frame: Arc<str> =
+                    publication_frame(&Channel::personal(&user_id), None, &data).into();
                 shared.manager.for_each_connection(&user_id, |connection| {
-                    match connection.mailbox.push(frame.clone(), shared.settings.outbound_queue) {
-                        Ok(()) => {}
-                        Err(PushError::Full) => {
-                            shared.metrics.queue_overflows.increment(1);
-                            if connection.mailbox.kick(
-                                CloseCode::TooMany,
-                                ErrorCode::SLOW_CONSUMER,
-                                "too many messages waiting: the connection does not read fast enough",
-                            ) {
-                                warn!(%user_id, connection_id = %connection.connection_id, "outbound queue full; closing a slow consumer");
-                            }
-                        }
-                        // The session is ending; at most once means it goes without.
-                        Err(PushError::Closing) => {}
+                    let capacity = shared.settings.outbound_queue;
+                    if deliver(&connection.mailbox, &frame, capacity, &shared.metrics) {
+                        warn!(%user_id, connection_id = %connection.connection_id, "outbound queue full; closing a slow consumer");
                     }
                 });
             }

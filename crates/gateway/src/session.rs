@@ -24,7 +24,8 @@ use std::{
 use pulse_auth::{AuthError, Identity};
 use pulse_presence::ConnectionRecord;
 use pulse_protocol::{
-    ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, ServerMessage, event::now_ms,
+    Channel, ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, ServerMessage,
+    event::now_ms,
 };
 use tokio::{
     net::TcpStream,
@@ -346,6 +347,7 @@ impl Live {
             instance_id: settings.instance_id.clone(),
             heartbeat_interval_ms: u64::try_from(settings.heartbeat_interval.as_millis())
                 .unwrap_or(u64::MAX),
+            channel: Channel::personal(&self.user_id),
         };
         self.socket
             .send_text(&connected.encode(), settings.write_timeout)

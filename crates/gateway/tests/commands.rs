@@ -39,7 +39,10 @@ async fn send_reaches_every_tab_of_the_user_and_no_one_else() {
     assert_eq!(reached, 2);
     for tab in [&mut tab1, &mut tab2] {
         let text = next_text(tab).await;
-        assert_eq!(text, format!(r#"{{"type":"message","data":{data}}}"#));
+        assert_eq!(
+            text,
+            format!(r##"{{"type":"publication","channel":"#alice","data":{data}}}"##)
+        );
     }
     assert_eq!(
         gateway.presence.send("carol", raw("1")).await.unwrap(),
@@ -226,7 +229,7 @@ async fn send_and_disconnect_reach_every_instance() {
     for client in [&mut on_a, &mut on_b1, &mut on_b2] {
         assert_eq!(
             next_json(client).await,
-            json!({"type": "message", "data": {"n": 1}})
+            json!({"type": "publication", "channel": "#alice", "data": {"n": 1}})
         );
     }
 

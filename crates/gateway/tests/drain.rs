@@ -114,7 +114,7 @@ async fn a_draining_gateway_keeps_open_sockets_present_and_reachable() {
         let data = RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap();
         assert_eq!(observer.send(users[n], data).await.unwrap(), 1);
         let message = next_json(&mut clients[n]).await;
-        assert_eq!(message["type"], "message", "{message}");
+        assert_eq!(message["type"], "publication", "{message}");
         assert_eq!(message["data"]["n"], n, "{message}");
     }
     // Whoever is gone had its turn: its socket is closed with 1001.

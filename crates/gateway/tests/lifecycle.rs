@@ -40,7 +40,7 @@ async fn junk_after_auth_closes_with_4400() {
     let gateway = Gateway::start(settings()).await;
     for junk in [
         Message::text("not json"),
-        Message::text(r#"{"type":"subscribe","channel":"x"}"#),
+        Message::text(r#"{"type":"nope","channel":"x"}"#),
         Message::binary(vec![1, 2, 3]),
     ] {
         let mut client = gateway.connect(&format!("?token={}", token("alice"))).await;

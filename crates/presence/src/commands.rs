@@ -67,7 +67,8 @@ impl Presence {
             .await;
     }
 
-    /// Delivers `data` as `{"type":"message","data":...}` to every open
+    /// Delivers `data` as a publication on the user's personal channel
+    /// (`{"type":"publication","channel":"#<user_id>","data":...}`) to every open
     /// connection of `user_id`; returns how many connections it was handed
     /// to an instance for (0 when the user is offline).
     pub async fn send(&self, user_id: &str, data: Box<RawValue>) -> Result<u64, PresenceError> {

@@ -87,7 +87,8 @@ impl Config {
     pub fn namespaces(&self) -> Result<crate::Namespaces, String> {
         match &self.config {
             None => Ok(crate::Namespaces::default()),
-            Some(path) => crate::Namespaces::load(path).map_err(|error| error.to_string()),
+            Some(path) => crate::Namespaces::load(path)
+                .map_err(|error| format!("--config / PULSE_CONFIG: {error}")),
         }
     }
 }

@@ -145,17 +145,15 @@ pub enum ServerMessage {
         /// How often the server pings; a client that sees no traffic for about
         /// twice this long may treat the connection as dead.
         heartbeat_interval_ms: u64,
+        /// The user's personal channel (`#<user_id>`), which the server has
+        /// subscribed this connection to: what `Send` publishes on.
+        channel: String,
     },
     /// The answer to [`ClientMessage::Ping`].
     Pong {
         /// The ping's `id`, when it had one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
-    },
-    /// A message pushed to the user by an internal service.
-    Message {
-        /// Any JSON value.
-        data: Value,
     },
     /// The connection is subscribed: the answer to a `subscribe` (with its
     /// `id`), or the server subscribed it (no `id`).
@@ -447,10 +445,11 @@ mod tests {
             user_id: "u1".into(),
             instance_id: "i1".into(),
             heartbeat_interval_ms: 30_000,
+            channel: "#u1".into(),
         };
         assert_eq!(
             serde_json::from_str::<Value>(&connected.encode()).unwrap(),
-            json!({"type":"connected","connection_id":"c1","user_id":"u1","instance_id":"i1","heartbeat_interval_ms":30000})
+            json!({"type":"connected","connection_id":"c1","user_id":"u1","instance_id":"i1","heartbeat_interval_ms":30000,"channel":"#u1"})
         );
         assert_eq!(
             ServerMessage::Pong { id: None }.encode(),
@@ -629,6 +628,7 @@ mod tests {
             ("\\PC{0,16}", "\\PC{0,16}", "\\PC{0,16}", any::<u64>()).prop_map(
                 |(connection_id, user_id, instance_id, heartbeat_interval_ms)| {
                     ServerMessage::Connected {
+                        channel: format!("#{user_id}"),
                         connection_id,
                         user_id,
                         instance_id,
@@ -638,7 +638,6 @@ mod tests {
             ),
             prop::option::of(json_value().prop_filter("null id", |v| !v.is_null()))
                 .prop_map(|id| ServerMessage::Pong { id }),
-            json_value().prop_map(|data| ServerMessage::Message { data }),
             (prop::option::of(any::<u64>()), "[a-z_]{1,20}", "\\PC{0,40}").prop_map(
                 |(id, code, message)| ServerMessage::Error {
                     id,

@@ -12,7 +12,9 @@ use serde_json::value::RawValue;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
-    /// Deliver `{"type":"message","data":...}` to every connection of the user.
+    /// Deliver `data` as a publication on the user's personal channel
+    /// (`{"type":"publication","channel":"#<user_id>","data":...}`) to
+    /// every connection of the user.
     Send {
         /// The user whose connections get the message.
         user_id: String,
@@ -46,24 +48,10 @@ impl Command {
     }
 }
 
-/// The text of the `message` frame for `data`, built once and shared by every
-/// connection it goes to.
-pub fn message_frame(data: &RawValue) -> String {
-    let data = data.get();
-    let mut frame = String::with_capacity(data.len() + 27);
-    frame.push_str(r#"{"type":"message","data":"#);
-    frame.push_str(data);
-    frame.push('}');
-    frame
-}
-
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-    use serde_json::{Value, json};
 
     use super::*;
-    use crate::ServerMessage;
 
     #[test]
     fn commands_round_trip_and_keep_data_byte_for_byte() {
@@ -92,28 +80,5 @@ mod tests {
             r#"{"disconnect":{"user_id":"bob","reason":"revoked"}}"#
         );
         assert_eq!(kick.user_id(), "bob");
-    }
-
-    #[test]
-    fn message_frames_decode_as_server_messages() {
-        let data = RawValue::from_string(r#"{"hello":"world"}"#.into()).unwrap();
-        let frame = message_frame(&data);
-        assert_eq!(
-            serde_json::from_str::<ServerMessage>(&frame).unwrap(),
-            ServerMessage::Message {
-                data: json!({"hello": "world"})
-            }
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn any_json_value_makes_a_valid_message_frame(n in any::<i64>(), s in "\\PC{0,20}", b in any::<bool>()) {
-            let value = json!({"n": n, "s": s, "list": [b, null]});
-            let data = RawValue::from_string(value.to_string()).unwrap();
-            let frame: Value = serde_json::from_str(&message_frame(&data)).unwrap();
-            prop_assert_eq!(&frame["data"], &value);
-            prop_assert_eq!(&frame["type"], "message");
-        }
     }
 }

@@ -169,7 +169,10 @@ mod tests {
     fn answers_match_by_id() {
         assert_eq!(answer_id(br#"{"type":"pong","id":42}"#), Some(42));
         assert_eq!(answer_id(br#"{"type":"ping","id":7}"#), Some(7));
-        assert_eq!(answer_id(br#"{"type":"message","data":{"id":7}}"#), None);
+        assert_eq!(
+            answer_id(br##"{"type":"publication","channel":"#u","data":{"id":7}}"##),
+            None
+        );
         assert_eq!(answer_id(b"not json"), None);
     }
 }

@@ -190,10 +190,10 @@ async fn receive(mut conn: Conn, stop: CancellationToken) -> Samples {
     samples
 }
 
-/// The send timestamp in a `{"type":"message","data":{"t":MICROS,...}}`.
+/// The send timestamp in a `{"type":"publication","channel":"#<user>","data":{"t":MICROS,...}}`.
 pub fn sent_at(message: &[u8]) -> Option<u64> {
     let value: serde_json::Value = serde_json::from_slice(message).ok()?;
-    if value["type"] != "message" {
+    if value["type"] != "publication" {
         return None;
     }
     value["data"]["t"].as_u64()
@@ -206,10 +206,13 @@ mod tests {
     #[test]
     fn timestamps_come_from_message_data() {
         assert_eq!(
-            sent_at(br#"{"type":"message","data":{"seq":3,"t":123456}}"#),
+            sent_at(br##"{"type":"publication","channel":"#u","data":{"seq":3,"t":123456}}"##),
             Some(123456)
         );
         assert_eq!(sent_at(br#"{"type":"pong","id":1}"#), None);
-        assert_eq!(sent_at(br#"{"type":"message","data":"text"}"#), None);
+        assert_eq!(
+            sent_at(br##"{"type":"publication","channel":"#u","data":"text"}"##),
+            None
+        );
     }
 }
