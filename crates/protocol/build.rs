@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("pulse/auth/v1/auth.proto"),
         root.join("pulse/presence/v1/presence.proto"),
         root.join("pulse/channels/v1/channels.proto"),
+        root.join("pulse/hooks/v1/hooks.proto"),
     ];
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 

@@ -17,6 +17,7 @@ mod commands;
 pub mod config;
 pub mod connection_manager;
 mod drain;
+mod hooks;
 // Public only for the `frame` fuzz target (fuzz/); not part of the API.
 #[doc(hidden)]
 pub mod frame;

@@ -13,8 +13,8 @@ use pulse_presence::Delivery;
 use tokio::sync::mpsc;
 
 use crate::{
-    ConnectionManager, Settings, channels::Channels, limits::Unauthenticated, readiness::Readiness,
-    telemetry::Metrics,
+    ConnectionManager, Settings, channels::Channels, hooks::Hook, limits::Unauthenticated,
+    readiness::Readiness, telemetry::Metrics,
 };
 
 /// What the accept loop, every session, the lease, the command task and the
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) resync: tokio::sync::RwLock<()>,
     /// This instance's channel subscriptions and their feed.
     pub(crate) channels: Arc<Channels>,
+    /// The application's authorization hook, when the config file names one.
+    pub(crate) hook: Option<Hook>,
 }
 
 impl Shared {
@@ -56,7 +58,12 @@ impl Shared {
     ) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
         let readiness = Arc::new(Readiness::new(settings.auth_url.as_deref()));
         let (channels, deliveries) = Channels::new(&presence);
+        let hook = settings.namespaces.hooks.as_ref().map(|config| {
+            // The config file's check made sure the URL parses.
+            Hook::new(config).expect("a checked hook URL")
+        });
         let shared = Self {
+            hook,
             channels: Arc::new(channels),
             readiness,
             settings,

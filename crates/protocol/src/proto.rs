@@ -27,6 +27,15 @@ pub mod channels {
     }
 }
 
+/// `pulse.hooks.v1`: what the application serves for Pulse to call.
+pub mod hooks {
+    /// Version 1 of the hooks API.
+    #[allow(missing_docs, unreachable_pub, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("pulse.hooks.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Pulse proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/pulse_descriptor.bin"));

@@ -19,7 +19,7 @@ use serde_json::{Value, value::RawValue};
 use tracing::debug;
 
 use super::Live;
-use crate::{frame::OpCode, socket::End};
+use crate::{frame::OpCode, hooks::Verdict, socket::End};
 
 /// A connection's channels: allocated on its first subscription, or at
 /// connect when its token carries a `channels` claim, so that a connection
@@ -264,10 +264,27 @@ impl Live {
                 }
                 Ok(())
             }
-            Authorize::Hook => Err(Refusal::new(
-                ErrorCode::PERMISSION_DENIED,
-                "authorization by hook is not available",
-            )),
+            Authorize::Hook => {
+                let Some(hook) = &self.shared.hook else {
+                    // The config file's check makes `[hooks]` present.
+                    return Err(Refusal::new(
+                        ErrorCode::UNAVAILABLE,
+                        "no authorization hook is configured",
+                    ));
+                };
+                match hook
+                    .authorize(&self.user_id, channel, &self.connection_id)
+                    .await
+                {
+                    Verdict::Allowed => Ok(()),
+                    Verdict::Denied(reason) => {
+                        Err(Refusal::new(ErrorCode::PERMISSION_DENIED, reason))
+                    }
+                    Verdict::Unavailable(message) => {
+                        Err(Refusal::new(ErrorCode::UNAVAILABLE, message))
+                    }
+                }
+            }
         }
     }
 
