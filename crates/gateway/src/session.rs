@@ -9,7 +9,7 @@
 //! boxed future that exists only while it runs. The task stays at a few
 //! hundred bytes; see `the_session_task_stays_small`.
 //!
-//! The reader is cancel-safe (`frame.rs`), so nothing the session stops
+//! The reader is cancel-safe (`frame/io.rs`), so nothing the session stops
 //! waiting for loses a byte.
 
 use std::{
