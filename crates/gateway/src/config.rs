@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use pulse_auth::{Authenticator, KeyArgs, RemoteValidator, Validator};
 use pulse_presence::{Presence, RedisOptions};
 
-use crate::{DevLogin, Settings, TrustedProxies};
+use crate::{DevLogin, Settings, TrustedProxies, settings::defaults};
 
 /// How long one call to a remote `pulse-auth` may take.
 const AUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -82,44 +82,44 @@ pub struct Config {
     pub instance_id: Option<String>,
 
     /// How often the server pings each socket; one without a pong by the next ping is closed.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30s")]
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value_t = defaults::HEARTBEAT_INTERVAL.into())]
     pub heartbeat_interval: humantime::Duration,
 
     /// How long a socket may stay unauthenticated before it is closed with 4408.
-    #[arg(long, env = "AUTH_TIMEOUT", default_value = "5s")]
+    #[arg(long, env = "AUTH_TIMEOUT", default_value_t = defaults::AUTH_TIMEOUT.into())]
     pub auth_timeout: humantime::Duration,
 
     /// Largest client message in bytes; larger ones close the socket with 1009.
-    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
     /// Messages that may wait for one slow socket before it is closed.
-    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 256)]
+    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = defaults::OUTBOUND_QUEUE)]
     pub outbound_queue: usize,
 
     /// How long one write may block on a client that does not read before its socket is dropped.
-    #[arg(long, env = "WRITE_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = defaults::WRITE_TIMEOUT.into())]
     pub write_timeout: humantime::Duration,
 
     /// How long shutdown waits for sockets to close and deregister.
-    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s")]
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value_t = defaults::DRAIN_TIMEOUT.into())]
     pub drain_timeout: humantime::Duration,
 
     /// Window over which shutdown spreads closing sockets with 1001, so that
     /// clients do not all reconnect in the same second. Must be shorter than --drain-timeout.
-    #[arg(long, env = "DRAIN_SPREAD", default_value = "5s")]
+    #[arg(long, env = "DRAIN_SPREAD", default_value_t = defaults::DRAIN_SPREAD.into())]
     pub drain_spread: humantime::Duration,
 
     /// How long this instance's presence lease lasts; it is renewed every
     /// third of it, and an instance that dies is reaped once it expires.
-    #[arg(long, env = "LEASE_TTL", default_value = "3s")]
+    #[arg(long, env = "LEASE_TTL", default_value_t = defaults::LEASE_TTL.into())]
     pub lease_ttl: humantime::Duration,
 
     /// How often this instance re-synchronises presence with the
     /// connections it holds even when nothing went wrong that it could see
     /// (a Redis failover can lose the last writes without a sign). 0: only
     /// after an outage or a lost lease.
-    #[arg(long, env = "RESYNC_INTERVAL", default_value = "60s")]
+    #[arg(long, env = "RESYNC_INTERVAL", default_value_t = defaults::RESYNC_INTERVAL.into())]
     pub resync_interval: humantime::Duration,
 
     /// JSON file of dev users ({"users":[{"email","user_id","password_hash"}]},
@@ -139,29 +139,29 @@ pub struct Config {
     /// Frames per second one connection may send on average (bursts of
     /// twice that): messages, each fragment, pings and pongs; over it the
     /// socket closes with 4429. 0: no limit.
-    #[arg(long, env = "MAX_MESSAGES_PER_SECOND", default_value_t = 50)]
+    #[arg(long, env = "MAX_MESSAGES_PER_SECOND", default_value_t = defaults::MAX_MESSAGES_PER_SECOND)]
     pub max_messages_per_second: u32,
 
     /// Token refreshes one connection may send per minute (bursts of that
     /// many); one over it is refused with `rate_limited` and the socket
     /// keeps its current token. 0: no limit.
-    #[arg(long, env = "MAX_TOKEN_REFRESHES_PER_MINUTE", default_value_t = 6)]
+    #[arg(long, env = "MAX_TOKEN_REFRESHES_PER_MINUTE", default_value_t = defaults::MAX_TOKEN_REFRESHES_PER_MINUTE)]
     pub max_token_refreshes_per_minute: u32,
 
     /// Connections one user may hold across every instance; the next one
     /// closes with 4429. 0: no limit.
-    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = defaults::MAX_CONNECTIONS_PER_USER)]
     pub max_connections_per_user: usize,
 
     /// Sockets one client IP (one /64 for IPv6) may hold before they
     /// authenticate; more get HTTP 429. 0: no limit. Behind proxies, set
     /// --trusted-proxies so that each client is counted, not the proxy.
-    #[arg(long, env = "MAX_UNAUTHENTICATED_PER_IP", default_value_t = 64)]
+    #[arg(long, env = "MAX_UNAUTHENTICATED_PER_IP", default_value_t = defaults::MAX_UNAUTHENTICATED_PER_IP)]
     pub max_unauthenticated_per_ip: usize,
 
     /// How long a client may take to send its HTTP request head, a PROXY
     /// protocol header, or the dev login's body (slowloris guard).
-    #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value_t = defaults::HANDSHAKE_TIMEOUT.into())]
     pub handshake_timeout: humantime::Duration,
 
     /// Comma-separated networks (`10.0.0.0/8`, `fd00::/8`, or single
@@ -436,6 +436,52 @@ fn default_instance_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The flags' defaults are the library's: a setting left unset means
+    /// the same from the command line as from `Settings::new`.
+    #[test]
+    fn the_flag_defaults_are_the_library_defaults() {
+        let config = Config::try_parse_from(["pulse-gateway"]).unwrap();
+        let library = Settings::new("any");
+        let duration = |value: humantime::Duration| Duration::from(value);
+        assert_eq!(
+            duration(config.heartbeat_interval),
+            library.heartbeat_interval
+        );
+        assert_eq!(duration(config.auth_timeout), library.auth_timeout);
+        assert_eq!(duration(config.keys.jwt_leeway), library.token_leeway);
+        assert_eq!(config.max_message_bytes, library.max_message_bytes);
+        assert_eq!(config.outbound_queue, library.outbound_queue);
+        assert_eq!(duration(config.write_timeout), library.write_timeout);
+        assert_eq!(duration(config.drain_timeout), library.drain_timeout);
+        assert_eq!(duration(config.drain_spread), library.drain_spread);
+        assert_eq!(duration(config.lease_ttl), library.lease_ttl);
+        assert_eq!(duration(config.resync_interval), library.resync_interval);
+        assert_eq!(
+            config.max_messages_per_second,
+            library.max_messages_per_second
+        );
+        assert_eq!(
+            config.max_token_refreshes_per_minute,
+            library.max_token_refreshes_per_minute
+        );
+        assert_eq!(
+            config.max_connections_per_user,
+            library.max_connections_per_user
+        );
+        assert_eq!(
+            config.max_unauthenticated_per_ip,
+            library.max_unauthenticated_per_ip
+        );
+        assert_eq!(
+            duration(config.handshake_timeout),
+            library.handshake_timeout
+        );
+        assert_eq!(config.proxy_protocol, library.proxy_protocol);
+        assert_eq!(config.allowed_origins, library.allowed_origins);
+        assert_eq!(config.echo_path, library.echo_path);
+        assert_eq!(config.auth_url, library.auth_url);
+    }
 
     /// The one line a bad setting stops the binary with.
     fn error(args: &[&str]) -> String {
