@@ -446,15 +446,27 @@ impl Live {
     }
 }
 
-/// The instant a token with `exp` (seconds since the epoch) stops being accepted.
+/// The instant a token with `exp` (seconds since the epoch) stops being
+/// accepted: the wall clock is read once, here, for how long the token has
+/// left (as the validator read it for `exp`); from then on the deadline is
+/// on tokio's clock, which tests can pause and advance.
 fn expiry_instant(exp: u64, leeway: Duration) -> Instant {
-    let now_secs = SystemTime::now()
+    let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let left = Duration::from_secs(exp.saturating_sub(now_secs)) + leeway;
-    // Far-future tokens are capped so the instant arithmetic cannot overflow.
-    Instant::now() + left.min(Duration::from_secs(10 * 365 * 24 * 3600))
+        .unwrap_or_default();
+    expiry_deadline(exp, leeway, unix_now, Instant::now())
 }
+
+/// [`expiry_instant`] with both clocks given: `unix_now` on the wall clock
+/// and `now` on tokio's are the same moment.
+fn expiry_deadline(exp: u64, leeway: Duration, unix_now: Duration, now: Instant) -> Instant {
+    let left = Duration::from_secs(exp.saturating_sub(unix_now.as_secs())) + leeway;
+    // Far-future tokens are capped so the instant arithmetic cannot overflow.
+    now + left.min(MAX_TOKEN_LIFE)
+}
+
+/// The longest a token is taken to last, whatever its `exp` says.
+const MAX_TOKEN_LIFE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The conformance echo (`--echo-path`): no authentication, no presence;
 /// every message comes back as it came, through the same framing, limits
@@ -483,6 +495,31 @@ pub(crate) async fn echo(stream: TcpStream, shared: Arc<Shared>) {
 
 #[cfg(test)]
 mod tests {
+    /// The deadline is `exp` plus the leeway, on tokio's clock: on paused
+    /// time a timer set to it fires once that much time has been advanced,
+    /// and not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_deadline_is_on_tokios_clock() {
+        let unix_now = Duration::from_secs(1_000_000);
+        let leeway = Duration::from_secs(30);
+        let start = Instant::now();
+        let deadline = expiry_deadline(1_000_002, leeway, unix_now, start);
+        assert_eq!(deadline, start + Duration::from_secs(32));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(Instant::now() < deadline, "not yet expired");
+        let timer = sleep_until(deadline);
+        tokio::pin!(timer);
+        assert!(futures_util::poll!(timer.as_mut()).is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(futures_util::poll!(timer.as_mut()).is_ready());
+        // A token already past its `exp` has only the leeway left...
+        let past = expiry_deadline(999_000, leeway, unix_now, Instant::now());
+        assert_eq!(past, Instant::now() + leeway);
+        // ...and one that lasts for ever is capped, not an overflow.
+        let far = expiry_deadline(u64::MAX, leeway, unix_now, Instant::now());
+        assert_eq!(far, Instant::now() + MAX_TOKEN_LIFE);
+    }
+
     use std::net::Ipv4Addr;
 
     use pulse_auth::{Authenticator, Validator, ValidatorSettings};
