@@ -43,7 +43,7 @@ pub mod defaults {
 
 /// Everything the gateway needs besides its authenticator, its presence store and its listener.
 ///
-/// Built from [`Config`] by the binary, or directly by tests.
+/// Built from [`Config`](crate::Config) by the binary, or directly by tests.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// This instance's id, as seen in `connected` messages and presence.
