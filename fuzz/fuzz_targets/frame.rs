@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pulse_gateway::frame::{encode_masked, parse};
+use pulse_gateway::frame::{Parsed, encode_masked, parse};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the limit, so small and large limits both get hit.
@@ -16,12 +16,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let max_frame = usize::from(limit) * 4;
     match parse(bytes, max_frame) {
-        Ok(Ok((frame, used))) => {
+        Ok(Parsed::Frame { frame, used }) => {
             assert!(used <= bytes.len());
             assert!(frame.payload.len() <= max_frame);
-            let (again, used_again) = parse(&bytes[..used], max_frame)
-                .expect("the same bytes parse again")
-                .expect("and are whole");
+            let Ok(Parsed::Frame {
+                frame: again,
+                used: used_again,
+            }) = parse(&bytes[..used], max_frame)
+            else {
+                panic!("the same bytes parse again, whole");
+            };
             assert_eq!(
                 (again.fin, again.opcode, &again.payload),
                 (frame.fin, frame.opcode, &frame.payload)
@@ -29,12 +33,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(used_again, used);
             let first = if frame.fin { 0x80 } else { 0 } | frame.opcode.bits();
             let remasked = encode_masked(first, &frame.payload, [0x5a, 0x0f, 0xf0, 0xa5]);
-            let (third, _) = parse(&remasked, max_frame)
-                .expect("a re-masked frame parses")
-                .expect("and is whole");
+            let Ok(Parsed::Frame { frame: third, .. }) = parse(&remasked, max_frame) else {
+                panic!("a re-masked frame parses, whole");
+            };
             assert_eq!(third.payload, frame.payload);
         }
-        Ok(Err(Some(needed))) => assert!(needed > bytes.len()),
-        Ok(Err(None)) | Err(_) => {}
+        Ok(Parsed::Incomplete {
+            needed: Some(needed),
+        }) => assert!(needed > bytes.len()),
+        Ok(Parsed::Incomplete { needed: None }) | Err(_) => {}
     }
 });

@@ -1,32 +1,20 @@
-//! RFC 6455 framing over an owned TCP stream, holding no buffer while a
-//! connection is idle.
-//!
-//! fastwebsockets keeps an 8 KiB read buffer per socket for its whole life
-//! (and grows it to the largest frame, never shrinking it); at tens of
-//! thousands of idle sockets that buffer is most of a gateway's memory. The
-//! reader here waits for readability with nothing allocated, reads what the
-//! kernel has into a stack buffer, parses the whole frames out of it, and
-//! keeps only the bytes of an unfinished frame, which it frees once they are
-//! consumed. fastwebsockets still performs the HTTP upgrade.
-//!
-//! Reading is cancel-safe: `Reader::poll_next` changes state only
-//! synchronously (readability is polled, the bytes are then read and parsed
-//! at once), so a session may stop waiting at any point without losing a byte.
+//! RFC 6455 framing: the wire format of one frame (parsing a client's,
+//! a server frame's header), and the protocol violations a client can commit,
+//! each with the close code it is answered with. Reading and writing frames
+//! over the socket's TCP halves is in `frame/io.rs`.
 
-use std::{
-    io,
-    task::{Context, Poll, ready},
-};
+use std::fmt;
 
-use tokio::{
-    io::AsyncWriteExt,
-    net::tcp::{OwnedReadHalf, OwnedWriteHalf},
-};
+use pulse_protocol::CloseCode;
 
-/// How much one synchronous read takes from the kernel, on the stack.
-const READ_CHUNK: usize = 4096;
+mod io;
+
+pub(crate) use io::{ReadError, Reader, Writer};
+
 /// The largest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
 const MAX_HEADER: usize = 14;
+/// The largest header of a server frame, which is not masked.
+const MAX_SERVER_HEADER: usize = 10;
 
 /// A frame's opcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,48 +68,128 @@ pub struct Frame {
     pub payload: Vec<u8>,
 }
 
-/// Why the client's bytes are not a frame we accept.
+/// A protocol violation by the client: why its bytes are not a frame, or
+/// its frames not a message, that we accept. Each is answered with a close
+/// frame whose code and reason come from here alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameError {
-    /// 1002: a protocol violation, with the reason for the close frame.
-    Protocol(&'static str),
-    /// 1009: one frame is larger than the largest message.
+pub enum Violation {
+    /// A reserved bit (RSV1-3) is set; no extension is negotiated.
+    ReservedBits,
+    /// An opcode RFC 6455 reserves.
+    ReservedOpcode,
+    /// A control frame without FIN.
+    FragmentedControl,
+    /// A client frame without a mask (RFC 6455 5.1).
+    Unmasked,
+    /// A control frame with a payload over 125 bytes.
+    ControlTooLarge,
+    /// A frame, or a message put together from fragments, larger than the
+    /// largest message.
     TooLarge,
+    /// A text or binary frame while a fragmented message is unfinished.
+    NewMessageInFragmented,
+    /// A continuation frame with no fragmented message to continue.
+    OrphanContinuation,
+    /// A text message that is not UTF-8.
+    TextNotUtf8,
+    /// A close frame whose payload is one byte (a code takes two).
+    CloseOfOneByte,
+    /// A close code a client may not send (RFC 6455 7.4).
+    InvalidCloseCode,
+    /// A close reason that is not UTF-8.
+    CloseReasonNotUtf8,
+}
+
+impl Violation {
+    /// The close code the violation is answered with.
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            Self::TooLarge => CloseCode::MessageTooBig,
+            Self::TextNotUtf8 | Self::CloseReasonNotUtf8 => CloseCode::InvalidPayload,
+            Self::ReservedBits
+            | Self::ReservedOpcode
+            | Self::FragmentedControl
+            | Self::Unmasked
+            | Self::ControlTooLarge
+            | Self::NewMessageInFragmented
+            | Self::OrphanContinuation
+            | Self::CloseOfOneByte
+            | Self::InvalidCloseCode => CloseCode::ProtocolError,
+        }
+    }
+
+    /// The close frame's reason (and the logs').
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::ReservedBits => "reserved bits set",
+            Self::ReservedOpcode => "reserved opcode",
+            Self::FragmentedControl => "fragmented control frame",
+            Self::Unmasked => "client frames must be masked",
+            Self::ControlTooLarge => "control frame too large",
+            Self::TooLarge => "message too big",
+            Self::NewMessageInFragmented => "new message inside a fragmented one",
+            Self::OrphanContinuation => "continuation without a message",
+            Self::TextNotUtf8 => "text is not UTF-8",
+            Self::CloseOfOneByte => "close payload of one byte",
+            Self::InvalidCloseCode => "invalid close code",
+            Self::CloseReasonNotUtf8 => "close reason is not UTF-8",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// What the front of a buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole frame, which took the first `used` bytes.
+    Frame {
+        /// The frame, unmasked.
+        frame: Frame,
+        /// How many bytes it took.
+        used: usize,
+    },
+    /// Not a whole frame yet.
+    Incomplete {
+        /// How many bytes the frame takes in all, once its header says.
+        needed: Option<usize>,
+    },
 }
 
 /// Parses one client frame from the front of `bytes`, refusing one whose
-/// payload is over `max_frame`. `Ok(Ok((frame, used)))` took `used` bytes;
-/// `Ok(Err(needed))` means more bytes are needed (`needed`: how many the
-/// frame takes in all, once its header says).
-pub fn parse(
-    bytes: &[u8],
-    max_frame: usize,
-) -> Result<Result<(Frame, usize), Option<usize>>, FrameError> {
+/// payload is over `max_frame`.
+pub fn parse(bytes: &[u8], max_frame: usize) -> Result<Parsed, Violation> {
     let [first, second, ..] = *bytes else {
-        return Ok(Err(None));
+        return Ok(Parsed::Incomplete { needed: None });
     };
     if first & 0b0111_0000 != 0 {
-        return Err(FrameError::Protocol("reserved bits set"));
+        return Err(Violation::ReservedBits);
     }
-    let opcode = OpCode::from_bits(first & 0x0F).ok_or(FrameError::Protocol("reserved opcode"))?;
+    let opcode = OpCode::from_bits(first & 0x0F).ok_or(Violation::ReservedOpcode)?;
     let fin = first & 0x80 != 0;
     if opcode.is_control() && !fin {
-        return Err(FrameError::Protocol("fragmented control frame"));
+        return Err(Violation::FragmentedControl);
     }
     // RFC 6455 5.1: a server closes on a frame the client did not mask.
     if second & 0x80 == 0 {
-        return Err(FrameError::Protocol("client frames must be masked"));
+        return Err(Violation::Unmasked);
     }
     let (length, offset) = match second & 0x7F {
         126 => {
             let Some(bytes) = bytes.get(2..4) else {
-                return Ok(Err(None));
+                return Ok(Parsed::Incomplete { needed: None });
             };
             (u64::from(u16::from_be_bytes([bytes[0], bytes[1]])), 4)
         }
         127 => {
             let Some(bytes) = bytes.get(2..10) else {
-                return Ok(Err(None));
+                return Ok(Parsed::Incomplete { needed: None });
             };
             let length = u64::from_be_bytes(bytes.try_into().expect("eight bytes"));
             (length, 10)
@@ -131,28 +199,30 @@ pub fn parse(
     // A ping or pong over 125 bytes is refused before its payload is read; an
     // oversized close is still the client's close, answered as such.
     if matches!(opcode, OpCode::Ping | OpCode::Pong) && length > 125 {
-        return Err(FrameError::Protocol("control frame too large"));
+        return Err(Violation::ControlTooLarge);
     }
-    let length = usize::try_from(length).map_err(|_| FrameError::TooLarge)?;
+    let length = usize::try_from(length).map_err(|_| Violation::TooLarge)?;
     if length > max_frame {
-        return Err(FrameError::TooLarge);
+        return Err(Violation::TooLarge);
     }
     let start = offset + 4;
     let total = start + length;
     if bytes.len() < total {
-        return Ok(Err(Some(total)));
+        return Ok(Parsed::Incomplete {
+            needed: Some(total),
+        });
     }
     let mask: [u8; 4] = bytes[offset..start].try_into().expect("four bytes");
     let mut payload = bytes[start..total].to_vec();
     unmask(&mut payload, mask);
-    Ok(Ok((
-        Frame {
+    Ok(Parsed::Frame {
+        frame: Frame {
             fin,
             opcode,
             payload,
         },
-        total,
-    )))
+        used: total,
+    })
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
@@ -167,12 +237,48 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// One unmasked server frame, header and payload, ready to write.
-pub fn encode(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
-    push_header(&mut frame, 0x80 | opcode.bits(), 0, payload.len());
-    frame.extend_from_slice(payload);
-    frame
+/// A frame header on the stack: the first byte, the length in its shortest
+/// form, and (for a client frame) the mask bit. The payload is written from
+/// where it is, after it, never copied next to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    bytes: [u8; MAX_SERVER_HEADER],
+    len: u8,
+}
+
+impl Header {
+    /// The header of a whole, unmasked server frame.
+    pub fn server(opcode: OpCode, payload_len: usize) -> Self {
+        Self::new(0x80 | opcode.bits(), 0, payload_len)
+    }
+
+    /// The first byte, then the length in its shortest form with `mask_bit`.
+    fn new(first: u8, mask_bit: u8, len: usize) -> Self {
+        let mut bytes = [0; MAX_SERVER_HEADER];
+        bytes[0] = first;
+        let used = match len {
+            short @ 0..=125 => {
+                bytes[1] = mask_bit | u8::try_from(short).expect("under 126");
+                2
+            }
+            medium @ 126..=0xFFFF => {
+                bytes[1] = mask_bit | 126;
+                bytes[2..4].copy_from_slice(&u16::try_from(medium).expect("16 bits").to_be_bytes());
+                4
+            }
+            long => {
+                bytes[1] = mask_bit | 127;
+                bytes[2..10].copy_from_slice(&(long as u64).to_be_bytes());
+                10
+            }
+        };
+        Self { bytes, len: used }
+    }
+
+    /// The header's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// A frame as a client sends it, masked with `mask`, after the raw first
@@ -180,7 +286,7 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 /// for its tests and the fuzz target.
 pub fn encode_masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
-    push_header(&mut frame, first, 0x80, payload.len());
+    frame.extend_from_slice(Header::new(first, 0x80, payload.len()).as_bytes());
     frame.extend_from_slice(&mask);
     frame.extend(
         payload
@@ -191,183 +297,40 @@ pub fn encode_masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     frame
 }
 
-/// The first byte, then the length in its shortest form with `mask_bit`.
-fn push_header(frame: &mut Vec<u8>, first: u8, mask_bit: u8, len: usize) {
-    frame.push(first);
-    match len {
-        short @ 0..=125 => frame.push(mask_bit | u8::try_from(short).expect("under 126")),
-        medium @ 126..=0xFFFF => {
-            frame.push(mask_bit | 126);
-            frame.extend_from_slice(&u16::try_from(medium).expect("16 bits").to_be_bytes());
-        }
-        long => {
-            frame.push(mask_bit | 127);
-            frame.extend_from_slice(&(long as u64).to_be_bytes());
-        }
-    }
-}
-
 /// A close frame's payload: the code, then the reason.
-pub(crate) fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+pub(crate) fn close_payload(code: CloseCode, reason: &str) -> Vec<u8> {
     let mut payload = Vec::with_capacity(2 + reason.len());
-    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&code.code().to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());
     payload
-}
-
-/// What reading produced: a frame, or why there will be none.
-#[derive(Debug)]
-pub(crate) enum ReadError {
-    Frame(FrameError),
-    /// The peer closed the transport, or it failed.
-    Closed,
-}
-
-/// The read half of a client socket.
-#[derive(Debug)]
-pub(crate) struct Reader {
-    half: OwnedReadHalf,
-    /// Bytes read but not yet parsed: only ever an unfinished frame. Empty,
-    /// with no allocation, while the connection is idle.
-    pending: Vec<u8>,
-    max_frame: usize,
-}
-
-impl Reader {
-    pub(crate) fn new(half: OwnedReadHalf, max_frame: usize) -> Self {
-        Self {
-            half,
-            pending: Vec::new(),
-            max_frame,
-        }
-    }
-
-    /// The largest frame, and message, accepted.
-    pub(crate) fn max_frame(&self) -> usize {
-        self.max_frame
-    }
-
-    /// The next frame. Waiting registers only the task's waker with the
-    /// socket (no future, no buffer), so a session can wait on this beside
-    /// its other wake-ups at no cost while idle.
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Frame, ReadError>> {
-        loop {
-            if let Some(frame) = self.parse_pending()? {
-                return Poll::Ready(Ok(frame));
-            }
-            ready!(self.half.as_ref().poll_read_ready(cx)).map_err(|_| ReadError::Closed)?;
-            // Readiness that turns out stale is cleared by the read, and
-            // the next poll registers the waker again.
-            if let Some(frame) = self.read_available()? {
-                return Poll::Ready(Ok(frame));
-            }
-        }
-    }
-
-    /// A whole frame from the pending bytes, if they hold one.
-    fn parse_pending(&mut self) -> Result<Option<Frame>, ReadError> {
-        if self.pending.is_empty() {
-            return Ok(None);
-        }
-        match parse(&self.pending, self.max_frame).map_err(ReadError::Frame)? {
-            Ok((frame, used)) => {
-                self.pending.drain(..used);
-                self.release();
-                Ok(Some(frame))
-            }
-            Err(needed) => {
-                if let Some(needed) = needed {
-                    self.pending.reserve_exact(needed - self.pending.len());
-                }
-                Ok(None)
-            }
-        }
-    }
-
-    /// Reads what the socket has without waiting; returns the first whole
-    /// frame, keeping any bytes after it pending.
-    fn read_available(&mut self) -> Result<Option<Frame>, ReadError> {
-        // A frame already begun reads straight into its reserved room.
-        if !self.pending.is_empty() {
-            return match self.half.try_read_buf(&mut self.pending) {
-                Ok(0) => Err(ReadError::Closed),
-                Ok(_) => self.parse_pending(),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                Err(_) => Err(ReadError::Closed),
-            };
-        }
-        let mut chunk = [0u8; READ_CHUNK];
-        let read = match self.half.try_read(&mut chunk) {
-            Ok(0) => return Err(ReadError::Closed),
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(_) => return Err(ReadError::Closed),
-        };
-        let bytes = &chunk[..read];
-        // The usual case: whole frames, parsed from the stack, nothing kept.
-        match parse(bytes, self.max_frame).map_err(ReadError::Frame)? {
-            Ok((frame, used)) => {
-                self.pending.extend_from_slice(&bytes[used..]);
-                Ok(Some(frame))
-            }
-            Err(needed) => {
-                self.pending
-                    .reserve_exact(needed.unwrap_or(MAX_HEADER).max(read));
-                self.pending.extend_from_slice(bytes);
-                Ok(None)
-            }
-        }
-    }
-
-    /// Frees the pending buffer once nothing is left in it, so an idle
-    /// connection holds no allocation, and trims one a large frame grew.
-    fn release(&mut self) {
-        if self.pending.is_empty() {
-            self.pending = Vec::new();
-        } else if self.pending.capacity() > 2 * self.pending.len() + READ_CHUNK {
-            self.pending.shrink_to_fit();
-        }
-    }
-}
-
-/// The write half of a client socket.
-#[derive(Debug)]
-pub(crate) struct Writer {
-    half: OwnedWriteHalf,
-}
-
-impl Writer {
-    pub(crate) fn new(half: OwnedWriteHalf) -> Self {
-        Self { half }
-    }
-
-    /// Writes one whole frame. Not cancel-safe: a write abandoned halfway
-    /// leaves the stream mid-frame, so the caller must drop the transport.
-    pub(crate) async fn write(&mut self, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
-        let frame = encode(opcode, payload);
-        // Most frames fit the socket buffer at once: no await, no state kept.
-        let written = match self.half.try_write(&frame) {
-            Ok(written) => written,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(error) => return Err(error),
-        };
-        if written < frame.len() {
-            self.half.write_all(&frame[written..]).await?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The frame at the front of `bytes`, and how many bytes it took.
+    fn whole(parsed: Parsed) -> (Frame, usize) {
+        match parsed {
+            Parsed::Frame { frame, used } => (frame, used),
+            other => panic!("not a whole frame: {other:?}"),
+        }
+    }
+
+    /// What an incomplete parse says it needs.
+    fn needs(parsed: Parsed) -> Option<usize> {
+        match parsed {
+            Parsed::Incomplete { needed } => needed,
+            other => panic!("not incomplete: {other:?}"),
+        }
+    }
+
     #[test]
     fn parses_masked_frames_of_every_length_form() {
         for len in [0, 1, 5, 125, 126, 1000, 65_535, 65_536, 70_001] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let bytes = encode_masked(0x82, &payload, [1, 2, 3, 4]);
-            let (frame, used) = parse(&bytes, 1 << 20).unwrap().unwrap();
+            let (frame, used) = whole(parse(&bytes, 1 << 20).unwrap());
             assert_eq!(used, bytes.len(), "length {len}");
             assert_eq!(frame.opcode, OpCode::Binary);
             assert!(frame.fin);
@@ -378,41 +341,32 @@ mod tests {
     #[test]
     fn asks_for_more_until_the_frame_is_whole() {
         let bytes = encode_masked(0x81, b"hello world", [9, 8, 7, 6]);
-        assert_eq!(parse(&bytes[..1], 100).unwrap(), Err(None));
-        assert_eq!(parse(&bytes[..6], 100).unwrap(), Err(Some(bytes.len())));
+        assert_eq!(needs(parse(&bytes[..1], 100).unwrap()), None);
+        assert_eq!(needs(parse(&bytes[..6], 100).unwrap()), Some(bytes.len()));
         assert_eq!(
-            parse(&bytes[..bytes.len() - 1], 100).unwrap(),
-            Err(Some(bytes.len()))
+            needs(parse(&bytes[..bytes.len() - 1], 100).unwrap()),
+            Some(bytes.len())
         );
         let long = encode_masked(0x81, &[b'a'; 300], [0; 4]);
-        assert_eq!(parse(&long[..3], 1000).unwrap(), Err(None));
-        assert_eq!(parse(&long[..4], 1000).unwrap(), Err(Some(long.len())));
+        assert_eq!(needs(parse(&long[..3], 1000).unwrap()), None);
+        assert_eq!(needs(parse(&long[..4], 1000).unwrap()), Some(long.len()));
     }
 
     #[test]
     fn refuses_what_rfc_6455_forbids() {
-        let cases: [(Vec<u8>, FrameError); 6] = [
-            (
-                encode_masked(0xC1, b"x", [0; 4]),
-                FrameError::Protocol("reserved bits set"),
-            ),
-            (
-                encode_masked(0x83, b"x", [0; 4]),
-                FrameError::Protocol("reserved opcode"),
-            ),
+        let cases: [(Vec<u8>, Violation); 6] = [
+            (encode_masked(0xC1, b"x", [0; 4]), Violation::ReservedBits),
+            (encode_masked(0x83, b"x", [0; 4]), Violation::ReservedOpcode),
             (
                 encode_masked(0x09, b"x", [0; 4]),
-                FrameError::Protocol("fragmented control frame"),
+                Violation::FragmentedControl,
             ),
-            (
-                vec![0x89, 0x01, b'x'],
-                FrameError::Protocol("client frames must be masked"),
-            ),
+            (vec![0x89, 0x01, b'x'], Violation::Unmasked),
             (
                 encode_masked(0x89, &[0; 126], [0; 4]),
-                FrameError::Protocol("control frame too large"),
+                Violation::ControlTooLarge,
             ),
-            (encode_masked(0x82, &[0; 101], [0; 4]), FrameError::TooLarge),
+            (encode_masked(0x82, &[0; 101], [0; 4]), Violation::TooLarge),
         ];
         for (bytes, expected) in cases {
             assert_eq!(parse(&bytes, 100).unwrap_err(), expected, "{bytes:x?}");
@@ -420,10 +374,10 @@ mod tests {
         // A 64-bit length past usize or the limit is refused from the header alone.
         let mut huge = vec![0x82, 0xFF];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
-        assert_eq!(parse(&huge, 100).unwrap_err(), FrameError::TooLarge);
+        assert_eq!(parse(&huge, 100).unwrap_err(), Violation::TooLarge);
         // An oversized close is read: it is answered as the client's close.
         let close = encode_masked(0x88, &[0; 126], [0; 4]);
-        assert_eq!(parse(&close, 1000).unwrap().unwrap().0.payload.len(), 126);
+        assert_eq!(whole(parse(&close, 1000).unwrap()).0.payload.len(), 126);
     }
 
     /// Whatever bytes arrive, parsing answers (a frame, more needed, or an
@@ -448,80 +402,44 @@ mod tests {
                 bytes
             };
             match parse(&bytes, 64) {
-                Ok(Ok((frame, used))) => {
+                Ok(Parsed::Frame { frame, used }) => {
                     assert!(used <= bytes.len() && frame.payload.len() <= 64);
                 }
-                Ok(Err(Some(needed))) => assert!(needed > bytes.len()),
-                Ok(Err(None)) | Err(_) => {}
+                Ok(Parsed::Incomplete {
+                    needed: Some(needed),
+                }) => assert!(needed > bytes.len()),
+                Ok(Parsed::Incomplete { needed: None }) | Err(_) => {}
             }
         }
-    }
-
-    /// Frames written in arbitrary pieces over a real socket come out whole
-    /// and in order, including frames larger than one read.
-    #[tokio::test]
-    async fn reads_frames_split_across_arbitrary_writes() {
-        use rand::{Rng, SeedableRng, rngs::StdRng};
-        use tokio::{
-            io::AsyncWriteExt,
-            net::{TcpListener, TcpStream},
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let (read_half, _write_half) = server.into_split();
-        let mut reader = Reader::new(read_half, 1 << 20);
-
-        let mut rng = StdRng::seed_from_u64(17);
-        let sizes = [0, 1, 125, 126, 4000, 4096, 5000, 65_536, 200_000, 3, 9000];
-        let payloads: Vec<Vec<u8>> = sizes
-            .iter()
-            .map(|&len| (0..len).map(|_| rng.random()).collect())
-            .collect();
-        let stream: Vec<u8> = payloads
-            .iter()
-            .flat_map(|payload| encode_masked(0x82, payload, rng.random()))
-            .collect();
-        let writer = tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(18);
-            let mut rest = &stream[..];
-            while !rest.is_empty() {
-                let take = rng.random_range(1..=rest.len().min(7000));
-                client.write_all(&rest[..take]).await.unwrap();
-                client.flush().await.unwrap();
-                rest = &rest[take..];
-                tokio::task::yield_now().await;
-            }
-            client
-        });
-        for expected in &payloads {
-            let frame = std::future::poll_fn(|cx| reader.poll_next(cx))
-                .await
-                .unwrap();
-            assert_eq!(frame.opcode, OpCode::Binary);
-            assert_eq!(frame.payload.len(), expected.len());
-            assert!(frame.payload == *expected);
-        }
-        assert_eq!(reader.pending.capacity(), 0, "nothing held once idle");
-        drop(writer.await.unwrap());
-        let end = std::future::poll_fn(|cx| reader.poll_next(cx)).await;
-        assert!(matches!(end, Err(ReadError::Closed)));
     }
 
     #[test]
-    fn encodes_each_length_form() {
-        assert_eq!(encode(OpCode::Text, b"hi"), [0x81, 2, b'h', b'i']);
-        let medium = encode(OpCode::Binary, &[7; 200]);
-        assert_eq!(&medium[..4], &[0x82, 126, 0, 200]);
-        assert_eq!(medium.len(), 204);
-        let long = encode(OpCode::Binary, &[7; 70_000]);
-        assert_eq!(&long[..2], &[0x82, 127]);
-        assert_eq!(&long[2..10], &70_000u64.to_be_bytes());
+    fn server_headers_take_each_length_form() {
+        assert_eq!(Header::server(OpCode::Text, 2).as_bytes(), [0x81, 2]);
+        assert_eq!(Header::server(OpCode::Pong, 125).as_bytes(), [0x8A, 125]);
         assert_eq!(
-            encode(OpCode::Close, &close_payload(1000, "ok")),
-            [0x88, 4, 0x03, 0xE8, b'o', b'k']
+            Header::server(OpCode::Binary, 200).as_bytes(),
+            [0x82, 126, 0, 200]
+        );
+        let long = Header::server(OpCode::Binary, 70_000);
+        assert_eq!(&long.as_bytes()[..2], &[0x82, 127]);
+        assert_eq!(&long.as_bytes()[2..], &70_000u64.to_be_bytes());
+        assert_eq!(
+            close_payload(CloseCode::Normal, "ok"),
+            [0x03, 0xE8, b'o', b'k']
+        );
+    }
+
+    /// Every violation is answered with the close code RFC 6455 gives it.
+    #[test]
+    fn each_violation_has_its_close_code() {
+        assert_eq!(Violation::TooLarge.close_code().code(), 1009);
+        assert_eq!(Violation::TextNotUtf8.close_code().code(), 1007);
+        assert_eq!(Violation::CloseReasonNotUtf8.close_code().code(), 1007);
+        assert_eq!(Violation::Unmasked.close_code().code(), 1002);
+        assert_eq!(
+            Violation::InvalidCloseCode.to_string(),
+            "invalid close code"
         );
     }
 }

@@ -225,7 +225,7 @@ mod tests {
             let Poll::Ready(Delivery::Kick(end)) = mailbox.poll_delivery(&mut cx) else {
                 panic!("the kick comes first");
             };
-            assert_eq!(end.close_code(), Some(CloseCode::TooMany.code()));
+            assert_eq!(end.close_code(), Some(CloseCode::TooMany));
             assert_eq!(end.reason(), ErrorCode::SLOW_CONSUMER.as_str());
         }
         assert!(mailbox.is_empty());

@@ -9,7 +9,7 @@
 //! boxed future that exists only while it runs. The task stays at a few
 //! hundred bytes; see `the_session_task_stays_small`.
 //!
-//! The reader is cancel-safe (`frame.rs`), so nothing the session stops
+//! The reader is cancel-safe (`frame/io.rs`), so nothing the session stops
 //! waiting for loses a byte.
 
 use std::{
@@ -18,14 +18,11 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use pulse_auth::{AuthError, Identity};
 use pulse_presence::ConnectionRecord;
 use pulse_protocol::{
-    Channel, ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, ServerMessage,
-    event::now_ms,
+    Channel, ClientMessage, CloseCode, Decoded, ErrorCode, ServerMessage, event::now_ms,
 };
 use tokio::{
     net::TcpStream,
@@ -43,10 +40,14 @@ use crate::{
     telemetry,
 };
 
+mod auth;
 mod channels;
+mod echo;
 mod refresh;
 
+use auth::{authenticate, expiry_instant, validate};
 use channels::ChannelState;
+pub(crate) use echo::echo;
 
 /// Serves one upgraded socket until it ends, and cleans up after it.
 ///
@@ -155,102 +156,6 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         channels: ChannelState::for_claims(&identity.claims),
         shared,
     }))
-}
-
-/// Waits for a valid token: from the query, or from the first message within the deadline.
-async fn authenticate(
-    socket: &mut Socket,
-    query_token: Option<String>,
-    rate: &mut RateLimit,
-    shared: &Shared,
-) -> Result<Identity, End> {
-    let token = match query_token {
-        Some(token) => token,
-        None => first_message_token(socket, rate, shared).await?,
-    };
-    validate(shared, &token).await
-}
-
-async fn first_message_token(
-    socket: &mut Socket,
-    rate: &mut RateLimit,
-    shared: &Shared,
-) -> Result<String, End> {
-    let deadline = Instant::now() + shared.settings.auth_timeout;
-    let (shutdown, write_timeout) = (&shared.shutdown, shared.settings.write_timeout);
-    let rates = Rates::of(&shared.settings);
-    loop {
-        let incoming = {
-            let reader = socket.reader();
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Err(End::going_away()),
-                () = sleep_until(deadline) => {
-                    return Err(End::fail(
-                        CloseCode::Timeout,
-                        ErrorCode::AUTH_TIMEOUT,
-                        "no authentication within the timeout",
-                    ));
-                }
-                incoming = reader.next() => incoming,
-            }
-        };
-        charge(rate, rates, &incoming)?;
-        match socket.control(incoming, write_timeout).await? {
-            Some(Message::Text(text)) => {
-                return match ClientMessage::decode(&text) {
-                    Ok(ClientMessage::Auth { token }) => Ok(token.0),
-                    Ok(_) => Err(End::fail(
-                        CloseCode::Unauthorized,
-                        ErrorCode::MISSING_TOKEN,
-                        "authenticate first: send {\"type\":\"auth\",\"token\":...}",
-                    )),
-                    Err(error) => Err(End::malformed(&error.to_string())),
-                };
-            }
-            Some(Message::Binary(_)) => return Err(End::binary()),
-            None => continue,
-        }
-    }
-}
-
-async fn validate(shared: &Shared, token: &str) -> Result<Identity, End> {
-    let started = std::time::Instant::now();
-    let result = Box::pin(shared.auth.validate(token))
-        .await
-        .and_then(|identity| {
-            // pulse-auth refuses such tokens itself (an older one may not):
-            // a user id that presence refuses must never become a socket
-            // that nothing can reach or disconnect.
-            let len = identity.user_id.len();
-            if len > MAX_USER_ID_BYTES {
-                return Err(AuthError::UserIdTooLong {
-                    len,
-                    max: MAX_USER_ID_BYTES,
-                });
-            }
-            Ok(identity)
-        });
-    shared
-        .metrics
-        .auth_seconds
-        .record(started.elapsed().as_secs_f64());
-    if let Err(error) = &result {
-        metrics::counter!("pulse_gateway_auth_failures_total", "reason" => error.reason())
-            .increment(1);
-    }
-    result.map_err(|error| match error {
-        AuthError::Unavailable(_) => End::fail(
-            CloseCode::TryAgainLater,
-            ErrorCode::AUTH_UNAVAILABLE,
-            "authentication is unavailable, try again later",
-        ),
-        other => End::fail(
-            CloseCode::Unauthorized,
-            ErrorCode::from(other.reason()),
-            &other.to_string(),
-        ),
-    })
 }
 
 /// Takes one frame's share of the connection's rate: every frame the client
@@ -461,41 +366,6 @@ impl Live {
         }
         self.socket.finish(end, shared.settings.write_timeout).await;
     }
-}
-
-/// The instant a token with `exp` (seconds since the epoch) stops being accepted.
-fn expiry_instant(exp: u64, leeway: Duration) -> Instant {
-    let now_secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let left = Duration::from_secs(exp.saturating_sub(now_secs)) + leeway;
-    // Far-future tokens are capped so the instant arithmetic cannot overflow.
-    Instant::now() + left.min(Duration::from_secs(10 * 365 * 24 * 3600))
-}
-
-/// The conformance echo (`--echo-path`): no authentication, no presence;
-/// every message comes back as it came, through the same framing, limits
-/// and closing as a live connection.
-pub(crate) async fn echo(stream: TcpStream, shared: Arc<Shared>) {
-    let mut socket = Socket::new(stream, &shared.settings);
-    let limit = shared.settings.write_timeout;
-    let end = loop {
-        let incoming = tokio::select! {
-            biased;
-            () = shared.shutdown.cancelled() => break End::going_away(),
-            incoming = socket.reader().next() => incoming,
-        };
-        let sent = match socket.control(incoming, limit).await {
-            Ok(Some(Message::Text(text))) => socket.send_text(&text, limit).await,
-            Ok(Some(Message::Binary(data))) => socket.send_binary(&data, limit).await,
-            Ok(None) => Ok(()),
-            Err(end) => break end,
-        };
-        if let Err(end) = sent {
-            break end;
-        }
-    };
-    socket.finish(end, limit).await;
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tokio::time::timeout;
 
 use crate::{
     Settings,
-    frame::{self, FrameError, OpCode, ReadError, Reader, Writer},
+    frame::{self, OpCode, ReadError, Reader, Violation, Writer},
     mailbox::Mailbox,
 };
 
@@ -47,9 +47,9 @@ pub(crate) enum End {
         code: ErrorCode,
         message: String,
     },
-    /// Close with a WebSocket-level code and reason, no `error` message
-    /// (protocol violations, answers to the client's close).
-    Close { code: u16, reason: &'static str },
+    /// The client broke the WebSocket protocol: close with the violation's
+    /// code and reason, no `error` message.
+    Violation(Violation),
     /// The client closed and was answered, or the transport is gone.
     Gone(&'static str),
 }
@@ -88,10 +88,10 @@ impl End {
     }
 
     /// The close code the client is sent, if any.
-    pub(crate) fn close_code(&self) -> Option<u16> {
+    pub(crate) fn close_code(&self) -> Option<CloseCode> {
         match self {
-            Self::Fail { close, .. } => Some(close.code()),
-            Self::Close { code, .. } => Some(*code),
+            Self::Fail { close, .. } => Some(*close),
+            Self::Violation(violation) => Some(violation.close_code()),
             Self::Gone(_) => None,
         }
     }
@@ -100,7 +100,8 @@ impl End {
     pub(crate) fn reason(&self) -> &str {
         match self {
             Self::Fail { code, .. } => code.as_str(),
-            Self::Close { reason, .. } | Self::Gone(reason) => reason,
+            Self::Violation(violation) => violation.reason(),
+            Self::Gone(reason) => reason,
         }
     }
 }
@@ -162,7 +163,9 @@ impl Socket {
                 // Echo a valid close, then the transport is done.
                 let reply = match close_reply(&payload) {
                     Ok(()) => payload,
-                    Err((code, reason)) => frame::close_payload(code, reason),
+                    Err(violation) => {
+                        frame::close_payload(violation.close_code(), violation.reason())
+                    }
                 };
                 let _ = timeout(limit, self.writer.write(OpCode::Close, &reply)).await;
                 Err(End::Gone("client closed"))
@@ -172,9 +175,11 @@ impl Socket {
 
     /// Tells the client why, closes, and waits briefly for its close frame.
     pub(crate) async fn finish(&mut self, end: End, limit: Duration) {
-        let (code, reason) = match end {
+        let close = match end {
             End::Gone(_) => return,
-            End::Close { code, reason } => (code, reason.to_owned()),
+            End::Violation(violation) => {
+                frame::close_payload(violation.close_code(), violation.reason())
+            }
             End::Fail {
                 close,
                 code,
@@ -184,10 +189,9 @@ impl Socket {
                 if self.send_text(&error, limit).await.is_err() {
                     return;
                 }
-                (close.code(), message)
+                frame::close_payload(close, truncate_reason(&message))
             }
         };
-        let close = frame::close_payload(code, truncate_reason(&reason));
         if !matches!(
             timeout(limit, self.writer.write(OpCode::Close, &close)).await,
             Ok(Ok(()))
@@ -246,18 +250,18 @@ fn truncate_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
-/// Checks a client's close payload; `Err` carries the code and reason to answer with.
-fn close_reply(payload: &[u8]) -> Result<(), (u16, &'static str)> {
+/// Checks a client's close payload; `Err` is the violation to answer with.
+fn close_reply(payload: &[u8]) -> Result<(), Violation> {
     match payload.len() {
         0 => Ok(()),
-        1 => Err((1002, "close payload of one byte")),
-        126.. => Err((1002, "control frame too large")),
+        1 => Err(Violation::CloseOfOneByte),
+        126.. => Err(Violation::ControlTooLarge),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
             if !close_code_allowed(code) {
-                Err((1002, "invalid close code"))
+                Err(Violation::InvalidCloseCode)
             } else if std::str::from_utf8(&payload[2..]).is_err() {
-                Err((1007, "close reason is not UTF-8"))
+                Err(Violation::CloseReasonNotUtf8)
             } else {
                 Ok(())
             }
@@ -324,7 +328,7 @@ impl FrameReader {
             OpCode::Close => Ok(Incoming::Close(frame.payload)),
             OpCode::Text | OpCode::Binary => {
                 if self.partial.is_some() {
-                    return Err(protocol_error("new message inside a fragmented one"));
+                    return Err(End::Violation(Violation::NewMessageInFragmented));
                 }
                 if frame.fin {
                     return finish_message(frame.opcode, frame.payload);
@@ -334,13 +338,10 @@ impl FrameReader {
             }
             OpCode::Continuation => {
                 let Some((opcode, buffer)) = self.partial.as_deref_mut() else {
-                    return Err(protocol_error("continuation without a message"));
+                    return Err(End::Violation(Violation::OrphanContinuation));
                 };
                 if buffer.len() + frame.payload.len() > self.reader.max_frame() {
-                    return Err(End::Close {
-                        code: 1009,
-                        reason: "message too big",
-                    });
+                    return Err(End::Violation(Violation::TooLarge));
                 }
                 buffer.extend_from_slice(&frame.payload);
                 if !frame.fin {
@@ -360,23 +361,12 @@ fn finish_message(opcode: OpCode, payload: Vec<u8>) -> Result<Incoming, End> {
     }
     String::from_utf8(payload)
         .map(Incoming::Text)
-        .map_err(|_| End::Close {
-            code: 1007,
-            reason: "text is not UTF-8",
-        })
-}
-
-fn protocol_error(reason: &'static str) -> End {
-    End::Close { code: 1002, reason }
+        .map_err(|_| End::Violation(Violation::TextNotUtf8))
 }
 
 fn read_error(error: ReadError) -> End {
     match error {
-        ReadError::Frame(FrameError::TooLarge) => End::Close {
-            code: 1009,
-            reason: "message too big",
-        },
-        ReadError::Frame(FrameError::Protocol(reason)) => protocol_error(reason),
+        ReadError::Violation(violation) => End::Violation(violation),
         ReadError::Closed => End::Gone("connection dropped"),
     }
 }

@@ -20,6 +20,7 @@
 //! by the presence library.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use pulse_protocol::CloseCode;
 
 /// Counters on the per-message path.
 #[derive(Clone)]
@@ -48,8 +49,8 @@ impl Metrics {
 }
 
 /// Counts a session's end.
-pub(crate) fn disconnect(phase: &'static str, reason: &str, close_code: Option<u16>) {
-    let close_code = close_code.map_or_else(|| "none".to_owned(), |code| code.to_string());
+pub(crate) fn disconnect(phase: &'static str, reason: &str, close_code: Option<CloseCode>) {
+    let close_code = close_code.map_or_else(|| "none".to_owned(), |code| code.code().to_string());
     counter!(
         "pulse_gateway_disconnects_total",
         "phase" => phase,

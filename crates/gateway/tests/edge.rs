@@ -187,7 +187,9 @@ async fn serve(
     (stop, task)
 }
 
-#[tokio::test]
+/// On paused time: the expiry is a tokio timer, so the test waits for it
+/// without taking its seconds.
+#[tokio::test(start_paused = true)]
 async fn a_refresh_while_pulse_auth_is_away_keeps_the_socket_until_its_token_expires() {
     let (auth_addr, stop_auth, auth_task) = pulse_auth().await;
     let remote =

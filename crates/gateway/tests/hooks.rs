@@ -76,7 +76,11 @@ fn hook_settings(url: &str) -> Settings {
 }
 
 async fn subscribe(client: &mut Client, id: u64, channel: &str) -> Value {
-    send_json(client, json!({"type": "subscribe", "id": id, "channel": channel})).await;
+    send_json(
+        client,
+        json!({"type": "subscribe", "id": id, "channel": channel}),
+    )
+    .await;
     next_json(client).await
 }
 
@@ -96,7 +100,11 @@ async fn the_hook_decides_and_its_absence_refuses() {
         json!({"type": "error", "id": 2, "code": "permission_denied", "message": "alice may not read doc:secret"})
     );
     let slow = subscribe(&mut client, 3, "doc:slow").await;
-    assert_eq!((&slow["id"], &slow["code"]), (&json!(3), &json!("unavailable")), "{slow}");
+    assert_eq!(
+        (&slow["id"], &slow["code"]),
+        (&json!(3), &json!("unavailable")),
+        "{slow}"
+    );
     let broken = subscribe(&mut client, 4, "doc:broken").await;
     assert_eq!(broken["code"], "unavailable", "{broken}");
 
@@ -111,13 +119,23 @@ async fn the_hook_decides_and_its_absence_refuses() {
         }
         // A call already on its way to the stopping server may still pass.
         assert_eq!(answer["type"], "subscribed", "{answer}");
-        send_json(&mut client, json!({"type": "unsubscribe", "id": id + 1, "channel": "doc:open-2"})).await;
+        send_json(
+            &mut client,
+            json!({"type": "unsubscribe", "id": id + 1, "channel": "doc:open-2"}),
+        )
+        .await;
         next_json(&mut client).await;
-        assert!(tokio::time::Instant::now() < deadline, "the hook never looked down");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hook never looked down"
+        );
         id += 2;
     }
     send_json(&mut client, json!({"type": "ping", "id": "after"})).await;
-    assert_eq!(next_json(&mut client).await, json!({"type": "pong", "id": "after"}));
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"type": "pong", "id": "after"})
+    );
     gateway.stop().await;
 }
 
@@ -128,6 +146,9 @@ async fn a_hook_that_never_existed_refuses_with_unavailable() {
     let gateway = Gateway::start(hook_settings(&format!("http://127.0.0.1:{port}"))).await;
     let mut client = gateway.connect(&format!("?token={}", token("alice"))).await;
     next_json(&mut client).await;
-    assert_eq!(subscribe(&mut client, 1, "doc:open-1").await["code"], "unavailable");
+    assert_eq!(
+        subscribe(&mut client, 1, "doc:open-1").await["code"],
+        "unavailable"
+    );
     gateway.stop().await;
 }

@@ -130,7 +130,9 @@ async fn a_client_that_answers_pings_stays() {
     gateway.stop().await;
 }
 
-#[tokio::test]
+/// On paused time: the expiry and the wait past it are tokio's timers, so
+/// the test takes no wall-clock seconds.
+#[tokio::test(start_paused = true)]
 async fn a_token_expires_on_a_live_connection_unless_refreshed() {
     let mut settings = settings();
     settings.token_leeway = Duration::ZERO;

@@ -11,7 +11,7 @@ use pulse_presence::Presence;
 use serde_json::Value;
 use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async,
+    MaybeTlsStream, WebSocketStream, connect_async_with_config,
     tungstenite::{Message, protocol::CloseFrame},
 };
 
@@ -61,8 +61,13 @@ impl Gateway {
         format!("ws://{}/ws{query}", self.addr)
     }
 
+    /// A client over a socket without Nagle's algorithm, as browsers open
+    /// them: two messages sent back to back leave at once, rather than the
+    /// second waiting for the first's (delayed) ACK. Tests on paused time
+    /// need that: while a message sits in the client's kernel buffer the
+    /// runtime looks idle and the clock jumps ahead.
     pub async fn connect(&self, query: &str) -> Client {
-        connect_async(self.url(query))
+        connect_async_with_config(self.url(query), None, true)
             .await
             .expect("websocket handshake")
             .0

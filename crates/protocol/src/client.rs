@@ -357,6 +357,10 @@ pub enum CloseCode {
     Normal = 1000,
     /// 1001: the server is going away (drain, shutdown).
     GoingAway = 1001,
+    /// 1002: a WebSocket protocol violation (RFC 6455 framing).
+    ProtocolError = 1002,
+    /// 1007: a text message or close reason that is not UTF-8.
+    InvalidPayload = 1007,
     /// 1009: a message was larger than the server takes.
     MessageTooBig = 1009,
     /// 1013: a dependency (the auth service) is unavailable; try again later.
@@ -384,6 +388,8 @@ impl CloseCode {
         Some(match code {
             1000 => Self::Normal,
             1001 => Self::GoingAway,
+            1002 => Self::ProtocolError,
+            1007 => Self::InvalidPayload,
             1009 => Self::MessageTooBig,
             1013 => Self::TryAgainLater,
             4400 => Self::Malformed,
@@ -572,7 +578,9 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip() {
-        for code in [1000, 1001, 1009, 1013, 4400, 4401, 4403, 4408, 4429] {
+        for code in [
+            1000, 1001, 1002, 1007, 1009, 1013, 4400, 4401, 4403, 4408, 4429,
+        ] {
             assert_eq!(CloseCode::from_code(code).unwrap().code(), code);
         }
         assert_eq!(CloseCode::from_code(1006), None);
