@@ -30,8 +30,6 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::own_events::OwnEvents;
-
 use crate::PresenceError;
 
 mod backlog;
@@ -91,14 +89,13 @@ impl Nodes {
     }
 }
 
-/// Where decoded events go, and which instance's are left out.
+/// Where decoded events go.
 pub(crate) struct Forward {
     /// Whether to subscribe to the events channel at all: a gateway needs
     /// only its commands, and every event of the fleet would cost it a
     /// decode.
     pub(crate) subscribe: bool,
     pub(crate) events: broadcast::Sender<PresenceEvent>,
-    pub(crate) own_events: OwnEvents,
 }
 
 /// Spawns the bus task. It runs until `stop` resolves, which happens when
@@ -437,11 +434,7 @@ fn payload_of(data: &[Value]) -> &[u8] {
 }
 
 fn forward_event(forward: &Forward, payload: &[u8]) {
-    if forward.own_events.is_own_payload(payload) {
-        return;
-    }
     match serde_json::from_slice::<PresenceEvent>(payload) {
-        Ok(event) if forward.own_events.is_own(&event) => {}
         // Sending fails only when nobody subscribes, which is fine.
         Ok(event) => {
             metrics::counter!("pulse_presence_events_total", "kind" => kind_label(event.kind))

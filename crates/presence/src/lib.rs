@@ -42,12 +42,12 @@ pub mod config;
 mod grpc_access;
 mod leases;
 mod memory;
-mod own_events;
 mod redis_conn;
 mod redis_store;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod user_entry;
 mod watch_slots;
 
 pub use admission::Admission;
@@ -233,8 +233,6 @@ struct Inner {
     epoch: watch::Sender<u64>,
     /// Where commands for this process's instance go, once a gateway listens.
     commands: watch::Sender<Option<bus::CommandListener>>,
-    /// The instance whose events subscribers do not get, once set.
-    own_events: own_events::OwnEvents,
     /// The command channel the bus is subscribed to right now (Redis only).
     commands_live: watch::Sender<Option<String>>,
     // Dropped with the last `Presence` clone, which tells the bus task to stop.
@@ -266,14 +264,12 @@ impl Presence {
     pub fn in_memory() -> Self {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (epoch, _) = watch::channel(1);
-        let own_events = own_events::OwnEvents::default();
         Self {
             inner: Arc::new(Inner {
-                backend: Backend::Memory(MemoryStore::new(events.clone(), own_events.clone())),
+                backend: Backend::Memory(MemoryStore::new(events.clone())),
                 events,
                 epoch,
                 commands: watch::channel(None).0,
-                own_events,
                 commands_live: watch::channel(None).0,
                 _bus_stop: None,
             }),
@@ -304,7 +300,6 @@ impl Presence {
         let (epoch, _) = watch::channel(0);
         let (bus_stop, stopped) = oneshot::channel();
         let (commands, listener) = watch::channel(None);
-        let own_events = own_events::OwnEvents::default();
         let (commands_live, _) = watch::channel(None);
         bus::spawn(
             store.subscriber(),
@@ -312,7 +307,6 @@ impl Presence {
             bus::Forward {
                 subscribe: options.subscribe_events,
                 events: events.clone(),
-                own_events: own_events.clone(),
             },
             epoch.clone(),
             listener,
@@ -325,7 +319,6 @@ impl Presence {
                 events,
                 epoch,
                 commands,
-                own_events,
                 commands_live,
                 _bus_stop: Some(bus_stop),
             }),
@@ -435,8 +428,7 @@ impl Presence {
         }
     }
 
-    /// Every event from every instance, including this one's (unless
-    /// [`Presence::ignore_events_of`] left it out). One user's
+    /// Every event from every instance, including this one's. One user's
     /// events come in the order the backend applied them; on one Redis (and
     /// in memory) all events do. On a Cluster, events of users whose buckets
     /// live on different nodes travel separate links and may interleave
@@ -446,15 +438,6 @@ impl Presence {
     /// `Lagged` and should re-read the state it cares about.
     pub fn subscribe(&self) -> broadcast::Receiver<PresenceEvent> {
         self.inner.events.subscribe()
-    }
-
-    /// Leaves `instance_id`'s own events out of [`Presence::subscribe`] from
-    /// now on. A gateway knows its own connections; without this, each of
-    /// its connects and disconnects comes back to it as events to decode and
-    /// discard. Set once per process: returns `false` (and changes nothing)
-    /// when another instance was set before.
-    pub fn ignore_events_of(&self, instance_id: &str) -> bool {
-        self.inner.own_events.set(instance_id)
     }
 
     /// How many times the bus has subscribed to the event channel.

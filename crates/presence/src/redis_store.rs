@@ -47,10 +47,13 @@ use crate::{
     ConnectionRecord, PresenceError, RedisOptions, SyncReport,
     buckets::{BUCKETS, Keys, bucket_of},
     redis_conn::{Handle, Pools},
+    user_entry::UserEntry,
 };
 
 mod admission;
 mod queries;
+#[cfg(test)]
+mod wire_tests;
 
 macro_rules! script {
     ($file:literal) => {
@@ -255,7 +258,9 @@ impl RedisStore {
         };
         let mut per_instance: BTreeMap<&str, u64> = BTreeMap::new();
         for value in &values {
-            *per_instance.entry(instance_of(value)).or_default() += 1;
+            *per_instance
+                .entry(UserEntry::instance_of(value))
+                .or_default() += 1;
         }
         let payload = command.encode();
         let reached = try_join_all(per_instance.into_iter().map(|(instance_id, count)| {
@@ -466,12 +471,6 @@ impl RedisStore {
     }
 }
 
-/// The instance id in a user hash value `"<connected_at_ms>|<instance_id>"`:
-/// the digits cannot hold a `|`, so it is everything after the first one.
-fn instance_of(value: &str) -> &str {
-    value.split_once('|').map_or("", |(_, instance)| instance)
-}
-
 fn unavailable(error: redis::RedisError) -> PresenceError {
     PresenceError::Unavailable(format!("redis: {error}"))
 }
@@ -479,12 +478,6 @@ fn unavailable(error: redis::RedisError) -> PresenceError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_instance_is_everything_after_the_first_bar() {
-        assert_eq!(instance_of("1712345678901|gw|with|bars"), "gw|with|bars");
-        assert_eq!(instance_of("no separator"), "");
-    }
 
     #[test]
     fn bad_options_are_invalid_arguments() {
