@@ -152,7 +152,7 @@ async fn run(
         match subscribe(&nodes, seed, events_channel, taking.as_ref()).await {
             Ok(subscription) => {
                 // Counted before forwarding, so that a consumer that sees the
-                // new epoch and re-snapshots cannot miss what follows.
+                // new epoch and re-reads cannot miss what follows.
                 epoch.send_modify(|epoch| *epoch += 1);
                 live.send_replace(taking.as_ref().map(|l| l.channel.clone()));
                 if down {

@@ -444,9 +444,11 @@ impl Presence {
     ///
     /// With Redis it starts at 0 (not subscribed yet) and goes up by one on
     /// every successful (re)subscription: a change means events published
-    /// while the bus was down were missed, so a consumer should take a fresh
-    /// snapshot. In memory it is 1 from the start. Either way, once it is
-    /// above 0, events published from then on reach [`Presence::subscribe`].
+    /// while the bus was down were missed, so a consumer should re-read the
+    /// state it cares about (a *re-read*; a *re-sync* is an instance's repair
+    /// of presence, [`Presence::sync_instance`]). In memory it is 1 from the
+    /// start. Either way, once it is above 0, events published from then on
+    /// reach [`Presence::subscribe`].
     pub fn bus_epoch(&self) -> watch::Receiver<u64> {
         self.inner.epoch.subscribe()
     }

@@ -43,7 +43,7 @@ const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 /// The connection to one Redis, or a pool of them to a Cluster.
-pub(crate) enum Pools {
+pub(crate) enum RedisConn {
     Single(ConnectionManager),
     Cluster(managed::Pool<ClusterManager>),
 }
@@ -55,7 +55,7 @@ pub(crate) enum Handle {
     Cluster(ClusterConnection),
 }
 
-impl Pools {
+impl RedisConn {
     /// Builds the pool without connecting, so that a process can start
     /// while Redis is down.
     pub(crate) fn new(options: &RedisOptions) -> Result<Self, PresenceError> {

@@ -46,7 +46,7 @@ use redis::{RedisResult, Script};
 use crate::{
     ConnectionRecord, PresenceError, RedisOptions, SyncReport,
     buckets::{BUCKETS, Keys, bucket_of},
-    redis_conn::{Handle, Pools},
+    redis_conn::{Handle, RedisConn},
     user_entry::UserEntry,
 };
 
@@ -77,10 +77,11 @@ const REAP_BATCH: usize = 64;
 /// How many registrations one re-sync pipeline carries.
 const SYNC_BATCH: usize = 500;
 
-/// The Redis backend: a command pool, and what the bus needs for its own
-/// pub/sub connection (which a pool cannot lend).
+/// The Redis backend: its command connection ([`RedisConn`]: one
+/// multiplexed connection, or a pool of them on a Cluster), and what the bus
+/// needs for its own pub/sub connection (which neither can lend).
 pub(crate) struct RedisStore {
-    pools: Pools,
+    conn: RedisConn,
     subscriber: crate::bus::Nodes,
     keys: Keys,
     lease_ttl_ms: u64,
@@ -99,7 +100,7 @@ impl RedisStore {
                 "redis pool size must be at least 1".to_owned(),
             ));
         }
-        let pools = Pools::new(options)?;
+        let conn = RedisConn::new(options)?;
         let subscriber = crate::bus::Nodes::new(&options.urls(), options.cluster)?;
         let lease_ttl_ms = u64::try_from(options.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         if lease_ttl_ms < 100 {
@@ -108,7 +109,7 @@ impl RedisStore {
             ));
         }
         Ok(Self {
-            pools,
+            conn,
             subscriber,
             keys: Keys::new(namespace),
             lease_ttl_ms,
@@ -124,7 +125,7 @@ impl RedisStore {
     }
 
     async fn handle(&self) -> Result<Handle, PresenceError> {
-        self.pools.handle().await
+        self.conn.handle().await
     }
 
     /// Runs `operation` on every bucket at once (over one multiplexed
@@ -168,7 +169,7 @@ impl RedisStore {
             .key(self.keys.instance(bucket, &record.instance_id))
             .key(self.keys.online(bucket))
             .key(self.keys.connections(bucket))
-            .key(self.keys.leases(bucket))
+            .key(self.keys.instances(bucket))
             .key(self.keys.blocked(&record.user_id))
             .arg(self.keys.channel())
             .arg(&record.user_id)
@@ -294,7 +295,7 @@ impl RedisStore {
                         .key(self.keys.instance(bucket, instance_id))
                         .key(self.keys.online(bucket))
                         .key(self.keys.connections(bucket))
-                        .key(self.keys.leases(bucket))
+                        .key(self.keys.instances(bucket))
                         .arg(self.keys.channel())
                         .arg(instance_id)
                         .arg(&at_ms)
@@ -315,7 +316,7 @@ impl RedisStore {
                 let invocation = {
                     let mut invocation = RENEW_LEASE.prepare_invoke();
                     invocation
-                        .key(self.keys.leases(bucket))
+                        .key(self.keys.instances(bucket))
                         .arg(instance_id)
                         .arg(self.lease_ttl_ms);
                     invocation
@@ -335,7 +336,7 @@ impl RedisStore {
                 let invocation = {
                     let mut invocation = REAP.prepare_invoke();
                     invocation
-                        .key(self.keys.leases(bucket))
+                        .key(self.keys.instances(bucket))
                         .key(self.keys.online(bucket))
                         .key(self.keys.connections(bucket))
                         .arg(self.keys.channel())

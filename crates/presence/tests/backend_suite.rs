@@ -14,7 +14,7 @@ use pulse_presence::{Admission, ConnectionRecord, OnlineCount, Presence, Presenc
 use pulse_protocol::{EventKind::*, PresenceEvent, event::now_ms};
 use support::{Events, expect, record, replay, summary};
 
-macro_rules! both_backends {
+macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {
         mod memory {
             $(
@@ -45,7 +45,7 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(
+every_backend!(
     register_then_query,
     two_connections_one_user,
     register_twice_is_idempotent,
