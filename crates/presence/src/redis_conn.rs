@@ -17,8 +17,7 @@
 
 use std::time::Duration;
 
-use deadpool::managed;
-use deadpool_redis::Runtime;
+use deadpool::{Runtime, managed};
 use redis::{
     Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},

@@ -67,7 +67,9 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// Calls need one of `keys`; plaintext; default limits.
+    /// Calls need one of `keys`; plaintext; default limits. For tests: the
+    /// binary builds its configuration from flags (`config.rs`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_keys(keys: Vec<crate::access::ApiKey>) -> Self {
         Self {
             access: Access::Keys(keys.into()),
