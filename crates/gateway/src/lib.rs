@@ -66,9 +66,6 @@ pub struct Settings {
     pub drain_spread: Duration,
     /// The `pulse-auth` endpoint, when tokens are validated remotely; `/readyz` checks it.
     pub auth_url: Option<String>,
-    /// How long this instance's presence lease lasts without renewal (renewed
-    /// every third of it). Must match the `lease_ttl` of the Redis presence options.
-    pub lease_ttl: Duration,
     /// How often presence is re-synchronised with this instance's
     /// connections when nothing seemed wrong (zero: never).
     pub resync_interval: Duration,
@@ -124,7 +121,6 @@ impl Settings {
             drain_timeout: Duration::from_secs(20),
             drain_spread: Duration::from_secs(5),
             auth_url: None,
-            lease_ttl: Duration::from_secs(3),
             resync_interval: Duration::from_secs(60),
             dev_login: None,
             max_messages_per_second: 50,

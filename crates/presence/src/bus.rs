@@ -66,7 +66,9 @@ pub(crate) struct Nodes {
 }
 
 impl Nodes {
-    pub(crate) fn new(urls: &[&str], cluster: bool) -> Result<Self, PresenceError> {
+    /// The nodes of `urls`, which passed [`crate::RedisOptions::validate`]
+    /// (one URL, or several in cluster mode).
+    pub(crate) fn new(urls: &[&str]) -> Result<Self, PresenceError> {
         let seeds = urls
             .iter()
             .map(|url| {
@@ -80,11 +82,6 @@ impl Nodes {
                 Ok(info.set_redis_settings(settings))
             })
             .collect::<Result<Vec<_>, PresenceError>>()?;
-        if seeds.is_empty() || (!cluster && seeds.len() != 1) {
-            return Err(PresenceError::InvalidArgument(
-                "one redis url, or a cluster's node urls in cluster mode".to_owned(),
-            ));
-        }
         Ok(Self { seeds })
     }
 }

@@ -28,7 +28,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use pulse_protocol::PresenceEvent;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -42,6 +42,7 @@ pub mod config;
 mod grpc_access;
 mod leases;
 mod memory;
+mod options;
 mod redis_conn;
 mod redis_store;
 pub mod service;
@@ -54,6 +55,7 @@ pub use admission::Admission;
 pub use buckets::{BUCKETS, bucket_of};
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use leases::run_reaper;
+pub use options::{MIN_LEASE_TTL, RedisOptions, RedisOptionsError};
 pub use service::{ApiConfig, ApiLimits, run};
 
 use memory::MemoryStore;
@@ -104,111 +106,6 @@ pub enum PresenceError {
     /// the same request will fail the same way.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-}
-
-/// Where the Redis backend connects and how it names its keys.
-///
-/// Its `Debug` hides the URL's credentials, so options can be logged.
-#[derive(Clone)]
-pub struct RedisOptions {
-    /// A `redis://` (or `rediss://`, `unix://`) URL; with [`cluster`], the
-    /// comma-separated URLs of one or more of the Cluster's nodes (seeds:
-    /// the rest of the Cluster is discovered from them).
-    ///
-    /// [`cluster`]: RedisOptions::cluster
-    pub url: String,
-    /// Whether `url` names a Redis Cluster's nodes rather than one Redis.
-    /// The keys, scripts and channels are the same either way.
-    pub cluster: bool,
-    /// The prefix of every key and of the event channel, so that several
-    /// Pulse deployments (or tests) can share one Redis. Default `pulse`.
-    pub namespace: String,
-    /// How many pooled command connections to keep at most, on a Cluster.
-    /// One Redis gets one shared multiplexed connection, which pipelines
-    /// what many callers send at once.
-    pub pool_size: usize,
-    /// How long an instance's lease lasts without renewal. Instances renew
-    /// every third of it; one that stops is reaped once it expires.
-    pub lease_ttl: Duration,
-    /// Whether this process subscribes to the events channel (default
-    /// true). Without it [`Presence::subscribe`] gets nothing from other
-    /// processes: for a gateway, which needs only its commands and would
-    /// otherwise receive (and decode) every event of the fleet.
-    pub subscribe_events: bool,
-}
-
-impl RedisOptions {
-    /// Options for `url` with the default namespace (`pulse`) and pool size (16).
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            cluster: false,
-            namespace: "pulse".to_owned(),
-            pool_size: 16,
-            lease_ttl: Duration::from_secs(3),
-            subscribe_events: true,
-        }
-    }
-
-    /// Options for a Redis Cluster reached through `nodes` (any of its
-    /// nodes' URLs; one is enough, more survive a node being down).
-    pub fn cluster<S: AsRef<str>>(nodes: impl IntoIterator<Item = S>) -> Self {
-        let urls: Vec<String> = nodes
-            .into_iter()
-            .map(|node| node.as_ref().to_owned())
-            .collect();
-        Self {
-            cluster: true,
-            ..Self::new(urls.join(","))
-        }
-    }
-
-    /// The URLs in [`RedisOptions::url`], split at commas.
-    fn urls(&self) -> Vec<&str> {
-        self.url
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .collect()
-    }
-
-    /// The same options with another namespace.
-    #[must_use]
-    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-}
-
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `redis://user:password@host` -> `redis://<redacted>@host`, per URL.
-        let url = self
-            .urls()
-            .into_iter()
-            .map(|url| match (url.find("://"), url.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    format!("{}<redacted>{}", &url[..scheme + 3], &url[at..])
-                }
-                _ => url.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        f.debug_struct("RedisOptions")
-            .field("url", &url)
-            .field("cluster", &self.cluster)
-            .field("namespace", &self.namespace)
-            .field("pool_size", &self.pool_size)
-            .field("lease_ttl", &self.lease_ttl)
-            .field("subscribe_events", &self.subscribe_events)
-            .finish()
-    }
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        Self::new("redis://127.0.0.1:6379")
-    }
 }
 
 /// What [`Presence::sync_instance`] changed.
@@ -286,10 +183,9 @@ impl Presence {
     ///
     /// # Errors
     ///
-    /// [`PresenceError::InvalidArgument`] for a URL that does not parse
-    /// (or several URLs without [`RedisOptions::cluster`]), an empty
-    /// namespace or one with `{` or `}` (which would break the keys' hash
-    /// tags), or a pool size of zero.
+    /// [`PresenceError::InvalidArgument`] for a URL that does not parse, or
+    /// options that [`RedisOptions::validate`] refuses (the message starts
+    /// with the setting's flag).
     ///
     /// # Panics
     ///
@@ -510,30 +406,4 @@ fn sort_connections(connections: &mut [ConnectionRecord]) {
             &b.connection_id,
         ))
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_debug_hides_credentials() {
-        let options = RedisOptions::new("redis://user:s3cret@redis.internal:6379/0");
-        let shown = format!("{options:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(
-            shown.contains("redis://<redacted>@redis.internal:6379/0"),
-            "{shown}"
-        );
-        assert!(format!("{:?}", RedisOptions::default()).contains("redis://127.0.0.1:6379"));
-        let cluster = RedisOptions::cluster(["redis://:pw1@a:7000", "redis://b:7001"]);
-        let shown = format!("{cluster:?}");
-        assert!(!shown.contains("pw1"), "{shown}");
-        assert!(
-            shown.contains("redis://<redacted>@a:7000,redis://b:7001"),
-            "{shown}"
-        );
-        assert!(cluster.cluster);
-        assert_eq!(cluster.urls(), ["redis://:pw1@a:7000", "redis://b:7001"]);
-    }
 }

@@ -56,7 +56,7 @@ pub(crate) enum Handle {
 
 impl RedisConn {
     /// Builds the pool without connecting, so that a process can start
-    /// while Redis is down.
+    /// while Redis is down. `options` passed [`RedisOptions::validate`].
     pub(crate) fn new(options: &RedisOptions) -> Result<Self, PresenceError> {
         let invalid_url = |error: RedisError| {
             PresenceError::InvalidArgument(format!("invalid redis url: {error}"))
@@ -65,13 +65,7 @@ impl RedisConn {
             PresenceError::InvalidArgument(format!("redis pool: {error}"))
         };
         if options.cluster {
-            let seeds = options.urls();
-            if seeds.is_empty() {
-                return Err(PresenceError::InvalidArgument(
-                    "a redis cluster needs at least one node url".to_owned(),
-                ));
-            }
-            let client = ClusterClientBuilder::new(seeds)
+            let client = ClusterClientBuilder::new(options.urls())
                 .connection_timeout(POOL_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
                 .overall_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -89,11 +83,6 @@ impl RedisConn {
                 .build()
                 .map_err(|error| pool_error(&error))?;
             return Ok(Self::Cluster(pool));
-        }
-        if options.urls().len() != 1 {
-            return Err(PresenceError::InvalidArgument(
-                "several redis urls name a cluster's nodes; turn on cluster mode".to_owned(),
-            ));
         }
         let client = redis::Client::open(options.url.trim()).map_err(invalid_url)?;
         let config = ConnectionManagerConfig::new()

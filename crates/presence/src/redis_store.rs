@@ -89,31 +89,22 @@ pub(crate) struct RedisStore {
 
 impl RedisStore {
     pub(crate) fn new(options: &RedisOptions) -> Result<Self, PresenceError> {
-        let namespace = &options.namespace;
-        if namespace.is_empty() || namespace.contains(['{', '}']) {
-            return Err(PresenceError::InvalidArgument(format!(
-                "invalid redis namespace {namespace:?}: must be non-empty and without braces"
-            )));
-        }
-        if options.pool_size == 0 {
-            return Err(PresenceError::InvalidArgument(
-                "redis pool size must be at least 1".to_owned(),
-            ));
-        }
+        options.validate().map_err(|error| {
+            PresenceError::InvalidArgument(format!("{}: {error}", error.flag()))
+        })?;
         let conn = RedisConn::new(options)?;
-        let subscriber = crate::bus::Nodes::new(&options.urls(), options.cluster)?;
+        let subscriber = crate::bus::Nodes::new(&options.urls())?;
         let lease_ttl_ms = u64::try_from(options.lease_ttl.as_millis()).unwrap_or(u64::MAX);
-        if lease_ttl_ms < 100 {
-            return Err(PresenceError::InvalidArgument(
-                "lease ttl must be at least 100ms".to_owned(),
-            ));
-        }
         Ok(Self {
             conn,
             subscriber,
-            keys: Keys::new(namespace),
+            keys: Keys::new(&options.namespace),
             lease_ttl_ms,
         })
+    }
+
+    pub(crate) fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ttl_ms)
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -494,6 +485,10 @@ mod tests {
             RedisOptions::new("redis://a:1,redis://b:2"),
             RedisOptions::cluster(Vec::<String>::new()),
             RedisOptions::cluster(["redis://a:1", "not a url"]),
+            RedisOptions {
+                lease_ttl: crate::MIN_LEASE_TTL / 2,
+                ..RedisOptions::default()
+            },
         ] {
             assert!(matches!(
                 RedisStore::new(&options),
