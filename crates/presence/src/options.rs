@@ -71,7 +71,7 @@ pub struct RedisOptions {
     /// every third of it; one that stops is reaped once it expires.
     pub lease_ttl: Duration,
     /// Whether this process subscribes to the events channel (default
-    /// true). Without it [`Presence::subscribe`] gets nothing from other
+    /// true). Without it [`Presence::subscribe`](crate::Presence::subscribe) gets nothing from other
     /// processes: for a gateway, which needs only its commands and would
     /// otherwise receive (and decode) every event of the fleet.
     pub subscribe_events: bool,
