@@ -55,7 +55,7 @@ pub struct KeyArgs {
         long = "jwks-refresh-interval",
         env = "JWKS_REFRESH_INTERVAL",
         value_name = "DURATION",
-        default_value = "5m"
+        default_value_t = JwksSettings::DEFAULT_REFRESH_INTERVAL.into()
     )]
     pub jwks_refresh_interval: humantime::Duration,
     /// Least time between two JWKS fetches caused by tokens with an unknown kid
@@ -63,7 +63,7 @@ pub struct KeyArgs {
         long = "jwks-min-refetch-interval",
         env = "JWKS_MIN_REFETCH_INTERVAL",
         value_name = "DURATION",
-        default_value = "30s"
+        default_value_t = JwksSettings::DEFAULT_MIN_REFETCH_INTERVAL.into()
     )]
     pub jwks_min_refetch_interval: humantime::Duration,
     /// How long one JWKS fetch may take
@@ -71,7 +71,7 @@ pub struct KeyArgs {
         long = "jwks-timeout",
         env = "JWKS_TIMEOUT",
         value_name = "DURATION",
-        default_value = "5s"
+        default_value_t = JwksSettings::DEFAULT_TIMEOUT.into()
     )]
     pub jwks_timeout: humantime::Duration,
     /// Accepted iss claim; when set, tokens must carry one of these (comma-separated or repeated)
@@ -95,7 +95,7 @@ pub struct KeyArgs {
         long = "user-claim",
         env = "JWT_USER_CLAIM",
         value_name = "CLAIM",
-        default_value = "sub"
+        default_value = ValidatorSettings::DEFAULT_USER_CLAIM
     )]
     pub user_claim: String,
     /// Clock skew allowed on a token's exp, nbf and iat (at most 1h)
@@ -103,14 +103,14 @@ pub struct KeyArgs {
         long = "jwt-leeway",
         env = "JWT_LEEWAY",
         value_name = "DURATION",
-        default_value = "30s"
+        default_value_t = ValidatorSettings::DEFAULT_LEEWAY.into()
     )]
     pub jwt_leeway: humantime::Duration,
     /// Longest token accepted, in bytes; longer ones are refused unparsed
     #[arg(
         long = "max-token-bytes",
         env = "MAX_TOKEN_BYTES",
-        default_value_t = 8192
+        default_value_t = ValidatorSettings::DEFAULT_MAX_TOKEN_BYTES
     )]
     pub max_token_bytes: usize,
 }
@@ -227,4 +227,35 @@ pub struct ServeArgs {
     /// Key flags
     #[command(flatten)]
     pub keys: KeyArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        keys: KeyArgs,
+    }
+
+    /// The flags' defaults are the library's: one source for each.
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let flags = Flags::try_parse_from(["test", "--jwt-secret", "s", "--jwks-url", "http://a"])
+            .expect("parses");
+        let settings = flags.keys.validator_settings().expect("valid");
+        let defaults = ValidatorSettings::default();
+        assert_eq!(settings.jwks, Some(JwksSettings::new("http://a")));
+        assert_eq!(settings.secret_algorithms, defaults.secret_algorithms);
+        assert_eq!(settings.user_claim, defaults.user_claim);
+        assert_eq!(settings.leeway, defaults.leeway);
+        assert_eq!(settings.max_token_bytes, defaults.max_token_bytes);
+        assert_eq!(
+            (settings.issuers, settings.audiences),
+            (defaults.issuers, defaults.audiences)
+        );
+    }
 }

@@ -50,14 +50,22 @@ pub struct JwksSettings {
 }
 
 impl JwksSettings {
-    /// Settings for `url` with the flags' defaults: refresh every 5 minutes,
-    /// refetch for unknown `kid`s at most every 30 seconds, 5 second timeout.
+    /// The default `refresh_interval` (and `--jwks-refresh-interval`'s).
+    pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+    /// The default `min_refetch_interval` (and `--jwks-min-refetch-interval`'s).
+    pub const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+    /// The default `timeout` (and `--jwks-timeout`'s).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Settings for `url` with the defaults, which are the flags' too:
+    /// refresh every 5 minutes, refetch for unknown `kid`s at most every 30
+    /// seconds, 5 second timeout.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            refresh_interval: Duration::from_secs(300),
-            min_refetch_interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
+            refresh_interval: Self::DEFAULT_REFRESH_INTERVAL,
+            min_refetch_interval: Self::DEFAULT_MIN_REFETCH_INTERVAL,
+            timeout: Self::DEFAULT_TIMEOUT,
         }
     }
 }

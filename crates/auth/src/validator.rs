@@ -53,6 +53,15 @@ pub struct ValidatorSettings {
     pub max_token_bytes: usize,
 }
 
+impl ValidatorSettings {
+    /// The default `user_claim` (and `--user-claim`'s).
+    pub const DEFAULT_USER_CLAIM: &str = "sub";
+    /// The default `leeway` (and `--jwt-leeway`'s).
+    pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+    /// The default `max_token_bytes` (and `--max-token-bytes`'s).
+    pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+}
+
 impl Default for ValidatorSettings {
     fn default() -> Self {
         Self {
@@ -62,9 +71,9 @@ impl Default for ValidatorSettings {
             jwks: None,
             issuers: Vec::new(),
             audiences: Vec::new(),
-            user_claim: "sub".to_owned(),
-            leeway: Duration::from_secs(30),
-            max_token_bytes: 8192,
+            user_claim: Self::DEFAULT_USER_CLAIM.to_owned(),
+            leeway: Self::DEFAULT_LEEWAY,
+            max_token_bytes: Self::DEFAULT_MAX_TOKEN_BYTES,
         }
     }
 }

@@ -89,7 +89,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
 fn ready(shared: &Shared) -> Response<Full<Bytes>> {
     let draining = shared.shutdown.is_cancelled();
     let auth = shared.readiness.auth_ok();
-    let redis = shared.readiness.redis_ok();
+    let presence = shared.readiness.presence_ok();
     let status = if !draining && auth {
         StatusCode::OK
     } else {
@@ -106,7 +106,7 @@ fn ready(shared: &Shared) -> Response<Full<Bytes>> {
             "not ready"
         },
         word(auth),
-        word(redis),
+        word(presence),
         shared.manager.len(),
     );
     text(status, &body)

@@ -236,7 +236,10 @@ mod tests {
         assert_eq!(duration(config.write_timeout), library.write_timeout);
         assert_eq!(duration(config.drain_timeout), library.drain_timeout);
         assert_eq!(duration(config.drain_spread), library.drain_spread);
-        assert_eq!(duration(config.lease_ttl), library.lease_ttl);
+        assert_eq!(
+            duration(config.lease_ttl),
+            pulse_presence::RedisOptions::new("redis://127.0.0.1").lease_ttl
+        );
         assert_eq!(duration(config.resync_interval), library.resync_interval);
         assert_eq!(
             config.max_messages_per_second,

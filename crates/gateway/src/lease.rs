@@ -13,7 +13,7 @@
 //! sign a gateway can see (the lease may survive on the replica), and this
 //! bounds how long such a loss can last.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use pulse_presence::ConnectionRecord;
 use tokio::time::MissedTickBehavior;
@@ -25,12 +25,17 @@ use crate::shared::Shared;
 /// Renews the lease and re-syncs when needed, until `sessions_over`: not at
 /// the start of a drain, since the sockets it has not closed yet must stay
 /// registered (the reaper would take them all once the lease ran out).
-/// A renewal or re-sync in flight finishes first.
-pub(crate) async fn keep_lease(
-    shared: Arc<Shared>,
-    ttl: Duration,
-    sessions_over: CancellationToken,
-) {
+/// A renewal or re-sync in flight finishes first. The ttl is the presence
+/// store's own ([`Presence::lease_ttl`], the one its registrations give the
+/// leases they create), so the two cannot differ; in memory there is no
+/// lease to keep.
+///
+/// [`Presence::lease_ttl`]: pulse_presence::Presence::lease_ttl
+pub(crate) async fn keep_lease(shared: Arc<Shared>, sessions_over: CancellationToken) {
+    let Some(ttl) = shared.presence.lease_ttl() else {
+        sessions_over.cancelled().await;
+        return;
+    };
     let instance_id = shared.settings.instance_id.as_str();
     let mut ticks = tokio::time::interval(ttl / 3);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

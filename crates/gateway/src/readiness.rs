@@ -34,7 +34,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Readiness {
     auth_ok: AtomicBool,
-    redis_ok: AtomicBool,
+    presence_ok: AtomicBool,
     auth: Option<HealthClient<Channel>>,
 }
 
@@ -54,7 +54,7 @@ impl Readiness {
             });
         Self {
             auth_ok: AtomicBool::new(auth.is_none()),
-            redis_ok: AtomicBool::new(true),
+            presence_ok: AtomicBool::new(true),
             auth,
         }
     }
@@ -65,8 +65,8 @@ impl Readiness {
     }
 
     /// Whether presence answers, as of the last check.
-    pub fn redis_ok(&self) -> bool {
-        self.redis_ok.load(Ordering::Relaxed)
+    pub fn presence_ok(&self) -> bool {
+        self.presence_ok.load(Ordering::Relaxed)
     }
 
     /// Checks now and then every [`CHECK_INTERVAL`] until `stop`.
@@ -77,11 +77,11 @@ impl Readiness {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let redis_ok = tokio::time::timeout(CHECK_TIMEOUT, presence.ping())
+            let presence_ok = tokio::time::timeout(CHECK_TIMEOUT, presence.ping())
                 .await
                 .is_ok_and(|result| result.is_ok());
-            if redis_ok != self.redis_ok.swap(redis_ok, Ordering::Relaxed) {
-                if redis_ok {
+            if presence_ok != self.presence_ok.swap(presence_ok, Ordering::Relaxed) {
+                if presence_ok {
                     info!("presence backend answers again");
                 } else {
                     warn!(

@@ -103,7 +103,6 @@ impl Gateway {
         let background = TaskTracker::new();
         background.spawn(crate::lease::keep_lease(
             shared.clone(),
-            shared.settings.lease_ttl,
             sessions_over.clone(),
         ));
         let commands = presence.listen_commands(&instance_id);

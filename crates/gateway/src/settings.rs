@@ -25,8 +25,10 @@ pub mod defaults {
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
     /// The window over which shutdown spreads closing sockets.
     pub const DRAIN_SPREAD: Duration = Duration::from_secs(5);
-    /// How long the presence lease lasts without renewal.
-    pub const LEASE_TTL: Duration = Duration::from_secs(3);
+    /// How long the presence lease lasts without renewal: presence's own
+    /// default (`--lease-ttl` goes into the Redis options, the one place
+    /// the lease's length lives).
+    pub const LEASE_TTL: Duration = pulse_presence::DEFAULT_LEASE_TTL;
     /// How often presence is re-synchronised when nothing seemed wrong.
     pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
     /// Frames per second one connection may send.
@@ -71,9 +73,6 @@ pub struct Settings {
     pub drain_spread: Duration,
     /// The `pulse-auth` endpoint, when tokens are validated remotely; `/readyz` checks it.
     pub auth_url: Option<String>,
-    /// How long this instance's presence lease lasts without renewal (renewed
-    /// every third of it). Must match the `lease_ttl` of the Redis presence options.
-    pub lease_ttl: Duration,
     /// How often presence is re-synchronised with this instance's
     /// connections when nothing seemed wrong (zero: never).
     pub resync_interval: Duration,
@@ -135,7 +134,6 @@ impl Settings {
             drain_timeout: defaults::DRAIN_TIMEOUT,
             drain_spread: defaults::DRAIN_SPREAD,
             auth_url: None,
-            lease_ttl: defaults::LEASE_TTL,
             resync_interval: defaults::RESYNC_INTERVAL,
             dev_login: None,
             max_messages_per_second: defaults::MAX_MESSAGES_PER_SECOND,

@@ -37,7 +37,6 @@ async fn a_draining_gateway_keeps_open_sockets_present_and_reachable() {
     // Three sockets close 0, 2 and 4 s into the drain, far longer than the
     // lease; the reaper runs all along, as `pulse-presence` does.
     let settings = Settings {
-        lease_ttl: TTL,
         drain_spread: Duration::from_secs(6),
         drain_timeout: Duration::from_secs(20),
         ..Settings::new("gw-drain")

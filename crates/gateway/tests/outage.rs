@@ -80,7 +80,6 @@ async fn redis_restarting_empty_closes_no_socket_and_presence_comes_back_true() 
     let namespace = unique_namespace();
 
     let settings = Settings {
-        lease_ttl: Duration::from_millis(600),
         drain_spread: Duration::from_millis(100),
         ..Settings::new("gw-outage")
     };
@@ -182,7 +181,6 @@ async fn the_periodic_resync_repairs_state_that_redis_lost_silently() {
     let redis = RedisServer::start().await;
     let namespace = unique_namespace();
     let settings = Settings {
-        lease_ttl: Duration::from_millis(600),
         resync_interval: Duration::from_millis(400),
         drain_spread: Duration::from_millis(100),
         ..Settings::new("gw-resync")

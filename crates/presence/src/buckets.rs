@@ -85,8 +85,9 @@ impl Keys {
         format!("{}connections", self.bucket(bucket))
     }
 
-    /// The bucket's copy of the instance leases (instance id -> deadline).
-    pub(crate) fn leases(&self, bucket: u16) -> String {
+    /// The bucket's `instances` key: its copy of the instance leases
+    /// (instance id -> deadline).
+    pub(crate) fn instances(&self, bucket: u16) -> String {
         format!("{}instances", self.bucket(bucket))
     }
 
@@ -145,7 +146,7 @@ mod tests {
             keys.instance(bucket, "i1"),
             keys.online(bucket),
             keys.connections(bucket),
-            keys.leases(bucket),
+            keys.instances(bucket),
             keys.blocked("u1"),
             keys.user_prefix(bucket),
             keys.instance_prefix(bucket),

@@ -30,8 +30,6 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::own_events::OwnEvents;
-
 use crate::PresenceError;
 
 mod backlog;
@@ -68,7 +66,9 @@ pub(crate) struct Nodes {
 }
 
 impl Nodes {
-    pub(crate) fn new(urls: &[&str], cluster: bool) -> Result<Self, PresenceError> {
+    /// The nodes of `urls`, which passed [`crate::RedisOptions::validate`]
+    /// (one URL, or several in cluster mode).
+    pub(crate) fn new(urls: &[&str]) -> Result<Self, PresenceError> {
         let seeds = urls
             .iter()
             .map(|url| {
@@ -82,11 +82,6 @@ impl Nodes {
                 Ok(info.set_redis_settings(settings))
             })
             .collect::<Result<Vec<_>, PresenceError>>()?;
-        if seeds.is_empty() || (!cluster && seeds.len() != 1) {
-            return Err(PresenceError::InvalidArgument(
-                "one redis url, or a cluster's node urls in cluster mode".to_owned(),
-            ));
-        }
         Ok(Self { seeds })
     }
 
@@ -96,14 +91,13 @@ impl Nodes {
     }
 }
 
-/// Where decoded events go, and which instance's are left out.
+/// Where decoded events go.
 pub(crate) struct Forward {
     /// Whether to subscribe to the events channel at all: a gateway needs
     /// only its commands, and every event of the fleet would cost it a
     /// decode.
     pub(crate) subscribe: bool,
     pub(crate) events: broadcast::Sender<PresenceEvent>,
-    pub(crate) own_events: OwnEvents,
 }
 
 /// Spawns the bus task. It runs until `stop` resolves, which happens when
@@ -160,7 +154,7 @@ async fn run(
         match subscribe(&nodes, seed, events_channel, taking.as_ref()).await {
             Ok(subscription) => {
                 // Counted before forwarding, so that a consumer that sees the
-                // new epoch and re-snapshots cannot miss what follows.
+                // new epoch and re-reads cannot miss what follows.
                 epoch.send_modify(|epoch| *epoch += 1);
                 live.send_replace(taking.as_ref().map(|l| l.channel.clone()));
                 if down {
@@ -442,11 +436,7 @@ fn payload_of(data: &[Value]) -> &[u8] {
 }
 
 fn forward_event(forward: &Forward, payload: &[u8]) {
-    if forward.own_events.is_own_payload(payload) {
-        return;
-    }
     match serde_json::from_slice::<PresenceEvent>(payload) {
-        Ok(event) if forward.own_events.is_own(&event) => {}
         // Sending fails only when nobody subscribes, which is fine.
         Ok(event) => {
             metrics::counter!("pulse_presence_events_total", "kind" => kind_label(event.kind))

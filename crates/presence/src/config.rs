@@ -241,16 +241,47 @@ impl Config {
         if self.reap_interval.is_zero() {
             return Err("--reap-interval / REAP_INTERVAL: must be greater than zero".into());
         }
-        if !self.redis_cluster && self.redis_url.contains(',') {
-            return Err(
-                "--redis-url / REDIS_URL: several URLs name Redis Cluster nodes; \
-                        set --redis-cluster / REDIS_CLUSTER"
-                    .into(),
-            );
-        }
         let mut options = RedisOptions::new(&self.redis_url).with_namespace(&self.redis_namespace);
         options.cluster = self.redis_cluster;
+        options
+            .validate()
+            .map_err(|error| format!("{}: {error}", error.flag()))?;
         // The message names the setting; the URL itself may hold a password.
         Presence::redis(options).map_err(|error| format!("--redis-url / REDIS_URL: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Redis settings are judged by `RedisOptions::validate`, and the
+    /// one line names the flag.
+    #[test]
+    fn bad_redis_settings_name_their_flag() {
+        for (args, says) in [
+            (
+                &["--redis-url", "redis://a:1,redis://b:2"][..],
+                "--redis-url / REDIS_URL: several URLs name Redis Cluster nodes; set --redis-cluster",
+            ),
+            (
+                &["--redis-namespace", "a{b}"],
+                "--redis-namespace / REDIS_NAMESPACE: must be non-empty and without braces",
+            ),
+            (
+                &["--redis-namespace", ""],
+                "--redis-namespace / REDIS_NAMESPACE",
+            ),
+            (&["--redis-url", "not a url"], "--redis-url / REDIS_URL"),
+            (
+                &["--reap-interval", "0s"],
+                "--reap-interval / REAP_INTERVAL",
+            ),
+        ] {
+            let config =
+                Config::try_parse_from(["pulse-presence"].iter().chain(args)).expect("parses");
+            let error = config.presence().expect_err("refused");
+            assert!(error.starts_with(says), "{args:?}: {error}");
+        }
     }
 }

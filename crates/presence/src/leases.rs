@@ -26,6 +26,20 @@ use tracing::{info, warn};
 use crate::{Backend, ConnectionRecord, Presence, PresenceError, SyncReport, check_id, observe};
 
 impl Presence {
+    /// How long an instance's lease lasts without renewal: the
+    /// [`RedisOptions::lease_ttl`] this store was built with, which the
+    /// registration script also gives the leases it creates, so the renewing
+    /// side reads it here rather than keeping a copy that could differ.
+    /// `None` in memory, where there are no leases.
+    ///
+    /// [`RedisOptions::lease_ttl`]: crate::RedisOptions::lease_ttl
+    pub fn lease_ttl(&self) -> Option<std::time::Duration> {
+        match &self.inner.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis(store) => Some(store.lease_ttl()),
+        }
+    }
+
     /// Renews `instance_id`'s lease. `Ok(false)` means it held none that a
     /// renewal had written (new, expired, reaped, re-created by a
     /// registration since, carried over a Redis restart or failover, or

@@ -28,7 +28,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use pulse_protocol::PresenceEvent;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -47,12 +47,13 @@ mod http_api;
 mod leases;
 mod memory;
 pub mod namespaces;
-mod own_events;
+mod options;
 mod redis_conn;
 mod redis_store;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod user_entry;
 mod watch_slots;
 
 pub use admission::Admission;
@@ -62,6 +63,7 @@ pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use http_api::run_http;
 pub use leases::run_reaper;
 pub use namespaces::{Authorize, NamespaceOptions, Namespaces, NamespacesError};
+pub use options::{DEFAULT_LEASE_TTL, MIN_LEASE_TTL, RedisOptions, RedisOptionsError};
 pub use service::{ApiConfig, ApiLimits, run};
 
 use memory::MemoryStore;
@@ -114,111 +116,6 @@ pub enum PresenceError {
     InvalidArgument(String),
 }
 
-/// Where the Redis backend connects and how it names its keys.
-///
-/// Its `Debug` hides the URL's credentials, so options can be logged.
-#[derive(Clone)]
-pub struct RedisOptions {
-    /// A `redis://` (or `rediss://`, `unix://`) URL; with [`cluster`], the
-    /// comma-separated URLs of one or more of the Cluster's nodes (seeds:
-    /// the rest of the Cluster is discovered from them).
-    ///
-    /// [`cluster`]: RedisOptions::cluster
-    pub url: String,
-    /// Whether `url` names a Redis Cluster's nodes rather than one Redis.
-    /// The keys, scripts and channels are the same either way.
-    pub cluster: bool,
-    /// The prefix of every key and of the event channel, so that several
-    /// Pulse deployments (or tests) can share one Redis. Default `pulse`.
-    pub namespace: String,
-    /// How many pooled command connections to keep at most, on a Cluster.
-    /// One Redis gets one shared multiplexed connection, which pipelines
-    /// what many callers send at once.
-    pub pool_size: usize,
-    /// How long an instance's lease lasts without renewal. Instances renew
-    /// every third of it; one that stops is reaped once it expires.
-    pub lease_ttl: Duration,
-    /// Whether this process subscribes to the events channel (default
-    /// true). Without it [`Presence::subscribe`] gets nothing from other
-    /// processes: for a gateway, which needs only its commands and would
-    /// otherwise receive (and decode) every event of the fleet.
-    pub subscribe_events: bool,
-}
-
-impl RedisOptions {
-    /// Options for `url` with the default namespace (`pulse`) and pool size (16).
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            cluster: false,
-            namespace: "pulse".to_owned(),
-            pool_size: 16,
-            lease_ttl: Duration::from_secs(3),
-            subscribe_events: true,
-        }
-    }
-
-    /// Options for a Redis Cluster reached through `nodes` (any of its
-    /// nodes' URLs; one is enough, more survive a node being down).
-    pub fn cluster<S: AsRef<str>>(nodes: impl IntoIterator<Item = S>) -> Self {
-        let urls: Vec<String> = nodes
-            .into_iter()
-            .map(|node| node.as_ref().to_owned())
-            .collect();
-        Self {
-            cluster: true,
-            ..Self::new(urls.join(","))
-        }
-    }
-
-    /// The URLs in [`RedisOptions::url`], split at commas.
-    fn urls(&self) -> Vec<&str> {
-        self.url
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .collect()
-    }
-
-    /// The same options with another namespace.
-    #[must_use]
-    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-}
-
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `redis://user:password@host` -> `redis://<redacted>@host`, per URL.
-        let url = self
-            .urls()
-            .into_iter()
-            .map(|url| match (url.find("://"), url.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    format!("{}<redacted>{}", &url[..scheme + 3], &url[at..])
-                }
-                _ => url.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        f.debug_struct("RedisOptions")
-            .field("url", &url)
-            .field("cluster", &self.cluster)
-            .field("namespace", &self.namespace)
-            .field("pool_size", &self.pool_size)
-            .field("lease_ttl", &self.lease_ttl)
-            .field("subscribe_events", &self.subscribe_events)
-            .finish()
-    }
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        Self::new("redis://127.0.0.1:6379")
-    }
-}
-
 /// What [`Presence::sync_instance`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncReport {
@@ -241,8 +138,6 @@ struct Inner {
     epoch: watch::Sender<u64>,
     /// Where commands for this process's instance go, once a gateway listens.
     commands: watch::Sender<Option<bus::CommandListener>>,
-    /// The instance whose events subscribers do not get, once set.
-    own_events: own_events::OwnEvents,
     /// The command channel the bus is subscribed to right now (Redis only).
     commands_live: watch::Sender<Option<String>>,
     /// The channel feeds of this process (the in-memory backend's fan-out).
@@ -276,14 +171,12 @@ impl Presence {
     pub fn in_memory() -> Self {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (epoch, _) = watch::channel(1);
-        let own_events = own_events::OwnEvents::default();
         Self {
             inner: Arc::new(Inner {
-                backend: Backend::Memory(MemoryStore::new(events.clone(), own_events.clone())),
+                backend: Backend::Memory(MemoryStore::new(events.clone())),
                 events,
                 epoch,
                 commands: watch::channel(None).0,
-                own_events,
                 commands_live: watch::channel(None).0,
                 local_hub: Arc::default(),
                 _bus_stop: None,
@@ -301,10 +194,9 @@ impl Presence {
     ///
     /// # Errors
     ///
-    /// [`PresenceError::InvalidArgument`] for a URL that does not parse
-    /// (or several URLs without [`RedisOptions::cluster`]), an empty
-    /// namespace or one with `{` or `}` (which would break the keys' hash
-    /// tags), or a pool size of zero.
+    /// [`PresenceError::InvalidArgument`] for a URL that does not parse, or
+    /// options that [`RedisOptions::validate`] refuses (the message starts
+    /// with the setting's flag).
     ///
     /// # Panics
     ///
@@ -315,7 +207,6 @@ impl Presence {
         let (epoch, _) = watch::channel(0);
         let (bus_stop, stopped) = oneshot::channel();
         let (commands, listener) = watch::channel(None);
-        let own_events = own_events::OwnEvents::default();
         let (commands_live, _) = watch::channel(None);
         bus::spawn(
             store.subscriber(),
@@ -323,7 +214,6 @@ impl Presence {
             bus::Forward {
                 subscribe: options.subscribe_events,
                 events: events.clone(),
-                own_events: own_events.clone(),
             },
             epoch.clone(),
             listener,
@@ -336,7 +226,6 @@ impl Presence {
                 events,
                 epoch,
                 commands,
-                own_events,
                 commands_live,
                 local_hub: Arc::default(),
                 _bus_stop: Some(bus_stop),
@@ -447,8 +336,7 @@ impl Presence {
         }
     }
 
-    /// Every event from every instance, including this one's (unless
-    /// [`Presence::ignore_events_of`] left it out). One user's
+    /// Every event from every instance, including this one's. One user's
     /// events come in the order the backend applied them; on one Redis (and
     /// in memory) all events do. On a Cluster, events of users whose buckets
     /// live on different nodes travel separate links and may interleave
@@ -460,22 +348,15 @@ impl Presence {
         self.inner.events.subscribe()
     }
 
-    /// Leaves `instance_id`'s own events out of [`Presence::subscribe`] from
-    /// now on. A gateway knows its own connections; without this, each of
-    /// its connects and disconnects comes back to it as events to decode and
-    /// discard. Set once per process: returns `false` (and changes nothing)
-    /// when another instance was set before.
-    pub fn ignore_events_of(&self, instance_id: &str) -> bool {
-        self.inner.own_events.set(instance_id)
-    }
-
     /// How many times the bus has subscribed to the event channel.
     ///
     /// With Redis it starts at 0 (not subscribed yet) and goes up by one on
     /// every successful (re)subscription: a change means events published
-    /// while the bus was down were missed, so a consumer should take a fresh
-    /// snapshot. In memory it is 1 from the start. Either way, once it is
-    /// above 0, events published from then on reach [`Presence::subscribe`].
+    /// while the bus was down were missed, so a consumer should re-read the
+    /// state it cares about (a *re-read*; a *re-sync* is an instance's repair
+    /// of presence, [`Presence::sync_instance`]). In memory it is 1 from the
+    /// start. Either way, once it is above 0, events published from then on
+    /// reach [`Presence::subscribe`].
     pub fn bus_epoch(&self) -> watch::Receiver<u64> {
         self.inner.epoch.subscribe()
     }
@@ -537,30 +418,4 @@ fn sort_connections(connections: &mut [ConnectionRecord]) {
             &b.connection_id,
         ))
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_debug_hides_credentials() {
-        let options = RedisOptions::new("redis://user:s3cret@redis.internal:6379/0");
-        let shown = format!("{options:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(
-            shown.contains("redis://<redacted>@redis.internal:6379/0"),
-            "{shown}"
-        );
-        assert!(format!("{:?}", RedisOptions::default()).contains("redis://127.0.0.1:6379"));
-        let cluster = RedisOptions::cluster(["redis://:pw1@a:7000", "redis://b:7001"]);
-        let shown = format!("{cluster:?}");
-        assert!(!shown.contains("pw1"), "{shown}");
-        assert!(
-            shown.contains("redis://<redacted>@a:7000,redis://b:7001"),
-            "{shown}"
-        );
-        assert!(cluster.cluster);
-        assert_eq!(cluster.urls(), ["redis://:pw1@a:7000", "redis://b:7001"]);
-    }
 }

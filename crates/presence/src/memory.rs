@@ -18,7 +18,6 @@ use crate::{Admission, ConnectionRecord, OnlineCount, sort_connections};
 pub(crate) struct MemoryStore {
     state: Mutex<State>,
     events: broadcast::Sender<PresenceEvent>,
-    own_events: crate::own_events::OwnEvents,
 }
 
 #[derive(Default)]
@@ -33,14 +32,10 @@ struct State {
 }
 
 impl MemoryStore {
-    pub(crate) fn new(
-        events: broadcast::Sender<PresenceEvent>,
-        own_events: crate::own_events::OwnEvents,
-    ) -> Self {
+    pub(crate) fn new(events: broadcast::Sender<PresenceEvent>) -> Self {
         Self {
             state: Mutex::new(State::default()),
             events,
-            own_events,
         }
     }
 
@@ -67,9 +62,6 @@ impl MemoryStore {
             instance_id: instance_id.to_owned(),
             at_ms,
         };
-        if self.own_events.is_own(&event) {
-            return;
-        }
         // Sending fails only when nobody subscribes, which is fine.
         let _ = self.events.send(event);
     }

@@ -17,8 +17,7 @@
 
 use std::time::Duration;
 
-use deadpool::managed;
-use deadpool_redis::Runtime;
+use deadpool::{Runtime, managed};
 use redis::{
     Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
@@ -43,7 +42,7 @@ const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 /// The connection to one Redis, or a pool of them to a Cluster.
-pub(crate) enum Pools {
+pub(crate) enum RedisConn {
     Single(ConnectionManager),
     Cluster(managed::Pool<ClusterManager>),
 }
@@ -55,9 +54,9 @@ pub(crate) enum Handle {
     Cluster(ClusterConnection),
 }
 
-impl Pools {
+impl RedisConn {
     /// Builds the pool without connecting, so that a process can start
-    /// while Redis is down.
+    /// while Redis is down. `options` passed [`RedisOptions::validate`].
     pub(crate) fn new(options: &RedisOptions) -> Result<Self, PresenceError> {
         let invalid_url = |error: RedisError| {
             PresenceError::InvalidArgument(format!("invalid redis url: {error}"))
@@ -66,13 +65,7 @@ impl Pools {
             PresenceError::InvalidArgument(format!("redis pool: {error}"))
         };
         if options.cluster {
-            let seeds = options.urls();
-            if seeds.is_empty() {
-                return Err(PresenceError::InvalidArgument(
-                    "a redis cluster needs at least one node url".to_owned(),
-                ));
-            }
-            let client = ClusterClientBuilder::new(seeds)
+            let client = ClusterClientBuilder::new(options.urls())
                 .connection_timeout(POOL_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
                 .overall_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -90,11 +83,6 @@ impl Pools {
                 .build()
                 .map_err(|error| pool_error(&error))?;
             return Ok(Self::Cluster(pool));
-        }
-        if options.urls().len() != 1 {
-            return Err(PresenceError::InvalidArgument(
-                "several redis urls name a cluster's nodes; turn on cluster mode".to_owned(),
-            ));
         }
         let client = redis::Client::open(options.url.trim()).map_err(invalid_url)?;
         let config = ConnectionManagerConfig::new()

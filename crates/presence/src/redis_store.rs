@@ -46,11 +46,14 @@ use redis::{RedisResult, Script};
 use crate::{
     ConnectionRecord, PresenceError, RedisOptions, SyncReport,
     buckets::{BUCKETS, Keys, bucket_of},
-    redis_conn::{Handle, Pools},
+    redis_conn::{Handle, RedisConn},
+    user_entry::UserEntry,
 };
 
 mod admission;
 mod queries;
+#[cfg(test)]
+mod wire_tests;
 
 macro_rules! script {
     ($file:literal) => {
@@ -74,10 +77,11 @@ const REAP_BATCH: usize = 64;
 /// How many registrations one re-sync pipeline carries.
 const SYNC_BATCH: usize = 500;
 
-/// The Redis backend: a command pool, and what the bus needs for its own
-/// pub/sub connection (which a pool cannot lend).
+/// The Redis backend: its command connection ([`RedisConn`]: one
+/// multiplexed connection, or a pool of them on a Cluster), and what the bus
+/// needs for its own pub/sub connection (which neither can lend).
 pub(crate) struct RedisStore {
-    pools: Pools,
+    conn: RedisConn,
     subscriber: crate::bus::Nodes,
     keys: Keys,
     lease_ttl_ms: u64,
@@ -85,31 +89,22 @@ pub(crate) struct RedisStore {
 
 impl RedisStore {
     pub(crate) fn new(options: &RedisOptions) -> Result<Self, PresenceError> {
-        let namespace = &options.namespace;
-        if namespace.is_empty() || namespace.contains(['{', '}']) {
-            return Err(PresenceError::InvalidArgument(format!(
-                "invalid redis namespace {namespace:?}: must be non-empty and without braces"
-            )));
-        }
-        if options.pool_size == 0 {
-            return Err(PresenceError::InvalidArgument(
-                "redis pool size must be at least 1".to_owned(),
-            ));
-        }
-        let pools = Pools::new(options)?;
-        let subscriber = crate::bus::Nodes::new(&options.urls(), options.cluster)?;
+        options.validate().map_err(|error| {
+            PresenceError::InvalidArgument(format!("{}: {error}", error.flag()))
+        })?;
+        let conn = RedisConn::new(options)?;
+        let subscriber = crate::bus::Nodes::new(&options.urls())?;
         let lease_ttl_ms = u64::try_from(options.lease_ttl.as_millis()).unwrap_or(u64::MAX);
-        if lease_ttl_ms < 100 {
-            return Err(PresenceError::InvalidArgument(
-                "lease ttl must be at least 100ms".to_owned(),
-            ));
-        }
         Ok(Self {
-            pools,
+            conn,
             subscriber,
-            keys: Keys::new(namespace),
+            keys: Keys::new(&options.namespace),
             lease_ttl_ms,
         })
+    }
+
+    pub(crate) fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ttl_ms)
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -121,7 +116,7 @@ impl RedisStore {
     }
 
     async fn handle(&self) -> Result<Handle, PresenceError> {
-        self.pools.handle().await
+        self.conn.handle().await
     }
 
     /// Runs `operation` on every bucket at once (over one multiplexed
@@ -165,7 +160,7 @@ impl RedisStore {
             .key(self.keys.instance(bucket, &record.instance_id))
             .key(self.keys.online(bucket))
             .key(self.keys.connections(bucket))
-            .key(self.keys.leases(bucket))
+            .key(self.keys.instances(bucket))
             .key(self.keys.blocked(&record.user_id))
             .arg(self.keys.channel())
             .arg(&record.user_id)
@@ -255,7 +250,9 @@ impl RedisStore {
         };
         let mut per_instance: BTreeMap<&str, u64> = BTreeMap::new();
         for value in &values {
-            *per_instance.entry(instance_of(value)).or_default() += 1;
+            *per_instance
+                .entry(UserEntry::instance_of(value))
+                .or_default() += 1;
         }
         let payload = command.encode();
         let reached = try_join_all(per_instance.into_iter().map(|(instance_id, count)| {
@@ -305,7 +302,7 @@ impl RedisStore {
                         .key(self.keys.instance(bucket, instance_id))
                         .key(self.keys.online(bucket))
                         .key(self.keys.connections(bucket))
-                        .key(self.keys.leases(bucket))
+                        .key(self.keys.instances(bucket))
                         .arg(self.keys.channel())
                         .arg(instance_id)
                         .arg(&at_ms)
@@ -326,7 +323,7 @@ impl RedisStore {
                 let invocation = {
                     let mut invocation = RENEW_LEASE.prepare_invoke();
                     invocation
-                        .key(self.keys.leases(bucket))
+                        .key(self.keys.instances(bucket))
                         .arg(instance_id)
                         .arg(self.lease_ttl_ms);
                     invocation
@@ -346,7 +343,7 @@ impl RedisStore {
                 let invocation = {
                     let mut invocation = REAP.prepare_invoke();
                     invocation
-                        .key(self.keys.leases(bucket))
+                        .key(self.keys.instances(bucket))
                         .key(self.keys.online(bucket))
                         .key(self.keys.connections(bucket))
                         .arg(self.keys.channel())
@@ -482,12 +479,6 @@ impl RedisStore {
     }
 }
 
-/// The instance id in a user hash value `"<connected_at_ms>|<instance_id>"`:
-/// the digits cannot hold a `|`, so it is everything after the first one.
-fn instance_of(value: &str) -> &str {
-    value.split_once('|').map_or("", |(_, instance)| instance)
-}
-
 fn unavailable(error: redis::RedisError) -> PresenceError {
     PresenceError::Unavailable(format!("redis: {error}"))
 }
@@ -495,12 +486,6 @@ fn unavailable(error: redis::RedisError) -> PresenceError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_instance_is_everything_after_the_first_bar() {
-        assert_eq!(instance_of("1712345678901|gw|with|bars"), "gw|with|bars");
-        assert_eq!(instance_of("no separator"), "");
-    }
 
     #[test]
     fn bad_options_are_invalid_arguments() {
@@ -516,6 +501,10 @@ mod tests {
             RedisOptions::new("redis://a:1,redis://b:2"),
             RedisOptions::cluster(Vec::<String>::new()),
             RedisOptions::cluster(["redis://a:1", "not a url"]),
+            RedisOptions {
+                lease_ttl: crate::MIN_LEASE_TTL / 2,
+                ..RedisOptions::default()
+            },
         ] {
             assert!(matches!(
                 RedisStore::new(&options),

@@ -2,11 +2,10 @@
 //! reflection services, behind the API-key layer ([`crate::access`]), with
 //! optional TLS and the limits of [`ApiLimits`].
 
-use std::{collections::HashSet, future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
-use futures_util::{Stream, StreamExt, stream};
+use futures_util::Stream;
 use pulse_protocol::{
-    PresenceEvent,
     event::timestamp_from_ms,
     proto::{
         FILE_DESCRIPTOR_SET,
@@ -19,11 +18,7 @@ use pulse_protocol::{
 };
 use pulse_runtime::health::HealthWatch;
 use serde_json::value::RawValue;
-use tokio::{
-    net::TcpListener,
-    sync::{broadcast, watch},
-    time::sleep,
-};
+use tokio::{net::TcpListener, sync::watch, time::sleep};
 use tonic::{
     Code, Request, Response, Status,
     transport::{Server, ServerTlsConfig, server::TcpIncoming},
@@ -33,12 +28,16 @@ use tracing::{info, warn};
 
 use pulse_protocol::proto::channels::v1::channels_server::ChannelsServer;
 
+mod watcher;
+
+use watcher::Watcher;
+
 use crate::{
     ConnectionRecord, Presence, PresenceError,
     access::{Access, Caller},
     channels_service::ChannelsService,
     grpc_access::AccessLayer,
-    watch_slots::{WatchSlot, WatchSlots},
+    watch_slots::WatchSlots,
 };
 
 /// The `ErrorInfo` domain of every status this service returns.
@@ -72,7 +71,9 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// Calls need one of `keys`; plaintext; default limits.
+    /// Calls need one of `keys`; plaintext; default limits. For tests: the
+    /// binary builds its configuration from flags (`config.rs`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_keys(keys: Vec<crate::access::ApiKey>) -> Self {
         Self {
             access: Access::Keys(keys.into()),
@@ -388,62 +389,6 @@ impl presence_server::Presence for PresenceService {
     }
 }
 
-/// One `Watch` call: an adaptor over the bus receiver, so it needs no task
-/// of its own and ends as soon as tonic drops it (the client went away).
-struct Watcher {
-    events: broadcast::Receiver<PresenceEvent>,
-    epoch: watch::Receiver<u64>,
-    stopping: watch::Receiver<bool>,
-    filter: Option<HashSet<String>>,
-    /// Held while the stream lives; frees the caller's slot when dropped.
-    _slot: WatchSlot,
-}
-
-impl Watcher {
-    fn into_stream(self) -> WatchStream {
-        stream::unfold(Some(self), |watcher| async move {
-            let mut watcher = watcher?;
-            let item = watcher.next().await?;
-            // After an error the stream ends: the client re-watches and re-queries.
-            let next = item.is_ok().then_some(watcher);
-            Some((item, next))
-        })
-        .boxed()
-    }
-
-    async fn next(&mut self) -> Option<Result<pb::PresenceEvent, Status>> {
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.stopping.wait_for(|stopping| *stopping) => {
-                    return Some(Err(status_with_reason(
-                        Code::Unavailable,
-                        ERROR_DOMAIN,
-                        "shutting_down",
-                        "the presence service is shutting down; watch another instance",
-                    )));
-                }
-                changed = self.epoch.changed() => {
-                    // The store is gone only when the server is; end quietly.
-                    changed.ok()?;
-                    return Some(Err(lagged("the event bus reconnected and may have missed events")));
-                }
-                event = self.events.recv() => match event {
-                    Ok(event) => {
-                        if self.filter.as_ref().is_none_or(|users| users.contains(&event.user_id)) {
-                            return Some(Ok(pb::PresenceEvent::from(&event)));
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        return Some(Err(lagged(&format!("this watch fell {missed} events behind"))));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-            }
-        }
-    }
-}
-
 fn user_presence(user_id: String, connections: Vec<ConnectionRecord>) -> pb::UserPresence {
     pb::UserPresence {
         user_id,
@@ -495,15 +440,6 @@ pub(crate) fn invalid_argument(message: &str) -> Status {
         ERROR_DOMAIN,
         "invalid_argument",
         message,
-    )
-}
-
-fn lagged(message: &str) -> Status {
-    status_with_reason(
-        Code::Aborted,
-        ERROR_DOMAIN,
-        "watch_lagged",
-        &format!("{message}; watch again and re-read the users"),
     )
 }
 

@@ -42,11 +42,6 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// The Prometheus text exposition of everything recorded so far.
-pub fn render(handle: &PrometheusHandle) -> String {
-    handle.render()
-}
-
 /// A `/metrics` response.
 pub fn response(handle: &PrometheusHandle) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(handle.render())));

@@ -95,11 +95,9 @@ impl Config {
             ));
         }
         let lease_ttl: Duration = self.lease_ttl.into();
-        if lease_ttl < Duration::from_millis(300) {
-            return Err(ConfigError::invalid(
-                "--lease-ttl / LEASE_TTL",
-                "must be at least 300ms (it is renewed every third of it)",
-            ));
+        if lease_ttl < pulse_presence::MIN_LEASE_TTL {
+            let error = pulse_presence::RedisOptionsError::LeaseTtl;
+            return Err(ConfigError::invalid(error.flag(), error.to_string()));
         }
         let drain_spread: Duration = self.drain_spread.into();
         if drain_spread >= drain_timeout {
@@ -173,21 +171,12 @@ impl Config {
 
         let presence = match self.redis_url {
             Some(url) => {
-                if self.redis_namespace.is_empty() || self.redis_namespace.contains(['{', '}']) {
-                    return Err(ConfigError::invalid(
-                        "--redis-namespace / REDIS_NAMESPACE",
-                        "must be non-empty and without braces",
-                    ));
-                }
-                if !self.redis_cluster && url.contains(',') {
-                    return Err(ConfigError::invalid(
-                        "--redis-url / REDIS_URL",
-                        "several URLs name Redis Cluster nodes; set --redis-cluster / REDIS_CLUSTER",
-                    ));
-                }
                 let mut options = RedisOptions::new(url).with_namespace(self.redis_namespace);
                 options.cluster = self.redis_cluster;
                 options.lease_ttl = lease_ttl;
+                options
+                    .validate()
+                    .map_err(|error| ConfigError::invalid(error.flag(), error.to_string()))?;
                 // A gateway needs only its commands from the bus: nothing in
                 // it reads other instances' events.
                 options.subscribe_events = false;
@@ -215,7 +204,6 @@ impl Config {
             drain_timeout,
             drain_spread,
             auth_url: self.auth_url.clone(),
-            lease_ttl,
             resync_interval: self.resync_interval.into(),
             max_messages_per_second: self.max_messages_per_second,
             max_token_refreshes_per_minute: self.max_token_refreshes_per_minute,

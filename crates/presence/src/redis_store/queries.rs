@@ -8,7 +8,7 @@ use tracing::warn;
 use super::{RedisStore, unavailable};
 use crate::{
     ConnectionRecord, OnlineCount, PresenceError, buckets::bucket_of, redis_conn::Handle,
-    sort_connections,
+    sort_connections, user_entry::UserEntry,
 };
 
 impl RedisStore {
@@ -113,10 +113,11 @@ fn decode_user(user_id: &str, hash: HashMap<String, String>) -> Vec<ConnectionRe
     let mut records: Vec<_> = hash
         .into_iter()
         .filter_map(|(connection_id, value)| {
-            let decoded = value
-                .split_once('|')
-                .and_then(|(at, instance)| Some((at.parse::<u64>().ok()?, instance)));
-            let Some((connected_at_ms, instance_id)) = decoded else {
+            let Some(UserEntry {
+                connected_at_ms,
+                instance_id,
+            }) = UserEntry::parse(&value)
+            else {
                 warn!(
                     user_id,
                     connection_id, value, "skipping a malformed presence entry"
