@@ -13,6 +13,7 @@
 //! | `pulse_gateway_messages_out_total` | counter | server messages written |
 //! | `pulse_gateway_queue_overflows_total` | counter | pushes that found a full outbound queue |
 //! | `pulse_gateway_publications_delivered_total` | counter | channel publications queued for a local subscriber |
+//! | `pulse_gateway_hook_failures_total` | counter | `reason` (timeout, status): hook calls that refused for want of an answer |
 //! | `pulse_gateway_limit_rejections_total` | counter | `limit` |
 //! | `pulse_gateway_proxy_header_errors_total` | counter | `reason` (missing, malformed, timeout, closed) |
 //!
