@@ -51,6 +51,7 @@ use crate::{
 };
 
 mod admission;
+mod channels;
 mod queries;
 #[cfg(test)]
 mod wire_tests;
@@ -271,22 +272,6 @@ impl RedisStore {
         .await
         .map_err(unavailable)?;
         Ok(reached.into_iter().sum())
-    }
-
-    /// `SPUBLISH`es `payload` on `channel`; how many subscribers (processes)
-    /// it reached.
-    pub(crate) async fn spublish(
-        &self,
-        channel: &str,
-        payload: &str,
-    ) -> Result<u64, PresenceError> {
-        let mut handle = self.handle().await?;
-        redis::cmd("SPUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async(&mut handle)
-            .await
-            .map_err(unavailable)
     }
 
     pub(crate) async fn unregister_instance(

@@ -1,0 +1,184 @@
+use super::*;
+
+/// The design's example: every option, including those not supported yet.
+const FULL_EXAMPLE: &str = r#"
+[default]
+authorize = "any"
+
+[namespaces.room]
+authorize = "any"
+presence = true
+join_leave = true
+allow_publish = true
+history_size = 100
+history_ttl = "10m"
+max_subscribers = 0
+
+[namespaces.order]
+authorize = "token"
+history_size = 50
+history_ttl = "1h"
+
+[personal]
+history_size = 20
+
+[hooks]
+authorize_url = "http://app:7000"
+timeout = "1s"
+"#;
+
+/// What this version runs with.
+const EXAMPLE: &str = r#"
+[default]
+authorize = "any"
+
+[namespaces.room]
+authorize = "any"
+allow_publish = true
+
+[namespaces.order]
+authorize = "token"
+
+[namespaces.team]
+authorize = "claim"
+"#;
+
+fn parse(text: &str) -> Result<Namespaces, String> {
+    Namespaces::parse(text, "pulse.toml").map_err(|e| e.to_string())
+}
+
+#[test]
+fn reads_the_documented_example() {
+    let config = parse(EXAMPLE).unwrap();
+    assert!(config.namespaces["room"].allow_publish);
+    assert!(!config.namespaces["order"].allow_publish);
+    assert_eq!(config.namespaces["order"].authorize, Authorize::Token);
+    assert_eq!(config.namespaces["team"].authorize, Authorize::Claim);
+    assert_eq!(
+        config.namespaces["room"].history_ttl,
+        Duration::from_secs(300)
+    );
+}
+
+#[test]
+fn options_not_supported_yet_are_refused_not_ignored() {
+    let error = parse(FULL_EXAMPLE).unwrap_err();
+    assert!(error.contains("not supported yet"), "{error}");
+    for (text, key) in [
+        (
+            "[namespaces.room]\npresence = true\n",
+            "namespaces.room.presence",
+        ),
+        (
+            "[namespaces.room]\nhistory_size = 10\n",
+            "namespaces.room.history_size",
+        ),
+        (
+            "[namespaces.room]\nmax_subscribers = 10\n",
+            "namespaces.room.max_subscribers",
+        ),
+        ("[personal]\nhistory_size = 20\n", "personal.history_size"),
+    ] {
+        let error = parse(text).unwrap_err();
+        assert!(
+            error.contains(&format!("{key}: not supported yet")),
+            "{text:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_hook_namespace_reads_its_hook() {
+    let config = parse(
+        "[namespaces.doc]\nauthorize = \"hook\"\n[hooks]\nauthorize_url = \"http://app:7000\"\ntimeout = \"250ms\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.namespaces["doc"].authorize, Authorize::Hook);
+    let hooks = config.hooks.unwrap();
+    assert_eq!(hooks.authorize_url, "http://app:7000");
+    assert_eq!(hooks.timeout, Duration::from_millis(250));
+}
+
+#[test]
+fn resolves_channels_to_their_options() {
+    let config = parse(EXAMPLE).unwrap();
+    let resolve = |name: &str| config.resolve(&Channel::parse(name).unwrap());
+    assert!(matches!(resolve("room:1"), Some(Resolved::Namespace(o)) if o.allow_publish));
+    assert!(matches!(resolve("lobby"), Some(Resolved::Namespace(o)) if !o.allow_publish));
+    assert!(matches!(resolve("#alice"), Some(Resolved::Personal(_))));
+    assert_eq!(resolve("nope:1"), None);
+}
+
+#[test]
+fn nothing_is_open_without_a_file() {
+    let config = Namespaces::default();
+    assert_eq!(config.resolve(&Channel::parse("lobby").unwrap()), None);
+    assert_eq!(config.resolve(&Channel::parse("room:1").unwrap()), None);
+    assert!(config.resolve(&Channel::parse("#alice").unwrap()).is_some());
+}
+
+#[test]
+fn a_bad_file_is_one_line_naming_the_key() {
+    for (text, expected) in [
+        (
+            "[namespaces.room]\npresense = true\n",
+            "line 2: unknown field `presense`",
+        ),
+        (
+            "[namespaces.room]\nauthorize = \"maybe\"\n",
+            "line 2: unknown variant `maybe`",
+        ),
+        (
+            "[namespaces.room]\nhistory_ttl = \"soon\"\n",
+            "line 2: \"soon\" is not a duration",
+        ),
+        ("[namespaces.room]\nhistory_size = -1\n", "line 2:"),
+        (
+            "[namespaces.room]\nhistory_size = 100001\n",
+            "namespaces.room.history_size: at most 10000",
+        ),
+        (
+            "[namespaces.room]\njoin_leave = true\n",
+            "namespaces.room.join_leave: needs presence",
+        ),
+        ("[namespaces.\"a:b\"]\n", "namespaces.a:b: a namespace name"),
+        (
+            "[namespaces.room]\nauthorize = \"hook\"\n",
+            "namespaces.room.authorize",
+        ),
+        ("[default]\nauthorize = \"hook\"\n", "default.authorize"),
+        (
+            "[hooks]\nauthorize_url = \"app:7000\"\n",
+            "hooks.authorize_url",
+        ),
+        (
+            "[hooks]\nauthorize_url = \"http://a\"\ntimeout = \"0s\"\n",
+            "hooks.timeout",
+        ),
+        (
+            "[hooks]\nauthorize_url = \"https://app:7000\"\n",
+            "hooks.authorize_url: an http:// URL",
+        ),
+        (
+            "[personal]\nhistory_size = 20000\n",
+            "personal.history_size",
+        ),
+        ("[typo]\n", "line 1: unknown field `typo`"),
+        ("[default\n", "line 1:"),
+    ] {
+        let error = parse(text).unwrap_err();
+        assert!(error.starts_with("config file pulse.toml: "), "{error}");
+        assert!(error.contains(expected), "{text:?}: {error}");
+        assert!(!error.contains('\n'), "one line: {error:?}");
+    }
+}
+
+#[test]
+fn a_missing_file_names_itself() {
+    let error = Namespaces::load(Path::new("/nonexistent/pulse.toml")).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("config file /nonexistent/pulse.toml: cannot be read")
+    );
+}
