@@ -160,7 +160,17 @@ pub(crate) fn deliver(
     capacity: usize,
     metrics: &Metrics,
 ) -> bool {
-    match mailbox.push(frame.clone(), capacity) {
+    overflowed(mailbox, mailbox.push(frame.clone(), capacity), metrics)
+}
+
+/// What follows a push: a full queue closes the connection as a slow
+/// consumer (4429). Returns whether this push closed it.
+pub(crate) fn overflowed(
+    mailbox: &Mailbox,
+    pushed: Result<(), PushError>,
+    metrics: &Metrics,
+) -> bool {
+    match pushed {
         Ok(()) => false,
         Err(PushError::Full) => {
             metrics.queue_overflows.increment(1);

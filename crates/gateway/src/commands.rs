@@ -8,7 +8,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{channels::deliver, shared::Shared};
+use crate::{
+    channels::{deliver, overflowed},
+    shared::Shared,
+};
 
 /// Carries out the commands internal services address to this instance,
 /// until `sessions_over`: through the drain, for the sockets still open.
@@ -37,6 +40,12 @@ pub(crate) async fn run_commands(
                     }
                 });
             }
+            Command::Subscribe { user_id, channel } => {
+                server_subscription(&shared, &user_id, channel.into(), true);
+            }
+            Command::Unsubscribe { user_id, channel } => {
+                server_subscription(&shared, &user_id, channel.into(), false);
+            }
             Command::Disconnect {
                 user_id,
                 connection_id,
@@ -58,4 +67,18 @@ pub(crate) async fn run_commands(
             }
         }
     }
+}
+
+/// Hands a server-side subscription (or its end) to every connection of
+/// the user here; the session carries it out in order with its messages.
+fn server_subscription(shared: &Shared, user_id: &str, channel: Arc<str>, subscribe: bool) {
+    shared.manager.for_each_connection(user_id, |connection| {
+        let capacity = shared.settings.outbound_queue;
+        let pushed = connection
+            .mailbox
+            .push_subscription(channel.clone(), subscribe, capacity);
+        if overflowed(&connection.mailbox, pushed, &shared.metrics) {
+            warn!(%user_id, connection_id = %connection.connection_id, "outbound queue full; closing a slow consumer");
+        }
+    });
 }

@@ -30,8 +30,19 @@ pub enum PushError {
 pub(crate) enum Delivery {
     /// An encoded server message to write.
     Message(Arc<str>),
+    /// The server API subscribed the user to this channel (`true`), or
+    /// ended that subscription.
+    Subscription(Arc<str>, bool),
     /// Close the connection, telling the client why.
     Kick(End),
+}
+
+/// What waits in the queue: a frame, or a server-side (un)subscription,
+/// which the session carries out in order with the frames around it.
+#[derive(Debug)]
+enum Queued {
+    Frame(Arc<str>),
+    Subscription(Arc<str>, bool),
 }
 
 /// The mailbox of one live connection; see the module documentation.
@@ -42,7 +53,7 @@ pub struct Mailbox {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Arc<str>>,
+    queue: VecDeque<Queued>,
     /// How the session is to end, once a kick was requested (boxed: the
     /// idle mailbox pays one pointer for it).
     kick: Option<Box<End>>,
@@ -59,6 +70,21 @@ impl Mailbox {
     /// unless `capacity` messages wait already (`--outbound-queue`; the
     /// caller passes it so that the mailbox need not hold it).
     pub fn push(&self, message: Arc<str>, capacity: usize) -> Result<(), PushError> {
+        self.enqueue(Queued::Frame(message), capacity)
+    }
+
+    /// Queues a server-side subscription (`subscribe`) or its end, under
+    /// the same capacity as messages.
+    pub(crate) fn push_subscription(
+        &self,
+        channel: Arc<str>,
+        subscribe: bool,
+        capacity: usize,
+    ) -> Result<(), PushError> {
+        self.enqueue(Queued::Subscription(channel, subscribe), capacity)
+    }
+
+    fn enqueue(&self, message: Queued, capacity: usize) -> Result<(), PushError> {
         let mut state = self.lock();
         if state.kick.is_some() {
             return Err(PushError::Closing);
@@ -116,7 +142,12 @@ impl Mailbox {
                 // Free the queue's buffer: an idle connection holds none.
                 state.queue = VecDeque::new();
             }
-            return Poll::Ready(Delivery::Message(message));
+            return Poll::Ready(match message {
+                Queued::Frame(frame) => Delivery::Message(frame),
+                Queued::Subscription(channel, subscribe) => {
+                    Delivery::Subscription(channel, subscribe)
+                }
+            });
         }
         register(&mut state, cx);
         Poll::Pending

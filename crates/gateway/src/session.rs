@@ -234,6 +234,12 @@ impl Live {
                 self.shared.metrics.messages_out.increment(1);
                 Ok(())
             }
+            Wake::Delivery(Delivery::Subscription(channel, true)) => {
+                self.server_subscribe(channel).await
+            }
+            Wake::Delivery(Delivery::Subscription(channel, false)) => {
+                self.server_unsubscribe(&channel).await
+            }
             Wake::Delivery(Delivery::Kick(end)) => Err(end),
             Wake::Timer => self.timer_fired().await,
         }
@@ -256,7 +262,8 @@ impl Live {
         };
         self.socket
             .send_text(&connected.encode(), settings.write_timeout)
-            .await
+            .await?;
+        self.join_server_subscriptions().await
     }
 
     async fn timer_fired(&mut self) -> Result<(), End> {

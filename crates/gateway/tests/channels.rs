@@ -455,3 +455,66 @@ async fn eventually_kicked(gateway: &Gateway, user: &str) -> bool {
     tokio::task::yield_now().await;
     gateway.presence.user(user).await.unwrap().is_empty()
 }
+
+#[tokio::test]
+async fn a_server_side_subscribe_reaches_open_sockets_and_later_ones_until_unsubscribe() {
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let presence = |_: ()| {
+        Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.clone())).unwrap()
+    };
+    let one = Gateway::start_with(channel_settings("gw-1"), presence(())).await;
+    let two = Gateway::start_with(channel_settings("gw-2"), presence(())).await;
+    let api = presence(());
+    let mut open = live(&one, &token("alice")).await;
+    let mut other_user = live(&two, &token("bob")).await;
+
+    assert_eq!(api.subscribe_user("alice", "news:1").await.unwrap(), 1);
+    assert_eq!(
+        next_json(&mut open).await,
+        json!({"type": "subscribed", "channel": "news:1"})
+    );
+    // A connection opened later, on the other gateway, joins it at connect.
+    let mut later = live(&two, &token("alice")).await;
+    assert_eq!(
+        next_json(&mut later).await,
+        json!({"type": "subscribed", "channel": "news:1"})
+    );
+    assert_eq!(
+        api.publish("news:1", &data(&json!("hot")))
+            .await
+            .unwrap()
+            .instances,
+        2
+    );
+    for client in [&mut open, &mut later] {
+        assert_eq!(
+            next_json(client).await,
+            json!({"type": "publication", "channel": "news:1", "data": "hot"})
+        );
+    }
+
+    assert_eq!(api.unsubscribe_user("alice", "news:1").await.unwrap(), 2);
+    for client in [&mut open, &mut later] {
+        assert_eq!(
+            next_json(client).await,
+            json!({"type": "unsubscribed", "channel": "news:1", "code": "unsubscribed_by_server"})
+        );
+    }
+    assert_eq!(
+        api.publish("news:1", &data(&json!("cold")))
+            .await
+            .unwrap()
+            .instances,
+        0
+    );
+    let mut after = live(&one, &token("alice")).await;
+    for client in [&mut open, &mut later, &mut after, &mut other_user] {
+        still_open(client).await;
+    }
+    // Bad requests: a personal channel, a bad name.
+    assert!(api.subscribe_user("alice", "#alice").await.is_err());
+    assert!(api.subscribe_user("alice", "a b").await.is_err());
+    one.stop().await;
+    two.stop().await;
+}

@@ -259,7 +259,9 @@ pub fn required_for_grpc(path: &str) -> Option<Permissions> {
         "/pulse.presence.v1.Presence/Send"
         | "/pulse.channels.v1.Channels/Publish"
         | "/pulse.channels.v1.Channels/Broadcast" => needs(Permission::Publish),
-        "/pulse.presence.v1.Presence/Disconnect" => needs(Permission::ConnectionsManage),
+        "/pulse.presence.v1.Presence/Disconnect"
+        | "/pulse.channels.v1.Channels/Subscribe"
+        | "/pulse.channels.v1.Channels/Unsubscribe" => needs(Permission::ConnectionsManage),
         _ if path.starts_with("/grpc.health.v1.Health/") => None,
         _ if path.starts_with("/grpc.reflection.") => Some(Permissions::default()),
         _ => Some(Permissions::ALL),

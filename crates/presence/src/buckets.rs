@@ -75,6 +75,12 @@ impl Keys {
         format!("{}blocked:{user_id}", self.bucket(bucket_of(user_id)))
     }
 
+    /// The channels the server API subscribed a user to (a set), in the
+    /// user's bucket: what the user's later connections subscribe to.
+    pub(crate) fn subscriptions(&self, user_id: &str) -> String {
+        format!("{}subs:{user_id}", self.bucket(bucket_of(user_id)))
+    }
+
     /// The bucket's online users.
     pub(crate) fn online(&self, bucket: u16) -> String {
         format!("{}online", self.bucket(bucket))

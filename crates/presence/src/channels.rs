@@ -16,7 +16,7 @@ use std::{
     },
 };
 
-use pulse_protocol::{Channel, channel::publication_frame};
+use pulse_protocol::{Channel, Command, channel::publication_frame};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
@@ -262,4 +262,103 @@ fn check_data(data: &RawValue) -> Result<(), PresenceError> {
         )));
     }
     Ok(())
+}
+
+/// The most channels the server API may subscribe one user to.
+pub const MAX_SERVER_SUBSCRIPTIONS: usize = 128;
+
+impl Presence {
+    /// Subscribes every connection of `user_id`, on every instance, to
+    /// `channel`, and the connections the user opens later, until
+    /// [`Presence::unsubscribe_user`]. Returns how many open connections it
+    /// was handed to an instance for (as `send` counts).
+    ///
+    /// The set is written before the command goes out, and a new
+    /// connection reads it after it registered, so no connection is missed.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::InvalidArgument`] for a bad user id or channel (a
+    /// personal channel included), or past [`MAX_SERVER_SUBSCRIPTIONS`];
+    /// [`PresenceError::Unavailable`] when Redis cannot be reached.
+    pub async fn subscribe_user(&self, user_id: &str, channel: &str) -> Result<u64, PresenceError> {
+        self.set_subscription(user_id, channel, true).await
+    }
+
+    /// Ends what [`Presence::subscribe_user`] started: every connection of
+    /// the user leaves `channel` (with `unsubscribed`, code
+    /// `unsubscribed_by_server`), and later ones do not join it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Presence::subscribe_user`].
+    pub async fn unsubscribe_user(
+        &self,
+        user_id: &str,
+        channel: &str,
+    ) -> Result<u64, PresenceError> {
+        self.set_subscription(user_id, channel, false).await
+    }
+
+    async fn set_subscription(
+        &self,
+        user_id: &str,
+        channel: &str,
+        subscribe: bool,
+    ) -> Result<u64, PresenceError> {
+        crate::check_user_id(user_id)?;
+        match Channel::parse(channel) {
+            Ok(Channel::Named { .. }) => {}
+            Ok(Channel::Personal { .. }) => {
+                return Err(PresenceError::InvalidArgument(
+                    "channel: a personal channel is its user's from the start".to_owned(),
+                ));
+            }
+            Err(error) => {
+                return Err(PresenceError::InvalidArgument(format!("channel: {error}")));
+            }
+        }
+        let stored = match &self.inner.backend {
+            Backend::Memory(store) => {
+                store.set_subscription(user_id, channel, subscribe, MAX_SERVER_SUBSCRIPTIONS)
+            }
+            Backend::Redis(store) => {
+                observe(
+                    "set_subscription",
+                    store.set_subscription(user_id, channel, subscribe, MAX_SERVER_SUBSCRIPTIONS),
+                )
+                .await?
+            }
+        };
+        if let Err(held) = stored {
+            return Err(PresenceError::InvalidArgument(format!(
+                "the user holds {held} server-side subscriptions already; at most {MAX_SERVER_SUBSCRIPTIONS}"
+            )));
+        }
+        let command = if subscribe {
+            Command::Subscribe {
+                user_id: user_id.to_owned(),
+                channel: channel.to_owned(),
+            }
+        } else {
+            Command::Unsubscribe {
+                user_id: user_id.to_owned(),
+                channel: channel.to_owned(),
+            }
+        };
+        self.dispatch(command, None).await
+    }
+
+    /// The channels the server API subscribed `user_id` to: what a new
+    /// connection of the user subscribes to once it registered.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Unavailable`] when Redis cannot be reached.
+    pub async fn server_subscriptions(&self, user_id: &str) -> Result<Vec<String>, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.subscriptions(user_id)),
+            Backend::Redis(store) => observe("subscriptions", store.subscriptions(user_id)).await,
+        }
+    }
 }

@@ -69,6 +69,58 @@ impl channels_server::Channels for ChannelsService {
                 .collect(),
         }))
     }
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SubscribeResponse>, Status> {
+        let request = request.into_inner();
+        let connections = set_subscription(
+            &self.presence,
+            &self.namespaces,
+            &request.user_id,
+            &request.channel,
+            true,
+        )
+        .await
+        .map_err(to_status)?;
+        Ok(Response::new(pb::SubscribeResponse { connections }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        let request = request.into_inner();
+        let connections = set_subscription(
+            &self.presence,
+            &self.namespaces,
+            &request.user_id,
+            &request.channel,
+            false,
+        )
+        .await
+        .map_err(to_status)?;
+        Ok(Response::new(pb::UnsubscribeResponse { connections }))
+    }
+}
+
+/// A server-side subscription's checks, shared by gRPC and HTTP: the
+/// channel's namespace must be configured (a typo must not subscribe to
+/// nothing).
+pub(crate) async fn set_subscription(
+    presence: &Presence,
+    namespaces: &Namespaces,
+    user_id: &str,
+    channel: &str,
+    subscribe: bool,
+) -> Result<u64, crate::PresenceError> {
+    namespaces.check_publishable(channel)?;
+    if subscribe {
+        presence.subscribe_user(user_id, channel).await
+    } else {
+        presence.unsubscribe_user(user_id, channel).await
+    }
 }
 
 /// `data_json` as one JSON value, kept as sent.

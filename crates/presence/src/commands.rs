@@ -139,7 +139,11 @@ impl Presence {
         }
     }
 
-    async fn dispatch(&self, command: Command, only: Option<&str>) -> Result<u64, PresenceError> {
+    pub(crate) async fn dispatch(
+        &self,
+        command: Command,
+        only: Option<&str>,
+    ) -> Result<u64, PresenceError> {
         match &self.inner.backend {
             Backend::Memory(store) => {
                 let count = store.count_connections(command.user_id(), only);

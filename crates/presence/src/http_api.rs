@@ -32,9 +32,14 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Each route, and the gRPC method whose permissions it needs.
-const ROUTES: [(&str, &str); 2] = [
+const ROUTES: [(&str, &str); 4] = [
     ("/api/v1/publish", "/pulse.channels.v1.Channels/Publish"),
     ("/api/v1/broadcast", "/pulse.channels.v1.Channels/Broadcast"),
+    ("/api/v1/subscribe", "/pulse.channels.v1.Channels/Subscribe"),
+    (
+        "/api/v1/unsubscribe",
+        "/pulse.channels.v1.Channels/Unsubscribe",
+    ),
 ];
 
 struct Api {
@@ -163,6 +168,8 @@ impl Api {
         let result = match *route {
             "/api/v1/publish" => self.publish(&body).await,
             "/api/v1/broadcast" => self.broadcast(&body).await,
+            "/api/v1/subscribe" => self.subscription(&body, true).await,
+            "/api/v1/unsubscribe" => self.subscription(&body, false).await,
             _ => unreachable!("every route is matched above"),
         };
         match result {
@@ -228,6 +235,31 @@ impl Api {
                 })
                 .collect(),
         }))
+    }
+}
+
+impl Api {
+    async fn subscription(&self, body: &[u8], subscribe: bool) -> Result<String, Failure> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SubscriptionBody {
+            user_id: String,
+            channel: String,
+        }
+        #[derive(Serialize)]
+        struct Answer {
+            connections: u64,
+        }
+        let request: SubscriptionBody = decode(body)?;
+        let connections = crate::channels_service::set_subscription(
+            &self.presence,
+            &self.namespaces,
+            &request.user_id,
+            &request.channel,
+            subscribe,
+        )
+        .await?;
+        Ok(encode(&Answer { connections }))
     }
 }
 

@@ -58,7 +58,7 @@ mod watch_slots;
 
 pub use admission::Admission;
 pub use buckets::{BUCKETS, bucket_of};
-pub use channels::{ChannelFeed, Delivery, Published};
+pub use channels::{ChannelFeed, Delivery, MAX_SERVER_SUBSCRIPTIONS, Published};
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use http_api::run_http;
 pub use leases::run_reaper;

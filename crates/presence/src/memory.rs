@@ -29,6 +29,8 @@ struct State {
     connections: u64,
     /// user id -> (blocked until, reason).
     blocks: HashMap<String, (Instant, String)>,
+    /// user id -> the channels the server API subscribed the user to.
+    pub(crate) subscriptions: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl MemoryStore {
@@ -98,6 +100,40 @@ impl MemoryStore {
 
     /// Blocks a user's new connections until `duration` from now, replacing
     /// any block they had; blocks that ended are dropped on the way.
+    /// Records (`subscribe`) or forgets a server-side subscription of a
+    /// user; whether the set changed. Refuses past `limit` channels.
+    pub(crate) fn set_subscription(
+        &self,
+        user_id: &str,
+        channel: &str,
+        subscribe: bool,
+        limit: usize,
+    ) -> Result<bool, usize> {
+        let mut state = self.lock();
+        let set = state.subscriptions.entry(user_id.to_owned()).or_default();
+        let changed = if subscribe {
+            if !set.contains(channel) && set.len() >= limit {
+                return Err(set.len());
+            }
+            set.insert(channel.to_owned())
+        } else {
+            set.remove(channel)
+        };
+        if set.is_empty() {
+            state.subscriptions.remove(user_id);
+        }
+        Ok(changed)
+    }
+
+    /// The channels the server API subscribed `user_id` to.
+    pub(crate) fn subscriptions(&self, user_id: &str) -> Vec<String> {
+        self.lock()
+            .subscriptions
+            .get(user_id)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn block(&self, user_id: &str, duration: Duration, reason: &str) {
         let mut state = self.lock();
         let now = Instant::now();

@@ -47,6 +47,7 @@ every_backend!(
     every_process_with_subscribers_gets_one_delivery,
     channels_in_every_bucket_are_delivered,
     bad_publications_are_invalid,
+    server_subscriptions_are_kept_per_user_within_a_limit,
 );
 
 fn data(value: &Value) -> Box<RawValue> {
@@ -215,6 +216,52 @@ async fn bad_publications_are_invalid(presence: Presence) {
         presence.publish("room:1", &data(&big)).await,
         Err(PresenceError::InvalidArgument(_))
     ));
+}
+
+async fn server_subscriptions_are_kept_per_user_within_a_limit(presence: Presence) {
+    assert_eq!(presence.subscribe_user("alice", "room:1").await.unwrap(), 0);
+    assert_eq!(
+        presence.subscribe_user("alice", "room:1").await.unwrap(),
+        0,
+        "twice is once"
+    );
+    presence.subscribe_user("alice", "room:2").await.unwrap();
+    let mut held = presence.server_subscriptions("alice").await.unwrap();
+    held.sort();
+    assert_eq!(held, ["room:1", "room:2"]);
+    assert!(
+        presence
+            .server_subscriptions("bob")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    presence.unsubscribe_user("alice", "room:1").await.unwrap();
+    assert_eq!(
+        presence.server_subscriptions("alice").await.unwrap(),
+        ["room:2"]
+    );
+    for n in 0..pulse_presence::MAX_SERVER_SUBSCRIPTIONS - 1 {
+        presence
+            .subscribe_user("alice", &format!("many:{n}"))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        presence.subscribe_user("alice", "one:more").await,
+        Err(PresenceError::InvalidArgument(_))
+    ));
+    // Already held: not one more.
+    presence.subscribe_user("alice", "room:2").await.unwrap();
+    for bad in ["#alice", "a b", ""] {
+        assert!(
+            matches!(
+                presence.subscribe_user("alice", bad).await,
+                Err(PresenceError::InvalidArgument(_))
+            ),
+            "{bad:?}"
+        );
+    }
 }
 
 /// The fan-out's connection is killed by Redis (`CLIENT KILL TYPE pubsub`):

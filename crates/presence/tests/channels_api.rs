@@ -37,6 +37,7 @@ allow_publish = true
 
 /// The API served over gRPC and HTTP, and a feed subscribed to some channels.
 struct Served {
+    presence: Presence,
     grpc: Channel,
     http: SocketAddr,
     deliveries: UnboundedReceiver<Delivery>,
@@ -80,7 +81,7 @@ impl Served {
         let http = http_listener.local_addr().unwrap();
         let (http_stop, http_stopped) = oneshot::channel::<()>();
         tokio::spawn(pulse_presence::run_http(
-            presence,
+            presence.clone(),
             api,
             http_listener,
             async {
@@ -93,6 +94,7 @@ impl Served {
             .await
             .unwrap();
         Self {
+            presence,
             grpc,
             http,
             deliveries,
@@ -274,6 +276,45 @@ async fn http_publish_and_broadcast_reach_subscribers() {
         )
     );
     assert_eq!(&*served.delivery().await.channel, "room:2");
+}
+
+#[tokio::test]
+async fn http_subscribe_records_the_users_subscription() {
+    let served = Served::start().await;
+    let (status, body) = served
+        .http(
+            "POST",
+            "/api/v1/subscribe",
+            Some(KEY),
+            r#"{"user_id":"carol","channel":"room:5"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"connections": 0})),
+        "carol has no open connection"
+    );
+    assert_eq!(
+        served.presence.server_subscriptions("carol").await.unwrap(),
+        ["room:5"]
+    );
+    let (status, _) = served
+        .http(
+            "POST",
+            "/api/v1/unsubscribe",
+            Some(KEY),
+            r#"{"user_id":"carol","channel":"room:5"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        served
+            .presence
+            .server_subscriptions("carol")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -298,6 +298,9 @@ impl ErrorCode {
     pub const PUBLISH_NOT_ALLOWED: Self = Self::new("publish_not_allowed");
     /// The channel's namespace keeps no per-channel presence.
     pub const PRESENCE_DISABLED: Self = Self::new("presence_disabled");
+    /// The `code` of an `unsubscribed` the server sent because the server
+    /// API's `Unsubscribe` ended the subscription.
+    pub const UNSUBSCRIBED_BY_SERVER: Self = Self::new("unsubscribed_by_server");
     /// Shared state (Redis) could not be reached; try again.
     pub const UNAVAILABLE: Self = Self::new("unavailable");
 

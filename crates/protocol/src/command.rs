@@ -21,6 +21,22 @@ pub enum Command {
         /// Any JSON value, kept as its text so that it reaches clients byte for byte.
         data: Box<RawValue>,
     },
+    /// Subscribe every connection of the user to a channel (the server API's
+    /// `Subscribe`): each gets `{"type":"subscribed","channel":C}`.
+    Subscribe {
+        /// The user whose connections subscribe.
+        user_id: String,
+        /// The channel.
+        channel: String,
+    },
+    /// End the subscription of every connection of the user to a channel
+    /// (the server API's `Unsubscribe`).
+    Unsubscribe {
+        /// The user whose connections unsubscribe.
+        user_id: String,
+        /// The channel.
+        channel: String,
+    },
     /// Close the user's connections (or one of them) with 4403.
     Disconnect {
         /// The user whose connections close.
@@ -37,7 +53,10 @@ impl Command {
     /// The user the command is for.
     pub fn user_id(&self) -> &str {
         match self {
-            Self::Send { user_id, .. } | Self::Disconnect { user_id, .. } => user_id,
+            Self::Send { user_id, .. }
+            | Self::Subscribe { user_id, .. }
+            | Self::Unsubscribe { user_id, .. }
+            | Self::Disconnect { user_id, .. } => user_id,
         }
     }
 

@@ -16,7 +16,7 @@ use pulse_protocol::{
     Channel, ClientMessage, ErrorCode, RequestId, ServerMessage, StreamPosition, Token,
 };
 use serde_json::{Value, value::RawValue};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Live;
 use crate::{frame::OpCode, hooks::Verdict, socket::End};
@@ -286,6 +286,78 @@ impl Live {
                 }
             }
         }
+    }
+
+    /// Subscribes a new connection to what the server API subscribed its
+    /// user to. Read after the connection registered, so a `Subscribe`
+    /// made meanwhile reaches it one way or the other (twice is harmless).
+    pub(super) async fn join_server_subscriptions(&mut self) -> Result<(), End> {
+        let channels = match self
+            .shared
+            .presence
+            .server_subscriptions(&self.user_id)
+            .await
+        {
+            Ok(channels) => channels,
+            Err(error) => {
+                warn!(user_id = %self.user_id, connection_id = %self.connection_id, %error, "could not read the user's server-side subscriptions");
+                return Ok(());
+            }
+        };
+        for channel in channels {
+            self.server_subscribe(channel.into()).await?;
+        }
+        Ok(())
+    }
+
+    /// A subscription the server API made (no authorization: the server
+    /// decided), announced with `subscribed` without an `id`.
+    pub(super) async fn server_subscribe(&mut self, channel: Arc<str>) -> Result<(), End> {
+        if self.is_subscribed(&channel) {
+            return Ok(());
+        }
+        let known = Channel::parse(&channel)
+            .ok()
+            .is_some_and(|parsed| self.shared.settings.namespaces.resolve(&parsed).is_some());
+        if !known {
+            warn!(user_id = %self.user_id, %channel, "a server-side subscription to a namespace this gateway does not configure; not subscribed (is --config the same everywhere?)");
+            return Ok(());
+        }
+        if let Err(error) = self
+            .shared
+            .channels
+            .subscribe(&channel, &self.mailbox)
+            .await
+        {
+            warn!(user_id = %self.user_id, connection_id = %self.connection_id, %channel, %error, "server-side subscription failed");
+            return Ok(());
+        }
+        self.state().subscribed.push(channel.clone());
+        self.answer(&ServerMessage::Subscribed {
+            id: None,
+            channel: channel.to_string(),
+            recovered: None,
+        })
+        .await
+    }
+
+    /// The server API ended a subscription: `unsubscribed` with
+    /// `unsubscribed_by_server`, when the connection had it.
+    pub(super) async fn server_unsubscribe(&mut self, channel: &str) -> Result<(), End> {
+        let Some(state) = self.channels.as_mut() else {
+            return Ok(());
+        };
+        let Some(at) = state.subscribed.iter().position(|c| **c == *channel) else {
+            return Ok(());
+        };
+        let held = state.subscribed.swap_remove(at);
+        self.shared.channels.unsubscribe(&held, &self.mailbox);
+        self.answer(&ServerMessage::Unsubscribed {
+            id: None,
+            channel: channel.to_owned(),
+            code: Some(ErrorCode::UNSUBSCRIBED_BY_SERVER),
+        })
+        .await
     }
 
     fn unsubscribe(&mut self, id: RequestId, channel: String) -> Result<ServerMessage, Refusal> {
