@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use pulse_e2e::*;
 use pulse_protocol::proto::presence::v1::{
-    CountOnlineRequest, EventKind, WatchRequest, presence_client::PresenceClient,
+    CountOnlineRequest, EventKind, presence_client::PresenceClient,
 };
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -70,15 +70,7 @@ async fn main() {
     // 1. SIGKILL a gateway holding `connections`: time to the last offline.
     let sockets = open(victim.addr, connections, users).await;
     wait_for(&client, connections as u64).await;
-    let mut watch = client
-        .clone()
-        .watch(WatchRequest {
-            user_ids: vec![],
-            all: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut client.clone(), &[]).await;
     victim.kill().await;
     let killed = Instant::now();
     let mut offline = 0;

@@ -9,7 +9,7 @@ use std::{
 use futures_util::StreamExt;
 use pulse_e2e::*;
 use pulse_protocol::proto::presence::v1::{
-    CountOnlineRequest, EventKind, WatchRequest, presence_client::PresenceClient,
+    CountOnlineRequest, EventKind, presence_client::PresenceClient,
 };
 
 const USERS: usize = 100;
@@ -27,14 +27,7 @@ async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
     )
     .await;
     let mut client = pulse_e2e::presence_client(presence.grpc_url()).await;
-    let mut watch = client
-        .watch(WatchRequest {
-            user_ids: vec![],
-            all: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut client, &[]).await;
 
     // 100 users with 3 tabs each: 300 sockets, all held open.
     let mut sockets = Vec::new();
