@@ -8,9 +8,7 @@ use std::{collections::BTreeSet, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use pulse_e2e::*;
 use pulse_protocol::{
-    proto::presence::v1::{
-        DisconnectRequest, EventKind, PresenceEvent, SendRequest, UserPresence,
-    },
+    proto::presence::v1::{DisconnectRequest, EventKind, PresenceEvent, SendRequest, UserPresence},
     status::reason_of,
 };
 use serde_json::json;
