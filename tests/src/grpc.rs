@@ -52,3 +52,14 @@ pub async fn watch(
         .unwrap()
         .into_inner()
 }
+
+/// `Presence/CountOnline` over gRPC, on a clone of `presence` (so that
+/// polling closures can share one client): users and connections online.
+pub async fn online_counts(presence: &Grpc) -> Result<(u64, u64), tonic::Status> {
+    let count = presence
+        .clone()
+        .count_online(pulse_protocol::proto::presence::v1::CountOnlineRequest {})
+        .await?
+        .into_inner();
+    Ok((count.users, count.connections))
+}

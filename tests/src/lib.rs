@@ -16,7 +16,7 @@ mod stack;
 use std::time::Duration;
 
 pub use client::{Client, connect, next_json, token};
-pub use grpc::{Grpc, get_user, presence_client, watch};
+pub use grpc::{Grpc, get_user, online_counts, presence_client, watch};
 pub use http::{get, post_api, post_json};
 pub use pulse_presence::testing::{RedisServer, unique_namespace};
 pub use service::{Service, binary, proc_status_kib};
