@@ -7,7 +7,9 @@ use crate::{Grpc, RedisServer, Service, presence_client, unique_namespace};
 pub struct Stack {
     /// Kept for its lifetime: the Redis every service here uses.
     pub redis: RedisServer,
+    /// `pulse-auth`, which the gateways validate tokens with.
     pub auth_service: Service,
+    /// `pulse-presence`, on the same Redis and namespace as the gateways.
     pub presence_service: Service,
     /// Two gateways, instances `gw-a` and `gw-b`, validating tokens through
     /// `pulse-auth` and draining over 300 ms.
