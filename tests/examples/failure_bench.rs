@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use pulse_e2e::*;
-use pulse_protocol::proto::presence::v1::{
-    CountOnlineRequest, EventKind, WatchRequest, presence_client::PresenceClient,
-};
+use pulse_protocol::proto::presence::v1::EventKind;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -56,29 +54,11 @@ async fn main() {
     )
     .await;
     let client = pulse_e2e::presence_client(presence.grpc_url()).await;
-    let count = |client: &PresenceClient<_>| {
-        let mut client = client.clone();
-        async move {
-            client
-                .count_online(CountOnlineRequest {})
-                .await
-                .map(|c| c.into_inner().connections)
-                .ok()
-        }
-    };
 
     // 1. SIGKILL a gateway holding `connections`: time to the last offline.
     let sockets = open(victim.addr, connections, users).await;
     wait_for(&client, connections as u64).await;
-    let mut watch = client
-        .clone()
-        .watch(WatchRequest {
-            user_ids: vec![],
-            all: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut client.clone(), &[]).await;
     victim.kill().await;
     let killed = Instant::now();
     let mut offline = 0;
@@ -106,7 +86,7 @@ async fn main() {
     let _redis = RedisServer::spawn_on(port).await;
     let back = Instant::now();
     loop {
-        if count(&client).await == Some(connections as u64) {
+        if online_counts(&client).await.ok().map(|(_, n)| n) == Some(connections as u64) {
             break;
         }
         assert!(
@@ -153,12 +133,7 @@ async fn open(addr: std::net::SocketAddr, n: usize, users: usize) -> Vec<Client>
 async fn wait_for(client: &pulse_e2e::Grpc, connections: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now = client
-            .clone()
-            .count_online(CountOnlineRequest {})
-            .await
-            .map(|c| c.into_inner().connections);
-        if now.ok() == Some(connections) {
+        if online_counts(client).await.ok().map(|(_, n)| n) == Some(connections) {
             return;
         }
         assert!(Instant::now() < deadline, "never registered {connections}");

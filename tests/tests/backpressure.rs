@@ -11,7 +11,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt, stream};
 use pulse_e2e::{raw::RawSocket, *};
-use pulse_protocol::proto::presence::v1::{CountOnlineRequest, SendRequest};
+use pulse_protocol::proto::presence::v1::SendRequest;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -182,9 +182,5 @@ fn user(i: usize) -> String {
 }
 
 async fn online(grpc: &mut pulse_e2e::Grpc) -> u64 {
-    grpc.count_online(CountOnlineRequest {})
-        .await
-        .expect("CountOnline answers")
-        .into_inner()
-        .users
+    online_counts(grpc).await.expect("CountOnline answers").0
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pulse_e2e::*;
 use pulse_presence::testing::RedisCluster;
 use pulse_protocol::proto::presence::v1::{
-    CountOnlineRequest, DisconnectRequest, EventKind, PresenceEvent, SendRequest, WatchRequest,
+    DisconnectRequest, EventKind, PresenceEvent, SendRequest,
 };
 use serde_json::json;
 
@@ -55,14 +55,7 @@ async fn gateways_and_presence_share_a_redis_cluster() {
         );
     }
     let mut presence = pulse_e2e::presence_client(presence_service.grpc_url()).await;
-    let mut watch = presence
-        .watch(WatchRequest {
-            user_ids: vec!["alice".into(), "bob".into()],
-            all: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut presence, &["alice", "bob"]).await;
 
     // alice on both gateways, bob on gw-b only.
     let mut alice_a = connect(gateways[0].addr, &format!("?token={}", token("alice"))).await;
@@ -96,12 +89,7 @@ async fn gateways_and_presence_share_a_redis_cluster() {
     );
 
     assert_eq!(online(&mut presence, "alice").await, 2);
-    let count = presence
-        .count_online(CountOnlineRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((count.users, count.connections), (2, 3));
+    assert_eq!(online_counts(&presence).await.unwrap(), (2, 3));
 
     // Send reaches alice on both gateways over their sharded command
     // channels at the first try: a gateway accepts sockets only once it is

@@ -8,9 +8,7 @@ use std::{
 
 use futures_util::StreamExt;
 use pulse_e2e::*;
-use pulse_protocol::proto::presence::v1::{
-    CountOnlineRequest, EventKind, WatchRequest, presence_client::PresenceClient,
-};
+use pulse_protocol::proto::presence::v1::EventKind;
 
 const USERS: usize = 100;
 const TABS: usize = 3;
@@ -27,14 +25,7 @@ async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
     )
     .await;
     let mut client = pulse_e2e::presence_client(presence.grpc_url()).await;
-    let mut watch = client
-        .watch(WatchRequest {
-            user_ids: vec![],
-            all: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut client, &[]).await;
 
     // 100 users with 3 tabs each: 300 sockets, all held open.
     let mut sockets = Vec::new();
@@ -46,18 +37,8 @@ async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
             sockets.push(socket);
         }
     }
-    let online = |client: &PresenceClient<_>| {
-        let mut client = client.clone();
-        async move {
-            client
-                .count_online(CountOnlineRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
     eventually("300 registered", Duration::from_secs(30), || async {
-        online(&client).await.connections == (USERS * TABS) as u64
+        online_counts(&client).await.unwrap().1 == (USERS * TABS) as u64
     })
     .await;
     // Drain the connect events so that what follows is the death alone.
@@ -90,8 +71,7 @@ async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
         "{TABS} disconnected per user"
     );
     assert!(offline.values().all(|&n| n == 1), "one offline per user");
-    let count = online(&client).await;
-    assert_eq!((count.users, count.connections), (0, 0), "no phantoms");
+    assert_eq!(online_counts(&client).await.unwrap(), (0, 0), "no phantoms");
     drop(sockets);
 }
 

@@ -210,17 +210,22 @@ mod tests {
         );
     }
 
+    /// A token with kid `z`, signed with a key nobody holds, checked against
+    /// `keys` beside a JWKS and without one.
+    fn stray_kid(keys: &[VerificationKey]) -> [Result<(), AuthError>; 2] {
+        let stray = token(Some("z"), b"key-z");
+        [true, false].map(|jwks| check(&stray, Some("z"), keys, jwks))
+    }
+
     #[test]
     fn an_unknown_kid_is_unknown_only_where_a_jwks_could_hold_it() {
         let keys = [secret(Some("a"), b"key-a")];
-        let stray = token(Some("z"), b"key-z");
         assert_eq!(
-            check(&stray, Some("z"), &keys, true),
-            Err(AuthError::UnknownKey)
-        );
-        assert_eq!(
-            check(&stray, Some("z"), &keys, false),
-            Err(AuthError::AlgorithmNotAllowed)
+            stray_kid(&keys),
+            [
+                Err(AuthError::UnknownKey),
+                Err(AuthError::AlgorithmNotAllowed)
+            ]
         );
         // A kid-less token may use a key with a kid: the algorithm still pins it.
         assert_eq!(check(&token(None, b"key-a"), None, &keys, true), Ok(()));
@@ -229,14 +234,9 @@ mod tests {
     #[test]
     fn a_signature_no_kidless_key_matches_is_unknown_beside_a_jwks() {
         let keys = [secret(None, b"static")];
-        let stray = token(Some("z"), b"key-z");
         assert_eq!(
-            check(&stray, Some("z"), &keys, true),
-            Err(AuthError::UnknownKey)
-        );
-        assert_eq!(
-            check(&stray, Some("z"), &keys, false),
-            Err(AuthError::BadSignature)
+            stray_kid(&keys),
+            [Err(AuthError::UnknownKey), Err(AuthError::BadSignature)]
         );
     }
 }

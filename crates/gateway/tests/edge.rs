@@ -250,21 +250,6 @@ async fn post_login(addr: SocketAddr, body: &str) -> (u16, String) {
     read_response(&mut stream).await
 }
 
-async fn read_response(stream: &mut TcpStream) -> (u16, String) {
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
-        .await
-        .expect("an answer within 20 s")
-        .unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    (status, response)
-}
-
 #[tokio::test]
 async fn password_checks_beyond_the_bound_get_503_at_once() {
     let login = dev_login().with_max_verifications(1);
@@ -338,17 +323,6 @@ async fn a_login_body_over_16_kib_is_refused_unread() {
     assert_eq!(status, 413, "{response}");
     assert!(response.contains("\"body_too_large\""), "{response}");
     gateway.stop().await;
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    read_response(&mut stream).await
 }
 
 #[tokio::test]

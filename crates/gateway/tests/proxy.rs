@@ -54,6 +54,19 @@ async fn open(
     }
 }
 
+/// An upgrade whose request carries `header`; panics when it is refused.
+async fn open_as(addr: SocketAddr, header: (&str, &str)) -> WebSocketStream<TcpStream> {
+    open(addr, b"", &[header])
+        .await
+        .unwrap_or_else(|status| panic!("an upgrade with {header:?} refused with {status}"))
+}
+
+/// The status an upgrade whose request carries `header` is refused with
+/// (`None`: it was let in).
+async fn refusal(addr: SocketAddr, header: (&str, &str)) -> Option<u16> {
+    open(addr, b"", &[header]).await.err()
+}
+
 /// Writes `bytes` and reads until the server closes: the HTTP status it
 /// answered, or `None` when it dropped the connection without a word.
 async fn answer_to(addr: SocketAddr, bytes: &[u8]) -> Option<u16> {
@@ -119,38 +132,19 @@ fn v2(command: u8, source: &str, tlv: &[u8]) -> Vec<u8> {
 async fn forwarded_headers_from_a_trusted_proxy_name_the_client() {
     let gateway = Gateway::start(one_per_client("127.0.0.0/8")).await;
     let addr = gateway.addr;
-    let _a = open(addr, b"", &[("x-forwarded-for", "203.0.113.1")])
-        .await
-        .unwrap();
-    let _b = open(addr, b"", &[("x-forwarded-for", "203.0.113.2")])
-        .await
-        .expect("another client behind the same proxy has its own count");
+    let _a = open_as(addr, ("x-forwarded-for", "203.0.113.1")).await;
+    // Another client behind the same proxy has its own count.
+    let _b = open_as(addr, ("x-forwarded-for", "203.0.113.2")).await;
     // What the client wrote at the left is not believed; the proxy's entry is.
     assert_eq!(
-        open(
-            addr,
-            b"",
-            &[("x-forwarded-for", "198.51.100.77, 203.0.113.1")]
-        )
-        .await
-        .err(),
+        refusal(addr, ("x-forwarded-for", "198.51.100.77, 203.0.113.1")).await,
         Some(429)
     );
     // RFC 7239's Forwarded, IPv4 and IPv6 with a port.
-    let _c = open(addr, b"", &[("forwarded", "for=203.0.113.3;proto=https")])
-        .await
-        .unwrap();
-    let _d = open(addr, b"", &[("forwarded", r#"for="[2001:db8::1]:4711""#)])
-        .await
-        .unwrap();
+    let _c = open_as(addr, ("forwarded", "for=203.0.113.3;proto=https")).await;
+    let _d = open_as(addr, ("forwarded", r#"for="[2001:db8::1]:4711""#)).await;
     assert_eq!(
-        open(
-            addr,
-            b"",
-            &[("forwarded", "for=198.51.100.77, for=203.0.113.3")]
-        )
-        .await
-        .err(),
+        refusal(addr, ("forwarded", "for=198.51.100.77, for=203.0.113.3")).await,
         Some(429)
     );
     gateway.stop().await;
@@ -160,15 +154,13 @@ async fn forwarded_headers_from_a_trusted_proxy_name_the_client() {
 async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
     // The tests connect from loopback, which is not in the list.
     let gateway = Gateway::start(one_per_client("10.0.0.0/8")).await;
-    let _a = open(gateway.addr, b"", &[("x-forwarded-for", "203.0.113.1")])
-        .await
-        .unwrap();
+    let _a = open_as(gateway.addr, ("x-forwarded-for", "203.0.113.1")).await;
     for spoofed in [
         ("x-forwarded-for", "203.0.113.2"),
         ("forwarded", "for=203.0.113.3"),
     ] {
         assert_eq!(
-            open(gateway.addr, b"", &[spoofed]).await.err(),
+            refusal(gateway.addr, spoofed).await,
             Some(429),
             "{spoofed:?}"
         );
@@ -180,24 +172,18 @@ async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
 async fn ipv6_clients_are_counted_per_64() {
     let gateway = Gateway::start(one_per_client("127.0.0.0/8")).await;
     let addr = gateway.addr;
-    let _a = open(addr, b"", &[("x-forwarded-for", "2001:db8:1:2::1")])
-        .await
-        .unwrap();
+    let _a = open_as(addr, ("x-forwarded-for", "2001:db8:1:2::1")).await;
     // Another address in the same /64 is the same client...
     assert_eq!(
-        open(
+        refusal(
             addr,
-            b"",
-            &[("x-forwarded-for", "2001:db8:1:2:ffff:ffff:ffff:ffff")]
+            ("x-forwarded-for", "2001:db8:1:2:ffff:ffff:ffff:ffff")
         )
-        .await
-        .err(),
+        .await,
         Some(429)
     );
     // ...the next /64 is not.
-    let _b = open(addr, b"", &[("x-forwarded-for", "2001:db8:1:3::1")])
-        .await
-        .unwrap();
+    let _b = open_as(addr, ("x-forwarded-for", "2001:db8:1:3::1")).await;
     gateway.stop().await;
 }
 

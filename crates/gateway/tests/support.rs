@@ -9,7 +9,12 @@ use pulse_auth::{Authenticator, Validator, ValidatorSettings};
 use pulse_gateway::{DrainReport, Settings};
 use pulse_presence::Presence;
 use serde_json::Value;
-use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::oneshot,
+    task::JoinHandle,
+};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async_with_config,
     tungstenite::{Message, protocol::CloseFrame},
@@ -164,4 +169,34 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A minimal HTTP/1.1 GET (a probe, a metrics scrape): the status and the
+/// whole response, head and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    read_response(&mut stream).await
+}
+
+/// Reads a response to the end (within 20 s): the status and the whole
+/// response, head and body.
+pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    (status, response)
 }

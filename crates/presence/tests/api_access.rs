@@ -1,6 +1,8 @@
 //! Who may call `pulse-presence`: API keys with permissions, TLS and client
 //! certificates, and the limits of the gRPC server, over real TCP.
 
+mod support;
+
 use std::{net::SocketAddr, time::Duration};
 
 use pulse_presence::{
@@ -12,61 +14,21 @@ use pulse_protocol::{
     proto::presence::v1::{self as pb, presence_client::PresenceClient},
     status::reason_of,
 };
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::timeout};
+use support::{DEADLINE, served::Served};
+use tokio::time::timeout;
 use tonic::{
     Code,
-    service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig},
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-const DEADLINE: Duration = Duration::from_secs(10);
 const ALL: &str = "key-with-every-permission-0001";
 const NEXT: &str = "key-rotated-in-next-0000000002";
 const READER: &str = "key-that-only-reads-000000003";
 
-struct Served {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl Served {
-    async fn start(api: ApiConfig) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(pulse_presence::run(
-            Presence::in_memory(),
-            api,
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Self { addr, stop, task }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn client(&self, key: &str) -> PresenceClient<InterceptedService<Channel, BearerKey>> {
-        PresenceClient::with_interceptor(self.channel().await, BearerKey::new(key).unwrap())
-    }
-
-    async fn shutdown(self) {
-        self.stop.send(()).unwrap();
-        timeout(DEADLINE, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+/// Serves an in-memory store with `api`.
+async fn serve(api: ApiConfig) -> Served {
+    Served::start(Presence::in_memory(), api).await
 }
 
 fn keys() -> ApiConfig {
@@ -96,9 +58,9 @@ fn send() -> pb::SendRequest {
 
 #[tokio::test]
 async fn a_call_without_a_valid_key_is_unauthenticated_and_never_served() {
-    let served = Served::start(keys()).await;
+    let served = serve(keys()).await;
 
-    let status = PresenceClient::new(served.channel().await)
+    let status = PresenceClient::new(served.channel())
         .send(send())
         .await
         .unwrap_err();
@@ -106,13 +68,13 @@ async fn a_call_without_a_valid_key_is_unauthenticated_and_never_served() {
     assert_eq!(reason_of(&status).as_deref(), Some("missing_api_key"));
 
     let wrong = "key-that-nobody-issued-0000000";
-    let status = served.client(wrong).await.send(send()).await.unwrap_err();
+    let status = served.client(wrong).send(send()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert_eq!(reason_of(&status).as_deref(), Some("invalid_api_key"));
     assert!(!status.message().contains(wrong), "{status:?}");
 
     // A streaming call is refused the same way, before it streams.
-    let status = PresenceClient::new(served.channel().await)
+    let status = PresenceClient::new(served.channel())
         .watch(pb::WatchRequest {
             user_ids: vec![],
             all: true,
@@ -125,11 +87,11 @@ async fn a_call_without_a_valid_key_is_unauthenticated_and_never_served() {
 
 #[tokio::test]
 async fn each_key_does_what_its_permissions_allow_and_two_keys_work_at_once() {
-    let served = Served::start(keys()).await;
+    let served = serve(keys()).await;
 
     // Rotation: the old and the new key both work until the old one is removed.
     for key in [ALL, NEXT] {
-        let mut client = served.client(key).await;
+        let mut client = served.client(key);
         client.get_user(get_user()).await.unwrap();
         client.send(send()).await.unwrap();
         client
@@ -141,7 +103,7 @@ async fn each_key_does_what_its_permissions_allow_and_two_keys_work_at_once() {
             .unwrap();
     }
 
-    let mut reader = served.client(READER).await;
+    let mut reader = served.client(READER);
     reader.get_user(get_user()).await.unwrap();
     reader
         .count_online(pb::CountOnlineRequest {})
@@ -169,8 +131,8 @@ async fn each_key_does_what_its_permissions_allow_and_two_keys_work_at_once() {
 
 #[tokio::test]
 async fn health_needs_no_key_and_an_open_api_needs_none_at_all() {
-    let served = Served::start(keys()).await;
-    HealthClient::new(served.channel().await)
+    let served = serve(keys()).await;
+    HealthClient::new(served.channel())
         .check(HealthCheckRequest {
             service: String::new(),
         })
@@ -178,8 +140,8 @@ async fn health_needs_no_key_and_an_open_api_needs_none_at_all() {
         .unwrap();
     served.shutdown().await;
 
-    let open = Served::start(ApiConfig::open()).await;
-    PresenceClient::new(open.channel().await)
+    let open = serve(ApiConfig::open()).await;
+    PresenceClient::new(open.channel())
         .send(send())
         .await
         .unwrap();
@@ -190,12 +152,12 @@ async fn health_needs_no_key_and_an_open_api_needs_none_at_all() {
 async fn one_key_holds_at_most_its_share_of_watch_streams() {
     let mut api = keys();
     api.limits.max_watches_per_key = 2;
-    let served = Served::start(api).await;
+    let served = serve(api).await;
     let watch = || pb::WatchRequest {
         user_ids: vec![],
         all: true,
     };
-    let mut ops = served.client(ALL).await;
+    let mut ops = served.client(ALL);
     let first = ops.watch(watch()).await.unwrap().into_inner();
     let second = ops.watch(watch()).await.unwrap().into_inner();
     let status = ops.watch(watch()).await.unwrap_err();
@@ -203,7 +165,7 @@ async fn one_key_holds_at_most_its_share_of_watch_streams() {
     assert_eq!(reason_of(&status).as_deref(), Some("too_many_watches"));
 
     // Another key has its own share.
-    let mut next = served.client(NEXT).await;
+    let mut next = served.client(NEXT);
     let _other = next.watch(watch()).await.unwrap();
 
     // A closed stream frees its place (the server notices the reset).
@@ -230,8 +192,8 @@ async fn a_request_over_the_size_limit_is_refused() {
         max_request_bytes: 4096,
         ..ApiLimits::default()
     };
-    let served = Served::start(api).await;
-    let mut client = served.client(ALL).await;
+    let served = serve(api).await;
+    let mut client = served.client(ALL);
     let status = client
         .send(pb::SendRequest {
             user_id: "alice".into(),
@@ -249,7 +211,7 @@ async fn a_request_over_the_size_limit_is_refused() {
 async fn the_server_announces_its_stream_limit() {
     let mut api = keys();
     api.limits.max_concurrent_streams = 7;
-    let served = Served::start(api).await;
+    let served = serve(api).await;
     let tcp = tokio::net::TcpStream::connect(served.addr).await.unwrap();
     let (mut sender, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
@@ -336,7 +298,7 @@ async fn tls_with_client_certificates_admits_only_signed_clients() {
             .identity(Identity::from_pem(&pki.server.0, &pki.server.1))
             .client_ca_root(Certificate::from_pem(&pki.ca)),
     );
-    let served = Served::start(api).await;
+    let served = serve(api).await;
 
     let channel = tls_channel(served.addr, &pki.ca, Some(&pki.client))
         .await

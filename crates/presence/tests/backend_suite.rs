@@ -12,7 +12,7 @@ use std::{
 
 use pulse_presence::{Admission, ConnectionRecord, OnlineCount, Presence, PresenceError};
 use pulse_protocol::{EventKind::*, PresenceEvent, event::now_ms};
-use support::{Events, expect, record, replay, summary};
+use support::{Events, counts, expect, record, register, replay, summary};
 
 macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use pulse_presence::{Presence, testing::RedisCluster};
 use pulse_protocol::Command;
 use serde_json::value::RawValue;
-use support::{DEADLINE, record};
+use support::{DEADLINE, record, register};
 use tokio::time::timeout;
 
 /// A plain connection to each node, by URL.
@@ -66,14 +66,8 @@ async fn one_users_keys_live_in_one_slot_on_one_node() {
     let namespace = pulse_presence::testing::unique_namespace();
     let presence = Presence::redis(cluster.options().with_namespace(&namespace)).unwrap();
     support::bus_ready(&presence).await;
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
-    presence
-        .register(&record("alice", "c2", "gw-2", 2))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
+    register(&presence, "alice", "c2", "gw-2", 2).await;
 
     let mut holders = Vec::new();
     for (url, mut connection) in nodes(cluster).await {
@@ -185,16 +179,10 @@ async fn commands_reach_instances_on_every_master() {
         gateways.push((gateway, commands));
     }
     for (n, instance) in instances.iter().enumerate() {
-        sender
-            .register(&record("alice", &format!("c{n}"), instance, 1))
-            .await
-            .unwrap();
+        register(&sender, "alice", &format!("c{n}"), instance, 1).await;
     }
     // An instance that nobody listens for takes nothing and counts nothing.
-    sender
-        .register(&record("alice", "lost", "gw-nobody", 1))
-        .await
-        .unwrap();
+    register(&sender, "alice", "lost", "gw-nobody", 1).await;
 
     let data = RawValue::from_string("{\"hi\":1}".to_owned()).unwrap();
     let reached = timeout(DEADLINE, async {
@@ -258,10 +246,7 @@ async fn a_store_reaches_the_cluster_through_any_one_seed() {
         presence.ping().await.unwrap();
         let mut events = support::Events::new(&presence);
         for n in 0..20 {
-            presence
-                .register(&record(&format!("u{n}"), "c", "gw", 1))
-                .await
-                .unwrap();
+            register(&presence, &format!("u{n}"), "c", "gw", 1).await;
         }
         assert_eq!(presence.count_online().await.unwrap().users, 20);
         // Events of users on every master reach a bus subscribed on one node.
@@ -282,10 +267,7 @@ async fn a_dead_seed_is_skipped() {
     let presence = Presence::redis(options).unwrap();
     support::bus_ready(&presence).await;
     let mut events = support::Events::new(&presence);
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
     assert_eq!(presence.user("alice").await.unwrap().len(), 1);
     assert_eq!(events.settle(&presence).await.len(), 2, "connected, online");
 }

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
-
 use futures_util::StreamExt;
 use pulse_presence::{
     ApiConfig, Presence, RedisOptions,
@@ -14,94 +12,36 @@ use pulse_presence::{
 use pulse_protocol::api_key::BearerKey;
 use pulse_protocol::{
     event::timestamp_from_ms,
-    proto::presence::v1::{
-        self as pb, EventKind, presence_client::PresenceClient, presence_server,
-    },
+    proto::presence::v1::{self as pb, EventKind, presence_server},
     status::reason_of,
 };
-use support::{DEADLINE, cluster_presence, record, redis_presence};
-use tokio::{
-    net::TcpListener,
-    sync::oneshot,
-    task::JoinHandle,
-    time::{sleep, timeout},
+use support::{
+    DEADLINE, cluster_presence, redis_presence, register,
+    served::{Client, Served},
 };
-use tonic::{Code, Streaming, service::interceptor::InterceptedService, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tokio::time::timeout;
+use tonic::{Code, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
 
-/// A served store: the client channel, the stop switch and the server task.
-struct Served {
-    channel: Channel,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl Served {
-    async fn start(presence: Presence) -> Self {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let api = ApiConfig::with_keys(vec![ApiKey::new("test", KEY, Permissions::ALL)]);
-        let task = tokio::spawn(pulse_presence::run(presence, api, listener, async {
-            let _ = stopped.await;
-        }));
-        // The listener is already bound, so connecting cannot race the server.
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Self {
-            channel,
-            stop,
-            task,
-        }
-    }
-
-    fn client(&self) -> PresenceClient<InterceptedService<Channel, BearerKey>> {
-        PresenceClient::with_interceptor(self.channel.clone(), BearerKey::new(KEY).unwrap())
-    }
-
-    async fn health(&self, service: &str) -> ServingStatus {
-        let request = HealthCheckRequest {
-            service: service.to_owned(),
-        };
-        let response = HealthClient::new(self.channel.clone())
-            .check(request)
-            .await
-            .unwrap();
-        response.into_inner().status()
-    }
-
-    /// Polls the health of `service` until it is `status`.
-    async fn wait_health(&self, service: &str, status: ServingStatus) {
-        let polls = async {
-            while self.health(service).await != status {
-                sleep(Duration::from_millis(50)).await;
-            }
-        };
-        timeout(DEADLINE, polls)
-            .await
-            .unwrap_or_else(|_| panic!("health of {service:?} never became {status:?}"));
-    }
-
-    async fn shutdown(self) {
-        self.stop.send(()).unwrap();
-        timeout(DEADLINE, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+/// Serves `presence` with one key, [`KEY`], that may do everything.
+async fn serve(presence: Presence) -> Served {
+    let api = ApiConfig::with_keys(vec![ApiKey::new("test", KEY, Permissions::ALL)]);
+    Served::start(presence, api).await
 }
 
 const SERVICE: &str = presence_server::SERVICE_NAME;
 /// The key every test client presents.
 const KEY: &str = "presence-test-key-0123456789";
+
+/// `CountOnline` over gRPC: users and connections.
+async fn online_counts(client: &mut Client) -> (u64, u64) {
+    let count = client
+        .count_online(pb::CountOnlineRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    (count.users, count.connections)
+}
 
 async fn next_kind(stream: &mut Streaming<pb::PresenceEvent>) -> (String, EventKind, String) {
     let event = timeout(DEADLINE, stream.message())
@@ -124,21 +64,12 @@ async fn queries_answer_from_a_redis_cluster() {
 }
 
 async fn queries_answer_from(presence: Presence) {
-    let served = Served::start(presence.clone()).await;
-    let mut client = served.client();
+    let served = serve(presence.clone()).await;
+    let mut client = served.client(KEY);
 
-    presence
-        .register(&record("alice", "c1", "gw-1", 1_712_345_678_901))
-        .await
-        .unwrap();
-    presence
-        .register(&record("alice", "c2", "gw-2", 1_712_345_678_902))
-        .await
-        .unwrap();
-    presence
-        .register(&record("bob", "b1", "gw-1", 1_712_345_678_903))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1_712_345_678_901).await;
+    register(&presence, "alice", "c2", "gw-2", 1_712_345_678_902).await;
+    register(&presence, "bob", "b1", "gw-1", 1_712_345_678_903).await;
 
     let alice = client
         .get_user(pb::GetUserRequest {
@@ -181,19 +112,14 @@ async fn queries_answer_from(presence: Presence) {
         [("bob", true, 1), ("nobody", false, 0), ("alice", true, 2)]
     );
 
-    let count = client
-        .count_online(pb::CountOnlineRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((count.users, count.connections), (2, 3));
+    assert_eq!(online_counts(&mut client).await, (2, 3));
     served.shutdown().await;
 }
 
 #[tokio::test]
 async fn bad_requests_are_invalid_arguments_with_a_reason() {
-    let served = Served::start(Presence::in_memory()).await;
-    let mut client = served.client();
+    let served = serve(Presence::in_memory()).await;
+    let mut client = served.client(KEY);
     let too_many = vec!["u".to_owned(); 1001];
 
     let statuses = [
@@ -247,8 +173,8 @@ async fn bad_requests_are_invalid_arguments_with_a_reason() {
 async fn watch_streams_one_users_events_in_order() {
     let server = RedisServer::start().await;
     let presence = redis_presence(&server).await;
-    let served = Served::start(presence.clone()).await;
-    let mut client = served.client();
+    let served = serve(presence.clone()).await;
+    let mut client = served.client(KEY);
 
     let mut alice = client
         .watch(pb::WatchRequest {
@@ -267,14 +193,8 @@ async fn watch_streams_one_users_events_in_order() {
         .unwrap()
         .into_inner();
 
-    presence
-        .register(&record("bob", "b1", "gw-1", 1))
-        .await
-        .unwrap();
-    presence
-        .register(&record("alice", "c1", "gw-1", 2))
-        .await
-        .unwrap();
+    register(&presence, "bob", "b1", "gw-1", 1).await;
+    register(&presence, "alice", "c1", "gw-1", 2).await;
     presence.unregister("alice", "c1").await.unwrap();
 
     let alice_events = [
@@ -312,8 +232,8 @@ async fn watch_streams_one_users_events_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_streams_events_from_a_redis_cluster() {
     let presence = cluster_presence(RedisCluster::start().await).await;
-    let served = Served::start(presence.clone()).await;
-    let mut client = served.client();
+    let served = serve(presence.clone()).await;
+    let mut client = served.client(KEY);
     let watch = |user_ids: Vec<String>, all: bool| {
         let mut client = client.clone();
         async move {
@@ -329,15 +249,9 @@ async fn watch_streams_events_from_a_redis_cluster() {
 
     let users: Vec<String> = (0..12).map(|n| format!("user-{n}")).collect();
     for user in &users {
-        presence
-            .register(&record(user, "c1", "gw-1", 1))
-            .await
-            .unwrap();
+        register(&presence, user, "c1", "gw-1", 1).await;
     }
-    presence
-        .register(&record("alice", "a1", "gw-2", 2))
-        .await
-        .unwrap();
+    register(&presence, "alice", "a1", "gw-2", 2).await;
     presence.unregister("alice", "a1").await.unwrap();
     for user in &users {
         presence.unregister(user, "c1").await.unwrap();
@@ -374,21 +288,16 @@ async fn watch_streams_events_from_a_redis_cluster() {
     }
     assert!(per_user.is_empty(), "{per_user:?}");
 
-    let count = client
-        .count_online(pb::CountOnlineRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((count.users, count.connections), (0, 0));
+    assert_eq!(online_counts(&mut client).await, (0, 0));
     served.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_watch_that_falls_behind_is_aborted() {
     let presence = Presence::in_memory();
-    let served = Served::start(presence.clone()).await;
+    let served = serve(presence.clone()).await;
     let mut watch = served
-        .client()
+        .client(KEY)
         .watch(pb::WatchRequest {
             user_ids: vec![],
             all: true,
@@ -399,10 +308,7 @@ async fn a_watch_that_falls_behind_is_aborted() {
     // More events than the bus buffers, while the client reads none.
     for index in 0..20_000 {
         let connection_id = format!("c{index}");
-        presence
-            .register(&record("alice", &connection_id, "gw-1", 1))
-            .await
-            .unwrap();
+        register(&presence, "alice", &connection_id, "gw-1", 1).await;
     }
     let outcome = timeout(DEADLINE, async {
         loop {
@@ -423,7 +329,7 @@ async fn a_watch_that_falls_behind_is_aborted() {
 #[tokio::test]
 async fn health_is_serving_while_redis_answers() {
     let server = RedisServer::start().await;
-    let served = Served::start(redis_presence(&server).await).await;
+    let served = serve(redis_presence(&server).await).await;
     served.wait_health("", ServingStatus::Serving).await;
     served.wait_health(SERVICE, ServingStatus::Serving).await;
     served.shutdown().await;
@@ -434,10 +340,10 @@ async fn redis_down_is_unavailable_with_a_reason() {
     let url = format!("redis://127.0.0.1:{}", free_port());
     let presence =
         Presence::redis(RedisOptions::new(url).with_namespace(unique_namespace())).unwrap();
-    let served = Served::start(presence).await;
+    let served = serve(presence).await;
 
     let status = served
-        .client()
+        .client(KEY)
         .get_user(pb::GetUserRequest {
             user_id: "alice".into(),
         })
@@ -457,13 +363,13 @@ async fn reflection_lists_the_presence_service() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
 
-    let served = Served::start(Presence::in_memory()).await;
+    let served = serve(Presence::in_memory()).await;
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
     let key = BearerKey::new(KEY).unwrap();
-    let mut responses = ServerReflectionClient::with_interceptor(served.channel.clone(), key)
+    let mut responses = ServerReflectionClient::with_interceptor(served.channel(), key)
         .server_reflection_info(futures_util::stream::iter([request]))
         .await
         .unwrap()

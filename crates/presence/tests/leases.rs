@@ -17,7 +17,7 @@ use pulse_presence::{
     testing::{RedisCluster, RedisServer, unique_namespace},
 };
 use pulse_protocol::EventKind::*;
-use support::{Events, bus_ready, expect, one_user_per_bucket, record, replay, summary};
+use support::{Events, bus_ready, expect, one_user_per_bucket, record, register, replay, summary};
 
 const TTL: Duration = Duration::from_millis(300);
 
@@ -90,22 +90,10 @@ async fn an_expired_instance_is_reaped_exactly_once(target: Target) {
     let presence = store(&target, &namespace).await;
     let mut events = Events::new(&presence);
 
-    presence
-        .register(&record("alice", "a1", "dead", 1))
-        .await
-        .unwrap();
-    presence
-        .register(&record("alice", "a2", "alive", 2))
-        .await
-        .unwrap();
-    presence
-        .register(&record("bob", "b1", "dead", 3))
-        .await
-        .unwrap();
-    presence
-        .register(&record("bob", "b2", "dead", 4))
-        .await
-        .unwrap();
+    register(&presence, "alice", "a1", "dead", 1).await;
+    register(&presence, "alice", "a2", "alive", 2).await;
+    register(&presence, "bob", "b1", "dead", 3).await;
+    register(&presence, "bob", "b2", "dead", 4).await;
     presence.renew_lease("alive").await.unwrap();
     assert_eq!(
         events.settle(&presence).await.len(),
@@ -173,14 +161,8 @@ async fn sync_makes_redis_hold_exactly_what_the_instance_has(target: Target) {
     let mut events = Events::new(&presence);
     // Redis thinks gw-1 holds c1 and c2; gw-1 really holds c2 and c3 (c1
     // closed and c3 opened while Redis was away).
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
-    presence
-        .register(&record("alice", "c2", "gw-1", 2))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
+    register(&presence, "alice", "c2", "gw-1", 2).await;
     events.settle(&presence).await;
 
     let local = vec![
@@ -220,10 +202,7 @@ async fn sync_makes_redis_hold_exactly_what_the_instance_has(target: Target) {
 async fn graceful_deregistration_gives_up_the_lease(target: Target) {
     let presence = store(&target, &unique_namespace()).await;
     presence.renew_lease("gw-1").await.unwrap();
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
     assert_eq!(presence.unregister_instance("gw-1").await.unwrap(), 1);
     assert!(
         !presence.renew_lease("gw-1").await.unwrap(),
@@ -257,10 +236,7 @@ async fn reap_until_reaped(presence: &Presence, instance: &str) {
 async fn a_reaped_lease_is_noticed_whatever_registrations_came_since(target: Target) {
     let presence = store(&target, &unique_namespace()).await;
     assert!(!presence.renew_lease("gw-1").await.unwrap(), "new");
-    presence
-        .register(&record("alice", "a1", "gw-1", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "a1", "gw-1", 1).await;
     assert!(presence.renew_lease("gw-1").await.unwrap());
 
     // gw-1 stalls past its ttl and is reaped.
@@ -270,10 +246,7 @@ async fn a_reaped_lease_is_noticed_whatever_registrations_came_since(target: Tar
     // Before its next renewal, its accept loop registers new sockets, one
     // in every bucket.
     for (n, user) in one_user_per_bucket("busy").iter().enumerate() {
-        presence
-            .register(&record(user, &format!("n{n}"), "gw-1", 2))
-            .await
-            .unwrap();
+        register(&presence, user, &format!("n{n}"), "gw-1", 2).await;
     }
     assert!(
         !presence.renew_lease("gw-1").await.unwrap(),

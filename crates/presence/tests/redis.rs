@@ -10,7 +10,7 @@ use pulse_presence::{
     testing::{RedisServer, free_port, unique_namespace},
 };
 use pulse_protocol::EventKind;
-use support::{DEADLINE, Events, bus_ready, record, redis_presence, wait_epoch};
+use support::{DEADLINE, Events, bus_ready, record, redis_presence, register, wait_epoch};
 use tokio::{sync::broadcast::error::RecvError, time::timeout};
 
 /// Redis down must mean a prompt `Unavailable`, never a hang.
@@ -64,10 +64,7 @@ async fn a_store_started_before_redis_works_once_redis_is_up() {
     let _server = RedisServer::spawn_on(port).await;
     bus_ready(&presence).await;
     let mut events = Events::new(&presence);
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
     assert_eq!(events.next().await.kind, EventKind::Connected);
     presence.ping().await.unwrap();
 }
@@ -92,10 +89,7 @@ async fn the_bus_resubscribes_and_bumps_its_epoch() {
     timeout(DEADLINE, epochs.changed()).await.unwrap().unwrap();
     assert_eq!(*epochs.borrow(), 2);
     let mut events = Events::new(&presence);
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
     assert_eq!(events.next().await.kind, EventKind::Connected);
 }
 
@@ -115,10 +109,7 @@ async fn the_bus_survives_a_redis_restart() {
     let _second = RedisServer::spawn_on(port).await;
     wait_epoch(&presence, 2).await;
     let mut events = Events::new(&presence);
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
     assert_eq!(events.next().await.kind, EventKind::Connected);
 }
 
@@ -145,10 +136,7 @@ async fn undecodable_payloads_are_skipped() {
             .await
             .unwrap();
     }
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
     let event = events.next().await;
     assert_eq!(
         (event.user_id.as_str(), event.kind),
@@ -185,12 +173,8 @@ async fn two_stores_on_one_namespace_share_state_and_events() {
     bus_ready(&two).await;
     let (mut seen_by_one, mut seen_by_two) = (Events::new(&one), Events::new(&two));
 
-    one.register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
-    two.register(&record("alice", "c2", "gw-2", 2))
-        .await
-        .unwrap();
+    register(&one, "alice", "c1", "gw-1", 1).await;
+    register(&two, "alice", "c2", "gw-2", 2).await;
     one.unregister("alice", "c2").await.unwrap();
     assert_eq!(
         two.user("alice").await.unwrap(),
@@ -223,15 +207,9 @@ async fn a_store_without_events_gets_commands_only() {
         .expect("the command channel is subscribed");
 
     for n in 0..10 {
-        observer
-            .register(&record(&format!("u{n}"), &format!("c{n}"), "gw-other", 1))
-            .await
-            .unwrap();
+        register(&observer, &format!("u{n}"), &format!("c{n}"), "gw-other", 1).await;
     }
-    observer
-        .register(&record("alice", "a1", "gw-quiet", 1))
-        .await
-        .unwrap();
+    register(&observer, "alice", "a1", "gw-quiet", 1).await;
     // One Redis delivers what it published in order on the one subscriber
     // connection: once the command is here, any event would be too.
     assert_eq!(observer.disconnect("alice", None, "bye").await.unwrap(), 1);

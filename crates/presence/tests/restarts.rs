@@ -13,7 +13,7 @@ use pulse_presence::{
     testing::{RedisCluster, RedisServer, unique_namespace},
 };
 use pulse_protocol::EventKind::*;
-use support::{Events, bus_ready, expect, record, summary, wait_epoch};
+use support::{Events, bus_ready, expect, record, register, summary, wait_epoch};
 
 const TTL: Duration = Duration::from_millis(300);
 
@@ -47,14 +47,8 @@ async fn a_redis_restart_with_its_data_reaps_no_live_gateway() {
         assert!(!presence.renew_lease(instance).await.unwrap(), "new");
         assert!(presence.renew_lease(instance).await.unwrap());
     }
-    presence
-        .register(&record("alice", "a1", "alive", 1))
-        .await
-        .unwrap();
-    presence
-        .register(&record("bob", "b1", "dead", 2))
-        .await
-        .unwrap();
+    register(&presence, "alice", "a1", "alive", 1).await;
+    register(&presence, "bob", "b1", "dead", 2).await;
     assert_eq!(events.settle(&presence).await.len(), 4);
     // Both renewed just before Redis goes: each lease has a whole ttl left.
     for instance in ["alive", "dead"] {
@@ -145,14 +139,8 @@ async fn a_cluster_master_restarting_with_its_data_reaps_no_live_gateway() {
         .map(|n| format!("bob-{n}"))
         .find(|user| pulse_presence::bucket_of(user) == bucket)
         .unwrap();
-    presence
-        .register(&record("alice", "a1", "alive", 1))
-        .await
-        .unwrap();
-    presence
-        .register(&record(&bob, "b1", "dead", 2))
-        .await
-        .unwrap();
+    register(&presence, "alice", "a1", "alive", 1).await;
+    register(&presence, &bob, "b1", "dead", 2).await;
     for instance in ["alive", "dead"] {
         presence.renew_lease(instance).await.unwrap();
     }

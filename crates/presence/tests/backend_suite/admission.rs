@@ -46,10 +46,7 @@ pub(super) async fn admission_counts_every_instance(presence: Presence) {
     );
     // An unconditional registration (a re-sync of an open socket) is never
     // refused; the count it leaves refuses the next admission.
-    presence
-        .register(&record("alice", "a4", "gw-1", 5))
-        .await
-        .unwrap();
+    register(&presence, "alice", "a4", "gw-1", 5).await;
     assert_eq!(
         presence
             .admit(&record("alice", "a5", "gw-2", 6), 2)
@@ -142,10 +139,7 @@ pub(super) async fn a_block_refuses_new_connections_until_it_ends(presence: Pres
         Admission::Admitted
     );
     assert_eq!(presence.admit(&open, 0).await.unwrap(), Admission::Admitted);
-    presence
-        .register(&record("mallory", "m3", "gw-3", 4))
-        .await
-        .unwrap();
+    register(&presence, "mallory", "m3", "gw-3", 4).await;
     assert_eq!(presence.user("mallory").await.unwrap().len(), 2);
 
     // A new block replaces the old one, and a block ends by itself.

@@ -7,14 +7,8 @@ pub(super) async fn commands_reach_the_listening_instance(presence: Presence) {
     use serde_json::value::RawValue;
 
     let mut commands = presence.listen_commands("gw-1");
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
-    presence
-        .register(&record("alice", "c2", "gw-1", 2))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
+    register(&presence, "alice", "c2", "gw-1", 2).await;
 
     // With Redis the bus subscribes in the background; once it says it has,
     // a send reaches both connections at the first try.
@@ -90,10 +84,7 @@ pub(super) async fn a_full_command_queue_counts_only_what_it_takes(presence: Pre
     // Past the queue's capacity (16,384), with nobody reading.
     const SENT: u64 = 17_500;
     let mut commands = presence.listen_commands("gw-slow");
-    presence
-        .register(&record("alice", "c1", "gw-slow", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-slow", 1).await;
     tokio::time::timeout(support::DEADLINE, presence.commands_ready("gw-slow"))
         .await
         .expect("the command channel is subscribed");

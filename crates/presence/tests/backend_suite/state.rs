@@ -9,13 +9,7 @@ pub(super) async fn register_then_query(presence: Presence) {
 
     assert_eq!(presence.user("alice").await.unwrap(), [alice]);
     assert_eq!(presence.user("bob").await.unwrap(), []);
-    assert_eq!(
-        presence.count_online().await.unwrap(),
-        OnlineCount {
-            users: 1,
-            connections: 1
-        }
-    );
+    assert_eq!(counts(&presence).await, (1, 1));
     assert_eq!(
         summary(&events.settle(&presence).await),
         expect(&[
@@ -32,23 +26,11 @@ pub(super) async fn two_connections_one_user(presence: Presence) {
     presence.register(&tab).await.unwrap();
     presence.register(&phone).await.unwrap();
     assert_eq!(presence.user("alice").await.unwrap(), [tab, phone]);
-    assert_eq!(
-        presence.count_online().await.unwrap(),
-        OnlineCount {
-            users: 1,
-            connections: 2
-        }
-    );
+    assert_eq!(counts(&presence).await, (1, 2));
 
     presence.unregister("alice", "c1").await.unwrap();
     assert_eq!(presence.user("alice").await.unwrap().len(), 1);
-    assert_eq!(
-        presence.count_online().await.unwrap(),
-        OnlineCount {
-            users: 1,
-            connections: 1
-        }
-    );
+    assert_eq!(counts(&presence).await, (1, 1));
     presence.unregister("alice", "c2").await.unwrap();
     assert_eq!(presence.user("alice").await.unwrap(), []);
     assert_eq!(
@@ -75,19 +57,10 @@ pub(super) async fn register_twice_is_idempotent(presence: Presence) {
     presence.register(&first).await.unwrap();
     presence.register(&first).await.unwrap();
     // The same id again from elsewhere changes nothing either: first wins.
-    presence
-        .register(&record("alice", "c1", "gw-2", 1_800_000_000_000))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-2", 1_800_000_000_000).await;
 
     assert_eq!(presence.user("alice").await.unwrap(), [first]);
-    assert_eq!(
-        presence.count_online().await.unwrap(),
-        OnlineCount {
-            users: 1,
-            connections: 1
-        }
-    );
+    assert_eq!(counts(&presence).await, (1, 1));
     // gw-2 never held c1, so purging it must not take c1 away.
     assert_eq!(presence.unregister_instance("gw-2").await.unwrap(), 0);
     assert_eq!(presence.user("alice").await.unwrap().len(), 1);
@@ -102,10 +75,7 @@ pub(super) async fn register_twice_is_idempotent(presence: Presence) {
 
 pub(super) async fn unregister_unknown_is_a_no_op(presence: Presence) {
     let mut events = Events::new(&presence);
-    presence
-        .register(&record("alice", "c1", "gw-1", 1))
-        .await
-        .unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
     events.settle(&presence).await;
 
     presence.unregister("alice", "nope").await.unwrap();
@@ -152,22 +122,10 @@ pub(super) async fn users_keeps_order(presence: Presence) {
 
 pub(super) async fn unregister_instance_removes_only_that_instance(presence: Presence) {
     let mut events = Events::new(&presence);
-    presence
-        .register(&record("alice", "a1", "gw-1", 1))
-        .await
-        .unwrap();
-    presence
-        .register(&record("alice", "a2", "gw-2", 2))
-        .await
-        .unwrap();
-    presence
-        .register(&record("bob", "b1", "gw-1", 3))
-        .await
-        .unwrap();
-    presence
-        .register(&record("carol", "c1", "gw-1", 4))
-        .await
-        .unwrap();
+    register(&presence, "alice", "a1", "gw-1", 1).await;
+    register(&presence, "alice", "a2", "gw-2", 2).await;
+    register(&presence, "bob", "b1", "gw-1", 3).await;
+    register(&presence, "carol", "c1", "gw-1", 4).await;
     presence.unregister("carol", "c1").await.unwrap();
     events.settle(&presence).await;
 
@@ -177,13 +135,7 @@ pub(super) async fn unregister_instance_removes_only_that_instance(presence: Pre
         [record("alice", "a2", "gw-2", 2)]
     );
     assert_eq!(presence.user("bob").await.unwrap(), []);
-    assert_eq!(
-        presence.count_online().await.unwrap(),
-        OnlineCount {
-            users: 1,
-            connections: 1
-        }
-    );
+    assert_eq!(counts(&presence).await, (1, 1));
 
     let mut seen = summary(&events.settle(&presence).await);
     // The purge walks its index in no particular order; each user's own

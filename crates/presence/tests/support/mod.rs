@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses its own subset.
 
+pub mod served;
+
 use std::{
     collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
@@ -18,6 +20,7 @@ use tokio::{sync::broadcast, time::timeout};
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The record of connection `connection_id` of `user_id` on `instance_id`.
 pub fn record(
     user_id: &str,
     connection_id: &str,
@@ -30,6 +33,32 @@ pub fn record(
         instance_id: instance_id.to_owned(),
         connected_at_ms,
     }
+}
+
+/// Registers [`record`]`(user_id, connection_id, instance_id, connected_at_ms)`
+/// in `presence`; panics when the store refuses.
+pub async fn register(
+    presence: &Presence,
+    user_id: &str,
+    connection_id: &str,
+    instance_id: &str,
+    connected_at_ms: u64,
+) {
+    presence
+        .register(&record(
+            user_id,
+            connection_id,
+            instance_id,
+            connected_at_ms,
+        ))
+        .await
+        .unwrap();
+}
+
+/// How many users and connections `presence` counts online.
+pub async fn counts(presence: &Presence) -> (u64, u64) {
+    let count = presence.count_online().await.unwrap();
+    (count.users, count.connections)
 }
 
 /// A Redis-backed store in a fresh namespace, with its bus subscribed.
