@@ -3,6 +3,7 @@
 //! a fresh namespace, `cluster::<case>` on a three-master Redis Cluster with
 //! a fresh namespace.
 
+#[macro_use]
 mod support;
 
 use std::{
@@ -13,37 +14,6 @@ use std::{
 use pulse_presence::{Admission, ConnectionRecord, OnlineCount, Presence, PresenceError};
 use pulse_protocol::{EventKind::*, PresenceEvent, event::now_ms};
 use support::{Events, counts, expect, record, register, replay, summary};
-
-macro_rules! every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(pulse_presence::Presence::in_memory()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let server = pulse_presence::testing::RedisServer::start().await;
-                    super::$case(super::support::redis_presence(&server).await).await;
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let cluster = pulse_presence::testing::RedisCluster::start().await;
-                    super::$case(super::support::cluster_presence(cluster).await).await;
-                }
-            )*
-        }
-    };
-}
 
 every_backend!(
     register_then_query,

@@ -2,6 +2,7 @@
 //! subscribed to, one frame per publication, across processes, on one Redis
 //! and on a Cluster; a feed whose Redis connection is killed subscribes again.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -10,37 +11,6 @@ use pulse_presence::{Delivery, Presence, PresenceError, bucket_of, testing::Redi
 use serde_json::{Value, json, value::RawValue};
 use support::DEADLINE;
 use tokio::{sync::mpsc::UnboundedReceiver, time::timeout};
-
-macro_rules! every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(pulse_presence::Presence::in_memory()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let server = pulse_presence::testing::RedisServer::start().await;
-                    super::$case(super::support::redis_presence(&server).await).await;
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let cluster = pulse_presence::testing::RedisCluster::start().await;
-                    super::$case(super::support::cluster_presence(cluster).await).await;
-                }
-            )*
-        }
-    };
-}
 
 every_backend!(
     a_feed_gets_what_it_subscribed_to_and_nothing_else,

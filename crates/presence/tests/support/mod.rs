@@ -1,8 +1,44 @@
 //! Helpers shared by the integration tests.
 
-#![allow(dead_code, unreachable_pub)] // Each test binary uses its own subset.
+#![allow(dead_code, unreachable_pub, unused_macros)] // Each test binary uses its own subset.
 
 pub mod served;
+
+/// Runs each case against every backend: `memory::<case>` on
+/// `Presence::in_memory()`, `redis::<case>` on Redis and `cluster::<case>` on
+/// a three-master Redis Cluster, each with a fresh namespace. The test file
+/// declares `#[macro_use] mod support;` and the cases as
+/// `async fn case(presence: Presence)`.
+macro_rules! every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(pulse_presence::Presence::in_memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let server = pulse_presence::testing::RedisServer::start().await;
+                    super::$case(super::support::redis_presence(&server).await).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let cluster = pulse_presence::testing::RedisCluster::start().await;
+                    super::$case(super::support::cluster_presence(cluster).await).await;
+                }
+            )*
+        }
+    };
+}
 
 use std::{
     collections::HashMap,
