@@ -12,7 +12,9 @@ use tracing::debug;
 use crate::{LocalConnection, shared::Shared, socket::End, telemetry};
 
 /// Adds the connection to the manager and registers it with presence, or
-/// answers how the socket must close (and leaves nothing behind).
+/// answers how the socket must close (and leaves nothing behind). Admitted,
+/// it answers the channels the server API subscribed the user to (read with
+/// the registration, in one step).
 ///
 /// A presence failure never costs the client its socket: the connection is
 /// live locally either way (within the local limit) and the failure is
@@ -24,19 +26,21 @@ pub(crate) async fn admit(
     user_id: &Arc<str>,
     local: LocalConnection,
     record: &ConnectionRecord,
-) -> Result<(), End> {
+) -> Result<Vec<String>, End> {
     let limit = shared.settings.max_connections_per_user;
     let connection_id = local.connection_id.clone();
     if let Err(held) = shared.manager.try_add(user_id, local, limit) {
         return Err(too_many(user_id, held as u64, limit));
     }
     let refusal = match shared.presence.admit(record, limit as u64).await {
-        Ok(Admission::Admitted) => return Ok(()),
+        Ok(Admission::Admitted {
+            server_subscriptions,
+        }) => return Ok(server_subscriptions),
         Ok(Admission::TooMany { held }) => too_many(user_id, held, limit),
         Ok(Admission::Blocked { reason, remaining }) => blocked(user_id, &reason, remaining),
         Err(error) => {
             debug!(%user_id, %connection_id, %error, "presence registration failed");
-            return Ok(());
+            return Ok(Vec::new());
         }
     };
     // The manager held the connection while presence was asked, so a re-sync

@@ -132,10 +132,14 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         instance_id: settings.instance_id.clone(),
         connected_at_ms,
     };
-    if let Err(end) = crate::admission::admit(&shared, &user_id, local, &record).await {
-        socket.finish(end, settings.write_timeout).await;
-        return None;
-    }
+    let server_subscriptions =
+        match crate::admission::admit(&shared, &user_id, local, &record).await {
+            Ok(server_subscriptions) => server_subscriptions,
+            Err(end) => {
+                socket.finish(end, settings.write_timeout).await;
+                return None;
+            }
+        };
     info!(%user_id, %connection_id, %peer, "connected");
     shared.metrics.connects.increment(1);
     shared.metrics.connections.increment(1.0);
@@ -153,7 +157,7 @@ async fn open(start: Box<Start>) -> Option<Box<Live>> {
         expires_at,
         awaiting_pong: false,
         rate,
-        channels: ChannelState::for_claims(&identity.claims),
+        channels: ChannelState::for_connection(&identity.claims, server_subscriptions),
         shared,
     }))
 }

@@ -10,7 +10,13 @@ use crate::{Backend, ConnectionRecord, Presence, PresenceError, check_id, check_
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// The connection is registered (or already was).
-    Admitted,
+    Admitted {
+        /// The channels the server API subscribed the user to
+        /// ([`Presence::subscribe_user`]), read in the same atomic step as
+        /// the registration: a `Subscribe` made concurrently is either listed
+        /// here or finds the connection registered and reaches it.
+        server_subscriptions: Vec<String>,
+    },
     /// Refused: the user already holds `held` connections, at least the
     /// limit asked, counting every instance. Nothing changed.
     TooMany {

@@ -95,7 +95,13 @@ impl MemoryStore {
             return Admission::TooMany { held };
         }
         self.insert(&mut state, record);
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: state
+                .subscriptions
+                .get(&record.user_id)
+                .map(|set| set.iter().cloned().collect())
+                .unwrap_or_default(),
+        }
     }
 
     /// Blocks a user's new connections until `duration` from now, replacing

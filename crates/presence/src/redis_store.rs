@@ -163,6 +163,7 @@ impl RedisStore {
             .key(self.keys.connections(bucket))
             .key(self.keys.instances(bucket))
             .key(self.keys.blocked(&record.user_id))
+            .key(self.keys.subscriptions(&record.user_id))
             .arg(self.keys.channel())
             .arg(&record.user_id)
             .arg(&record.connection_id)
@@ -170,6 +171,8 @@ impl RedisStore {
             .arg(record.connected_at_ms.to_string())
             .arg(self.lease_ttl_ms)
             .arg(max_per_user)
+            .arg(if honour_block { "1" } else { "0" })
+            // Admission answers with the user's server-side subscriptions.
             .arg(if honour_block { "1" } else { "0" });
         invocation
     }

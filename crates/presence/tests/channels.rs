@@ -18,6 +18,7 @@ every_backend!(
     channels_in_every_bucket_are_delivered,
     bad_publications_are_invalid,
     server_subscriptions_are_kept_per_user_within_a_limit,
+    admission_answers_the_users_server_subscriptions,
 );
 
 fn data(value: &Value) -> Box<RawValue> {
@@ -273,4 +274,37 @@ async fn a_killed_subscription_comes_back() {
         );
         n += 1;
     }
+}
+
+/// A new connection learns its user's server-side subscriptions from its
+/// admission (the same atomic step that registers it), not from a second
+/// read on every connect.
+async fn admission_answers_the_users_server_subscriptions(presence: Presence) {
+    let record = |user_id: &str, connection_id: &str| pulse_presence::ConnectionRecord {
+        connection_id: connection_id.into(),
+        user_id: user_id.into(),
+        instance_id: "gw-1".into(),
+        connected_at_ms: 1,
+    };
+    let admitted = |channels: &[&str]| pulse_presence::Admission::Admitted {
+        server_subscriptions: channels.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    assert_eq!(
+        presence.admit(&record("alice", "c1"), 0).await.unwrap(),
+        admitted(&[])
+    );
+    presence.subscribe_user("alice", "room:1").await.unwrap();
+    assert_eq!(
+        presence.admit(&record("alice", "c2"), 0).await.unwrap(),
+        admitted(&["room:1"])
+    );
+    assert_eq!(
+        presence.admit(&record("alice", "c2"), 0).await.unwrap(),
+        admitted(&["room:1"]),
+        "an admission that changes nothing answers the same"
+    );
+    assert_eq!(
+        presence.admit(&record("bob", "c3"), 0).await.unwrap(),
+        admitted(&[])
+    );
 }

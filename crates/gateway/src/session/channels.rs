@@ -22,8 +22,9 @@ use super::Live;
 use crate::{frame::OpCode, hooks::Verdict, socket::End};
 
 /// A connection's channels: allocated on its first subscription, or at
-/// connect when its token carries a `channels` claim, so that a connection
-/// with neither pays one pointer.
+/// connect when its token carries a `channels` claim or the server API
+/// subscribed its user to channels, so that a connection with none of these
+/// pays one pointer.
 #[derive(Debug, Default)]
 pub(crate) struct ChannelState {
     /// The channels it is subscribed to (the personal channel is not listed).
@@ -31,15 +32,26 @@ pub(crate) struct ChannelState {
     /// The connection token's `channels` claim: exact names and `prefix*`
     /// patterns, for namespaces with `authorize = "claim"`.
     claim: Option<Box<[Box<str>]>>,
+    /// The server API's subscriptions of the user, read when the connection
+    /// registered, joined once the client has been greeted.
+    joining: Vec<String>,
 }
 
 impl ChannelState {
-    /// The state for a token's claims, when there is something to keep.
-    pub(crate) fn for_claims(claims: &serde_json::Map<String, Value>) -> Option<Box<Self>> {
-        let claim = channels_claim(claims)?;
+    /// The state of a new connection with a token's claims and its user's
+    /// server-side subscriptions, when there is something to keep.
+    pub(crate) fn for_connection(
+        claims: &serde_json::Map<String, Value>,
+        server_subscriptions: Vec<String>,
+    ) -> Option<Box<Self>> {
+        let claim = channels_claim(claims);
+        if claim.is_none() && server_subscriptions.is_empty() {
+            return None;
+        }
         Some(Box::new(Self {
             subscribed: Vec::new(),
-            claim: Some(claim),
+            claim,
+            joining: server_subscriptions,
         }))
     }
 
@@ -289,20 +301,13 @@ impl Live {
     }
 
     /// Subscribes a new connection to what the server API subscribed its
-    /// user to. Read after the connection registered, so a `Subscribe`
-    /// made meanwhile reaches it one way or the other (twice is harmless).
+    /// user to, as read in the registration's step: a `Subscribe` made
+    /// concurrently is either in that list or finds the connection
+    /// registered and reaches it as a command (twice is harmless).
     pub(super) async fn join_server_subscriptions(&mut self) -> Result<(), End> {
-        let channels = match self
-            .shared
-            .presence
-            .server_subscriptions(&self.user_id)
-            .await
-        {
-            Ok(channels) => channels,
-            Err(error) => {
-                warn!(user_id = %self.user_id, connection_id = %self.connection_id, %error, "could not read the user's server-side subscriptions");
-                return Ok(());
-            }
+        let channels = match self.channels.as_mut() {
+            Some(state) => std::mem::take(&mut state.joining),
+            None => return Ok(()),
         };
         for channel in channels {
             self.server_subscribe(channel.into()).await?;
@@ -479,9 +484,18 @@ mod tests {
             map.insert("channels".into(), value);
             map
         };
-        assert!(ChannelState::for_claims(&serde_json::Map::new()).is_none());
-        assert!(ChannelState::for_claims(&claims(Value::from("room:1"))).is_none());
-        let state = ChannelState::for_claims(&claims(serde_json::json!(["a", 1, "b*"]))).unwrap();
-        assert_eq!(state.claim.as_deref().unwrap().len(), 2);
+        let state = |claims| ChannelState::for_connection(&claims, Vec::new());
+        assert!(state(serde_json::Map::new()).is_none());
+        assert!(state(claims(Value::from("room:1"))).is_none());
+        let held = state(claims(serde_json::json!(["a", 1, "b*"]))).unwrap();
+        assert_eq!(held.claim.as_deref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn server_subscriptions_alone_allocate_the_state() {
+        let state =
+            ChannelState::for_connection(&serde_json::Map::new(), vec!["room:1".into()]).unwrap();
+        assert!(state.claim.is_none());
+        assert_eq!(state.joining, ["room:1"]);
     }
 }

@@ -59,7 +59,7 @@ impl Live {
         // those made under the old one stay.
         match &mut self.channels {
             Some(state) => state.set_claim(&fresh.claims),
-            None => self.channels = ChannelState::for_claims(&fresh.claims),
+            None => self.channels = ChannelState::for_connection(&fresh.claims, Vec::new()),
         }
         self.rearm();
         debug!(user_id = %self.user_id, connection_id = %self.connection_id, "token refreshed");

@@ -3,15 +3,19 @@
 --
 -- KEYS[1] user hash, and of the user's bucket: KEYS[2] the instance's index,
 -- KEYS[3] online set, KEYS[4] connection counter, KEYS[5] instance leases,
--- KEYS[6] the user's block (a string holding the reason, expiring with it).
+-- KEYS[6] the user's block (a string holding the reason, expiring with it),
+-- KEYS[7] the user's server-side subscriptions (a set).
 -- ARGV[1] event channel, ARGV[2] user id, ARGV[3] connection id,
 -- ARGV[4] instance id, ARGV[5] connected_at_ms as a decimal string,
 -- ARGV[6] lease ttl in ms, ARGV[7] the most connections the user may hold
--- across every instance (0: no limit), ARGV[8] '1' to refuse a blocked user.
+-- across every instance (0: no limit), ARGV[8] '1' to refuse a blocked user,
+-- ARGV[9] '1' to answer with the user's server-side subscriptions.
 --
 -- Returns 1 when the connection was added, 0 when the user already had it
 -- (then nothing changes and nothing is published: registering is
--- idempotent), {-1, held} when the user already holds the limit, and
+-- idempotent), each as {1 or 0, {channel...}} with ARGV[9] (read in the
+-- same step, so a server-side Subscribe either is in that list or finds
+-- the connection registered), {-1, held} when the user already holds the limit, and
 -- {-2, ms left, reason} when the user is blocked (then nothing changes
 -- either). The user hash is the truth about every
 -- instance's connections, and the count and the addition are one step, so
@@ -37,8 +41,15 @@ if (limit > 0 or honour_block) and redis.call('HEXISTS', KEYS[1], connection_id)
     end
   end
 end
+local function registered(added)
+  if ARGV[9] == '1' then
+    return {added, redis.call('SMEMBERS', KEYS[7])}
+  end
+  return added
+end
+
 if redis.call('HSETNX', KEYS[1], connection_id, at_ms .. '|' .. instance_id) == 0 then
-  return 0
+  return registered(0)
 end
 touch_lease(KEYS[5], instance_id, tonumber(ARGV[6]))
 redis.call('HSET', KEYS[2], connection_id, user_id)
@@ -49,4 +60,4 @@ if redis.call('HLEN', KEYS[1]) == 1 then
   redis.call('SADD', KEYS[3], user_id)
   redis.call('PUBLISH', channel, event('online', user_id, connection_id, instance_id, at_ms))
 end
-return 1
+return registered(1)

@@ -44,13 +44,21 @@ impl RedisStore {
     }
 }
 
-/// What register.lua answered: 1 or 0 (added, or already there),
-/// `{-1, held}` (the user holds the limit) or `{-2, ms left, reason}` (the
+/// What register.lua answered: `{1 or 0, {channel...}}` (added, or
+/// already there, with the user's server-side subscriptions), `{-1, held}` (the user holds the limit) or `{-2, ms left, reason}` (the
 /// user is blocked).
 fn admission(answer: &Value) -> Result<Admission, PresenceError> {
     match answer {
-        Value::Int(0 | 1) => Ok(Admission::Admitted),
         Value::Array(fields) => match fields.as_slice() {
+            [Value::Int(0 | 1), Value::Array(channels)] => Ok(Admission::Admitted {
+                server_subscriptions: channels
+                    .iter()
+                    .map(|channel| match channel {
+                        Value::BulkString(name) => Ok(String::from_utf8_lossy(name).into_owned()),
+                        _ => Err(unexpected(answer)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            }),
             [Value::Int(-1), Value::Int(held)] => Ok(Admission::TooMany {
                 held: u64::try_from(*held).unwrap_or(0),
             }),

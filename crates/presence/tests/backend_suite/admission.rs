@@ -7,14 +7,18 @@ pub(super) async fn admission_counts_every_instance(presence: Presence) {
     let first = record("alice", "a1", "gw-1", 1);
     assert_eq!(
         presence.admit(&first, 2).await.unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
     assert_eq!(
         presence
             .admit(&record("alice", "a2", "gw-2", 2), 2)
             .await
             .unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
     // The third, on any instance, is refused and changes nothing.
     assert_eq!(
@@ -27,7 +31,9 @@ pub(super) async fn admission_counts_every_instance(presence: Presence) {
     // A connection the user already has is admitted again without a change.
     assert_eq!(
         presence.admit(&first, 2).await.unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
     // Another user, and no limit, are not affected.
     assert_eq!(
@@ -35,14 +41,18 @@ pub(super) async fn admission_counts_every_instance(presence: Presence) {
             .admit(&record("bob", "b1", "gw-3", 4), 2)
             .await
             .unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
     assert_eq!(
         presence
             .admit(&record("alice", "a3", "gw-3", 3), 0)
             .await
             .unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
     // An unconditional registration (a re-sync of an open socket) is never
     // refused; the count it leaves refuses the next admission.
@@ -63,7 +73,9 @@ pub(super) async fn admission_counts_every_instance(presence: Presence) {
             .admit(&record("alice", "a5", "gw-2", 6), 2)
             .await
             .unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
     let user: Vec<_> = presence
         .user("alice")
@@ -91,7 +103,7 @@ pub(super) async fn concurrent_admissions_admit_exactly_the_limit(presence: Pres
     let mut admitted = 0;
     for attempt in attempts {
         match attempt.await.unwrap() {
-            Admission::Admitted => admitted += 1,
+            Admission::Admitted { .. } => admitted += 1,
             Admission::TooMany { held } => assert_eq!(held, LIMIT),
             blocked @ Admission::Blocked { .. } => panic!("{blocked:?}"),
         }
@@ -136,9 +148,16 @@ pub(super) async fn a_block_refuses_new_connections_until_it_ends(presence: Pres
             .admit(&record("bob", "b1", "gw-2", 3), 0)
             .await
             .unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
-    assert_eq!(presence.admit(&open, 0).await.unwrap(), Admission::Admitted);
+    assert_eq!(
+        presence.admit(&open, 0).await.unwrap(),
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
+    );
     register(&presence, "mallory", "m3", "gw-3", 4).await;
     assert_eq!(presence.user("mallory").await.unwrap().len(), 2);
 
@@ -154,7 +173,7 @@ pub(super) async fn a_block_refuses_new_connections_until_it_ends(presence: Pres
             .await
             .unwrap()
         {
-            Admission::Admitted => break,
+            Admission::Admitted { .. } => break,
             Admission::Blocked { reason, .. } => assert_eq!(reason, "cool down"),
             other => panic!("{other:?}"),
         }
@@ -209,7 +228,9 @@ pub(super) async fn bad_blocks_are_invalid(presence: Presence) {
             .admit(&record("mallory", "m1", "gw-1", 1), 0)
             .await
             .unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
     presence
         .block("mallory", pulse_presence::MAX_BLOCK, "the longest")

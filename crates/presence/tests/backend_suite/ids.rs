@@ -100,7 +100,9 @@ pub(super) async fn user_ids_have_one_length_limit(presence: Presence) {
     let connection = record(&longest, "c1", "gw-1", 1);
     assert_eq!(
         presence.admit(&connection, 0).await.unwrap(),
-        Admission::Admitted
+        Admission::Admitted {
+            server_subscriptions: Vec::new()
+        }
     );
     assert_eq!(presence.user(&longest).await.unwrap(), [connection]);
 
