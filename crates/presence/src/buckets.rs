@@ -104,6 +104,23 @@ impl Keys {
         format!("{}pub:{channel}", self.bucket(bucket_of(channel)))
     }
 
+    /// A channel's members (user id -> subscribed connections), in the
+    /// channel's bucket. The scripts build the same names from the bucket
+    /// prefix (see the membership notes in `lua/prelude.lua`).
+    pub(crate) fn members(&self, channel: &str) -> String {
+        format!("{}members:{channel}", self.bucket(bucket_of(channel)))
+    }
+
+    /// A bucket's active channels (channel -> subscribed connections).
+    pub(crate) fn active_channels(&self, bucket: u16) -> String {
+        format!("{}chans", self.bucket(bucket))
+    }
+
+    /// What `instance_id`'s connections hold in a bucket's channels.
+    pub(crate) fn member_index(&self, bucket: u16, instance_id: &str) -> String {
+        format!("{}cmi:{instance_id}", self.bucket(bucket))
+    }
+
     /// The events channel (classic pub/sub: every subscriber wants every event).
     pub(crate) fn channel(&self) -> String {
         format!("{}:events", self.namespace)

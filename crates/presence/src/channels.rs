@@ -117,7 +117,7 @@ struct LocalFeed {
 
 impl LocalHub {
     /// Hands the frame to every feed subscribed to `channel`; how many.
-    fn publish(&self, channel: &str, frame: &str) -> u64 {
+    pub(crate) fn publish(&self, channel: &str, frame: &str) -> u64 {
         let mut reached = 0;
         let mut shared: Option<(Arc<str>, Arc<str>)> = None;
         for feed in self.feeds.lock().expect("hub lock").values() {

@@ -45,6 +45,7 @@ mod fanout;
 mod grpc_access;
 mod http_api;
 mod leases;
+mod members;
 mod memory;
 pub mod namespaces;
 mod options;
@@ -62,6 +63,7 @@ pub use channels::{ChannelFeed, Delivery, MAX_SERVER_SUBSCRIPTIONS, Published};
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use http_api::run_http;
 pub use leases::run_reaper;
+pub use members::{ChannelPresence, Entered, Left, MAX_LISTED_CHANNELS, MemberRecord};
 pub use namespaces::{Authorize, NamespaceOptions, Namespaces, NamespacesError};
 pub use options::{DEFAULT_LEASE_TTL, MIN_LEASE_TTL, RedisOptions, RedisOptionsError};
 pub use service::{ApiConfig, ApiLimits, run};
@@ -142,6 +144,8 @@ struct Inner {
     commands_live: watch::Sender<Option<String>>,
     /// The channel feeds of this process (the in-memory backend's fan-out).
     local_hub: Arc<channels::LocalHub>,
+    /// Channel memberships (the in-memory backend's).
+    members: members::MemberTable,
     // Dropped with the last `Presence` clone, which tells the bus task to stop.
     _bus_stop: Option<oneshot::Sender<()>>,
 }
@@ -179,6 +183,7 @@ impl Presence {
                 commands: watch::channel(None).0,
                 commands_live: watch::channel(None).0,
                 local_hub: Arc::default(),
+                members: members::MemberTable::default(),
                 _bus_stop: None,
             }),
         }
@@ -228,6 +233,7 @@ impl Presence {
                 commands,
                 commands_live,
                 local_hub: Arc::default(),
+                members: members::MemberTable::default(),
                 _bus_stop: Some(bus_stop),
             }),
         })
@@ -276,14 +282,20 @@ impl Presence {
     }
 
     /// Removes every connection `instance_id` holds, with the same events as
-    /// [`Presence::unregister`] for each, and returns how many there were.
+    /// [`Presence::unregister`] for each, and returns how many there were;
+    /// its channel memberships go too, with their `leave`s.
     ///
     /// For a graceful shutdown, and for a restart under the same id, which
     /// must not leave the previous run's connections behind as phantoms.
     pub async fn unregister_instance(&self, instance_id: &str) -> Result<u64, PresenceError> {
         check_id("instance_id", instance_id)?;
         match &self.inner.backend {
-            Backend::Memory(store) => Ok(store.unregister_instance(instance_id)),
+            Backend::Memory(store) => {
+                self.inner
+                    .members
+                    .purge_instance(instance_id, &self.inner.local_hub);
+                Ok(store.unregister_instance(instance_id))
+            }
             Backend::Redis(store) => {
                 observe(
                     "unregister_instance",

@@ -76,8 +76,28 @@ pub struct NamespaceOptions {
     /// How long a channel's history lives after its last publication.
     #[serde(with = "humantime_serde_compat")]
     pub history_ttl: Duration,
-    /// The most subscribers a channel may have (0: no limit).
+    /// The most subscribers (subscribed connections, across every
+    /// instance) a channel may have (0: no limit).
     pub max_subscribers: u32,
+    /// Above this many users in a channel, `presence` answers only the
+    /// counts and no `join`/`leave` is sent (a room of 50,000 viewers would
+    /// otherwise send every one of them every arrival).
+    pub presence_max_users: u32,
+}
+
+/// What [`NamespaceOptions::presence_max_users`] is when not set.
+pub const DEFAULT_PRESENCE_MAX_USERS: u32 = 1000;
+
+impl NamespaceOptions {
+    /// The join/leave cap a membership records: 0 when the namespace sends
+    /// no `join`/`leave`.
+    pub fn join_leave_cap(&self) -> u32 {
+        if self.join_leave {
+            self.presence_max_users
+        } else {
+            0
+        }
+    }
 }
 
 impl Default for NamespaceOptions {
@@ -90,6 +110,7 @@ impl Default for NamespaceOptions {
             history_size: 0,
             history_ttl: Duration::from_secs(300),
             max_subscribers: 0,
+            presence_max_users: DEFAULT_PRESENCE_MAX_USERS,
         }
     }
 }
@@ -235,15 +256,13 @@ impl Namespaces {
             }
             // Options whose machinery has not landed yet: refused rather
             // than read and ignored, so that nobody relies on them.
-            for (set, option) in [
-                (options.presence, "presence"),
-                (options.join_leave, "join_leave"),
-                (options.history_size > 0, "history_size"),
-                (options.max_subscribers > 0, "max_subscribers"),
-            ] {
-                if set {
-                    return Err(format!("{key}.{option}: {NOT_YET}"));
-                }
+            if options.history_size > 0 {
+                return Err(format!("{key}.history_size: {NOT_YET}"));
+            }
+            if options.presence_max_users == 0 {
+                return Err(format!(
+                    "{key}.presence_max_users: at least 1 (the most users `presence` lists)"
+                ));
             }
             if options.authorize == Authorize::Hook && self.hooks.is_none() {
                 return Err(format!(

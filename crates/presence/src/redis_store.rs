@@ -52,6 +52,7 @@ use crate::{
 
 mod admission;
 mod channels;
+mod members;
 mod queries;
 #[cfg(test)]
 mod wire_tests;
@@ -72,6 +73,9 @@ static UNREGISTER: LazyLock<Script> = script!("lua/unregister.lua");
 static UNREGISTER_INSTANCE: LazyLock<Script> = script!("lua/unregister_instance.lua");
 static RENEW_LEASE: LazyLock<Script> = script!("lua/renew_lease.lua");
 static REAP: LazyLock<Script> = script!("lua/reap.lua");
+static ENTER_CHANNEL: LazyLock<Script> = script!("lua/enter_channel.lua");
+static LEAVE_CHANNEL: LazyLock<Script> = script!("lua/leave_channel.lua");
+static CHANNEL_PRESENCE: LazyLock<Script> = script!("lua/channel_presence.lua");
 
 /// How many expired instances one reap call removes at most, per bucket.
 const REAP_BATCH: usize = 64;

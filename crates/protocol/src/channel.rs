@@ -179,6 +179,28 @@ pub fn publication_frame(channel: &str, offset: Option<u64>, data: &RawValue) ->
     frame
 }
 
+/// Whether a user came into a channel or went out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Their first subscription to the channel anywhere.
+    Join,
+    /// Their last one gone.
+    Leave,
+}
+
+/// The text of a `join` or `leave` frame. The Redis scripts build the same
+/// bytes (`member_frame` in `pulse-presence`'s `lua/prelude.lua`; a test
+/// there holds the two together).
+pub fn member_frame(change: MemberChange, channel: &str, user_id: &str) -> String {
+    let kind = match change {
+        MemberChange::Join => "join",
+        MemberChange::Leave => "leave",
+    };
+    let channel = serde_json::to_string(channel).expect("a string always serialises");
+    let user_id = serde_json::to_string(user_id).expect("a string always serialises");
+    format!(r#"{{"type":"{kind}","channel":{channel},"user_id":{user_id}}}"#)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -265,6 +287,26 @@ mod tests {
         let frame: Value = serde_json::from_str(&publication_frame("n", None, &data)).unwrap();
         assert_eq!(frame.get("offset"), None);
         assert_eq!(frame["type"], json!("publication"));
+    }
+
+    #[test]
+    fn member_frames_decode_as_server_messages() {
+        let frame = member_frame(MemberChange::Join, "room:7", "al\"ice");
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&frame).unwrap(),
+            ServerMessage::Join {
+                channel: "room:7".into(),
+                user_id: "al\"ice".into(),
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&member_frame(MemberChange::Leave, "n", "b"))
+                .unwrap(),
+            ServerMessage::Leave {
+                channel: "n".into(),
+                user_id: "b".into(),
+            }
+        );
     }
 
     proptest! {

@@ -46,8 +46,9 @@ pub enum ClientMessage {
         /// The channel.
         channel: String,
     },
-    /// Who is in a channel. Answered, until per-channel presence lands, by
-    /// an `error` `presence_disabled`.
+    /// Who is in a channel the connection is subscribed to; answered by
+    /// [`ServerMessage::Presence`], or `presence_disabled` where the
+    /// namespace keeps no presence.
     Presence {
         /// The request's id, echoed in its answer.
         id: RequestId,
@@ -64,6 +65,15 @@ pub enum ClientMessage {
         /// Any JSON value.
         data: Value,
     },
+}
+
+/// One user in a channel's presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMember {
+    /// The user.
+    pub user_id: String,
+    /// How many of their connections are subscribed, across every instance.
+    pub connections: u64,
 }
 
 /// The client-chosen id of a request, echoed in its one answer.
@@ -192,6 +202,38 @@ pub enum ServerMessage {
         /// Any JSON value.
         data: Value,
     },
+    /// A user's first subscription to the channel anywhere (`join`) or
+    /// their last one gone (`leave`), where the namespace has `join_leave`.
+    /// Built by [`crate::channel::member_frame`] where it happens.
+    Join {
+        /// The channel.
+        channel: String,
+        /// Who joined.
+        user_id: String,
+    },
+    /// See [`ServerMessage::Join`].
+    Leave {
+        /// The channel.
+        channel: String,
+        /// Who left.
+        user_id: String,
+    },
+    /// The answer to a `presence`: who is in the channel across every
+    /// instance. Above the namespace's `presence_max_users`, only the counts.
+    Presence {
+        /// The request's id.
+        id: RequestId,
+        /// The channel.
+        channel: String,
+        /// Each user with their subscribed connections, by user id;
+        /// absent when the channel holds more users than the namespace lists.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<ChannelMember>>,
+        /// How many users are subscribed.
+        num_users: u64,
+        /// How many connections are subscribed.
+        num_connections: u64,
+    },
     /// The answer to a `publish`.
     Published {
         /// The request's id.
@@ -298,6 +340,8 @@ impl ErrorCode {
     pub const PUBLISH_NOT_ALLOWED: Self = Self::new("publish_not_allowed");
     /// The channel's namespace keeps no per-channel presence.
     pub const PRESENCE_DISABLED: Self = Self::new("presence_disabled");
+    /// The channel holds its namespace's `max_subscribers` already.
+    pub const CHANNEL_FULL: Self = Self::new("channel_full");
     /// The `code` of an `unsubscribed` the server sent because the server
     /// API's `Unsubscribe` ended the subscription.
     pub const UNSUBSCRIBED_BY_SERVER: Self = Self::new("unsubscribed_by_server");

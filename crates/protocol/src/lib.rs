@@ -28,8 +28,8 @@ pub mod status;
 
 pub use channel::Channel;
 pub use client::{
-    ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, RequestId, ServerMessage,
-    StreamPosition, Token,
+    ChannelMember, ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, RequestId,
+    ServerMessage, StreamPosition, Token,
 };
 pub use command::Command;
 pub use event::{EventKind, PresenceEvent};

@@ -143,3 +143,62 @@ local function purge_instance(index_key, online_key, counter_key, channel, insta
   redis.call('DEL', index_key)
   return removed
 end
+
+-- Channel membership (per-channel presence). A channel's keys live in its
+-- bucket (bucket_of(channel)), prefix P = `<ns>:{b<k>}:`:
+--   P..'members:'..channel  user id -> how many of their connections are subscribed
+--   P..'chans'              channel -> how many connections are subscribed (the bucket's active channels)
+--   P..'cmi:'..instance     "<channel> <connection id>" -> "<cap>|<user id>": what an
+--                           instance's connections hold in the bucket, for the reaper
+--   P..'pub:'..channel      the sharded channel its publications, joins and leaves go on
+-- A channel name holds no space, so the first one ends it. <cap> is the
+-- namespace's join/leave limit when the entry was made: 0 sends none,
+-- N sends them while the channel holds at most N users.
+
+-- A `join` or `leave` frame, as pulse_protocol::channel::member_frame builds
+-- it (the same JSON; cjson also escapes '/', which decodes the same).
+local function member_frame(kind, channel, user_id)
+  return '{"type":"' .. kind .. '","channel":' .. cjson.encode(channel)
+    .. ',"user_id":' .. cjson.encode(user_id) .. '}'
+end
+
+-- The bucket prefix `<ns>:{b<k>}:` of any key of the bucket.
+local function bucket_prefix(key)
+  return string.match(key, '^(.-}:)')
+end
+
+-- Takes one connection of the user out of a channel whose index entry was
+-- `value`, sending `leave` for the user's last one. Returns 1 when the user
+-- left, else 0.
+local function leave_member(prefix, channel, value)
+  local bar = string.find(value, '|', 1, true)
+  local cap = tonumber(string.sub(value, 1, bar - 1)) or 0
+  local user_id = string.sub(value, bar + 1)
+  local chans = prefix .. 'chans'
+  if redis.call('HINCRBY', chans, channel, -1) <= 0 then
+    redis.call('HDEL', chans, channel)
+  end
+  local members = prefix .. 'members:' .. channel
+  if redis.call('HINCRBY', members, user_id, -1) > 0 then
+    return 0
+  end
+  local users = redis.call('HLEN', members)
+  redis.call('HDEL', members, user_id)
+  if cap > 0 and users <= cap then
+    redis.call('SPUBLISH', prefix .. 'pub:' .. channel, member_frame('leave', channel, user_id))
+  end
+  return 1
+end
+
+-- Takes every channel membership an instance holds in one bucket out, with
+-- a `leave` for each user's last one, and deletes its index there.
+local function purge_members(prefix, instance_id)
+  local index = prefix .. 'cmi:' .. instance_id
+  local entries = redis.call('HGETALL', index)
+  for i = 1, #entries, 2 do
+    local field = entries[i]
+    local space = string.find(field, ' ', 1, true)
+    leave_member(prefix, string.sub(field, 1, space - 1), entries[i + 1])
+  end
+  redis.call('DEL', index)
+end

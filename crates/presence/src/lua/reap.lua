@@ -1,5 +1,5 @@
--- Removes, from one bucket, the connections of instances whose lease there
--- has expired (died without saying goodbye: kill -9, a lost node, a cut
+-- Removes, from one bucket, the connections and channel memberships of
+-- instances whose lease there has expired (died without saying goodbye: kill -9, a lost node, a cut
 -- network), with `disconnected` and `offline` events, in one atomic step.
 -- Several presence replicas may run it at once: Redis runs scripts on a slot
 -- one at a time, so each (instance, bucket) is reaped exactly once and its
@@ -12,7 +12,8 @@
 -- ARGV[3] its user hash key prefix, ARGV[4] the most instances to reap in
 -- this call.
 --
--- Returns a flat list: instance id, connections removed, for each reaped one.
+-- Returns a flat list: instance id, connections removed, for each reaped
+-- one (its channel memberships go too, with a `leave` for each user's last).
 local now, now_digits = redis_now()
 -- Time Redis was not there to count (a restart with data, a failover) is
 -- given back to the leases first, so no live instance is reaped for it.
@@ -21,6 +22,7 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT'
 local reaped = {}
 for _, instance_id in ipairs(expired) do
   local removed = purge_instance(ARGV[2] .. instance_id, KEYS[2], KEYS[3], ARGV[1], instance_id, now_digits, ARGV[3])
+  purge_members(bucket_prefix(KEYS[1]), instance_id)
   redis.call('ZREM', KEYS[1], instance_id)
   table.insert(reaped, instance_id)
   table.insert(reaped, removed)

@@ -1,4 +1,5 @@
--- Removes every connection one instance holds in one bucket, with the same
+-- Removes every connection (and channel membership) one instance holds in
+-- one bucket, with the same
 -- events as unregister.lua for each, and its lease there, in one atomic
 -- step; the caller runs it for every bucket. Meant for graceful shutdown and
 -- for a restart under the same instance id.
@@ -13,5 +14,6 @@
 --
 -- Returns how many connections were removed.
 local removed = purge_instance(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+purge_members(bucket_prefix(KEYS[4]), ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 return removed

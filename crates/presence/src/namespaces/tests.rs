@@ -34,7 +34,10 @@ authorize = "any"
 
 [namespaces.room]
 authorize = "any"
+presence = true
+join_leave = true
 allow_publish = true
+max_subscribers = 0
 
 [namespaces.order]
 authorize = "token"
@@ -58,6 +61,38 @@ fn reads_the_documented_example() {
         config.namespaces["room"].history_ttl,
         Duration::from_secs(300)
     );
+    let room = &config.namespaces["room"];
+    assert!(room.presence && room.join_leave);
+    assert_eq!(room.presence_max_users, DEFAULT_PRESENCE_MAX_USERS);
+    assert_eq!(room.join_leave_cap(), DEFAULT_PRESENCE_MAX_USERS);
+    assert_eq!(config.namespaces["order"].join_leave_cap(), 0);
+}
+
+#[test]
+fn presence_options_are_read_and_bounded() {
+    let config = parse(
+        "[namespaces.room]
+presence = true
+max_subscribers = 10
+presence_max_users = 5
+",
+    )
+    .unwrap();
+    let room = &config.namespaces["room"];
+    assert_eq!(room.max_subscribers, 10);
+    assert_eq!(room.presence_max_users, 5);
+    assert_eq!(room.join_leave_cap(), 0, "no join_leave, no cap");
+    let error = parse(
+        "[namespaces.room]
+presence = true
+presence_max_users = 0
+",
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("namespaces.room.presence_max_users: at least 1"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -66,16 +101,8 @@ fn options_not_supported_yet_are_refused_not_ignored() {
     assert!(error.contains("not supported yet"), "{error}");
     for (text, key) in [
         (
-            "[namespaces.room]\npresence = true\n",
-            "namespaces.room.presence",
-        ),
-        (
             "[namespaces.room]\nhistory_size = 10\n",
             "namespaces.room.history_size",
-        ),
-        (
-            "[namespaces.room]\nmax_subscribers = 10\n",
-            "namespaces.room.max_subscribers",
         ),
         ("[personal]\nhistory_size = 20\n", "personal.history_size"),
     ] {
