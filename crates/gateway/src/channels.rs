@@ -15,7 +15,9 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use pulse_presence::{ChannelFeed, Delivery, Presence, PresenceError};
+use pulse_presence::{
+    ChannelFeed, Delivery, MemberRecord, Namespaces, Presence, PresenceError, namespaces::Resolved,
+};
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -35,11 +37,20 @@ pub(crate) struct Channels {
 /// One channel's local subscribers.
 #[derive(Debug)]
 struct Entry {
-    /// Their mailboxes; a connection appears once per channel.
-    subscribers: Vec<Arc<Mailbox>>,
+    /// A connection appears once per channel.
+    subscribers: Vec<Subscriber>,
     /// Set once the feed subscription is live; shared with the subscribers
     /// that wait for it.
     live: Arc<OnceCell<()>>,
+}
+
+/// One local connection subscribed to a channel: where its frames go, and
+/// who it is (for the re-sync of channel memberships).
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) connection_id: Arc<str>,
+    pub(crate) user_id: Arc<str>,
 }
 
 impl Channels {
@@ -61,7 +72,7 @@ impl Channels {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Subscribes `mailbox` to `channel`; returns once publications flow.
+    /// Subscribes `subscriber` to `channel`; returns once publications flow.
     ///
     /// # Errors
     ///
@@ -70,15 +81,16 @@ impl Channels {
     pub(crate) async fn subscribe(
         &self,
         channel: &Arc<str>,
-        mailbox: &Arc<Mailbox>,
+        subscriber: Subscriber,
     ) -> Result<(), PresenceError> {
+        let mailbox = subscriber.mailbox.clone();
         let live = {
             let mut table = self.lock();
             let entry = table.entry(channel.clone()).or_insert_with(|| Entry {
                 subscribers: Vec::new(),
                 live: Arc::default(),
             });
-            entry.subscribers.push(mailbox.clone());
+            entry.subscribers.push(subscriber);
             entry.live.clone()
         };
         let subscribed = live
@@ -96,7 +108,7 @@ impl Channels {
                 Ok(())
             }
             Err(error) => {
-                self.unsubscribe(channel, mailbox);
+                self.unsubscribe(channel, &mailbox);
                 Err(error)
             }
         }
@@ -111,7 +123,7 @@ impl Channels {
         let Some(at) = entry
             .subscribers
             .iter()
-            .position(|subscriber| Arc::ptr_eq(subscriber, mailbox))
+            .position(|subscriber| Arc::ptr_eq(&subscriber.mailbox, mailbox))
         else {
             return false;
         };
@@ -127,6 +139,32 @@ impl Channels {
         true
     }
 
+    /// Every local subscription as a channel membership (what presence
+    /// must hold for this instance), with its namespace's join/leave cap.
+    /// Channels whose namespace this instance no longer configures are left
+    /// out (their subscriptions predate a config change; they end with
+    /// their connections).
+    pub(crate) fn members(&self, namespaces: &Namespaces) -> Vec<MemberRecord> {
+        let table = self.lock();
+        let mut members = Vec::new();
+        for (channel, entry) in table.iter() {
+            let Some(Resolved::Namespace(options)) = pulse_protocol::Channel::parse(channel)
+                .ok()
+                .and_then(|parsed| namespaces.resolve(&parsed))
+            else {
+                continue;
+            };
+            let cap = options.join_leave_cap();
+            members.extend(entry.subscribers.iter().map(|subscriber| MemberRecord {
+                channel: channel.to_string(),
+                connection_id: subscriber.connection_id.to_string(),
+                user_id: subscriber.user_id.to_string(),
+                join_leave_cap: cap,
+            }));
+        }
+        members
+    }
+
     /// How many channels have local subscribers.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -140,8 +178,8 @@ impl Channels {
             // Arrived after the last subscriber left.
             return;
         };
-        for mailbox in &entry.subscribers {
-            if deliver(mailbox, &delivery.frame, capacity, metrics) {
+        for subscriber in &entry.subscribers {
+            if deliver(&subscriber.mailbox, &delivery.frame, capacity, metrics) {
                 warn!(channel = %delivery.channel, "outbound queue full; closing a slow consumer");
             }
         }
@@ -218,14 +256,28 @@ mod tests {
         RawValue::from_string(text.to_owned()).unwrap()
     }
 
+    fn subscriber(mailbox: &Arc<Mailbox>, connection_id: &str) -> Subscriber {
+        Subscriber {
+            mailbox: mailbox.clone(),
+            connection_id: connection_id.into(),
+            user_id: "alice".into(),
+        }
+    }
+
     #[tokio::test]
     async fn one_feed_subscription_per_channel_and_it_ends_with_the_last_subscriber() {
         let presence = Presence::in_memory();
         let (channels, mut deliveries) = Channels::new(&presence);
         let channel: Arc<str> = "room:1".into();
         let (a, b) = (Arc::new(Mailbox::new()), Arc::new(Mailbox::new()));
-        channels.subscribe(&channel, &a).await.unwrap();
-        channels.subscribe(&channel, &b).await.unwrap();
+        channels
+            .subscribe(&channel, subscriber(&a, "a"))
+            .await
+            .unwrap();
+        channels
+            .subscribe(&channel, subscriber(&b, "b"))
+            .await
+            .unwrap();
         assert_eq!(channels.len(), 1);
         assert_eq!(
             presence
@@ -239,6 +291,24 @@ mod tests {
         channels.fan_out(&delivery, 8, &Metrics::new());
         assert_eq!((a.len(), b.len()), (1, 1));
 
+        let namespaces = Namespaces::parse(
+            "[namespaces.room]\npresence = true\njoin_leave = true\n",
+            "t",
+        )
+        .unwrap();
+        let mut members = channels.members(&namespaces);
+        members.sort();
+        assert_eq!(
+            members
+                .iter()
+                .map(|m| (&*m.connection_id, m.join_leave_cap))
+                .collect::<Vec<_>>(),
+            [("a", 1000), ("b", 1000)]
+        );
+        assert!(
+            channels.members(&Namespaces::default()).is_empty(),
+            "an unconfigured namespace holds no memberships"
+        );
         assert!(channels.unsubscribe("room:1", &a));
         assert!(!channels.unsubscribe("room:1", &a), "only once");
         assert_eq!(
@@ -268,8 +338,14 @@ mod tests {
         let (channels, mut deliveries) = Channels::new(&presence);
         let channel: Arc<str> = "room:1".into();
         let (slow, fine) = (Arc::new(Mailbox::new()), Arc::new(Mailbox::new()));
-        channels.subscribe(&channel, &slow).await.unwrap();
-        channels.subscribe(&channel, &fine).await.unwrap();
+        channels
+            .subscribe(&channel, subscriber(&slow, "s"))
+            .await
+            .unwrap();
+        channels
+            .subscribe(&channel, subscriber(&fine, "f"))
+            .await
+            .unwrap();
         slow.push("x".into(), 1).unwrap();
         presence.publish("room:1", &data("1")).await.unwrap();
         let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())

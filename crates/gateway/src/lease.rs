@@ -5,7 +5,8 @@
 //! (reaped, or Redis restarted empty), or the first one that succeeds after
 //! failures (Redis was away: registrations and deregistrations meanwhile were
 //! lost), re-synchronises: Redis is made to hold exactly the connections this
-//! instance has open, and the events the outage hid are published then.
+//! instance has open and their channel memberships, and the events (and
+//! `join`/`leave`s) the outage hid are published then.
 //! Sockets stay open throughout; the outage is logged once, not per connection.
 //!
 //! It also re-synchronises every `--resync-interval` when nothing seemed
@@ -63,15 +64,31 @@ pub(crate) async fn keep_lease(shared: Arc<Shared>, sessions_over: CancellationT
                 let own = instance_id.to_owned();
                 let local = move || records(&manager, &own);
                 let resync = shared.resync.write().await;
-                let synced = shared.presence.sync_instance(instance_id, local).await;
+                let synced = match shared.presence.sync_instance(instance_id, local).await {
+                    Ok(report) => {
+                        let members = || shared.channels.members(&shared.settings.namespaces);
+                        shared
+                            .presence
+                            .sync_members(instance_id, members)
+                            .await
+                            .map(|channels| (report, channels))
+                    }
+                    Err(error) => Err(error),
+                };
                 drop(resync);
                 match synced {
-                    Ok(report) => {
-                        let repaired = report.registered + report.removed > 0;
+                    Ok((report, channels)) => {
+                        let repaired = report.registered
+                            + report.removed
+                            + channels.registered
+                            + channels.removed
+                            > 0;
                         if periodic && repaired {
                             warn!(
                                 registered = report.registered,
                                 removed = report.removed,
+                                memberships_entered = channels.registered,
+                                memberships_removed = channels.removed,
                                 "periodic re-sync found presence out of step with this instance's \
                                  connections (writes lost in a Redis failover?) and repaired it"
                             );
@@ -79,6 +96,8 @@ pub(crate) async fn keep_lease(shared: Arc<Shared>, sessions_over: CancellationT
                             info!(
                                 registered = report.registered,
                                 removed = report.removed,
+                                memberships_entered = channels.registered,
+                                memberships_removed = channels.removed,
                                 lease_was_held = held,
                                 "presence re-synchronised with this instance's connections"
                             );

@@ -43,6 +43,7 @@ use crate::{
 mod auth;
 mod channels;
 mod echo;
+mod members;
 mod refresh;
 
 use auth::{authenticate, expiry_instant, validate};
@@ -363,11 +364,7 @@ impl Live {
         shared.metrics.connections.decrement(1.0);
         telemetry::disconnect("live", end.reason(), end.close_code());
         shared.manager.remove(&self.user_id, &self.connection_id);
-        if let Some(channels) = &self.channels {
-            for channel in channels.subscribed() {
-                shared.channels.unsubscribe(channel, &self.mailbox);
-            }
-        }
+        self.leave_every_channel().await;
         if let Err(error) = shared
             .presence
             .unregister(&self.user_id, &self.connection_id)

@@ -38,46 +38,6 @@ fn channel_settings(instance: &str) -> Settings {
     settings
 }
 
-fn data(value: &Value) -> Box<RawValue> {
-    RawValue::from_string(value.to_string()).unwrap()
-}
-
-fn token_with(user: &str, claims: Value) -> String {
-    let Value::Object(extra) = claims else {
-        panic!("claims are an object")
-    };
-    pulse_auth::mint_token_with_claims(SECRET, user, Duration::from_secs(3600), extra)
-}
-
-/// Connects as `user` and reads `connected`.
-async fn live(gateway: &Gateway, token: &str) -> Client {
-    let mut client = gateway.connect(&format!("?token={token}")).await;
-    assert_eq!(next_json(&mut client).await["type"], "connected");
-    client
-}
-
-/// Sends a request and returns its answer (the next text frame).
-async fn request(client: &mut Client, request: Value) -> Value {
-    send_json(client, request).await;
-    next_json(client).await
-}
-
-async fn subscribe(client: &mut Client, id: u64, channel: &str) -> Value {
-    request(
-        client,
-        json!({"type": "subscribe", "id": id, "channel": channel}),
-    )
-    .await
-}
-
-/// The socket is still usable: a ping comes back.
-async fn still_open(client: &mut Client) {
-    assert_eq!(
-        request(client, json!({"type": "ping", "id": "still-open"})).await,
-        json!({"type": "pong", "id": "still-open"})
-    );
-}
-
 #[tokio::test]
 async fn subscribers_get_publications_until_they_unsubscribe() {
     let gateway = Gateway::start(channel_settings("gw-1")).await;

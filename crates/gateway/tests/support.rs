@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use pulse_auth::{Authenticator, Validator, ValidatorSettings};
 use pulse_gateway::{DrainReport, Settings};
 use pulse_presence::Presence;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -199,4 +199,50 @@ pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
     (status, response)
+}
+
+// Channels: the requests every channel test makes.
+
+pub fn data(value: &Value) -> Box<RawValue> {
+    RawValue::from_string(value.to_string()).unwrap()
+}
+
+pub fn token_with(user: &str, claims: Value) -> String {
+    let Value::Object(extra) = claims else {
+        panic!("claims are an object")
+    };
+    pulse_auth::mint_token_with_claims(SECRET, user, Duration::from_secs(3600), extra)
+}
+
+/// Connects as `user` and reads `connected`.
+pub async fn live(gateway: &Gateway, token: &str) -> Client {
+    let mut client = gateway.connect(&format!("?token={token}")).await;
+    assert_eq!(next_json(&mut client).await["type"], "connected");
+    client
+}
+
+/// Sends a request and returns its answer (the next text frame).
+pub async fn request(client: &mut Client, request: Value) -> Value {
+    send_json(client, request).await;
+    next_json(client).await
+}
+
+pub async fn subscribe(client: &mut Client, id: u64, channel: &str) -> Value {
+    request(
+        client,
+        serde_json::json!({"type": "subscribe", "id": id, "channel": channel}),
+    )
+    .await
+}
+
+/// The socket is still usable: a ping comes back.
+pub async fn still_open(client: &mut Client) {
+    assert_eq!(
+        request(
+            client,
+            serde_json::json!({"type": "ping", "id": "still-open"})
+        )
+        .await,
+        serde_json::json!({"type": "pong", "id": "still-open"})
+    );
 }

@@ -28,7 +28,7 @@ use crate::{frame::OpCode, hooks::Verdict, socket::End};
 #[derive(Debug, Default)]
 pub(crate) struct ChannelState {
     /// The channels it is subscribed to (the personal channel is not listed).
-    subscribed: Vec<Arc<str>>,
+    pub(super) subscribed: Vec<Arc<str>>,
     /// The connection token's `channels` claim: exact names and `prefix*`
     /// patterns, for namespaces with `authorize = "claim"`.
     claim: Option<Box<[Box<str>]>>,
@@ -53,11 +53,6 @@ impl ChannelState {
             claim,
             joining: server_subscriptions,
         }))
-    }
-
-    /// The channels to leave when the connection ends.
-    pub(crate) fn subscribed(&self) -> &[Arc<str>] {
-        &self.subscribed
     }
 
     /// Replaces the claim with a refreshed token's.
@@ -86,13 +81,13 @@ fn claim_allows(claim: &[Box<str>], channel: &str) -> bool {
 }
 
 /// A refused request: its code and what to tell the client.
-struct Refusal {
+pub(super) struct Refusal {
     code: ErrorCode,
     message: String,
 }
 
 impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -122,11 +117,11 @@ impl Live {
                 token,
                 since,
             } => (id, self.subscribe(id, channel, token, since).await),
-            ClientMessage::Unsubscribe { id, channel } => (id, self.unsubscribe(id, channel)),
+            ClientMessage::Unsubscribe { id, channel } => (id, self.unsubscribe(id, channel).await),
             ClientMessage::Publish { id, channel, data } => {
                 (id, self.publish(id, &channel, &data).await)
             }
-            ClientMessage::Presence { id, channel } => (id, self.presence(&channel)),
+            ClientMessage::Presence { id, channel } => (id, self.presence(id, channel).await),
             ClientMessage::Auth { .. } | ClientMessage::Ping { .. } => {
                 unreachable!("not a channel request")
             }
@@ -155,11 +150,11 @@ impl Live {
         Ok(())
     }
 
-    fn state(&mut self) -> &mut ChannelState {
+    pub(super) fn state(&mut self) -> &mut ChannelState {
         self.channels.get_or_insert_with(Box::default)
     }
 
-    fn is_subscribed(&self, channel: &str) -> bool {
+    pub(super) fn is_subscribed(&self, channel: &str) -> bool {
         self.channels
             .as_ref()
             .is_some_and(|state| state.subscribed.iter().any(|c| **c == *channel))
@@ -212,12 +207,8 @@ impl Live {
             ));
         }
         self.authorize(options.authorize, &channel, token).await?;
-        let channel: Arc<str> = channel.into();
-        self.shared
-            .channels
-            .subscribe(&channel, &self.mailbox)
+        self.join_channel(channel.into(), &options, options.max_subscribers)
             .await?;
-        self.state().subscribed.push(channel);
         Ok(subscribed)
     }
 
@@ -321,23 +312,21 @@ impl Live {
         if self.is_subscribed(&channel) {
             return Ok(());
         }
-        let known = Channel::parse(&channel)
-            .ok()
-            .is_some_and(|parsed| self.shared.settings.namespaces.resolve(&parsed).is_some());
-        if !known {
+        let options = Channel::parse(&channel).ok().and_then(|parsed| {
+            match self.shared.settings.namespaces.resolve(&parsed) {
+                Some(Resolved::Namespace(options)) => Some(options.clone()),
+                _ => None,
+            }
+        });
+        let Some(options) = options else {
             warn!(user_id = %self.user_id, %channel, "a server-side subscription to a namespace this gateway does not configure; not subscribed (is --config the same everywhere?)");
             return Ok(());
-        }
-        if let Err(error) = self
-            .shared
-            .channels
-            .subscribe(&channel, &self.mailbox)
-            .await
-        {
-            warn!(user_id = %self.user_id, connection_id = %self.connection_id, %channel, %error, "server-side subscription failed");
+        };
+        // The server decided: no subscriber limit.
+        if let Err(refusal) = self.join_channel(channel.clone(), &options, 0).await {
+            warn!(user_id = %self.user_id, connection_id = %self.connection_id, %channel, reason = %refusal.message, "server-side subscription failed");
             return Ok(());
         }
-        self.state().subscribed.push(channel.clone());
         self.answer(&ServerMessage::Subscribed {
             id: None,
             channel: channel.to_string(),
@@ -356,7 +345,7 @@ impl Live {
             return Ok(());
         };
         let held = state.subscribed.swap_remove(at);
-        self.shared.channels.unsubscribe(&held, &self.mailbox);
+        self.leave_channel(&held).await;
         self.answer(&ServerMessage::Unsubscribed {
             id: None,
             channel: channel.to_owned(),
@@ -365,7 +354,11 @@ impl Live {
         .await
     }
 
-    fn unsubscribe(&mut self, id: RequestId, channel: String) -> Result<ServerMessage, Refusal> {
+    async fn unsubscribe(
+        &mut self,
+        id: RequestId,
+        channel: String,
+    ) -> Result<ServerMessage, Refusal> {
         let parsed = Channel::parse(&channel)
             .map_err(|error| Refusal::new(ErrorCode::INVALID_CHANNEL, error.to_string()))?;
         if matches!(parsed, Channel::Personal { .. }) {
@@ -380,10 +373,8 @@ impl Live {
         let Some(at) = state.subscribed.iter().position(|c| **c == *channel) else {
             return Err(not_subscribed());
         };
-        let channel_arc = state.subscribed.swap_remove(at);
-        self.shared
-            .channels
-            .unsubscribe(&channel_arc, &self.mailbox);
+        let held = state.subscribed.swap_remove(at);
+        self.leave_channel(&held).await;
         Ok(ServerMessage::Unsubscribed {
             id: Some(id),
             channel,
@@ -432,21 +423,9 @@ impl Live {
         self.shared.presence.publish(channel, &data).await?;
         Ok(ServerMessage::Published { id, offset: None })
     }
-
-    fn presence(&self, channel: &str) -> Result<ServerMessage, Refusal> {
-        let parsed = Channel::parse(channel)
-            .map_err(|error| Refusal::new(ErrorCode::INVALID_CHANNEL, error.to_string()))?;
-        match self.shared.settings.namespaces.resolve(&parsed) {
-            None => Err(unknown_namespace(&parsed)),
-            Some(_) => Err(Refusal::new(
-                ErrorCode::PRESENCE_DISABLED,
-                "per-channel presence is off for this channel",
-            )),
-        }
-    }
 }
 
-fn unknown_namespace(channel: &Channel<'_>) -> Refusal {
+pub(super) fn unknown_namespace(channel: &Channel<'_>) -> Refusal {
     Refusal::new(
         ErrorCode::UNKNOWN_NAMESPACE,
         match channel.namespace() {
@@ -456,7 +435,7 @@ fn unknown_namespace(channel: &Channel<'_>) -> Refusal {
     )
 }
 
-fn not_subscribed() -> Refusal {
+pub(super) fn not_subscribed() -> Refusal {
     Refusal::new(
         ErrorCode::NOT_SUBSCRIBED,
         "this connection is not subscribed to the channel",
