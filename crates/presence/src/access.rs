@@ -255,7 +255,10 @@ pub fn required_for_grpc(path: &str) -> Option<Permissions> {
         "/pulse.presence.v1.Presence/GetUser"
         | "/pulse.presence.v1.Presence/GetUsers"
         | "/pulse.presence.v1.Presence/CountOnline"
-        | "/pulse.presence.v1.Presence/Watch" => needs(Permission::PresenceRead),
+        | "/pulse.presence.v1.Presence/Watch"
+        | "/pulse.channels.v1.Channels/Presence"
+        | "/pulse.channels.v1.Channels/PresenceStats"
+        | "/pulse.channels.v1.Channels/Channels" => needs(Permission::PresenceRead),
         "/pulse.presence.v1.Presence/Send"
         | "/pulse.channels.v1.Channels/Publish"
         | "/pulse.channels.v1.Channels/Broadcast" => needs(Permission::Publish),

@@ -9,9 +9,11 @@ use tonic::{Request, Response, Status};
 use std::sync::Arc;
 
 use crate::{
-    Namespaces, Presence,
+    ChannelPresence, Namespaces, Presence,
+    namespaces::Resolved,
     service::{invalid_argument, to_status},
 };
+use pulse_protocol::Channel;
 
 /// The most channels one `Broadcast` may name.
 pub const MAX_BROADCAST_CHANNELS: usize = 1000;
@@ -103,7 +105,120 @@ impl channels_server::Channels for ChannelsService {
         .map_err(to_status)?;
         Ok(Response::new(pb::UnsubscribeResponse { connections }))
     }
+
+    async fn presence(
+        &self,
+        request: Request<pb::PresenceRequest>,
+    ) -> Result<Response<pb::PresenceResponse>, Status> {
+        let channel = request.into_inner().channel;
+        let answer = channel_presence(&self.presence, &self.namespaces, &channel)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::PresenceResponse {
+            truncated: answer.users.is_none(),
+            users: answer
+                .users
+                .unwrap_or_default()
+                .into_iter()
+                .map(|member| pb::ChannelMember {
+                    user_id: member.user_id,
+                    connections: member.connections,
+                })
+                .collect(),
+            num_users: answer.num_users,
+            num_connections: answer.num_connections,
+        }))
+    }
+
+    async fn presence_stats(
+        &self,
+        request: Request<pb::PresenceStatsRequest>,
+    ) -> Result<Response<pb::PresenceStatsResponse>, Status> {
+        let channel = request.into_inner().channel;
+        let answer = channel_stats(&self.presence, &self.namespaces, &channel)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::PresenceStatsResponse {
+            num_users: answer.num_users,
+            num_connections: answer.num_connections,
+        }))
+    }
+
+    async fn channels(
+        &self,
+        request: Request<pb::ChannelsRequest>,
+    ) -> Result<Response<pb::ChannelsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => DEFAULT_CHANNELS_LIMIT,
+            limit => limit as usize,
+        };
+        let (channels, truncated) = self
+            .presence
+            .active_channels(&request.prefix, limit)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ChannelsResponse {
+            channels: channels
+                .into_iter()
+                .map(|(channel, subscribers)| pb::ChannelInfo {
+                    channel,
+                    subscribers,
+                })
+                .collect(),
+            truncated,
+        }))
+    }
 }
+
+/// The `Presence` call's checks, shared by gRPC and HTTP: a configured
+/// namespace with `presence = true`, listing up to its `presence_max_users`.
+pub(crate) async fn channel_presence(
+    presence: &Presence,
+    namespaces: &Namespaces,
+    channel: &str,
+) -> Result<ChannelPresence, crate::PresenceError> {
+    let options = namespace_of(namespaces, channel)?;
+    if !options.presence {
+        return Err(crate::PresenceError::InvalidArgument(format!(
+            "channel {channel:?}: presence_disabled: its namespace has presence = false"
+        )));
+    }
+    presence
+        .channel_presence(channel, options.presence_max_users)
+        .await
+}
+
+/// The `PresenceStats` call's checks, shared by gRPC and HTTP: a
+/// configured namespace (subscribers are counted in every one).
+pub(crate) async fn channel_stats(
+    presence: &Presence,
+    namespaces: &Namespaces,
+    channel: &str,
+) -> Result<ChannelPresence, crate::PresenceError> {
+    namespace_of(namespaces, channel)?;
+    presence.channel_presence(channel, 0).await
+}
+
+/// The options of a channel of a configured namespace (not a personal one).
+fn namespace_of<'a>(
+    namespaces: &'a Namespaces,
+    channel: &str,
+) -> Result<&'a crate::NamespaceOptions, crate::PresenceError> {
+    namespaces.check_publishable(channel)?;
+    match Channel::parse(channel)
+        .ok()
+        .and_then(|parsed| namespaces.resolve(&parsed))
+    {
+        Some(Resolved::Namespace(options)) => Ok(options),
+        _ => Err(crate::PresenceError::InvalidArgument(format!(
+            "channel {channel:?}: a personal channel has no channel presence (GetUser tells a user's connections)"
+        ))),
+    }
+}
+
+/// What `Channels` lists when it is not given a limit.
+pub const DEFAULT_CHANNELS_LIMIT: usize = 1000;
 
 /// A server-side subscription's checks, shared by gRPC and HTTP: the
 /// channel's namespace must be configured (a typo must not subscribe to

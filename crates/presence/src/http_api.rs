@@ -32,7 +32,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Each route, and the gRPC method whose permissions it needs.
-const ROUTES: [(&str, &str); 4] = [
+const ROUTES: [(&str, &str); 7] = [
     ("/api/v1/publish", "/pulse.channels.v1.Channels/Publish"),
     ("/api/v1/broadcast", "/pulse.channels.v1.Channels/Broadcast"),
     ("/api/v1/subscribe", "/pulse.channels.v1.Channels/Subscribe"),
@@ -40,6 +40,12 @@ const ROUTES: [(&str, &str); 4] = [
         "/api/v1/unsubscribe",
         "/pulse.channels.v1.Channels/Unsubscribe",
     ),
+    ("/api/v1/presence", "/pulse.channels.v1.Channels/Presence"),
+    (
+        "/api/v1/presence_stats",
+        "/pulse.channels.v1.Channels/PresenceStats",
+    ),
+    ("/api/v1/channels", "/pulse.channels.v1.Channels/Channels"),
 ];
 
 struct Api {
@@ -170,6 +176,9 @@ impl Api {
             "/api/v1/broadcast" => self.broadcast(&body).await,
             "/api/v1/subscribe" => self.subscription(&body, true).await,
             "/api/v1/unsubscribe" => self.subscription(&body, false).await,
+            "/api/v1/presence" => self.presence(&body, true).await,
+            "/api/v1/presence_stats" => self.presence(&body, false).await,
+            "/api/v1/channels" => self.channels(&body).await,
             _ => unreachable!("every route is matched above"),
         };
         match result {
@@ -260,6 +269,93 @@ impl Api {
         )
         .await?;
         Ok(encode(&Answer { connections }))
+    }
+}
+
+impl Api {
+    /// `presence` (`list`) or `presence_stats`.
+    async fn presence(&self, body: &[u8], list: bool) -> Result<String, Failure> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PresenceBody {
+            channel: String,
+        }
+        #[derive(Serialize)]
+        struct Answer {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            users: Option<Vec<pulse_protocol::ChannelMember>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            truncated: Option<bool>,
+            num_users: u64,
+            num_connections: u64,
+        }
+        let request: PresenceBody = decode(body)?;
+        let answer = if list {
+            crate::channels_service::channel_presence(
+                &self.presence,
+                &self.namespaces,
+                &request.channel,
+            )
+            .await?
+        } else {
+            crate::channels_service::channel_stats(
+                &self.presence,
+                &self.namespaces,
+                &request.channel,
+            )
+            .await?
+        };
+        Ok(encode(&Answer {
+            truncated: list.then_some(answer.users.is_none()),
+            users: if list {
+                Some(answer.users.unwrap_or_default())
+            } else {
+                None
+            },
+            num_users: answer.num_users,
+            num_connections: answer.num_connections,
+        }))
+    }
+
+    async fn channels(&self, body: &[u8]) -> Result<String, Failure> {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields, default)]
+        struct ChannelsBody {
+            prefix: String,
+            limit: Option<usize>,
+        }
+        #[derive(Serialize)]
+        struct One {
+            channel: String,
+            subscribers: u64,
+        }
+        #[derive(Serialize)]
+        struct Answer {
+            channels: Vec<One>,
+            truncated: bool,
+        }
+        let request: ChannelsBody = if body.is_empty() {
+            ChannelsBody::default()
+        } else {
+            decode(body)?
+        };
+        let limit = request
+            .limit
+            .unwrap_or(crate::channels_service::DEFAULT_CHANNELS_LIMIT);
+        let (channels, truncated) = self
+            .presence
+            .active_channels(&request.prefix, limit)
+            .await?;
+        Ok(encode(&Answer {
+            channels: channels
+                .into_iter()
+                .map(|(channel, subscribers)| One {
+                    channel,
+                    subscribers,
+                })
+                .collect(),
+            truncated,
+        }))
     }
 }
 
