@@ -25,11 +25,21 @@ pub enum PushError {
     Closing,
 }
 
+/// The most frames one [`Delivery::Batch`] carries (one vectored write
+/// takes two slices per frame; the kernel takes 1,024 at most).
+pub(crate) const MAX_BATCH: usize = 64;
+/// A batch stops growing once it holds this many bytes of payload.
+pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
+
 /// What woke the session.
 #[derive(Debug)]
 pub(crate) enum Delivery {
     /// An encoded server message to write.
     Message(Arc<str>),
+    /// Several that were waiting together (at most [`MAX_BATCH`] frames
+    /// and about [`MAX_BATCH_BYTES`]), to write at once: under load a
+    /// socket gets one write for all of them instead of one each.
+    Batch(Vec<Arc<str>>),
     /// The server API subscribed the user to this channel (`true`), or
     /// ended that subscription.
     Subscription(Arc<str>, bool),
@@ -138,16 +148,17 @@ impl Mailbox {
             return Poll::Ready(Delivery::Kick(End::clone(kick)));
         }
         if let Some(message) = state.queue.pop_front() {
+            let delivery = match message {
+                Queued::Frame(frame) => batch(frame, &mut state.queue),
+                Queued::Subscription(channel, subscribe) => {
+                    Delivery::Subscription(channel, subscribe)
+                }
+            };
             if state.queue.is_empty() {
                 // Free the queue's buffer: an idle connection holds none.
                 state.queue = VecDeque::new();
             }
-            return Poll::Ready(match message {
-                Queued::Frame(frame) => Delivery::Message(frame),
-                Queued::Subscription(channel, subscribe) => {
-                    Delivery::Subscription(channel, subscribe)
-                }
-            });
+            return Poll::Ready(delivery);
         }
         register(&mut state, cx);
         Poll::Pending
@@ -193,6 +204,28 @@ fn wake(mut state: MutexGuard<'_, State>) {
     }
 }
 
+/// `first`, with the frames waiting right behind it (up to a server-side
+/// (un)subscription, which must be carried out in its turn), as one
+/// delivery: a single frame stays a `Message` and allocates nothing.
+fn batch(first: Arc<str>, queue: &mut VecDeque<Queued>) -> Delivery {
+    if first.len() >= MAX_BATCH_BYTES || !matches!(queue.front(), Some(Queued::Frame(_))) {
+        return Delivery::Message(first);
+    }
+    let mut bytes = first.len();
+    let mut frames = vec![first];
+    while frames.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        let Some(Queued::Frame(_)) = queue.front() else {
+            break;
+        };
+        let Some(Queued::Frame(frame)) = queue.pop_front() else {
+            unreachable!("the front was just a frame");
+        };
+        bytes += frame.len();
+        frames.push(frame);
+    }
+    Delivery::Batch(frames)
+}
+
 #[cfg(test)]
 mod tests {
     use std::{
@@ -230,14 +263,66 @@ mod tests {
             1,
             "woken by the first push"
         );
-        for expected in ["a", "b"] {
-            match mailbox.poll_delivery(&mut cx) {
-                Poll::Ready(Delivery::Message(text)) => assert_eq!(&*text, expected),
-                other => panic!("{other:?}"),
+        match mailbox.poll_delivery(&mut cx) {
+            Poll::Ready(Delivery::Batch(frames)) => {
+                assert_eq!(frames, [message("a"), message("b")])
             }
+            other => panic!("{other:?}"),
         }
         assert!(mailbox.poll_delivery(&mut cx).is_pending());
         assert_eq!(mailbox.lock().queue.capacity(), 0);
+        mailbox.push(message("c"), 2).unwrap();
+        match mailbox.poll_delivery(&mut cx) {
+            Poll::Ready(Delivery::Message(text)) => assert_eq!(&*text, "c", "one alone"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Frames waiting together go out as one batch, up to a server-side
+    /// subscription (carried out in its turn) and up to the batch's bounds.
+    #[test]
+    fn waiting_frames_are_batched_in_order_up_to_a_subscription_and_the_bounds() {
+        let mailbox = Mailbox::new();
+        let waker = Waker::from(Arc::new(Counter::default()));
+        let mut cx = Context::from_waker(&waker);
+        for text in ["1", "2", "3"] {
+            mailbox.push(message(text), 1000).unwrap();
+        }
+        mailbox
+            .push_subscription(message("room:1"), true, 1000)
+            .unwrap();
+        mailbox.push(message("4"), 1000).unwrap();
+        for _ in 0..MAX_BATCH + 1 {
+            mailbox.push(message("x"), 1000).unwrap();
+        }
+        let mut deliveries = Vec::new();
+        while let Poll::Ready(delivery) = mailbox.poll_delivery(&mut cx) {
+            deliveries.push(match delivery {
+                Delivery::Message(frame) => format!("message {frame}"),
+                Delivery::Batch(frames) => format!("batch {} from {}", frames.len(), frames[0]),
+                Delivery::Subscription(channel, _) => format!("subscription {channel}"),
+                Delivery::Kick(_) => "kick".to_owned(),
+            });
+        }
+        assert_eq!(
+            deliveries,
+            [
+                "batch 3 from 1".to_owned(),
+                "subscription room:1".to_owned(),
+                format!("batch {MAX_BATCH} from 4"),
+                "batch 2 from x".to_owned(),
+            ]
+        );
+        let big: Arc<str> = "y".repeat(MAX_BATCH_BYTES).into();
+        mailbox.push(big.clone(), 1000).unwrap();
+        mailbox.push(message("z"), 1000).unwrap();
+        assert!(
+            matches!(
+                mailbox.poll_delivery(&mut cx),
+                Poll::Ready(Delivery::Message(frame)) if frame == big
+            ),
+            "a full batch's worth of bytes goes alone"
+        );
     }
 
     #[test]

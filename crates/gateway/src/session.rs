@@ -36,7 +36,7 @@ use crate::{
     limits::{RateLimit, Rates, UnauthenticatedGuard},
     mailbox::{Delivery, Mailbox},
     shared::Shared,
-    socket::{End, Incoming, Message, Socket, write_or_kick},
+    socket::{End, Incoming, Message, Socket, write_all_or_kick, write_or_kick},
     telemetry,
 };
 
@@ -237,6 +237,23 @@ impl Live {
             Wake::Delivery(Delivery::Message(text)) => {
                 self.write(OpCode::Text, text.as_bytes()).await?;
                 self.shared.metrics.messages_out.increment(1);
+                Ok(())
+            }
+            Wake::Delivery(Delivery::Batch(frames)) => {
+                let limit = self.shared.settings.write_timeout;
+                let payloads: Vec<&[u8]> = frames.iter().map(|frame| frame.as_bytes()).collect();
+                write_all_or_kick(
+                    &mut self.socket.writer,
+                    OpCode::Text,
+                    &payloads,
+                    limit,
+                    &self.mailbox,
+                )
+                .await?;
+                self.shared
+                    .metrics
+                    .messages_out
+                    .increment(frames.len() as u64);
                 Ok(())
             }
             Wake::Delivery(Delivery::Subscription(channel, true)) => {

@@ -217,10 +217,29 @@ pub(crate) async fn write_frame(
     payload: &[u8],
     limit: Duration,
 ) -> Result<(), End> {
-    match timeout(limit, writer.write(opcode, payload)).await {
+    written(timeout(limit, writer.write(opcode, payload)).await)
+}
+
+/// How a write within its time limit ended.
+fn written(result: Result<std::io::Result<()>, tokio::time::error::Elapsed>) -> Result<(), End> {
+    match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone("write failed")),
         Err(_) => Err(End::Gone("write timed out")),
+    }
+}
+
+/// [`write_or_kick`] for several frames at once ([`Writer::write_all`]).
+pub(crate) async fn write_all_or_kick(
+    writer: &mut Writer,
+    opcode: OpCode,
+    payloads: &[impl AsRef<[u8]>],
+    limit: Duration,
+    mailbox: &Mailbox,
+) -> Result<(), End> {
+    tokio::select! {
+        result = timeout(limit, writer.write_all(opcode, payloads)) => written(result),
+        _ = mailbox.kicked() => Err(End::Gone("kicked while a write was blocked")),
     }
 }
 

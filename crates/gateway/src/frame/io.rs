@@ -182,6 +182,44 @@ impl Writer {
         }
         Ok(())
     }
+
+    /// Writes several whole frames of one opcode with as few writes as the
+    /// socket allows (one, when it takes them all): every header from a
+    /// small buffer and every payload from where it is, as one vectored
+    /// write. Not cancel-safe, as [`Writer::write`].
+    pub(crate) async fn write_all(
+        &mut self,
+        opcode: OpCode,
+        payloads: &[impl AsRef<[u8]>],
+    ) -> io::Result<()> {
+        let headers: Vec<Header> = payloads
+            .iter()
+            .map(|payload| Header::server(opcode, payload.as_ref().len()))
+            .collect();
+        let mut slices: Vec<IoSlice<'_>> = headers
+            .iter()
+            .zip(payloads)
+            .flat_map(|(header, payload)| {
+                [
+                    IoSlice::new(header.as_bytes()),
+                    IoSlice::new(payload.as_ref()),
+                ]
+            })
+            .collect();
+        let mut rest = &mut slices[..];
+        // Empty payloads leave empty slices, which count for nothing.
+        while rest.iter().any(|slice| !slice.is_empty()) {
+            match self.half.try_write_vectored(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(count) => IoSlice::advance_slices(&mut rest, count),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.half.writable().await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -277,5 +315,50 @@ mod tests {
             Header::server(OpCode::Binary, payload.len()).as_bytes()
         );
         assert!(received[10..expected_len] == payload[..]);
+    }
+
+    /// Several frames written together, larger in all than the socket's
+    /// buffer and with an empty one among them, arrive whole and in order.
+    #[tokio::test]
+    async fn writes_several_frames_at_once_whole_and_in_order() {
+        use tokio::{
+            io::AsyncReadExt,
+            net::{TcpListener, TcpStream},
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read_half, write_half) = server.into_split();
+        let mut writer = Writer::new(write_half);
+        let payloads: Vec<Vec<u8>> = [5, 0, 200, 70_000, 1_500_000, 3]
+            .iter()
+            .enumerate()
+            .map(|(n, &len)| vec![n as u8; len])
+            .collect();
+        let expected: Vec<u8> = payloads
+            .iter()
+            .flat_map(|payload| {
+                let mut frame = Header::server(OpCode::Text, payload.len())
+                    .as_bytes()
+                    .to_vec();
+                frame.extend_from_slice(payload);
+                frame
+            })
+            .collect();
+        let expected_len = expected.len();
+        let reading = tokio::spawn(async move {
+            let mut received = Vec::new();
+            while received.len() < expected_len {
+                let mut chunk = [0u8; 65_536];
+                let read = client.read(&mut chunk).await.unwrap();
+                assert_ne!(read, 0, "the stream ended early");
+                received.extend_from_slice(&chunk[..read]);
+            }
+            received
+        });
+        writer.write_all(OpCode::Text, &payloads).await.unwrap();
+        assert!(reading.await.unwrap() == expected);
     }
 }
