@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod config;
 mod grpc;
 mod http;
 pub mod raw;
@@ -16,6 +17,7 @@ mod stack;
 use std::time::Duration;
 
 pub use client::{Client, connect, next_json, token};
+pub use config::ConfigFile;
 pub use grpc::{Grpc, get_user, online_counts, presence_client, watch};
 pub use http::{get, post_api, post_json};
 pub use pulse_presence::testing::{RedisServer, unique_namespace};

@@ -17,31 +17,6 @@ const CONFIG: &str = r#"
 allow_publish = true
 "#;
 
-/// A config file in a fresh temporary directory (removed with the value).
-struct ConfigFile(std::path::PathBuf);
-
-impl ConfigFile {
-    fn new(text: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pulse-config-{}", unique_namespace()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("pulse.toml");
-        std::fs::write(&path, text).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
 async fn request(client: &mut Client, request: Value) -> Value {
     client
         .send(Message::text(request.to_string()))
