@@ -276,6 +276,64 @@ async fn a_killed_subscription_comes_back() {
     }
 }
 
+/// A channel's slot moves to another master while a feed holds it: the old
+/// master drops the subscription (`sunsubscribe`), the feed subscribes on
+/// the new one (learnt from `MOVED`), and publications flow again, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channel_follows_its_slot_to_another_master() {
+    let cluster = pulse_presence::testing::RedisCluster::spawn().await;
+    let presence = support::cluster_presence(&cluster).await;
+    let (feed, mut deliveries) = presence.channel_feed();
+    feed.subscribe("room:moving").await.unwrap();
+    presence
+        .publish("room:moving", &data(&json!("before")))
+        .await
+        .unwrap();
+    assert!(next(&mut deliveries).await.frame.contains("before"));
+
+    let tag = format!("{{b{}}}", bucket_of("room:moving"));
+    let (from, to) = cluster.move_slot_of(&tag).await;
+    assert_ne!(from, to);
+
+    // Publish until one arrives (those sent while the feed moved are lost:
+    // live delivery is at most once until history lands), then every later
+    // one arrives, in order.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut n = 0;
+    loop {
+        presence
+            .publish("room:moving", &data(&json!(n)))
+            .await
+            .unwrap();
+        if let Ok(Some(_)) = timeout(Duration::from_millis(100), deliveries.recv()).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery after the slot moved"
+        );
+        n += 1;
+    }
+    while let Ok(stale) = deliveries.try_recv() {
+        drop(stale);
+    }
+    for n in 0..20 {
+        let published = presence
+            .publish("room:moving", &data(&json!({"after": n})))
+            .await
+            .unwrap();
+        assert_eq!(published.instances, 1, "the feed listens on the new master");
+    }
+    for n in 0..20 {
+        let delivery = next(&mut deliveries).await;
+        assert!(
+            delivery.frame.contains(&format!("{{\"after\":{n}}}")),
+            "{}",
+            delivery.frame
+        );
+    }
+}
+
 /// A new connection learns its user's server-side subscriptions from its
 /// admission (the same atomic step that registers it), not from a second
 /// read on every connect.

@@ -246,6 +246,109 @@ impl RedisCluster {
         }
         self.wait_ok().await.expect("the cluster is whole again");
     }
+
+    /// Moves the hash slot of `key` to another master, with its keys, the
+    /// way `redis-cli --cluster reshard` does (`SETSLOT IMPORTING` and
+    /// `MIGRATING`, `MIGRATE`, then `SETSLOT NODE` on every master), and
+    /// returns the URLs of the master it left and of the one that holds it
+    /// now. The old master drops the slot's shard channel subscriptions
+    /// (`sunsubscribe`) as the slot leaves.
+    ///
+    /// # Panics
+    ///
+    /// When a node does not answer as a cluster node does.
+    pub async fn move_slot_of(&self, key: &str) -> (String, String) {
+        let connect = |url: &str| {
+            let client = redis::Client::open(url).expect("a node url");
+            async move {
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("the node answers")
+            }
+        };
+        let mut first = connect(&self.urls[0]).await;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut first)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut first)
+            .await
+            .expect("CLUSTER NODES");
+        // `<id> <ip:port@bus> <flags> <master> ... <slot ranges...>`.
+        let masters: Vec<(String, String, bool)> = nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.len() < 8 || !fields[2].contains("master") {
+                    return None;
+                }
+                let addr = fields[1].split('@').next()?;
+                let owns = fields[8..].iter().any(|range| {
+                    let (start, end) = range.split_once('-').unwrap_or((range, range));
+                    matches!((start.parse::<u16>(), end.parse::<u16>()), (Ok(start), Ok(end)) if (start..=end).contains(&slot))
+                });
+                Some((fields[0].to_owned(), format!("redis://{addr}"), owns))
+            })
+            .collect();
+        let (source_id, source_url, _) = masters.iter().find(|m| m.2).expect("an owner").clone();
+        let (target_id, target_url, _) = masters
+            .iter()
+            .find(|m| !m.2)
+            .expect("another master")
+            .clone();
+        let (mut source, mut target) = (connect(&source_url).await, connect(&target_url).await);
+        let setslot = |state: &'static str, node: String| {
+            let mut command = redis::cmd("CLUSTER");
+            command.arg("SETSLOT").arg(slot).arg(state).arg(node);
+            command
+        };
+        let _: () = setslot("IMPORTING", source_id.clone())
+            .query_async(&mut target)
+            .await
+            .expect("IMPORTING");
+        let _: () = setslot("MIGRATING", target_id.clone())
+            .query_async(&mut source)
+            .await
+            .expect("MIGRATING");
+        let target_addr = target_url.trim_start_matches("redis://").to_owned();
+        let (host, port) = target_addr.rsplit_once(':').expect("host:port");
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query_async(&mut source)
+                .await
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg(host)
+                .arg(port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async(&mut source)
+                .await
+                .expect("MIGRATE");
+        }
+        for (_, url, _) in &masters {
+            let mut node = connect(url).await;
+            let _: () = setslot("NODE", target_id.clone())
+                .query_async(&mut node)
+                .await
+                .expect("SETSLOT NODE");
+        }
+        (source_url, target_url)
+    }
 }
 
 impl ClusterNode {
