@@ -110,6 +110,10 @@ for d in docs:
 check("Secret" not in by_kind, "the base holds no Secret (keys come from secretKeyRef)")
 config = {c["metadata"]["name"]: c["data"] for c in by_kind.get("ConfigMap", [])}
 drain = seconds(config["pulse-config"]["DRAIN_TIMEOUT"])
+check(
+    config.get("pulse-channels", {}).get("pulse.toml") == open("deploy/pulse.toml").read(),
+    "ConfigMap pulse-channels holds deploy/pulse.toml as it is",
+)
 
 deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
 check(set(deployments) == {"pulse-gateway", "pulse-auth", "pulse-presence"}, "three Deployments")
@@ -128,6 +132,15 @@ for name, d in deployments.items():
         check(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem")
         check(sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation false")
         check("ALL" in sc.get("capabilities", {}).get("drop", []), f"{where}: drops ALL capabilities")
+        if name in ("pulse-gateway", "pulse-presence"):
+            env_names = {e["name"]: e.get("value") for e in c.get("env", [])}
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            volumes = {v["name"]: v.get("configMap", {}).get("name") for v in pod.get("volumes", [])}
+            check(
+                env_names.get("PULSE_CONFIG") == "/etc/pulse/pulse.toml"
+                and volumes.get(mounts.get("/etc/pulse")) == "pulse-channels",
+                f"{where}: PULSE_CONFIG from the pulse-channels ConfigMap",
+            )
         for env in c.get("env", []):
             source = env.get("valueFrom", {})
             if "configMapKeyRef" in source:

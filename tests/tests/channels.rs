@@ -165,6 +165,7 @@ async fn redis_cluster() {
 #[tokio::test]
 async fn a_bad_config_file_stops_the_start_with_one_line() {
     let config = ConfigFile::new("[namespaces.room]\npresense = true\n");
+    let good = ConfigFile::new("[namespaces.room]\n");
     for (name, more) in [
         ("pulse-gateway", ["--jwt-secret", SECRET]),
         (
@@ -189,6 +190,27 @@ async fn a_bad_config_file_stops_the_start_with_one_line() {
         assert!(lines[0].contains("--config"), "{name}: {stderr}");
         assert!(
             lines[0].contains("line 2: unknown field `presense`"),
+            "{name}: {stderr}"
+        );
+
+        // A bad environment override of a good file: one line naming it.
+        let mut command = tokio::process::Command::new(binary(name));
+        command
+            .args(["--config", good.path()])
+            .args(more)
+            .env_clear()
+            .env("PULSE_NS_ROOM_PRESENCE", "yes")
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .expect("it stops")
+            .unwrap();
+        assert!(!output.status.success(), "{name} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{name}: {stderr}");
+        assert!(
+            lines[0].contains("PULSE_NS_ROOM_PRESENCE: \"yes\" is not true or false"),
             "{name}: {stderr}"
         );
     }

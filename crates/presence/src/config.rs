@@ -82,14 +82,11 @@ impl std::str::FromStr for HttpListen {
 
 impl Config {
     /// The namespaces of the config file (none without one: only personal
-    /// channels are publishable). The error is one line naming the file
+    /// channels are publishable), with the `PULSE_NS_*` overrides. The error is one line naming the file
     /// and the key.
     pub fn namespaces(&self) -> Result<crate::Namespaces, String> {
-        match &self.config {
-            None => Ok(crate::Namespaces::default()),
-            Some(path) => crate::Namespaces::load(path)
-                .map_err(|error| format!("--config / PULSE_CONFIG: {error}")),
-        }
+        crate::Namespaces::configure(self.config.as_deref(), pulse_runtime::runtime::env_vars())
+            .map_err(|error| format!("--config / PULSE_CONFIG: {error}"))
     }
 }
 

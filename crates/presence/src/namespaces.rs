@@ -190,6 +190,32 @@ pub enum Resolved<'a> {
 }
 
 impl Namespaces {
+    /// What a service runs with: the config file at `path` (no namespaces
+    /// without one), then the `PULSE_NS_<NAMESPACE>_<OPTION>` overrides
+    /// among `vars` (see [`env`]), checked as a whole; the error is one line
+    /// naming the file's key or the variable.
+    pub fn configure(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, NamespacesError> {
+        let (mut namespaces, shown) = match path {
+            None => (Self::default(), "(none)".to_owned()),
+            Some(path) => (Self::load(path)?, path.display().to_string()),
+        };
+        let fail = |message: String| NamespacesError {
+            path: shown.clone(),
+            message,
+        };
+        namespaces.apply_env(vars).map_err(fail)?;
+        namespaces.check().map_err(|message| {
+            fail(format!(
+                "{message} (with the {}* environment overrides)",
+                env::PREFIX
+            ))
+        })?;
+        Ok(namespaces)
+    }
+
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, NamespacesError> {
         let shown = path.display().to_string();
@@ -346,5 +372,6 @@ mod humantime_serde_compat {
     }
 }
 
+pub mod env;
 #[cfg(test)]
 mod tests;

@@ -77,3 +77,10 @@ pub fn parse_or_exit<C: clap::Parser>() -> C {
         }
     }
 }
+
+/// The process's environment variables whose names and values are UTF-8
+/// (`std::env::vars` panics on any other; a setting never is one).
+pub fn env_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+}

@@ -217,12 +217,15 @@ impl Config {
             metrics: None,
             dev_login,
             max_subscriptions_per_connection: self.max_subscriptions_per_connection,
-            namespaces: std::sync::Arc::new(match &self.config {
-                None => pulse_presence::Namespaces::default(),
-                Some(path) => pulse_presence::Namespaces::load(path).map_err(|error| {
+            namespaces: std::sync::Arc::new(
+                pulse_presence::Namespaces::configure(
+                    self.config.as_deref(),
+                    pulse_runtime::runtime::env_vars(),
+                )
+                .map_err(|error| {
                     ConfigError::invalid("--config / PULSE_CONFIG", error.to_string())
                 })?,
-            }),
+            ),
         };
         Ok(Built {
             listen: self.listen,

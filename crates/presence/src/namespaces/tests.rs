@@ -209,3 +209,93 @@ fn a_missing_file_names_itself() {
             .starts_with("config file /nonexistent/pulse.toml: cannot be read")
     );
 }
+
+fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn configure(text: &str, env: &[(&str, &str)]) -> Result<Namespaces, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "pulse-ns-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pulse.toml");
+    std::fs::write(&path, text).unwrap();
+    let result = Namespaces::configure(Some(&path), vars(env)).map_err(|e| e.to_string());
+    std::fs::remove_dir_all(&dir).unwrap();
+    result
+}
+
+#[test]
+fn environment_variables_override_configured_namespaces() {
+    let config = configure(
+        "[default]\n[namespaces.room]\n[namespaces.live-chat]\nallow_publish = true\n",
+        &[
+            ("PULSE_NS_ROOM_PRESENCE", "true"),
+            ("PULSE_NS_ROOM_JOIN_LEAVE", "true"),
+            ("PULSE_NS_ROOM_PRESENCE_MAX_USERS", "50"),
+            ("PULSE_NS_ROOM_MAX_SUBSCRIBERS", "7"),
+            ("PULSE_NS_LIVE_CHAT_ALLOW_PUBLISH", "false"),
+            ("PULSE_NS_LIVE_CHAT_AUTHORIZE", "claim"),
+            ("PULSE_NS_DEFAULT_ALLOW_PUBLISH", "true"),
+            ("PULSE_OTHER_SETTING", "not ours"),
+        ],
+    )
+    .unwrap();
+    let room = &config.namespaces["room"];
+    assert!(room.presence && room.join_leave);
+    assert_eq!((room.presence_max_users, room.max_subscribers), (50, 7));
+    let chat = &config.namespaces["live-chat"];
+    assert!(!chat.allow_publish);
+    assert_eq!(chat.authorize, Authorize::Claim);
+    assert!(config.default.as_ref().unwrap().allow_publish);
+}
+
+#[test]
+fn a_bad_override_names_its_variable() {
+    for (env, expected) in [
+        (
+            ("PULSE_NS_CHAT_PRESENCE", "true"),
+            "PULSE_NS_CHAT_PRESENCE: names no namespace",
+        ),
+        (
+            ("PULSE_NS_ROOM_COLOUR", "red"),
+            "PULSE_NS_ROOM_COLOUR: names no namespace",
+        ),
+        (
+            ("PULSE_NS_ROOM_PRESENCE", "yes"),
+            "PULSE_NS_ROOM_PRESENCE: \"yes\" is not true or false",
+        ),
+        (
+            ("PULSE_NS_ROOM_MAX_SUBSCRIBERS", "-1"),
+            "PULSE_NS_ROOM_MAX_SUBSCRIBERS: \"-1\" is not a whole number",
+        ),
+        (
+            ("PULSE_NS_DEFAULT_PRESENCE", "true"),
+            "PULSE_NS_DEFAULT_PRESENCE: names no namespace",
+        ),
+        (
+            ("PULSE_NS_ROOM_JOIN_LEAVE", "true"),
+            "namespaces.room.join_leave: needs presence = true (join and leave are presence transitions) (with the PULSE_NS_* environment overrides)",
+        ),
+    ] {
+        let error = configure("[namespaces.room]\n", &[env]).unwrap_err();
+        assert!(error.contains(expected), "{env:?}: {error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+    let error = Namespaces::configure(None, vars(&[("PULSE_NS_ROOM_PRESENCE", "true")]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("names no namespace"), "{error}");
+    assert_eq!(
+        Namespaces::configure(None, vars(&[])).unwrap(),
+        Namespaces::default()
+    );
+}
