@@ -58,10 +58,13 @@ impl Shared {
     ) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
         let readiness = Arc::new(Readiness::new(settings.auth_url.as_deref()));
         let (channels, deliveries) = Channels::new(&presence);
-        let hook = settings.namespaces.hooks.as_ref().map(|config| {
-            // The config file's check made sure the URL parses.
-            Hook::new(config).expect("a checked hook URL")
-        });
+        // `Config::build` tried the same (one line at start); here a hook
+        // that cannot be built refuses hook subscriptions with its reason.
+        let hook = settings
+            .namespaces
+            .hooks
+            .as_ref()
+            .map(|config| Hook::new(config).unwrap_or_else(Hook::broken));
         let shared = Self {
             hook,
             channels: Arc::new(channels),

@@ -152,3 +152,68 @@ async fn a_hook_that_never_existed_refuses_with_unavailable() {
     );
     gateway.stop().await;
 }
+
+/// A certificate authority and a `localhost` certificate it signed, as PEM.
+fn pki() -> (String, (String, String)) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), (cert.pem(), key.serialize_pem()))
+}
+
+/// An `https://` hook: reached over TLS when its authority is the one
+/// `ca_file` names, refused with `unavailable` when it is not (a hook
+/// whose certificate cannot be checked never lets a subscription through).
+#[tokio::test]
+async fn an_https_hook_is_reached_over_tls_and_only_with_a_trusted_certificate() {
+    use tonic::transport::{Identity, ServerTlsConfig};
+    let (ca, (cert, key)) = pki();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .unwrap()
+            .add_service(HooksServer::new(AppHook))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let dir = std::env::temp_dir().join(format!("pulse-hook-tls-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trusted = dir.join("ca.pem");
+    std::fs::write(&trusted, &ca).unwrap();
+    let stranger = dir.join("other-ca.pem");
+    std::fs::write(&stranger, pki().0).unwrap();
+
+    for (ca_file, expected) in [(&trusted, "subscribed"), (&stranger, "error")] {
+        let config = format!(
+            "[namespaces.doc]\nauthorize = \"hook\"\n[hooks]\nauthorize_url = \"https://localhost:{port}\"\ntimeout = \"2s\"\nca_file = \"{}\"\n",
+            ca_file.display()
+        );
+        let mut settings = settings();
+        settings.namespaces = Arc::new(Namespaces::parse(&config, "test.toml").unwrap());
+        let gateway = Gateway::start(settings).await;
+        let mut client = gateway.connect(&format!("?token={}", token("alice"))).await;
+        next_json(&mut client).await;
+        let answer = subscribe(&mut client, 1, "doc:open-1").await;
+        assert_eq!(answer["type"], expected, "{answer}");
+        if expected == "error" {
+            assert_eq!(answer["code"], "unavailable", "{answer}");
+        }
+        gateway.stop().await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

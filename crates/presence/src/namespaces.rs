@@ -146,6 +146,10 @@ pub struct HooksConfig {
     /// (`unavailable`).
     #[serde(with = "humantime_serde_compat", default = "default_hook_timeout")]
     pub timeout: Duration,
+    /// For an `https://` hook: a PEM file of the certificate authorities
+    /// to trust instead of the public ones (the web PKI roots).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_hook_timeout() -> Duration {
@@ -306,13 +310,25 @@ impl Namespaces {
             return Err(format!("personal.history_size: {NOT_YET}"));
         }
         if let Some(hooks) = &self.hooks {
-            if !hooks.authorize_url.starts_with("http://")
-                || hooks.authorize_url.parse::<http::Uri>().is_err()
+            let https = hooks.authorize_url.starts_with("https://");
+            let uri = hooks.authorize_url.parse::<http::Uri>();
+            if !(https || hooks.authorize_url.starts_with("http://"))
+                || uri.as_ref().map_or(true, |uri| uri.host().is_none())
             {
                 return Err(
-                    "hooks.authorize_url: an http:// URL (TLS to the hook is not supported yet)"
-                        .to_owned(),
+                    "hooks.authorize_url: an http:// or https:// URL with a host".to_owned(),
                 );
+            }
+            if let Some(ca_file) = &hooks.ca_file {
+                if !https {
+                    return Err("hooks.ca_file: only for an https:// authorize_url".to_owned());
+                }
+                if let Err(error) = std::fs::metadata(ca_file) {
+                    return Err(format!(
+                        "hooks.ca_file: {} cannot be read: {error}",
+                        ca_file.display()
+                    ));
+                }
             }
             if hooks.timeout.is_zero() {
                 return Err("hooks.timeout: more than zero".to_owned());

@@ -193,6 +193,17 @@ impl Config {
             None => Presence::in_memory(),
         };
 
+        let namespaces = pulse_presence::Namespaces::configure(
+            self.config.as_deref(),
+            pulse_runtime::runtime::env_vars(),
+        )
+        .map_err(|error| ConfigError::invalid("--config / PULSE_CONFIG", error.to_string()))?;
+        if let Some(hooks) = &namespaces.hooks {
+            // What the gateway will build: a CA file that is not PEM stops
+            // the start here, not the first hook subscription.
+            crate::hooks::Hook::new(hooks)
+                .map_err(|error| ConfigError::invalid("--config / PULSE_CONFIG", error))?;
+        }
         let settings = Settings {
             instance_id,
             heartbeat_interval,
@@ -217,15 +228,7 @@ impl Config {
             metrics: None,
             dev_login,
             max_subscriptions_per_connection: self.max_subscriptions_per_connection,
-            namespaces: std::sync::Arc::new(
-                pulse_presence::Namespaces::configure(
-                    self.config.as_deref(),
-                    pulse_runtime::runtime::env_vars(),
-                )
-                .map_err(|error| {
-                    ConfigError::invalid("--config / PULSE_CONFIG", error.to_string())
-                })?,
-            ),
+            namespaces: std::sync::Arc::new(namespaces),
         };
         Ok(Built {
             listen: self.listen,

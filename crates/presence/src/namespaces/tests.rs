@@ -183,8 +183,16 @@ fn a_bad_file_is_one_line_naming_the_key() {
             "hooks.timeout",
         ),
         (
-            "[hooks]\nauthorize_url = \"https://app:7000\"\n",
-            "hooks.authorize_url: an http:// URL",
+            "[hooks]\nauthorize_url = \"ftp://app:7000\"\n",
+            "hooks.authorize_url: an http:// or https:// URL",
+        ),
+        (
+            "[hooks]\nauthorize_url = \"http://app:7000\"\nca_file = \"/etc/ssl/ca.pem\"\n",
+            "hooks.ca_file: only for an https:// authorize_url",
+        ),
+        (
+            "[hooks]\nauthorize_url = \"https://app:7000\"\nca_file = \"/nonexistent/ca.pem\"\n",
+            "hooks.ca_file: /nonexistent/ca.pem cannot be read",
         ),
         (
             "[personal]\nhistory_size = 20000\n",
