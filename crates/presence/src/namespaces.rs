@@ -196,7 +196,7 @@ pub enum Resolved<'a> {
 impl Namespaces {
     /// What a service runs with: the config file at `path` (no namespaces
     /// without one), then the `PULSE_NS_<NAMESPACE>_<OPTION>` overrides
-    /// among `vars` (see [`env`]), checked as a whole; the error is one line
+    /// among `vars` (see [`mod@env`]), checked as a whole; the error is one line
     /// naming the file's key or the variable.
     pub fn configure(
         path: Option<&Path>,
