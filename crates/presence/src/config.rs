@@ -188,6 +188,7 @@ impl ApiArgs {
         Ok(ApiConfig {
             access,
             tls: self.tls()?,
+            http_tls: self.http_tls()?,
             limits: ApiLimits {
                 max_concurrent_streams: self.max_concurrent_streams,
                 max_watches_per_key: self.max_watches_per_key,
@@ -195,6 +196,50 @@ impl ApiArgs {
             },
             namespaces: std::sync::Arc::default(),
         })
+    }
+
+    /// The HTTP API's TLS: the same certificate, key and client CA as
+    /// gRPC's, for rustls under hyper.
+    fn http_tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|error| format!("--tls-cert / TLS_CERT {}: {error}", cert.display()))?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|error| format!("--tls-key / TLS_KEY {}: {error}", key.display()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("--tls-cert / TLS_CERT: {error}"))?;
+        let builder = match &self.tls_client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let fail = |error: &dyn std::fmt::Display| {
+                    format!("--tls-client-ca / TLS_CLIENT_CA {}: {error}", ca.display())
+                };
+                let mut roots = rustls::RootCertStore::empty();
+                for root in CertificateDer::pem_file_iter(ca).map_err(|e| fail(&e))? {
+                    roots
+                        .add(root.map_err(|e| fail(&e))?)
+                        .map_err(|e| fail(&e))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.into(),
+                    provider,
+                )
+                .build()
+                .map_err(|e| fail(&e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|error| format!("--tls-cert / --tls-key: {error}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(std::sync::Arc::new(config)))
     }
 
     fn tls(&self) -> Result<Option<ServerTlsConfig>, String> {

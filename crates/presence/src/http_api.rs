@@ -4,6 +4,9 @@
 //! route names the gRPC method it mirrors, and the table is asked about
 //! that), ending in the same [`Presence`] calls.
 //!
+//! Served over TLS (with client certificates, when a client CA is set)
+//! when the gRPC API is: the same certificate, key and CA.
+//!
 //! Errors are `{"error":{"code":STR,"message":STR}}` with a fitting status:
 //! 400 `invalid_argument`, 401 `missing_api_key`/`invalid_api_key`, 403
 //! `permission_denied`, 404 `not_found`, 405 `method_not_allowed`, 413
@@ -63,6 +66,7 @@ pub async fn run_http(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    let tls = api.http_tls.map(tokio_rustls::TlsAcceptor::from);
     let api = Arc::new(Api {
         presence,
         access: api.access,
@@ -86,27 +90,18 @@ pub async fn run_http(
         };
         let _ = stream.set_nodelay(true);
         let api = api.clone();
-        let mut stopped = stopped.clone();
+        let stopped = stopped.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service = service_fn(move |request| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(api.handle(request, peer).await) }
-            });
-            let connection = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(BODY_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        debug!(%error, %peer, "http api connection ended");
-                    }
-                }
-                () = async { let _ = stopped.wait_for(|stopping| *stopping).await; } => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            let Some(tls) = tls else {
+                serve_connection(stream, api, peer, stopped).await;
+                return;
+            };
+            // The handshake under the same deadline as a request's head.
+            match timeout(BODY_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, api, peer, stopped).await,
+                Ok(Err(error)) => debug!(%error, %peer, "http api: TLS handshake failed"),
+                Err(_) => debug!(%peer, "http api: TLS handshake timed out"),
             }
         });
         // Finished connections' results are not kept.
@@ -118,6 +113,38 @@ pub async fn run_http(
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Serves one connection's requests until it ends, or until shutdown asks
+/// it to finish what it has.
+async fn serve_connection<IO>(
+    stream: IO,
+    api: Arc<Api>,
+    peer: SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(api.handle(request, peer).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(BODY_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                debug!(%error, %peer, "http api connection ended");
+            }
+        }
+        () = async { let _ = stopped.wait_for(|stopping| *stopping).await; } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 impl Api {

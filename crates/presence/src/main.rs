@@ -5,7 +5,7 @@ use pulse_runtime::runtime::{
     exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
 };
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 #[tokio::main]
 async fn main() {
@@ -31,13 +31,6 @@ async fn main() {
     };
     let http_listener = match config.http_listen {
         HttpListen::Off => None,
-        HttpListen::On(_) if api.tls.is_some() => {
-            warn!(
-                "the HTTP API is not served: it has no TLS yet, and --tls-cert asks for the \
-                 internal API to be encrypted (use gRPC, or --http-listen off to silence this)"
-            );
-            None
-        }
         HttpListen::On(addr) => match TcpListener::bind(addr).await {
             Ok(listener) => Some(listener),
             Err(error) => exit_with_config_error(&format!("--http-listen {addr}: {error}")),
@@ -79,7 +72,7 @@ async fn main() {
     ));
     let http = http_listener.map(|listener| {
         if let Ok(http_addr) = listener.local_addr() {
-            info!(%http_addr, "serving the HTTP API");
+            info!(%http_addr, tls = api.http_tls.is_some(), "serving the HTTP API");
         }
         tokio::spawn(pulse_presence::run_http(
             presence.clone(),

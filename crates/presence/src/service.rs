@@ -64,6 +64,9 @@ pub struct ApiConfig {
     /// TLS (and client certificates, when it names a client CA); `None`
     /// serves plaintext HTTP/2.
     pub tls: Option<ServerTlsConfig>,
+    /// The same for the HTTP API (rustls under hyper); `None` serves
+    /// plaintext HTTP/1.1.
+    pub http_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Limits on what one caller may hold or send.
     pub limits: ApiLimits,
     /// The channel namespaces the API may publish to.
@@ -78,6 +81,7 @@ impl ApiConfig {
         Self {
             access: Access::Keys(keys.into()),
             tls: None,
+            http_tls: None,
             limits: ApiLimits::default(),
             namespaces: std::sync::Arc::default(),
         }
@@ -88,6 +92,7 @@ impl ApiConfig {
         Self {
             access: Access::Open,
             tls: None,
+            http_tls: None,
             limits: ApiLimits::default(),
             namespaces: std::sync::Arc::default(),
         }

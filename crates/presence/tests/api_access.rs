@@ -14,7 +14,7 @@ use pulse_protocol::{
     proto::presence::v1::{self as pb, presence_client::PresenceClient},
     status::reason_of,
 };
-use support::{DEADLINE, served::Served};
+use support::{DEADLINE, pki::pki, served::Served};
 use tokio::time::timeout;
 use tonic::{
     Code,
@@ -233,44 +233,6 @@ async fn the_server_announces_its_stream_limit() {
 }
 
 /// A CA, a server certificate for `localhost` and a client certificate.
-struct Pki {
-    ca: String,
-    server: (String, String),
-    client: (String, String),
-    stranger: (String, String),
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let stranger = {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["client".to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    Pki {
-        ca: ca.pem(),
-        server: leaf("localhost"),
-        client: leaf("client"),
-        stranger,
-    }
-}
-
 async fn tls_channel(
     addr: SocketAddr,
     ca: &str,

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, unused_macros)] // Each test binary uses its own subset.
 
 pub mod channels_api;
+pub mod pki;
 pub mod served;
 
 /// Runs each case against every backend: `memory::<case>` on
