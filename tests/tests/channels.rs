@@ -161,7 +161,28 @@ async fn redis_cluster() {
     publish_to_subscribers_on_two_gateways(&cluster.urls().join(","), true).await;
 }
 
-/// A bad config file stops both binaries at start with one line naming it.
+/// Runs `name` with `args` and `env` only; it must stop at start with one
+/// line on stderr, which is returned.
+async fn one_line_at_start(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = tokio::process::Command::new(binary(name));
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("it stops")
+        .unwrap();
+    assert!(!output.status.success(), "{name} started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{name}: {stderr}");
+    lines[0].to_owned()
+}
+
+/// A bad config file, or a bad environment override of a good one, stops
+/// both binaries at start with one line naming it.
 #[tokio::test]
 async fn a_bad_config_file_stops_the_start_with_one_line() {
     let config = ConfigFile::new("[namespaces.room]\npresense = true\n");
@@ -173,45 +194,26 @@ async fn a_bad_config_file_stops_the_start_with_one_line() {
             ["--insecure-open-api", "--http-listen=off"],
         ),
     ] {
-        let mut command = tokio::process::Command::new(binary(name));
-        command
-            .args(["--config", config.path()])
-            .args(more)
-            .env_clear()
-            .kill_on_drop(true);
-        let output = tokio::time::timeout(Duration::from_secs(30), command.output())
-            .await
-            .expect("it stops")
-            .unwrap();
-        assert!(!output.status.success(), "{name} started");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "{name}: {stderr}");
-        assert!(lines[0].contains("--config"), "{name}: {stderr}");
+        let line = one_line_at_start(
+            name,
+            &[&["--config", config.path()], &more[..]].concat(),
+            &[],
+        )
+        .await;
+        assert!(line.contains("--config"), "{name}: {line}");
         assert!(
-            lines[0].contains("line 2: unknown field `presense`"),
-            "{name}: {stderr}"
+            line.contains("line 2: unknown field `presense`"),
+            "{name}: {line}"
         );
-
-        // A bad environment override of a good file: one line naming it.
-        let mut command = tokio::process::Command::new(binary(name));
-        command
-            .args(["--config", good.path()])
-            .args(more)
-            .env_clear()
-            .env("PULSE_NS_ROOM_PRESENCE", "yes")
-            .kill_on_drop(true);
-        let output = tokio::time::timeout(Duration::from_secs(30), command.output())
-            .await
-            .expect("it stops")
-            .unwrap();
-        assert!(!output.status.success(), "{name} started");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "{name}: {stderr}");
+        let line = one_line_at_start(
+            name,
+            &[&["--config", good.path()], &more[..]].concat(),
+            &[("PULSE_NS_ROOM_PRESENCE", "yes")],
+        )
+        .await;
         assert!(
-            lines[0].contains("PULSE_NS_ROOM_PRESENCE: \"yes\" is not true or false"),
-            "{name}: {stderr}"
+            line.contains("PULSE_NS_ROOM_PRESENCE: \"yes\" is not true or false"),
+            "{name}: {line}"
         );
     }
 }

@@ -9,6 +9,33 @@ use serde_json::json;
 use support::channels_api::{KEY, READ_ONLY_KEY, Served};
 use tonic::Code;
 
+/// Records a connection of `user` on gateway `gw-1` as subscribed to `channel`.
+async fn enter(served: &Served, channel: &str, connection: &str, user: &str) {
+    let record = pulse_presence::MemberRecord {
+        channel: channel.into(),
+        connection_id: connection.into(),
+        user_id: user.into(),
+        join_leave_cap: 0,
+    };
+    served
+        .presence
+        .enter_channel(&record, "gw-1", 0)
+        .await
+        .unwrap();
+}
+
+/// `Channels/Presence` of `channel` with `key`.
+async fn presence_of(served: &Served, key: &str, channel: &str) -> pb::PresenceResponse {
+    served
+        .client(key)
+        .presence(pb::PresenceRequest {
+            channel: channel.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Presence, PresenceStats and Channels over gRPC and HTTP, read-only keys
 /// allowed, a namespace without presence refused with its reason.
 #[tokio::test]
@@ -20,26 +47,9 @@ async fn presence_queries_over_grpc_and_http() {
         ("doc:1", "c3", "bob"),
         ("room:1", "c1", "alice"),
     ] {
-        let record = pulse_presence::MemberRecord {
-            channel: channel.into(),
-            connection_id: connection.into(),
-            user_id: user.into(),
-            join_leave_cap: 0,
-        };
-        served
-            .presence
-            .enter_channel(&record, "gw-1", 0)
-            .await
-            .unwrap();
+        enter(&served, channel, connection, user).await;
     }
-    let answer = served
-        .client(READ_ONLY_KEY)
-        .presence(pb::PresenceRequest {
-            channel: "doc:1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = presence_of(&served, READ_ONLY_KEY, "doc:1").await;
     let users: Vec<(String, u64)> = answer
         .users
         .iter()
@@ -138,25 +148,8 @@ async fn presence_queries_over_grpc_and_http() {
         (400, &json!("invalid_argument"))
     );
     // One more user passes doc's presence_max_users of 2: counts only.
-    let record = pulse_presence::MemberRecord {
-        channel: "doc:1".into(),
-        connection_id: "c4".into(),
-        user_id: "carol".into(),
-        join_leave_cap: 0,
-    };
-    served
-        .presence
-        .enter_channel(&record, "gw-1", 0)
-        .await
-        .unwrap();
-    let answer = served
-        .client(KEY)
-        .presence(pb::PresenceRequest {
-            channel: "doc:1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    enter(&served, "doc:1", "c4", "carol").await;
+    let answer = presence_of(&served, KEY, "doc:1").await;
     assert!(answer.users.is_empty() && answer.truncated);
     assert_eq!((answer.num_users, answer.num_connections), (3, 4));
 }

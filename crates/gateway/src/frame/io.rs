@@ -284,29 +284,9 @@ mod tests {
     /// through as many partial writes as it takes.
     #[tokio::test]
     async fn writes_a_frame_larger_than_the_socket_buffer_whole() {
-        use tokio::{
-            io::AsyncReadExt,
-            net::{TcpListener, TcpStream},
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let (_read_half, write_half) = server.into_split();
-        let mut writer = Writer::new(write_half);
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         let expected_len = 10 + payload.len();
-        let reading = tokio::spawn(async move {
-            let mut received = Vec::new();
-            while received.len() < expected_len {
-                let mut chunk = [0u8; 65_536];
-                let read = client.read(&mut chunk).await.unwrap();
-                assert_ne!(read, 0, "the stream ended early");
-                received.extend_from_slice(&chunk[..read]);
-            }
-            received
-        });
+        let (mut writer, reading) = writer_and_reader(expected_len).await;
         writer.write(OpCode::Binary, &payload).await.unwrap();
         writer.write(OpCode::Text, b"after").await.unwrap();
         let received = reading.await.unwrap();
@@ -321,17 +301,6 @@ mod tests {
     /// buffer and with an empty one among them, arrive whole and in order.
     #[tokio::test]
     async fn writes_several_frames_at_once_whole_and_in_order() {
-        use tokio::{
-            io::AsyncReadExt,
-            net::{TcpListener, TcpStream},
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let (_read_half, write_half) = server.into_split();
-        let mut writer = Writer::new(write_half);
         let payloads: Vec<Vec<u8>> = [5, 0, 200, 70_000, 1_500_000, 3]
             .iter()
             .enumerate()
@@ -348,9 +317,27 @@ mod tests {
             })
             .collect();
         let expected_len = expected.len();
+        let (mut writer, reading) = writer_and_reader(expected_len).await;
+        writer.write_all(OpCode::Text, &payloads).await.unwrap();
+        assert!(reading.await.unwrap() == expected);
+    }
+
+    /// A writer on one end of a real TCP connection, and a task reading
+    /// `len` bytes from the other end.
+    async fn writer_and_reader(len: usize) -> (Writer, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::{
+            io::AsyncReadExt,
+            net::{TcpListener, TcpStream},
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read_half, write_half) = server.into_split();
         let reading = tokio::spawn(async move {
             let mut received = Vec::new();
-            while received.len() < expected_len {
+            while received.len() < len {
                 let mut chunk = [0u8; 65_536];
                 let read = client.read(&mut chunk).await.unwrap();
                 assert_ne!(read, 0, "the stream ended early");
@@ -358,7 +345,6 @@ mod tests {
             }
             received
         });
-        writer.write_all(OpCode::Text, &payloads).await.unwrap();
-        assert!(reading.await.unwrap() == expected);
+        (Writer::new(write_half), reading)
     }
 }
