@@ -37,8 +37,11 @@ pub(crate) struct Channels {
 /// One channel's local subscribers.
 #[derive(Debug)]
 struct Entry {
-    /// A connection appears once per channel.
-    subscribers: Vec<Subscriber>,
+    /// A connection appears once per channel. Shared with a fan-out in
+    /// progress, which writes to the list as it was when the publication
+    /// arrived without holding the table's lock (a change meanwhile copies
+    /// the list: `Arc::make_mut`).
+    subscribers: Arc<Vec<Subscriber>>,
     /// Set once the feed subscription is live; shared with the subscribers
     /// that wait for it.
     live: Arc<OnceCell<()>>,
@@ -87,10 +90,10 @@ impl Channels {
         let live = {
             let mut table = self.lock();
             let entry = table.entry(channel.clone()).or_insert_with(|| Entry {
-                subscribers: Vec::new(),
+                subscribers: Arc::default(),
                 live: Arc::default(),
             });
-            entry.subscribers.push(subscriber);
+            Arc::make_mut(&mut entry.subscribers).push(subscriber);
             entry.live.clone()
         };
         let subscribed = live
@@ -127,7 +130,7 @@ impl Channels {
         else {
             return false;
         };
-        entry.subscribers.swap_remove(at);
+        Arc::make_mut(&mut entry.subscribers).swap_remove(at);
         if entry.subscribers.is_empty() {
             let entry = table.remove(channel).expect("the entry was just found");
             // A subscription still in flight ends it itself once live (it
@@ -171,21 +174,27 @@ impl Channels {
         self.lock().len()
     }
 
-    /// Writes one publication to every local subscriber of its channel.
+    /// Writes one publication to every local subscriber of its channel:
+    /// the list is taken under the table's lock, and written to after it is
+    /// let go, so that subscribing and unsubscribing (on every worker
+    /// thread) never wait for a fan-out to thousands of sockets.
     fn fan_out(&self, delivery: &Delivery, capacity: usize, metrics: &Metrics) {
-        let table = self.lock();
-        let Some(entry) = table.get(&delivery.channel) else {
-            // Arrived after the last subscriber left.
-            return;
+        let subscribers = {
+            let table = self.lock();
+            let Some(entry) = table.get(&delivery.channel) else {
+                // Arrived after the last subscriber left.
+                return;
+            };
+            entry.subscribers.clone()
         };
-        for subscriber in &entry.subscribers {
+        for subscriber in subscribers.iter() {
             if deliver(&subscriber.mailbox, &delivery.frame, capacity, metrics) {
                 warn!(channel = %delivery.channel, "outbound queue full; closing a slow consumer");
             }
         }
         metrics
             .publications_delivered
-            .increment(entry.subscribers.len() as u64);
+            .increment(subscribers.len() as u64);
     }
 }
 
