@@ -375,14 +375,14 @@ async fn write_loop(outbox: Arc<Outbox>, mut write: OwnedWriteHalf, coalesce: bo
                 batch.push(frame);
             }
         }
-        let written = match batch.as_slice() {
-            [] => {
-                outbox.ready.notified().await;
-                continue;
-            }
-            [frame] => write.write_all(frame).await,
-            frames => write_all_vectored(&mut write, frames).await,
-        };
+        if batch.is_empty() {
+            outbox.ready.notified().await;
+            continue;
+        }
+        // `writev` even for one frame, as the gateway writes (header and
+        // payload): the same system call, and one that `/proc/<pid>/io`
+        // counts (`syscw`), where a `send` would not be.
+        let written = write_all_vectored(&mut write, &batch).await;
         batch.clear();
         if written.is_err() {
             outbox.close();
