@@ -12,7 +12,8 @@
 # the same frame to every subscriber, one write per frame): one channel with
 # FANOUT_BIG subscribers, RATE_BIG publications/s for FANOUT_DURATION, then
 # saturation (SAT_WINDOW publications in flight, SAT_WARMUP then
-# SAT_DURATION measured); FANOUT_SMALL subscribers at RATE_SMALL/s;
+# SAT_DURATION measured, PROBE_RATE subscribes/s to fresh channels timed
+# meanwhile); FANOUT_SMALL subscribers at RATE_SMALL/s;
 # SPREAD_CHANNELS channels with one subscriber each at SPREAD_RATE/s.
 # (k2) the coalescing floor (pulse-fanout --coalesce: every frame waiting for
 # a socket in one write), saturation only. (k3) the same runs against one
@@ -39,6 +40,7 @@ FANOUT_DURATION=${FANOUT_DURATION:-20s}
 SAT_WINDOW=${SAT_WINDOW:-8}
 SAT_WARMUP=${SAT_WARMUP:-2s}
 SAT_DURATION=${SAT_DURATION:-10s}
+PROBE_RATE=${PROBE_RATE:-20}
 SPREAD_CHANNELS=${SPREAD_CHANNELS:-10000}
 SPREAD_RATE=${SPREAD_RATE:-5000}
 SPREAD_DURATION=${SPREAD_DURATION:-10s}
@@ -162,11 +164,11 @@ bench() {
 }
 
 big=(--channels 1 --subscribers "$FANOUT_BIG" --rate "$RATE_BIG" --duration "$FANOUT_DURATION"
-  --saturate "$SAT_DURATION" --window "$SAT_WINDOW" --warmup "$SAT_WARMUP")
+  --saturate "$SAT_DURATION" --window "$SAT_WINDOW" --warmup "$SAT_WARMUP" --probe-rate "$PROBE_RATE")
 small=(--channels 1 --subscribers "$FANOUT_SMALL" --rate "$RATE_SMALL" --duration "$FANOUT_DURATION")
 spread=(--channels "$SPREAD_CHANNELS" --subscribers 1 --rate "$SPREAD_RATE" --duration "$SPREAD_DURATION")
 saturation=(--channels 1 --subscribers "$FANOUT_BIG" --rate 0 --saturate "$SAT_DURATION"
-  --window "$SAT_WINDOW" --warmup "$SAT_WARMUP")
+  --window "$SAT_WINDOW" --warmup "$SAT_WARMUP" --probe-rate "$PROBE_RATE")
 
 step "(k1) floor: pulse-fanout; one channel, $FANOUT_BIG subscribers at $RATE_BIG/s then saturated; $FANOUT_SMALL at $RATE_SMALL/s; $SPREAD_CHANNELS channels at $SPREAD_RATE/s"
 start floor pulse-fanout

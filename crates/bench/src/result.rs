@@ -266,6 +266,11 @@ pub struct FanoutResult {
     /// CPU of processes outside the benchmark over the window, in percent
     /// of one core: how contended the machine was.
     pub foreign_cpu_percent: f64,
+    /// Subscribe round trips to fresh channels on the first server during
+    /// the saturation window (`--probe-rate`), to see what the fan-out
+    /// costs everyone else on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe_meanwhile: Option<Percentiles>,
 }
 
 /// The `subscribe` scenario: a `subscribe` sent to its answer.

@@ -122,6 +122,7 @@ async fn a_small_fanout_run_counts_every_delivery() {
             warmup: Duration::from_millis(100),
             server_pids: vec![std::process::id()],
             watch_pids: vec![],
+            probe_rate: 20.0,
         },
     )
     .await
@@ -143,4 +144,6 @@ async fn a_small_fanout_run_counts_every_delivery() {
     );
     assert!(saturation.deliveries_per_second > 0.0);
     assert!(saturation.server_writes_per_delivery.is_some());
+    let probes = saturation.subscribe_meanwhile.expect("the probes ran");
+    assert!(probes.count > 0, "{probes:?}");
 }

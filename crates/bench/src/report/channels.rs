@@ -341,13 +341,15 @@ fn render_saturation_runs(out: &mut String, results: &[BenchResult]) {
     }
     out.push_str("### Saturation: a window of publications in flight (`fanout --saturate`)\n\n");
     out.push_str(
-        "| run | subscribers | in flight | deliveries/s | server CPU per delivery | server CPU (% of a core) | write calls per delivery | others per delivery | load generator per delivery | last read p99 | lost | others' CPU |\n",
+        "| run | subscribers | in flight | deliveries/s | server CPU per delivery | server CPU (% of a core) | write calls per delivery | others per delivery | load generator per delivery | last read p99 | lost | subscribe round trip meanwhile, p50 / p99 (count) | others' CPU |\n",
     );
-    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
     for run in runs {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} µs | {} ms | {} | {} % |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} µs | {} ms | {} | {} | {} % |",
             run.label,
             number(run.subscribers_per_channel as f64),
             run.window,
@@ -359,6 +361,13 @@ fn render_saturation_runs(out: &mut String, results: &[BenchResult]) {
             number(run.client_cpu_us_per_delivery),
             number(run.last_read.p99_ms),
             run.publications - run.complete,
+            run.subscribe_meanwhile
+                .map_or("n/a".to_owned(), |p| format!(
+                    "{} / {} ms ({})",
+                    number(p.p50_ms),
+                    number(p.p99_ms),
+                    p.count
+                )),
             number(run.foreign_cpu_percent),
         );
     }

@@ -50,6 +50,7 @@ fn fanout(label: &str, phase: FanoutPhase, subscribers: u64, channels: u64) -> F
         other_cpu_us_per_delivery: BTreeMap::new(),
         client_cpu_us_per_delivery: 3.0,
         foreign_cpu_percent: 12.5,
+        subscribe_meanwhile: None,
     }
 }
 

@@ -79,7 +79,14 @@ pub struct FanoutOptions {
     pub server_pids: Vec<u32>,
     /// Other processes whose CPU per delivery to report (Redis, `pulse-presence`).
     pub watch_pids: Vec<(String, u32)>,
+    /// Subscribes per second to fresh channels on the first server during
+    /// the saturation window, each timed to its answer (0: none).
+    pub probe_rate: f64,
 }
+
+/// Connections that subscribe during the saturation window, one after the
+/// other each (a connection holds at most 128 subscriptions).
+const PROBES: usize = 10;
 
 /// Each publication's reads so far.
 struct Tracker {
@@ -246,12 +253,27 @@ pub async fn run(
         options.crowd.count
     );
 
+    let mut probes = Vec::new();
+    if options.probe_rate > 0.0 && !options.saturate.is_zero() {
+        for index in 0..PROBES {
+            let path = setup.path_for(&format!("{}-probe-{index}", options.crowd.user_prefix));
+            let opened = super::open(&setup, options.crowd.servers[0], index, &path)
+                .await
+                .map_err(|reason| anyhow::anyhow!("opening a probe connection: {reason}"))?;
+            probes.push(opened.conn);
+        }
+    }
+
     let mut results = Vec::new();
     if rate_total > 0 {
         results.push(rate_phase(&options, &tracker, rate_total).await?);
     }
     if !options.saturate.is_zero() {
-        results.push(saturation_phase(&options, &tracker, rate_total, capacity as u64).await?);
+        let probe = Probe::new(probes, &options);
+        let mut result =
+            saturation_phase(&options, &tracker, rate_total, capacity as u64, &probe).await?;
+        result.subscribe_meanwhile = probe.finish().await?;
+        results.push(result);
     }
     stop.cancel();
     for task in tasks {
@@ -365,11 +387,74 @@ async fn rate_phase(
     Ok(result)
 }
 
+/// The probe connections' subscribes during the saturation window.
+struct Probe {
+    conns: Mutex<Vec<crate::client::Conn>>,
+    rate: f64,
+    prefix: String,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<Samples>>>,
+    stop: CancellationToken,
+}
+
+impl Probe {
+    fn new(conns: Vec<crate::client::Conn>, options: &FanoutOptions) -> Self {
+        Self {
+            conns: Mutex::new(conns),
+            rate: options.probe_rate,
+            prefix: format!("{}probe-{}-", options.channel_prefix, std::process::id()),
+            tasks: Mutex::default(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Starts subscribing, each connection at its share of the rate.
+    fn start(&self) {
+        let conns = std::mem::take(&mut *self.conns.lock().expect("no panics while locked"));
+        let count = conns.len().max(1) as u64;
+        let start = Instant::now();
+        let mut tasks = self.tasks.lock().expect("no panics while locked");
+        for (index, mut conn) in conns.into_iter().enumerate() {
+            let (stop, prefix, rate) = (self.stop.clone(), self.prefix.clone(), self.rate);
+            tasks.push(tokio::spawn(async move {
+                let mut samples = Samples::default();
+                for n in 0..128u64 {
+                    let at = due(start, n * count + index as u64, rate);
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = sleep_until(at) => {}
+                    }
+                    let channel = format!("{prefix}{index}-{n}");
+                    match subscribe(&mut conn, n + 1, &channel, None).await {
+                        Ok(rtt) => samples.record(rtt),
+                        Err(_) => break,
+                    }
+                }
+                samples
+            }));
+        }
+    }
+
+    /// Stops the probes; their round trips, when there were probes.
+    async fn finish(&self) -> anyhow::Result<Option<crate::stats::Percentiles>> {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("no panics while locked"));
+        if tasks.is_empty() {
+            return Ok(None);
+        }
+        let mut all = Samples::default();
+        for task in tasks {
+            all.merge(task.await?);
+        }
+        Ok(Some(all.summary()))
+    }
+}
+
 async fn saturation_phase(
     options: &FanoutOptions,
     tracker: &Arc<Tracker>,
     first_seq: u64,
     capacity: u64,
+    probe: &Probe,
 ) -> anyhow::Result<FanoutResult> {
     println!(
         "fanout [{}]: saturation, {} publications in flight, {} s warm-up, {} s measured",
@@ -401,6 +486,7 @@ async fn saturation_phase(
             break;
         }
         if before.is_none() && now >= measure_from {
+            probe.start();
             before = Some((
                 Marks::take(
                     &options.server_pids,
@@ -418,6 +504,7 @@ async fn saturation_phase(
         &options.watch_pids,
         tracker.delivered.load(Ordering::Relaxed),
     )?;
+    probe.stop.cancel();
     if stalled {
         eprintln!(
             "fanout [{}]: the window stalled for {} s (a delivery was lost); the figures stop there",
@@ -542,6 +629,7 @@ fn figures(
             .collect(),
         client_cpu_us_per_delivery: per_delivery(before.client_cpu_until(after)),
         foreign_cpu_percent: round3(before.foreign_percent_until(after)),
+        subscribe_meanwhile: None,
     }
 }
 

@@ -67,6 +67,10 @@ pub(crate) struct FanoutArgs {
     /// Saturation before the window is measured.
     #[arg(long, default_value = "2s")]
     warmup: humantime::Duration,
+    /// Subscribes per second to fresh channels on the first server during
+    /// the saturation window, each timed (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    probe_rate: f64,
 }
 
 impl FanoutArgs {
@@ -102,6 +106,7 @@ impl FanoutArgs {
             saturate: self.saturate.into(),
             window: self.window as usize,
             warmup: self.warmup.into(),
+            probe_rate: self.probe_rate,
             server_pids: self.server_pids,
             watch_pids: self.watch_pids,
         };
