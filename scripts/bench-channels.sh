@@ -3,7 +3,7 @@
 # and the report's "Channels" block in BENCHMARKS.md (between
 # <!-- bench:channels:start --> and <!-- bench:channels:end -->).
 #
-#   scripts/bench-channels.sh          # everything, about 4 minutes after the build
+#   scripts/bench-channels.sh          # everything, about 6 minutes after the build
 #   FANOUT_BIG=2000 FANOUT_DURATION=5s SAT_DURATION=3s SPREAD_CHANNELS=2000 SPREAD_DURATION=3s \
 #     SUBSCRIBES=500 MEM_CONNECTIONS=1000 BENCHMARKS=/tmp/b.md scripts/bench-channels.sh   # a quick look
 #
@@ -46,7 +46,7 @@ SPREAD_RATE=${SPREAD_RATE:-5000}
 SPREAD_DURATION=${SPREAD_DURATION:-10s}
 SUBSCRIBES=${SUBSCRIBES:-2000}
 SUBSCRIBE_RATE=${SUBSCRIBE_RATE:-500}
-MEM_CONNECTIONS=${MEM_CONNECTIONS:-5000}
+MEM_CONNECTIONS=${MEM_CONNECTIONS:-10000}
 MEM_SUBSCRIPTIONS=${MEM_SUBSCRIPTIONS:-10}
 SOURCES=${SOURCES:-8}
 BENCH_THREADS=${BENCH_THREADS:-1}

@@ -181,16 +181,18 @@ pub fn render(results: &[BenchResult], info: &RunInfo) -> String {
     out
 }
 
-/// The generated channels block (issue 12), without its markers.
+/// The generated channels block (issue 12), without its markers. It lists
+/// only the channel results, but reads the gateway's `connect` figures too
+/// when the run has them (the idle connection's memory).
 pub fn render_channels(results: &[BenchResult], info: &RunInfo) -> String {
-    let results: Vec<BenchResult> = results
+    let mut out = header(info);
+    channels::render(&mut out, results);
+    let own: Vec<BenchResult> = results
         .iter()
         .filter(|result| is_channel_result(result))
         .cloned()
         .collect();
-    let mut out = header(info);
-    channels::render(&mut out, &results);
-    raw(&mut out, &results);
+    raw(&mut out, &own);
     out
 }
 
