@@ -16,7 +16,9 @@
 # meanwhile); FANOUT_SMALL subscribers at RATE_SMALL/s;
 # SPREAD_CHANNELS channels with one subscriber each at SPREAD_RATE/s.
 # (k2) the coalescing floor (pulse-fanout --coalesce: every frame waiting for
-# a socket in one write), saturation only. (k3) the same runs against one
+# a socket in one write) and the direct floor (pulse-fanout --direct: the
+# publisher writes to a socket with nothing waiting itself, no task woken),
+# saturation only. (k3) the same runs against one
 # pulse-gateway with Redis, publishing through pulse-presence's gRPC API.
 # (k4) SPREAD_CHANNELS channels with one subscriber each over two gateways,
 # SPREAD_RATE publications/s through gRPC. (k5) subscribe round trips,
@@ -180,10 +182,14 @@ bench floor-spread fanout --label floor --server "$ADDR" --server-pid "$PID" --f
   --channel-prefix bench:spread- --source-base 127.0.92.1 --user-prefix floor-spread
 stop "$PID"
 
-step "(k2) coalescing floor: pulse-fanout --coalesce; one channel, $FANOUT_BIG subscribers, saturated"
+step "(k2) coalescing floor (pulse-fanout --coalesce), then direct floor (--direct); one channel, $FANOUT_BIG subscribers, saturated"
 start floor-coalesce pulse-fanout --coalesce
 bench floor-coalesce fanout --label floor-coalesce --server "$ADDR" --server-pid "$PID" --floor \
   "${saturation[@]}" --channel-prefix bench:big- --source-base 127.0.93.1 --user-prefix floor-coalesce
+stop "$PID"
+start floor-direct pulse-fanout --direct
+bench floor-direct fanout --label floor-direct --server "$ADDR" --server-pid "$PID" --floor \
+  "${saturation[@]}" --channel-prefix bench:big- --source-base 127.0.100.1 --user-prefix floor-direct
 stop "$PID"
 
 step "(k3) pulse-gateway (Redis) and pulse-presence's gRPC API: the same one-channel runs"

@@ -8,10 +8,13 @@
 //! Per socket, as in the gateway: a bounded queue (its mailbox, capacity
 //! [`FloorOptions::queue`], like `--outbound-queue`) that the publisher
 //! pushes the shared frame into, and a task that writes what waits. By
-//! default each frame goes out in its own `write` (what the gateway does);
+//! default each frame goes out in its own `writev` (what the gateway does);
 //! with [`FloorOptions::coalesce`] the writer takes every frame waiting and
-//! sends them in one vectored write, to show what that saves when a socket
-//! falls behind by more than one frame.
+//! sends them in one, to show what that saves when a socket falls behind by
+//! more than one frame; with [`FloorOptions::direct`] the publisher writes
+//! a frame itself to a socket that has nothing waiting, so that the
+//! socket's task is woken only for what the kernel did not take, to show
+//! what the wake-up per delivery costs.
 //!
 //! The protocol is the gateway's, as far as the load generator needs it:
 //! `{"type":"connected"}` when a socket opens; `{"type":"subscribe","id":N,
@@ -60,6 +63,9 @@ pub struct FloorOptions {
     /// Several frames waiting for one socket go out in one vectored write,
     /// instead of one write each.
     pub coalesce: bool,
+    /// The publisher writes to a socket with nothing waiting itself,
+    /// instead of waking its task.
+    pub direct: bool,
     /// Frames that may wait for one socket; one more closes it.
     pub queue: usize,
 }
@@ -68,6 +74,7 @@ impl Default for FloorOptions {
     fn default() -> Self {
         Self {
             coalesce: false,
+            direct: false,
             queue: 256,
         }
     }
@@ -97,7 +104,8 @@ impl Floor {
             return 0;
         };
         for outbox in subscribers {
-            if outbox.push(frame.clone(), self.options.queue) == Pushed::Overflowed
+            if outbox.push(frame.clone(), self.options.queue, self.options.direct)
+                == Pushed::Overflowed
                 && self.overflows.fetch_add(1, Ordering::Relaxed) == 0
             {
                 tracing::warn!(channel, "a subscriber's queue is full; closing it");
@@ -119,21 +127,26 @@ impl Floor {
     }
 }
 
-/// One socket's queue of encoded frames.
-#[derive(Default)]
+/// One socket's queue of encoded frames, and the socket's write half.
 struct Outbox {
     state: Mutex<OutboxState>,
     ready: Notify,
+    write: OwnedWriteHalf,
 }
 
 #[derive(Default)]
 struct OutboxState {
     frames: VecDeque<Bytes>,
+    /// The writer task has taken frames and is writing them: nobody else
+    /// may write before it is done, or frames would go out of order.
+    writing: bool,
     closed: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Pushed {
+    /// Written to the socket by the publisher ([`FloorOptions::direct`]).
+    Written,
     Queued,
     Overflowed,
     Closed,
@@ -146,10 +159,33 @@ impl Outbox {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn push(&self, frame: Bytes, capacity: usize) -> Pushed {
+    fn new(write: OwnedWriteHalf) -> Self {
+        Self {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            write,
+        }
+    }
+
+    fn push(&self, frame: Bytes, capacity: usize, direct: bool) -> Pushed {
         let mut state = self.lock();
         if state.closed {
             return Pushed::Closed;
+        }
+        if direct && !state.writing && state.frames.is_empty() {
+            // Under the lock, so that the writer task cannot start between
+            // the look at the queue and the write.
+            match self.write.try_write_vectored(&[IoSlice::new(&frame)]) {
+                Ok(written) if written == frame.len() => return Pushed::Written,
+                Ok(written) => state.frames.push_back(frame.slice(written..)),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    state.frames.push_back(frame);
+                }
+                Err(_) => state.closed = true,
+            }
+            drop(state);
+            self.ready.notify_one();
+            return Pushed::Queued;
         }
         let pushed = if state.frames.len() >= capacity {
             state.closed = true;
@@ -301,8 +337,8 @@ async fn serve_socket(ws: WebSocket<TokioIo<Upgraded>>, floor: Arc<Floor>) {
     if write.write_all(&text_frame(GREETING)).await.is_err() {
         return;
     }
-    let outbox = Arc::new(Outbox::default());
-    tokio::spawn(write_loop(outbox.clone(), write, floor.options.coalesce));
+    let outbox = Arc::new(Outbox::new(write));
+    tokio::spawn(write_loop(outbox.clone(), floor.options.coalesce));
     let subscribed = read_loop(read, &floor, &outbox).await;
     outbox.close();
     floor.unsubscribe_all(&subscribed, &outbox);
@@ -353,6 +389,7 @@ async fn read_loop(read: OwnedReadHalf, floor: &Floor, outbox: &Arc<Outbox>) -> 
         outbox.push(
             text_frame(answer.to_string().as_bytes()),
             floor.options.queue,
+            false,
         );
     }
     subscribed
@@ -360,7 +397,7 @@ async fn read_loop(read: OwnedReadHalf, floor: &Floor, outbox: &Arc<Outbox>) -> 
 
 /// Writes what waits in the outbox until it is closed or a write fails:
 /// one frame per write, or every frame waiting in one vectored write.
-async fn write_loop(outbox: Arc<Outbox>, mut write: OwnedWriteHalf, coalesce: bool) {
+async fn write_loop(outbox: Arc<Outbox>, coalesce: bool) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
         {
@@ -374,6 +411,7 @@ async fn write_loop(outbox: Arc<Outbox>, mut write: OwnedWriteHalf, coalesce: bo
             } else if let Some(frame) = state.frames.pop_front() {
                 batch.push(frame);
             }
+            state.writing = !batch.is_empty();
         }
         if batch.is_empty() {
             outbox.ready.notified().await;
@@ -382,8 +420,9 @@ async fn write_loop(outbox: Arc<Outbox>, mut write: OwnedWriteHalf, coalesce: bo
         // `writev` even for one frame, as the gateway writes (header and
         // payload): the same system call, and one that `/proc/<pid>/io`
         // counts (`syscw`), where a `send` would not be.
-        let written = write_all_vectored(&mut write, &batch).await;
+        let written = write_all_vectored(&outbox.write, &batch).await;
         batch.clear();
+        outbox.lock().writing = false;
         if written.is_err() {
             outbox.close();
             return;
@@ -393,7 +432,7 @@ async fn write_loop(outbox: Arc<Outbox>, mut write: OwnedWriteHalf, coalesce: bo
 
 /// Writes every frame, in order, in as few vectored writes as the kernel
 /// takes (one, unless the socket buffer fills).
-async fn write_all_vectored(write: &mut OwnedWriteHalf, frames: &[Bytes]) -> std::io::Result<()> {
+async fn write_all_vectored(write: &OwnedWriteHalf, frames: &[Bytes]) -> std::io::Result<()> {
     let total: usize = frames.iter().map(Bytes::len).sum();
     let mut done = 0;
     while done < total {
@@ -411,11 +450,14 @@ async fn write_all_vectored(write: &mut OwnedWriteHalf, frames: &[Bytes]) -> std
                 }
             })
             .collect();
-        let written = write.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+        match write.try_write_vectored(&slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => done += written,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                write.writable().await?;
+            }
+            Err(error) => return Err(error),
         }
-        done += written;
     }
     Ok(())
 }
@@ -435,12 +477,51 @@ mod tests {
         assert_eq!(u64::from_be_bytes(large[2..10].try_into().unwrap()), 70_000);
     }
 
-    #[test]
-    fn a_full_queue_closes_the_outbox() {
-        let outbox = Outbox::default();
-        assert_eq!(outbox.push(Bytes::from_static(b"a"), 2), Pushed::Queued);
-        assert_eq!(outbox.push(Bytes::from_static(b"b"), 2), Pushed::Queued);
-        assert_eq!(outbox.push(Bytes::from_static(b"c"), 2), Pushed::Overflowed);
-        assert_eq!(outbox.push(Bytes::from_static(b"d"), 2), Pushed::Closed);
+    async fn socket_pair() -> (TcpStream, OwnedWriteHalf) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server.into_split().1)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_outbox() {
+        let (_client, write) = socket_pair().await;
+        let outbox = Outbox::new(write);
+        let push = |text: &'static [u8]| outbox.push(Bytes::from_static(text), 2, false);
+        assert_eq!(push(b"a"), Pushed::Queued);
+        assert_eq!(push(b"b"), Pushed::Queued);
+        assert_eq!(push(b"c"), Pushed::Overflowed);
+        assert_eq!(push(b"d"), Pushed::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_direct_write_waits_behind_what_the_writer_holds() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, write) = socket_pair().await;
+        let outbox = Outbox::new(write);
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"1"), 4, true),
+            Pushed::Written
+        );
+        // The writer task has taken a frame and not finished it: a direct
+        // write now would overtake it.
+        outbox.lock().writing = true;
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"2"), 4, true),
+            Pushed::Queued
+        );
+        outbox.lock().writing = false;
+        // Something waits: the next one waits behind it.
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"3"), 4, true),
+            Pushed::Queued
+        );
+        let mut read = [0u8; 1];
+        client.read_exact(&mut read).await.unwrap();
+        assert_eq!(&read, b"1");
+        assert_eq!(outbox.lock().frames.len(), 2);
     }
 }

@@ -14,7 +14,7 @@ mod fleet;
 mod latencies;
 mod targets;
 
-pub use channels::{FANOUT_FLOOR, FANOUT_FLOOR_COALESCE, is_channel_result};
+pub use channels::{FANOUT_FLOOR, FANOUT_FLOOR_COALESCE, FANOUT_FLOOR_DIRECT, is_channel_result};
 pub use fleet::{FLEET_ALONE, FLEET_CROWDED};
 
 /// The line after which the generated tables start.

@@ -19,11 +19,12 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-async fn floor(coalesce: bool) -> std::net::SocketAddr {
+async fn floor(coalesce: bool, direct: bool) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let options = FloorOptions {
         coalesce,
+        direct,
         ..FloorOptions::default()
     };
     tokio::spawn(fanout_floor::run(listener, options, std::future::pending()));
@@ -40,8 +41,8 @@ fn setup() -> ClientSetup {
 
 #[tokio::test]
 async fn every_subscriber_reads_every_publication_in_order() {
-    for coalesce in [false, true] {
-        let server = floor(coalesce).await;
+    for (coalesce, direct) in [(false, false), (true, false), (false, true), (true, true)] {
+        let server = floor(coalesce, direct).await;
         let setup = setup();
         let mut conns = Vec::new();
         for index in 0..3 {
@@ -69,7 +70,11 @@ async fn every_subscriber_reads_every_publication_in_order() {
                     .unwrap()
                     .unwrap()
                     .unwrap();
-                assert_eq!(stamp_of(&text), Some((seq, 7)), "coalesce {coalesce}");
+                assert_eq!(
+                    stamp_of(&text),
+                    Some((seq, 7)),
+                    "coalesce {coalesce}, direct {direct}"
+                );
             }
         }
     }
@@ -77,7 +82,7 @@ async fn every_subscriber_reads_every_publication_in_order() {
 
 #[tokio::test]
 async fn a_bad_trigger_is_answered_not_dropped() {
-    let server = floor(false).await;
+    let server = floor(false, false).await;
     let ask = |request: &'static str| async move {
         let mut stream = TcpStream::connect(server).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -99,7 +104,7 @@ async fn a_bad_trigger_is_answered_not_dropped() {
 
 #[tokio::test]
 async fn a_small_fanout_run_counts_every_delivery() {
-    let server = floor(true).await;
+    let server = floor(true, false).await;
     let results = fanout::run(
         setup(),
         fanout::FanoutOptions {

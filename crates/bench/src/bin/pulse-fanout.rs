@@ -24,6 +24,10 @@ struct Config {
     /// of one write per frame.
     #[arg(long)]
     coalesce: bool,
+    /// The publisher writes a frame itself to a socket with nothing
+    /// waiting, instead of waking the socket's task.
+    #[arg(long)]
+    direct: bool,
     /// Frames that may wait for one socket; one more closes it (the
     /// gateway's `--outbound-queue`).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
@@ -42,9 +46,10 @@ async fn main() {
         )),
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
-    info!(%addr, coalesce = config.coalesce, "pulse-fanout listening");
+    info!(%addr, coalesce = config.coalesce, direct = config.direct, "pulse-fanout listening");
     let options = FloorOptions {
         coalesce: config.coalesce,
+        direct: config.direct,
         queue: config.queue as usize,
     };
     if let Err(error) = fanout_floor::run(listener, options, shutdown_signal()).await {

@@ -17,6 +17,10 @@ use crate::result::{BenchResult, FanoutPhase, FanoutResult, SubscribeResult, Sub
 pub const FANOUT_FLOOR: &str = "floor";
 /// The label of the coalescing floor's runs (`pulse-fanout --coalesce`).
 pub const FANOUT_FLOOR_COALESCE: &str = "floor-coalesce";
+/// The label of the direct floor's runs (`pulse-fanout --direct`: the
+/// publisher writes to an idle socket itself, no task woken), shown beside
+/// the others to tell the kernel's share of a delivery from the wake-up's.
+pub const FANOUT_FLOOR_DIRECT: &str = "floor-direct";
 
 /// The gateway's CPU per delivery may be at most this many times the floor's.
 const CPU_RATIO: f64 = 1.3;
@@ -80,7 +84,7 @@ fn sizes(results: &[BenchResult]) -> (Option<u64>, Option<u64>) {
     (big, small)
 }
 
-fn subscribe_run<'a>(results: &'a [BenchResult], token: bool) -> Option<&'a SubscribeResult> {
+fn subscribe_run(results: &[BenchResult], token: bool) -> Option<&SubscribeResult> {
     results.iter().rev().find_map(|result| match result {
         BenchResult::Subscribe(run) if run.label == PULSE && run.token == token => Some(run),
         _ => None,
