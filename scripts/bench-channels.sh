@@ -239,6 +239,18 @@ for mode in shared distinct; do
   stop "$PID"
 done
 
+# What the services logged that a table does not show: a gateway too busy
+# to renew its presence lease is reaped (every connection gets a false
+# `disconnected`, every membership a false `leave`) and re-syncs.
+step "incidents in the services' logs (also in $LOGS/incidents.txt)"
+{
+  echo "leases reaped by pulse-presence: $(grep -c 'reaped an instance whose lease expired' "$LOGS/presence.log" || true)"
+  grep -h 'reaped an instance whose lease expired' "$LOGS/presence.log" | sed -n 's/.*"timestamp":"\([^"]*\)".*"instance_id":"\([^"]*\)","connections":\([0-9]*\).*/  \1 \2: \3 connections reaped/p' || true
+  echo "gateway re-syncs after a lost lease: $(cat "$LOGS"/bench-channels-*.log | grep -c '"lease_was_held":false' || true)"
+  echo "gateway warnings: $(cat "$LOGS"/bench-channels-*.log | grep -c '"level":"WARN"' || true)"
+  echo "slow consumers closed: $(cat "$LOGS"/bench-channels-*.log | grep -c 'slow consumer' || true)"
+} | tee "$LOGS/incidents.txt"
+
 if [ -n "${RESULTS:-}" ]; then cat "$OUT" >>"$RESULTS"; fi
 if [ -z "${SKIP_REPORT:-}" ]; then
   step "writing the Channels block of $BENCHMARKS"

@@ -238,7 +238,8 @@ pub struct FanoutResult {
     pub publications: u64,
     /// Publish calls that failed.
     pub publish_errors: u64,
-    /// Publications every subscriber read.
+    /// Publications every subscriber read (late ones too: the run waits
+    /// while deliveries keep coming).
     pub complete: u64,
     /// Publications read, all subscribers counted.
     pub deliveries: u64,

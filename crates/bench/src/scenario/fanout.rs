@@ -39,8 +39,12 @@ use crate::{
     stats::{Samples, round3},
 };
 
-/// How long deliveries may trail the last publication before counting.
-const GRACE: Duration = Duration::from_secs(5);
+/// After the last publication, deliveries are awaited as long as they keep
+/// coming (a server behind its schedule drains a backlog: late is not
+/// lost); once none came for this long, what is missing counts as lost.
+const QUIET: Duration = Duration::from_secs(2);
+/// The longest wait for a backlog to drain.
+const MAX_DRAIN: Duration = Duration::from_secs(60);
 /// A saturation run whose window has not moved for this long has lost a
 /// delivery (a closed subscriber) and ends.
 const STALL: Duration = Duration::from_secs(5);
@@ -127,6 +131,24 @@ impl Tracker {
             && seq >= self.windowed_from.load(Ordering::Relaxed)
         {
             self.window.add_permits(1);
+        }
+    }
+
+    /// Waits until every publication in `seqs` is complete, or deliveries
+    /// stopped coming for [`QUIET`], or [`MAX_DRAIN`] passed.
+    async fn drain(&self, seqs: std::ops::Range<u64>) {
+        let wanted = seqs.end - seqs.start;
+        let deadline = Instant::now() + MAX_DRAIN;
+        let mut seen = self.delivered.load(Ordering::Relaxed);
+        let mut moved = Instant::now();
+        while self.complete(seqs.clone()) < wanted && Instant::now() < deadline {
+            sleep(Duration::from_millis(20)).await;
+            let now = self.delivered.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, moved) = (now, Instant::now());
+            } else if moved.elapsed() >= QUIET {
+                break;
+            }
         }
     }
 
@@ -354,10 +376,7 @@ async fn rate_phase(
     for call in inflight {
         call.await?;
     }
-    let deadline = Instant::now() + GRACE;
-    while Instant::now() < deadline && tracker.complete(0..total) < total {
-        sleep(Duration::from_millis(20)).await;
-    }
+    tracker.drain(0..total).await;
     let after = Marks::take(
         &options.server_pids,
         &options.watch_pids,
@@ -521,10 +540,7 @@ async fn saturation_phase(
         call.await?;
     }
     // Let the window drain, so that the next phase or the close starts quiet.
-    let deadline = Instant::now() + GRACE;
-    while Instant::now() < deadline && tracker.complete(first_seq..seq) < seq - first_seq {
-        sleep(Duration::from_millis(20)).await;
-    }
+    tracker.drain(first_seq..seq).await;
     let (before, measured_from) = before.unwrap_or_else(|| (after.clone(), seq));
     let (first, last) = tracker.latencies(measured_from..seq);
     let mut result = figures(
