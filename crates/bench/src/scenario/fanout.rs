@@ -14,17 +14,16 @@
 //! are taken over a fixed window.
 
 use std::{
-    collections::BTreeMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use tokio::{
-    sync::{Semaphore, mpsc},
-    time::{Instant, sleep, sleep_until},
+    sync::mpsc,
+    time::{Instant, sleep_until},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -39,12 +38,14 @@ use crate::{
     stats::{Samples, round3},
 };
 
-/// After the last publication, deliveries are awaited as long as they keep
-/// coming (a server behind its schedule drains a backlog: late is not
-/// lost); once none came for this long, what is missing counts as lost.
-const QUIET: Duration = Duration::from_secs(2);
-/// The longest wait for a backlog to drain.
-const MAX_DRAIN: Duration = Duration::from_secs(60);
+mod figures;
+mod probe;
+mod tracker;
+
+use figures::{FiguresIn, figures, print_result};
+use probe::Probe;
+use tracker::Tracker;
+
 /// A saturation run whose window has not moved for this long has lost a
 /// delivery (a closed subscriber) and ends.
 const STALL: Duration = Duration::from_secs(5);
@@ -91,94 +92,6 @@ pub struct FanoutOptions {
 /// Connections that subscribe during the saturation window, one after the
 /// other each (a connection holds at most 128 subscriptions).
 const PROBES: usize = 10;
-
-/// Each publication's reads so far.
-struct Tracker {
-    /// Subscribers per channel: the reads that complete a publication.
-    expected: u32,
-    count: Vec<AtomicU32>,
-    /// Call start to the earliest and the latest read, in microseconds.
-    first: Vec<AtomicU64>,
-    last: Vec<AtomicU64>,
-    delivered: AtomicU64,
-    /// Publications from this one on give a permit back once complete.
-    windowed_from: AtomicU64,
-    window: Semaphore,
-}
-
-impl Tracker {
-    fn new(expected: usize, capacity: usize) -> Self {
-        Self {
-            expected: u32::try_from(expected).unwrap_or(u32::MAX),
-            count: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
-            first: (0..capacity).map(|_| AtomicU64::new(u64::MAX)).collect(),
-            last: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
-            delivered: AtomicU64::new(0),
-            windowed_from: AtomicU64::new(u64::MAX),
-            window: Semaphore::new(0),
-        }
-    }
-
-    fn record(&self, seq: u64, latency_micros: u64) {
-        let Ok(at) = usize::try_from(seq) else { return };
-        let Some(count) = self.count.get(at) else {
-            return;
-        };
-        self.first[at].fetch_min(latency_micros, Ordering::Relaxed);
-        self.last[at].fetch_max(latency_micros, Ordering::Relaxed);
-        self.delivered.fetch_add(1, Ordering::Relaxed);
-        if count.fetch_add(1, Ordering::AcqRel) + 1 == self.expected
-            && seq >= self.windowed_from.load(Ordering::Relaxed)
-        {
-            self.window.add_permits(1);
-        }
-    }
-
-    /// Waits until every publication in `seqs` is complete, or deliveries
-    /// stopped coming for [`QUIET`], or [`MAX_DRAIN`] passed.
-    async fn drain(&self, seqs: std::ops::Range<u64>) {
-        let wanted = seqs.end - seqs.start;
-        let deadline = Instant::now() + MAX_DRAIN;
-        let mut seen = self.delivered.load(Ordering::Relaxed);
-        let mut moved = Instant::now();
-        while self.complete(seqs.clone()) < wanted && Instant::now() < deadline {
-            sleep(Duration::from_millis(20)).await;
-            let now = self.delivered.load(Ordering::Relaxed);
-            if now != seen {
-                (seen, moved) = (now, Instant::now());
-            } else if moved.elapsed() >= QUIET {
-                break;
-            }
-        }
-    }
-
-    fn complete(&self, seqs: std::ops::Range<u64>) -> u64 {
-        seqs.filter(|&seq| self.count[seq as usize].load(Ordering::Acquire) >= self.expected)
-            .count() as u64
-    }
-
-    fn delivered_in(&self, seqs: std::ops::Range<u64>) -> u64 {
-        seqs.map(|seq| u64::from(self.count[seq as usize].load(Ordering::Acquire)))
-            .sum()
-    }
-
-    /// Call start to first read of every publication read at all, and to
-    /// last read of every complete one.
-    fn latencies(&self, seqs: std::ops::Range<u64>) -> (Samples, Samples) {
-        let (mut first, mut last) = (Samples::default(), Samples::default());
-        for seq in seqs {
-            let at = seq as usize;
-            let count = self.count[at].load(Ordering::Acquire);
-            if count > 0 {
-                first.record_micros(self.first[at].load(Ordering::Relaxed));
-            }
-            if count >= self.expected {
-                last.record_micros(self.last[at].load(Ordering::Relaxed));
-            }
-        }
-        (first, last)
-    }
-}
 
 /// The calls of one phase.
 #[derive(Default)]
@@ -406,68 +319,6 @@ async fn rate_phase(
     Ok(result)
 }
 
-/// The probe connections' subscribes during the saturation window.
-struct Probe {
-    conns: Mutex<Vec<crate::client::Conn>>,
-    rate: f64,
-    prefix: String,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<Samples>>>,
-    stop: CancellationToken,
-}
-
-impl Probe {
-    fn new(conns: Vec<crate::client::Conn>, options: &FanoutOptions) -> Self {
-        Self {
-            conns: Mutex::new(conns),
-            rate: options.probe_rate,
-            prefix: format!("{}probe-{}-", options.channel_prefix, std::process::id()),
-            tasks: Mutex::default(),
-            stop: CancellationToken::new(),
-        }
-    }
-
-    /// Starts subscribing, each connection at its share of the rate.
-    fn start(&self) {
-        let conns = std::mem::take(&mut *self.conns.lock().expect("no panics while locked"));
-        let count = conns.len().max(1) as u64;
-        let start = Instant::now();
-        let mut tasks = self.tasks.lock().expect("no panics while locked");
-        for (index, mut conn) in conns.into_iter().enumerate() {
-            let (stop, prefix, rate) = (self.stop.clone(), self.prefix.clone(), self.rate);
-            tasks.push(tokio::spawn(async move {
-                let mut samples = Samples::default();
-                for n in 0..128u64 {
-                    let at = due(start, n * count + index as u64, rate);
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = sleep_until(at) => {}
-                    }
-                    let channel = format!("{prefix}{index}-{n}");
-                    match subscribe(&mut conn, n + 1, &channel, None).await {
-                        Ok(rtt) => samples.record(rtt),
-                        Err(_) => break,
-                    }
-                }
-                samples
-            }));
-        }
-    }
-
-    /// Stops the probes; their round trips, when there were probes.
-    async fn finish(&self) -> anyhow::Result<Option<crate::stats::Percentiles>> {
-        self.stop.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock().expect("no panics while locked"));
-        if tasks.is_empty() {
-            return Ok(None);
-        }
-        let mut all = Samples::default();
-        for task in tasks {
-            all.merge(task.await?);
-        }
-        Ok(Some(all.summary()))
-    }
-}
-
 async fn saturation_phase(
     options: &FanoutOptions,
     tracker: &Arc<Tracker>,
@@ -565,144 +416,4 @@ async fn saturation_phase(
     };
     print_result(&result);
     Ok(result)
-}
-
-struct FiguresIn<'a> {
-    publications: u64,
-    complete: u64,
-    deliveries: u64,
-    rate_achieved: f64,
-    first: Samples,
-    last: Samples,
-    calls: &'a Calls,
-}
-
-fn figures(
-    options: &FanoutOptions,
-    phase: FanoutPhase,
-    before: &Marks,
-    after: &Marks,
-    input: FiguresIn<'_>,
-) -> FanoutResult {
-    let wall = after.at.duration_since(before.at);
-    let deliveries = input.deliveries;
-    let per_delivery = |cpu: Duration| {
-        if deliveries == 0 {
-            0.0
-        } else {
-            round3(cpu.as_secs_f64() * 1e6 / deliveries as f64)
-        }
-    };
-    let server_cpu = before.server_cpu_until(after);
-    FanoutResult {
-        label: options.label.clone(),
-        phase,
-        servers: options.crowd.servers.len() as u64,
-        channels: options.channels as u64,
-        subscribers_per_channel: options.subscribers as u64,
-        subscribed: 0,
-        failures: BTreeMap::new(),
-        rate_target: if phase == FanoutPhase::Rate {
-            options.rate
-        } else {
-            0.0
-        },
-        rate_achieved: input.rate_achieved,
-        window: if phase == FanoutPhase::Saturation {
-            options.window as u64
-        } else {
-            0
-        },
-        duration_s: round3(wall.as_secs_f64()),
-        publications: input.publications,
-        publish_errors: input.calls.errors.load(Ordering::Relaxed),
-        complete: input.complete,
-        deliveries,
-        deliveries_expected: input.publications * options.subscribers as u64,
-        deliveries_per_second: if wall.is_zero() {
-            0.0
-        } else {
-            round3(deliveries as f64 / wall.as_secs_f64())
-        },
-        last_read: input.last.summary(),
-        first_read: input.first.summary(),
-        publish_call: input
-            .calls
-            .samples
-            .lock()
-            .expect("no panics while locked")
-            .summary(),
-        server_cpu_us_per_delivery: server_cpu.map(per_delivery),
-        server_cpu_percent: server_cpu.map(|cpu| round3(crate::procfs::cpu_percent(cpu, wall))),
-        server_writes_per_delivery: before
-            .server_writes_until(after)
-            .filter(|_| deliveries > 0)
-            .map(|writes| round3(writes as f64 / deliveries as f64)),
-        other_cpu_us_per_delivery: before
-            .others_until(after)
-            .into_iter()
-            .map(|(name, cpu)| (name, per_delivery(cpu)))
-            .collect(),
-        client_cpu_us_per_delivery: per_delivery(before.client_cpu_until(after)),
-        foreign_cpu_percent: round3(before.foreign_percent_until(after)),
-        subscribe_meanwhile: None,
-    }
-}
-
-fn print_result(result: &FanoutResult) {
-    println!(
-        "fanout [{}] {:?}: {} publications ({} complete, {} failed calls), {} deliveries of {} expected, {}/s; \
-         last read p50 {} ms p99 {} ms max {} ms; server CPU {:?} µs/delivery, {:?} writes/delivery; load generator {} µs/delivery; others {} %",
-        result.label,
-        result.phase,
-        result.publications,
-        result.complete,
-        result.publish_errors,
-        result.deliveries,
-        result.deliveries_expected,
-        result.deliveries_per_second,
-        result.last_read.p50_ms,
-        result.last_read.p99_ms,
-        result.last_read.max_ms,
-        result.server_cpu_us_per_delivery,
-        result.server_writes_per_delivery,
-        result.client_cpu_us_per_delivery,
-        result.foreign_cpu_percent
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_publication_is_complete_once_every_subscriber_read_it() {
-        let tracker = Tracker::new(3, 4);
-        tracker.windowed_from.store(2, Ordering::Relaxed);
-        for latency in [500, 200, 900] {
-            tracker.record(0, latency);
-        }
-        tracker.record(1, 100);
-        for _ in 0..3 {
-            tracker.record(2, 50);
-        }
-        tracker.record(9, 1);
-        assert_eq!(tracker.complete(0..4), 2);
-        assert_eq!(tracker.delivered_in(0..4), 7);
-        assert_eq!(
-            tracker.delivered.load(Ordering::Relaxed),
-            7,
-            "out of range is not counted"
-        );
-        assert_eq!(
-            tracker.window.available_permits(),
-            1,
-            "only windowed publications give permits"
-        );
-        let (first, last) = tracker.latencies(0..3);
-        assert_eq!(first.summary().count, 3);
-        assert_eq!(last.summary().count, 2);
-        assert_eq!(last.summary().max_ms, 0.9);
-        assert_eq!(first.summary().p50_ms, 0.1);
-    }
 }
