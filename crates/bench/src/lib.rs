@@ -9,8 +9,9 @@
 //! connections (`fleet`), and channels (issue 12): publications fanned out
 //! to many subscribers or spread over many channels (`fanout`), the
 //! subscribe round trip (`subscribe`), and the memory a subscription costs
-//! (`subscriptions`). Each prints human lines and one `RESULT {json}` line (`fanout` one per phase);
-//! `report` turns those lines into the tables of `BENCHMARKS.md`.
+//! (`subscriptions`). Each prints human lines and one `RESULT {json}` line
+//! (`fanout` one per phase); `report` turns those lines into the tables of
+//! `BENCHMARKS.md`.
 //!
 //! The load generator shares the machine's cores with the servers it
 //! measures, so it is built to be light: a small tokio runtime, fastwebsockets
