@@ -19,8 +19,10 @@
 # connections of its own while other instances hold none, then 50,000
 # (scripts/bench-fleet.sh); (h) failure timings (kill -9,
 # Redis restart) and (i) token validation, printed for the hand-kept sections
-# of BENCHMARKS.md. Logs of every process stay in
-# target/bench/ (or $CARGO_TARGET_DIR/bench/).
+# of BENCHMARKS.md; (k) channels (issue 12) beside the fan-out floor
+# pulse-fanout (scripts/bench-channels.sh, whose sizes its own variables
+# set: FANOUT_BIG=2000 ... for a quick look), into the Channels block. Logs
+# of every process stay in target/bench/ (or $CARGO_TARGET_DIR/bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -240,6 +242,10 @@ cargo build --release -p pulse-e2e --example failure_bench
 
 step "(i) token validation (issue 5): library and gRPC, per core"
 bash scripts/bench-auth.sh --seconds "${AUTH_SECONDS:-3}" | tee "$LOGS/auth.txt"
+
+step "(k) channels (issue 12): fan-out beside the pulse-fanout floor, subscribe round trips, memory per subscription"
+SKIP_BUILD=1 SKIP_REPORT=1 RESULTS="$RESULTS" GATEWAY_LOG="$GATEWAY_LOG" BENCH_THREADS="$BENCH_THREADS" \
+  CLIENT="$CLIENT" SOURCES="$SOURCES" bash scripts/bench-channels.sh
 
 step "writing $BENCHMARKS"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')

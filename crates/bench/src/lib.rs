@@ -5,9 +5,13 @@
 //! held idle while the server's memory and CPU are read (`connect`),
 //! application ping round trips (`ping`), `Presence/Send` delivery across
 //! gateways (`send`), presence propagation to a `Watch` stream
-//! (`presence`), and a gateway's memory while other instances hold many
-//! connections (`fleet`). Each prints human lines and one `RESULT {json}` line;
-//! `report` turns those lines into the tables of `BENCHMARKS.md`.
+//! (`presence`), a gateway's memory while other instances hold many
+//! connections (`fleet`), and channels (issue 12): publications fanned out
+//! to many subscribers or spread over many channels (`fanout`), the
+//! subscribe round trip (`subscribe`), and the memory a subscription costs
+//! (`subscriptions`). Each prints human lines and one `RESULT {json}` line
+//! (`fanout` one per phase); `report` turns those lines into the tables of
+//! `BENCHMARKS.md`.
 //!
 //! The load generator shares the machine's cores with the servers it
 //! measures, so it is built to be light: a small tokio runtime, fastwebsockets
@@ -16,12 +20,14 @@
 //! scenario is bounded in count and time.
 //!
 //! `pulse-echo` is the floor: a bare hyper + fastwebsockets echo server (see
-//! [`echo`]).
+//! [`echo`]); `pulse-fanout` is the floor of channel fan-out, the same stack
+//! writing one encoded frame to every subscriber (see [`fanout_floor`]).
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod echo;
+pub mod fanout_floor;
 pub mod procfs;
 pub mod report;
 pub mod result;

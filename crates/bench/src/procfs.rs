@@ -30,6 +30,14 @@ impl Process {
         parse_vm_rss_kib(&status).ok_or_else(|| std::io::Error::other("no VmRSS line"))
     }
 
+    /// Write-like system calls made so far (`syscw` of `/proc/<pid>/io`:
+    /// `write`, `writev` and their kin), to count how many writes a batch
+    /// of frames took.
+    pub fn write_syscalls(self) -> std::io::Result<u64> {
+        let io = std::fs::read_to_string(format!("{}/io", self.dir()))?;
+        parse_io_field(&io, "syscw").ok_or_else(|| std::io::Error::other("no syscw line"))
+    }
+
     /// CPU time used so far, user plus system.
     pub fn cpu_time(self) -> std::io::Result<Duration> {
         let stat = std::fs::read_to_string(format!("{}/stat", self.dir()))?;
@@ -112,6 +120,15 @@ pub fn parse_vm_rss_kib(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// One counter of a `/proc/<pid>/io` text (`syscw: 42`).
+pub fn parse_io_field(io: &str, name: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// `utime + stime`, in clock ticks, of a `/proc/<pid>/stat` line.
 ///
 /// The command name (field 2) is in parentheses and may hold spaces or
@@ -158,6 +175,15 @@ mod tests {
     fn own_process_is_readable() {
         assert!(Process::OwnProcess.rss_kib().unwrap() > 0);
         Process::OwnProcess.cpu_time().unwrap();
+        Process::OwnProcess.write_syscalls().unwrap();
+    }
+
+    #[test]
+    fn write_calls_from_proc_io() {
+        let io = "rchar: 6976\nwchar: 10\nsyscr: 10\nsyscw: 3\nread_bytes: 0\n";
+        assert_eq!(parse_io_field(io, "syscw"), Some(3));
+        assert_eq!(parse_io_field(io, "syscr"), Some(10));
+        assert_eq!(parse_io_field("rchar: 1\n", "syscw"), None);
     }
 
     #[test]

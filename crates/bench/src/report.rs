@@ -1,22 +1,30 @@
 //! `pulse-bench report`: the tables of `BENCHMARKS.md`, from the `RESULT`
 //! lines of one run, written between two markers so that the rest of the
-//! file (notes, other sections) stays as it is.
+//! file (notes, other sections) stays as it is. The channel scenarios
+//! (issue 12) have a block and markers of their own, so that a run of only
+//! them (`scripts/bench-channels.sh`) leaves the gateway's block as it was.
 
 use std::fmt::Write as _;
 
 use crate::result::{BenchResult, ConnectResult};
 
+mod channels;
 mod connections;
 mod fleet;
 mod latencies;
 mod targets;
 
+pub use channels::{FANOUT_FLOOR, FANOUT_FLOOR_COALESCE, FANOUT_FLOOR_DIRECT, is_channel_result};
 pub use fleet::{FLEET_ALONE, FLEET_CROWDED};
 
 /// The line after which the generated tables start.
 pub const START_MARKER: &str = "<!-- bench:start -->";
 /// The line before which the generated tables end.
 pub const END_MARKER: &str = "<!-- bench:end -->";
+/// The line after which the channel tables start.
+pub const CHANNELS_START_MARKER: &str = "<!-- bench:channels:start -->";
+/// The line before which the channel tables end.
+pub const CHANNELS_END_MARKER: &str = "<!-- bench:channels:end -->";
 
 /// The label of the floor's runs (`pulse-echo`).
 pub const FLOOR: &str = "echo";
@@ -156,8 +164,39 @@ pub fn median_connect(results: &[BenchResult], label: &str) -> Option<ConnectRes
     Some(median)
 }
 
-/// The generated part of `BENCHMARKS.md`, without the markers.
+/// The generated part of `BENCHMARKS.md` for the gateway's scenarios
+/// (channel results are left to [`render_channels`]), without the markers.
 pub fn render(results: &[BenchResult], info: &RunInfo) -> String {
+    let results: Vec<BenchResult> = results
+        .iter()
+        .filter(|result| !is_channel_result(result))
+        .cloned()
+        .collect();
+    let mut out = header(info);
+    targets::render(&mut out, &results);
+    connections::render(&mut out, &results);
+    latencies::render(&mut out, &results);
+    fleet::render(&mut out, &results);
+    raw(&mut out, &results);
+    out
+}
+
+/// The generated channels block (issue 12), without its markers. It lists
+/// only the channel results, but reads the gateway's `connect` figures too
+/// when the run has them (the idle connection's memory).
+pub fn render_channels(results: &[BenchResult], info: &RunInfo) -> String {
+    let mut out = header(info);
+    channels::render(&mut out, results);
+    let own: Vec<BenchResult> = results
+        .iter()
+        .filter(|result| is_channel_result(result))
+        .cloned()
+        .collect();
+    raw(&mut out, &own);
+    out
+}
+
+fn header(info: &RunInfo) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -170,30 +209,34 @@ pub fn render(results: &[BenchResult], info: &RunInfo) -> String {
         let _ = writeln!(out, "- Set-up: {}", info.setup);
     }
     out.push('\n');
-    targets::render(&mut out, results);
-    connections::render(&mut out, results);
-    latencies::render(&mut out, results);
-    fleet::render(&mut out, results);
+    out
+}
+
+fn raw(out: &mut String, results: &[BenchResult]) {
     out.push_str("<details><summary>Raw results (one JSON line per scenario)</summary>\n\n```\n");
     for result in results {
         out.push_str(&result.to_line());
         out.push('\n');
     }
     out.push_str("```\n\n</details>\n");
-    out
 }
 
 /// `document` with `block` between the markers, which are appended (after a
 /// title when the document is empty) when missing. Nothing outside the
 /// markers changes.
 pub fn splice(document: &str, block: &str) -> String {
+    splice_between(document, block, START_MARKER, END_MARKER)
+}
+
+/// [`splice`] between other markers (the channels block's).
+pub fn splice_between(document: &str, block: &str, start_marker: &str, end_marker: &str) -> String {
     let block = block.trim_end();
-    if let Some(start) = document.find(START_MARKER)
-        && let Some(end) = document[start..].find(END_MARKER).map(|end| start + end)
+    if let Some(start) = document.find(start_marker)
+        && let Some(end) = document[start..].find(end_marker).map(|end| start + end)
     {
         return format!(
             "{}\n{block}\n{}",
-            &document[..start + START_MARKER.len()],
+            &document[..start + start_marker.len()],
             &document[end..]
         );
     }
@@ -202,7 +245,7 @@ pub fn splice(document: &str, block: &str) -> String {
     } else {
         document.trim_end().to_owned()
     };
-    format!("{head}\n\n{START_MARKER}\n{block}\n{END_MARKER}\n")
+    format!("{head}\n\n{start_marker}\n{block}\n{end_marker}\n")
 }
 
 #[cfg(test)]

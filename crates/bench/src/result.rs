@@ -22,6 +22,12 @@ pub enum BenchResult {
     Send(SendResult),
     /// See [`PresenceResult`].
     Presence(PresenceResult),
+    /// See [`FanoutResult`].
+    Fanout(FanoutResult),
+    /// See [`SubscribeResult`].
+    Subscribe(SubscribeResult),
+    /// See [`SubscriptionsResult`].
+    Subscriptions(SubscriptionsResult),
 }
 
 impl BenchResult {
@@ -32,6 +38,9 @@ impl BenchResult {
             Self::Ping(result) => &result.label,
             Self::Send(result) => &result.label,
             Self::Presence(result) => &result.label,
+            Self::Fanout(result) => &result.label,
+            Self::Subscribe(result) => &result.label,
+            Self::Subscriptions(result) => &result.label,
         }
     }
 
@@ -42,6 +51,9 @@ impl BenchResult {
             Self::Ping(_) => "ping",
             Self::Send(_) => "send",
             Self::Presence(_) => "presence",
+            Self::Fanout(_) => "fanout",
+            Self::Subscribe(_) => "subscribe",
+            Self::Subscriptions(_) => "subscriptions",
         }
     }
 
@@ -183,6 +195,138 @@ pub struct PresenceResult {
     pub after_connected_message: Percentiles,
     /// TCP connect start to the client's `connected` message, for reference.
     pub handshake: Percentiles,
+}
+
+/// Which part of a `fanout` run a result is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FanoutPhase {
+    /// Publications at a fixed rate, open loop.
+    Rate,
+    /// As many publications as the deliveries keep up with: a bounded
+    /// window of them in flight, the next one made when one is complete.
+    Saturation,
+}
+
+/// The `fanout` scenario: publications to channels, each read by every
+/// subscriber of its channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanoutResult {
+    /// Which server and configuration (`pulse`, `floor`, `floor-coalesce`).
+    pub label: String,
+    /// Fixed rate or saturation.
+    pub phase: FanoutPhase,
+    /// Servers (gateways, or the floor) the connections were spread over.
+    pub servers: u64,
+    /// Channels published to, round robin.
+    pub channels: u64,
+    /// Subscribers of each channel.
+    pub subscribers_per_channel: u64,
+    /// Connections subscribed (each to one channel).
+    pub subscribed: u64,
+    /// Connections that failed to open or subscribe, by reason.
+    pub failures: BTreeMap<String, u64>,
+    /// Publications per second asked for (rate phase; 0 at saturation).
+    pub rate_target: f64,
+    /// Publications per second made.
+    pub rate_achieved: f64,
+    /// Publications in flight at most (saturation; 0 at a fixed rate).
+    pub window: u64,
+    /// How long the figures were taken over, in seconds.
+    pub duration_s: f64,
+    /// Publications made.
+    pub publications: u64,
+    /// Publish calls that failed.
+    pub publish_errors: u64,
+    /// Publications every subscriber read (late ones too: the run waits
+    /// while deliveries keep coming).
+    pub complete: u64,
+    /// Publications read, all subscribers counted.
+    pub deliveries: u64,
+    /// What the publications made should have been read.
+    pub deliveries_expected: u64,
+    /// Deliveries per second over the window.
+    pub deliveries_per_second: f64,
+    /// Publish call start to the last subscriber's read, per complete publication.
+    pub last_read: Percentiles,
+    /// Publish call start to the first subscriber's read, per publication.
+    pub first_read: Percentiles,
+    /// The publish call itself.
+    pub publish_call: Percentiles,
+    /// The servers' CPU (`utime + stime`), per delivery, in microseconds.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// The servers' CPU over the window, in percent of one core.
+    pub server_cpu_percent: Option<f64>,
+    /// The servers' write system calls per delivery.
+    pub server_writes_per_delivery: Option<f64>,
+    /// CPU of the other processes watched (Redis, `pulse-presence`) per
+    /// delivery, in microseconds, by name.
+    pub other_cpu_us_per_delivery: BTreeMap<String, f64>,
+    /// The load generator's own CPU per delivery, in microseconds.
+    pub client_cpu_us_per_delivery: f64,
+    /// CPU of processes outside the benchmark over the window, in percent
+    /// of one core: how contended the machine was.
+    pub foreign_cpu_percent: f64,
+    /// Subscribe round trips to fresh channels on the first server during
+    /// the saturation window (`--probe-rate`), to see what the fan-out
+    /// costs everyone else on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe_meanwhile: Option<Percentiles>,
+}
+
+/// The `subscribe` scenario: a `subscribe` sent to its answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribeResult {
+    /// Which server and configuration.
+    pub label: String,
+    /// The channels' namespace.
+    pub namespace: String,
+    /// Whether each `subscribe` carried a subscription token.
+    pub token: bool,
+    /// Subscribes per second asked for.
+    pub rate_target: f64,
+    /// Subscribes sent, each on a connection of its own, to a channel of its own.
+    pub subscribes: u64,
+    /// Answered `subscribed`.
+    pub subscribed: u64,
+    /// Refused or unanswered, by error code or reason (connections that
+    /// failed to open included).
+    pub failures: BTreeMap<String, u64>,
+    /// The `subscribe` written to its `subscribed` read.
+    pub rtt: Percentiles,
+    /// The server's CPU per subscribe, in microseconds.
+    pub server_cpu_us_per_subscribe: Option<f64>,
+    /// CPU of the other processes watched, per subscribe, in microseconds.
+    pub other_cpu_us_per_subscribe: BTreeMap<String, f64>,
+}
+
+/// The `subscriptions` scenario: a gateway's memory with connections that
+/// hold no subscription, then the same connections each holding several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionsResult {
+    /// Which server and configuration.
+    pub label: String,
+    /// `shared`: every connection subscribes to the same channels;
+    /// `distinct`: every subscription is to a channel of its own.
+    pub channels_mode: String,
+    /// Connections held.
+    pub connections: u64,
+    /// Subscriptions asked of each connection.
+    pub per_connection: u64,
+    /// Subscriptions answered `subscribed`.
+    pub subscribed: u64,
+    /// Connections or subscriptions that failed, by reason.
+    pub failures: BTreeMap<String, u64>,
+    /// The server's RSS before the connections, in KiB.
+    pub rss_before_kib: u64,
+    /// With every connection held and no subscription, in KiB.
+    pub rss_connected_kib: u64,
+    /// With every subscription held, in KiB.
+    pub rss_subscribed_kib: u64,
+    /// RSS per held connection with only its personal channel, in KiB.
+    pub rss_per_connection_kib: f64,
+    /// RSS per subscription beyond the connections', in bytes.
+    pub bytes_per_subscription: f64,
 }
 
 #[cfg(test)]

@@ -1,11 +1,16 @@
 //! The scenarios and what they share: source addresses, tokens, pacing, and
 //! opening one connection up to the server's first message.
 
+pub mod channels;
 pub mod connect;
+pub mod fanout;
 pub mod fleet;
+pub mod marks;
 pub mod ping;
 pub mod presence;
 pub mod send;
+pub mod subscribe;
+pub mod subscriptions;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

@@ -3,6 +3,8 @@
 
 use std::{net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
 
+mod channels;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pulse_bench::{
@@ -162,6 +164,16 @@ enum Command {
         #[arg(long, default_value_t = 200.0)]
         rate: f64,
     },
+    /// Publications to channels read by every subscriber: at a fixed rate
+    /// (publish to first and last read), then at saturation (deliveries per
+    /// second, server CPU and write calls per delivery). One result per phase.
+    Fanout(channels::FanoutArgs),
+    /// The round trip of a `subscribe` to its `subscribed`, each on a
+    /// connection of its own, to a channel of its own.
+    Subscribe(channels::SubscribeArgs),
+    /// A gateway's RSS with connections and no subscription, then with
+    /// several subscriptions each: bytes per subscription.
+    Subscriptions(channels::SubscriptionsArgs),
     /// Writes the tables of `RESULT` lines into BENCHMARKS.md between the markers.
     Report {
         /// Files holding `RESULT` lines (other lines are skipped).
@@ -249,20 +261,23 @@ fn main() -> anyhow::Result<()> {
     // The scenario runs on a worker, not in `block_on` on the main thread:
     // there, every connection's task would be injected into the pool with
     // a wake-up of the worker, two threads trading each connect.
-    let result = runtime.block_on(async move {
+    let results = runtime.block_on(async move {
         let scenario = tokio::spawn(tokio::time::timeout(limit, run(cli.command)));
         scenario
             .await
             .map_err(|error| anyhow::anyhow!("the scenario panicked: {error}"))?
             .map_err(|_| anyhow::anyhow!("the scenario ran past --time-limit"))?
     })?;
-    println!("{}", result.to_line());
+    for result in results {
+        println!("{}", result.to_line());
+    }
     // Open sockets and tasks go with the runtime; nothing to drain.
     runtime.shutdown_background();
     Ok(())
 }
 
-async fn run(command: Command) -> anyhow::Result<BenchResult> {
+/// Runs one scenario: one result, or one per phase (`fanout`).
+async fn run(command: Command) -> anyhow::Result<Vec<BenchResult>> {
     match command {
         Command::Connect {
             clients,
@@ -290,9 +305,9 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
                 settle: settle.into(),
                 idle_window: idle_window.into(),
             };
-            Ok(BenchResult::Connect(
+            Ok(vec![BenchResult::Connect(
                 connect::run(clients.setup()?, options).await?,
-            ))
+            )])
         }
         Command::Fleet {
             clients,
@@ -331,7 +346,7 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
             };
             let mut result = connect::run(clients.setup()?, options).await?;
             result.other_instances_connections = Some(registered);
-            Ok(BenchResult::Connect(result))
+            Ok(vec![BenchResult::Connect(result)])
         }
         Command::Ping {
             clients,
@@ -349,9 +364,9 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
                 duration: duration.into(),
                 user_prefix: clients.user_prefix.clone(),
             };
-            Ok(BenchResult::Ping(
+            Ok(vec![BenchResult::Ping(
                 ping::run(clients.setup()?, options).await?,
-            ))
+            )])
         }
         Command::Send {
             clients,
@@ -375,9 +390,9 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
                 duration: duration.into(),
                 user_prefix: clients.user_prefix.clone(),
             };
-            Ok(BenchResult::Send(
+            Ok(vec![BenchResult::Send(
                 send::run(clients.setup()?, options).await?,
-            ))
+            )])
         }
         Command::Presence {
             clients,
@@ -398,10 +413,13 @@ async fn run(command: Command) -> anyhow::Result<BenchResult> {
                 rate,
                 user_prefix: clients.user_prefix.clone(),
             };
-            Ok(BenchResult::Presence(
+            Ok(vec![BenchResult::Presence(
                 presence::run(clients.setup()?, options).await?,
-            ))
+            )])
         }
+        Command::Fanout(args) => args.run().await,
+        Command::Subscribe(args) => args.run().await,
+        Command::Subscriptions(args) => args.run().await,
         Command::Report { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -429,8 +447,23 @@ fn write_report(files: &[PathBuf], benchmarks: &PathBuf, info: RunInfo) -> anyho
         }
     }
     anyhow::ensure!(!results.is_empty(), "no RESULT line in {files:?}");
-    let document = std::fs::read_to_string(benchmarks).unwrap_or_default();
-    let updated = report::splice(&document, &report::render(&results, &info));
+    let mut updated = std::fs::read_to_string(benchmarks).unwrap_or_default();
+    // Each block is written only when its results are there, so a run of
+    // the channel scenarios alone leaves the gateway's block as it was.
+    if results
+        .iter()
+        .any(|result| !report::is_channel_result(result))
+    {
+        updated = report::splice(&updated, &report::render(&results, &info));
+    }
+    if results.iter().any(report::is_channel_result) {
+        updated = report::splice_between(
+            &updated,
+            &report::render_channels(&results, &info),
+            report::CHANNELS_START_MARKER,
+            report::CHANNELS_END_MARKER,
+        );
+    }
     std::fs::write(benchmarks, updated)
         .with_context(|| format!("writing {}", benchmarks.display()))?;
     println!(

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Channels (issue 12), side by side with the fan-out floor in the same run,
+# and the report's "Channels" block in BENCHMARKS.md (between
+# <!-- bench:channels:start --> and <!-- bench:channels:end -->).
+#
+#   scripts/bench-channels.sh          # everything, about 6 minutes after the build
+#   FANOUT_BIG=2000 FANOUT_DURATION=5s SAT_DURATION=3s SPREAD_CHANNELS=2000 SPREAD_DURATION=3s \
+#     SUBSCRIBES=500 MEM_CONNECTIONS=1000 BENCHMARKS=/tmp/b.md scripts/bench-channels.sh   # a quick look
+#
+# (k1) the floor, pulse-fanout (crates/bench/src/fanout_floor.rs: a bare
+# hyper + fastwebsockets server that encodes a publication once and writes
+# the same frame to every subscriber, one write per frame): one channel with
+# FANOUT_BIG subscribers, RATE_BIG publications/s for FANOUT_DURATION, then
+# saturation (SAT_WINDOW publications in flight, SAT_WARMUP then
+# SAT_DURATION measured, PROBE_RATE subscribes/s to fresh channels timed
+# meanwhile); FANOUT_SMALL subscribers at RATE_SMALL/s;
+# SPREAD_CHANNELS channels with one subscriber each at SPREAD_RATE/s.
+# (k2) the coalescing floor (pulse-fanout --coalesce: every frame waiting for
+# a socket in one write) and the direct floor (pulse-fanout --direct: the
+# publisher writes to a socket with nothing waiting itself, no task woken),
+# saturation only. (k3) the same runs against one
+# pulse-gateway with Redis, publishing through pulse-presence's gRPC API.
+# (k4) SPREAD_CHANNELS channels with one subscriber each over two gateways,
+# SPREAD_RATE publications/s through gRPC. (k5) subscribe round trips,
+# SUBSCRIBES at SUBSCRIBE_RATE/s, an open namespace and a token namespace.
+# (k6) gateway RSS per subscription: MEM_CONNECTIONS connections with none,
+# then MEM_SUBSCRIPTIONS each, to shared channels and to a channel each,
+# each on a fresh gateway.
+#
+# bench.sh runs it as its step (k) with RESULTS set and SKIP_REPORT=1, to
+# put its RESULT lines in its own report. Uses REDIS_URL when set, else a
+# private redis-server. Logs in target/bench/channels/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+FANOUT_BIG=${FANOUT_BIG:-10000}
+RATE_BIG=${RATE_BIG:-10}
+FANOUT_SMALL=${FANOUT_SMALL:-1000}
+RATE_SMALL=${RATE_SMALL:-50}
+FANOUT_DURATION=${FANOUT_DURATION:-20s}
+SAT_WINDOW=${SAT_WINDOW:-8}
+SAT_WARMUP=${SAT_WARMUP:-2s}
+SAT_DURATION=${SAT_DURATION:-10s}
+PROBE_RATE=${PROBE_RATE:-20}
+SPREAD_CHANNELS=${SPREAD_CHANNELS:-10000}
+SPREAD_RATE=${SPREAD_RATE:-5000}
+SPREAD_DURATION=${SPREAD_DURATION:-10s}
+SUBSCRIBES=${SUBSCRIBES:-2000}
+SUBSCRIBE_RATE=${SUBSCRIBE_RATE:-500}
+MEM_CONNECTIONS=${MEM_CONNECTIONS:-10000}
+MEM_SUBSCRIPTIONS=${MEM_SUBSCRIPTIONS:-10}
+SOURCES=${SOURCES:-8}
+BENCH_THREADS=${BENCH_THREADS:-1}
+CLIENT=${CLIENT:-fws}
+GATEWAY_LOG=${GATEWAY_LOG:-info}
+BENCHMARKS=${BENCHMARKS:-BENCHMARKS.md}
+SECRET="bench-secret-0123456789abcdef0123456789abcdef"
+
+ulimit -n "$(ulimit -Hn)"
+if [ -z "${REDIS_URL:-}" ]; then
+  ensure_redis
+  start_private_redis
+fi
+if [ -z "${SKIP_BUILD:-}" ]; then
+  step "cargo build --release -p pulse-bench -p pulse-gateway -p pulse-presence"
+  cargo build --release -p pulse-bench -p pulse-gateway -p pulse-presence
+fi
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release
+LOGS=$target/bench/channels
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+OUT=$LOGS/results.txt
+: >"$OUT"
+REDIS_PID=$(redis-cli -u "$REDIS_URL" info server | sed -n 's/^process_id:\([0-9]*\).*/\1/p')
+
+# The namespaces of the runs: open ones without presence (so that no
+# join/leave frame mixes with the publications), and one that needs a
+# subscription token. The gateways and pulse-presence read the same file.
+CONFIG=$LOGS/channels.toml
+cat >"$CONFIG" <<'TOML'
+[namespaces.bench]
+authorize = "any"
+[namespaces.benchtok]
+authorize = "token"
+TOML
+
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap 'cleanup; stop_private_redis' EXIT
+
+# start NAME BINARY ARGS...: a service with JSON logs on 127.0.0.1:0; waits
+# for its `listening` line and sets PID and ADDR.
+start() {
+  local name=$1 binary=$2 attempt
+  shift 2
+  local log="$LOGS/$name.log"
+  LOG_FORMAT=json RUST_LOG=${SERVICE_LOG:-info} "$bin/$binary" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  PID=$!
+  pids+=("$PID")
+  ADDR=""
+  for attempt in $(seq 1 100); do
+    ADDR=$(grep -m1 'listening' "$log" | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' || true)
+    if [ -n "$ADDR" ]; then return; fi
+    if ! kill -0 "$PID" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "error: $name did not report its address; see $log" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+# stop PID...: SIGTERM, then waits (a gateway drains; 30 s at most).
+stop() {
+  local pid waited
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for waited in $(seq 1 300); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+# gateway NAME: a gateway with Redis presence in namespace $NAMESPACE and
+# the channel namespaces above; sets PID and ADDR.
+gateway() {
+  SERVICE_LOG=$GATEWAY_LOG start "$1" pulse-gateway --instance-id "$1" \
+    --redis-url "$REDIS_URL" --redis-namespace "$NAMESPACE" --config "$CONFIG" \
+    --jwt-secret "$SECRET"
+}
+
+# Other people's builds on this machine skew a run: wait (30 s at most) for
+# the machine to be quiet, under 15 % of a core busy over one second.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+wait_quiet() {
+  local attempt before after
+  for attempt in $(seq 1 15); do
+    before=$(busy_ticks)
+    sleep 1
+    after=$(busy_ticks)
+    if [ $((after - before)) -lt 15 ]; then return; fi
+    if [ "$attempt" = 1 ]; then echo "waiting for a quiet machine ($((after - before)) % of a core busy)"; fi
+    sleep 1
+  done
+  echo "warning: the machine is still busy; measuring anyway (see \"others\" in the tables)"
+}
+
+# bench NAME ARGS...: runs the load generator; its output goes to the log
+# and its RESULT lines to the results file.
+bench() {
+  local name=$1
+  shift
+  wait_quiet
+  "$bin/pulse-bench" --threads "$BENCH_THREADS" "$@" --client "$CLIENT" --sources "$SOURCES" \
+    --jwt-secret "$SECRET" 2>&1 | tee "$LOGS/bench-$name.log" | grep -v '^RESULT ' || true
+  grep '^RESULT ' "$LOGS/bench-$name.log" >>"$OUT" ||
+    { echo "error: $name printed no result; see $LOGS/bench-$name.log" >&2; exit 1; }
+}
+
+big=(--channels 1 --subscribers "$FANOUT_BIG" --rate "$RATE_BIG" --duration "$FANOUT_DURATION"
+  --saturate "$SAT_DURATION" --window "$SAT_WINDOW" --warmup "$SAT_WARMUP" --probe-rate "$PROBE_RATE")
+small=(--channels 1 --subscribers "$FANOUT_SMALL" --rate "$RATE_SMALL" --duration "$FANOUT_DURATION")
+spread=(--channels "$SPREAD_CHANNELS" --subscribers 1 --rate "$SPREAD_RATE" --duration "$SPREAD_DURATION")
+saturation=(--channels 1 --subscribers "$FANOUT_BIG" --rate 0 --saturate "$SAT_DURATION"
+  --window "$SAT_WINDOW" --warmup "$SAT_WARMUP" --probe-rate "$PROBE_RATE")
+
+step "(k1) floor: pulse-fanout; one channel, $FANOUT_BIG subscribers at $RATE_BIG/s then saturated; $FANOUT_SMALL at $RATE_SMALL/s; $SPREAD_CHANNELS channels at $SPREAD_RATE/s"
+start floor pulse-fanout
+bench floor-big fanout --label floor --server "$ADDR" --server-pid "$PID" --floor "${big[@]}" \
+  --channel-prefix bench:big- --source-base 127.0.90.1 --user-prefix floor-big
+bench floor-small fanout --label floor --server "$ADDR" --server-pid "$PID" --floor "${small[@]}" \
+  --channel-prefix bench:small- --source-base 127.0.91.1 --user-prefix floor-small
+bench floor-spread fanout --label floor --server "$ADDR" --server-pid "$PID" --floor "${spread[@]}" \
+  --channel-prefix bench:spread- --source-base 127.0.92.1 --user-prefix floor-spread
+stop "$PID"
+
+step "(k2) coalescing floor (pulse-fanout --coalesce), then direct floor (--direct); one channel, $FANOUT_BIG subscribers, saturated"
+start floor-coalesce pulse-fanout --coalesce
+bench floor-coalesce fanout --label floor-coalesce --server "$ADDR" --server-pid "$PID" --floor \
+  "${saturation[@]}" --channel-prefix bench:big- --source-base 127.0.93.1 --user-prefix floor-coalesce
+stop "$PID"
+start floor-direct pulse-fanout --direct
+bench floor-direct fanout --label floor-direct --server "$ADDR" --server-pid "$PID" --floor \
+  "${saturation[@]}" --channel-prefix bench:big- --source-base 127.0.100.1 --user-prefix floor-direct
+stop "$PID"
+
+step "(k3) pulse-gateway (Redis) and pulse-presence's gRPC API: the same one-channel runs"
+NAMESPACE=bench-channels-$$
+# The internal API takes keys; the bench calls it with this one.
+export PULSE_API_KEY="bench-api-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+start presence pulse-presence --redis-url "$REDIS_URL" --redis-namespace "$NAMESPACE" \
+  --metrics-listen 127.0.0.1:0 --http-listen off --api-key "$PULSE_API_KEY" --config "$CONFIG"
+PRESENCE_PID=$PID
+PRESENCE_ADDR=$ADDR
+gateway bench-channels-a
+A_PID=$PID
+A_ADDR=$ADDR
+watch=(--watch-pid "redis=$REDIS_PID" --watch-pid "pulse-presence=$PRESENCE_PID")
+bench pulse-big fanout --label pulse --server "$A_ADDR" --server-pid "$A_PID" --presence "$PRESENCE_ADDR" \
+  "${watch[@]}" "${big[@]}" --channel-prefix bench:big- --source-base 127.0.94.1 --user-prefix pulse-big
+bench pulse-small fanout --label pulse --server "$A_ADDR" --server-pid "$A_PID" --presence "$PRESENCE_ADDR" \
+  "${watch[@]}" "${small[@]}" --channel-prefix bench:small- --source-base 127.0.95.1 --user-prefix pulse-small
+
+step "(k4) $SPREAD_CHANNELS channels with one subscriber each over two gateways, $SPREAD_RATE/s through gRPC"
+gateway bench-channels-b
+B_PID=$PID
+B_ADDR=$ADDR
+bench pulse-spread fanout --label pulse --server "$A_ADDR" --server "$B_ADDR" --server-pid "$A_PID" \
+  --server-pid "$B_PID" --presence "$PRESENCE_ADDR" "${watch[@]}" "${spread[@]}" \
+  --channel-prefix bench:spread- --source-base 127.0.96.1 --user-prefix pulse-spread
+stop "$B_PID"
+
+step "(k5) subscribe round trip: $SUBSCRIBES at $SUBSCRIBE_RATE/s, an open namespace, then with subscription tokens"
+bench subscribe-open subscribe --label pulse --server "$A_ADDR" --server-pid "$A_PID" \
+  --watch-pid "redis=$REDIS_PID" --subscribes "$SUBSCRIBES" --rate "$SUBSCRIBE_RATE" \
+  --channel-prefix bench:sub- --source-base 127.0.97.1 --user-prefix pulse-sub-open
+bench subscribe-token subscribe --label pulse --server "$A_ADDR" --server-pid "$A_PID" \
+  --watch-pid "redis=$REDIS_PID" --subscribes "$SUBSCRIBES" --rate "$SUBSCRIBE_RATE" --token \
+  --channel-prefix benchtok:sub- --source-base 127.0.98.1 --user-prefix pulse-sub-token
+stop "$A_PID" "$PRESENCE_PID"
+
+step "(k6) gateway memory: $MEM_CONNECTIONS connections, then $MEM_SUBSCRIPTIONS subscriptions each (shared channels, then a channel each)"
+for mode in shared distinct; do
+  NAMESPACE=bench-channels-mem-$mode-$$
+  gateway "bench-channels-mem-$mode"
+  flag=()
+  if [ "$mode" = distinct ]; then flag=(--distinct); fi
+  bench "memory-$mode" subscriptions --label pulse --server "$ADDR" --server-pid "$PID" \
+    --connections "$MEM_CONNECTIONS" --per-connection "$MEM_SUBSCRIPTIONS" "${flag[@]}" \
+    --channel-prefix bench:mem- --source-base "127.0.99.1" --user-prefix "pulse-mem-$mode"
+  stop "$PID"
+done
+
+# What the services logged that a table does not show: a gateway too busy
+# to renew its presence lease is reaped (every connection gets a false
+# `disconnected`, every membership a false `leave`) and re-syncs.
+step "incidents in the services' logs (also in $LOGS/incidents.txt)"
+{
+  echo "leases reaped by pulse-presence: $(grep -c 'reaped an instance whose lease expired' "$LOGS/presence.log" || true)"
+  grep -h 'reaped an instance whose lease expired' "$LOGS/presence.log" | sed -n 's/.*"timestamp":"\([^"]*\)".*"instance_id":"\([^"]*\)","connections":\([0-9]*\).*/  \1 \2: \3 connections reaped/p' || true
+  echo "gateway re-syncs after a lost lease: $(cat "$LOGS"/bench-channels-*.log | grep -c '"lease_was_held":false' || true)"
+  echo "gateway warnings: $(cat "$LOGS"/bench-channels-*.log | grep -c '"level":"WARN"' || true)"
+  echo "slow consumers closed: $(cat "$LOGS"/bench-channels-*.log | grep -c 'slow consumer' || true)"
+} | tee "$LOGS/incidents.txt"
+
+if [ -n "${RESULTS:-}" ]; then cat "$OUT" >>"$RESULTS"; fi
+if [ -z "${SKIP_REPORT:-}" ]; then
+  step "writing the Channels block of $BENCHMARKS"
+  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+  memory=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  dirty=""
+  if [ -n "$(git status --porcelain 2>/dev/null)" ]; then dirty=" plus uncommitted changes in the tree"; fi
+  "$bin/pulse-bench" report --results "$OUT" --benchmarks "$BENCHMARKS" \
+    --command "scripts/bench-channels.sh" \
+    --machine "$(nproc) cores ($cpu, $(uname -m)), $memory, open files $(ulimit -n)" \
+    --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+    --setup "commit $commit$dirty; load generator on the same cores: pulse-bench, $BENCH_THREADS tokio worker thread(s), client $CLIENT, $SOURCES source addresses; gateways log at RUST_LOG=$GATEWAY_LOG with LOG_FORMAT=json; Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on loopback; $SAT_WINDOW publications in flight at saturation"
+fi
+step "done: logs in $LOGS"
