@@ -33,6 +33,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source scripts/bench-lib.sh
 
 FANOUT_BIG=${FANOUT_BIG:-10000}
 RATE_BIG=${RATE_BIG:-10}
@@ -93,41 +94,6 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap 'cleanup; stop_private_redis' EXIT
-
-# start NAME BINARY ARGS...: a service with JSON logs on 127.0.0.1:0; waits
-# for its `listening` line and sets PID and ADDR.
-start() {
-  local name=$1 binary=$2 attempt
-  shift 2
-  local log="$LOGS/$name.log"
-  LOG_FORMAT=json RUST_LOG=${SERVICE_LOG:-info} "$bin/$binary" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
-  PID=$!
-  pids+=("$PID")
-  ADDR=""
-  for attempt in $(seq 1 100); do
-    ADDR=$(grep -m1 'listening' "$log" | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' || true)
-    if [ -n "$ADDR" ]; then return; fi
-    if ! kill -0 "$PID" 2>/dev/null; then break; fi
-    sleep 0.1
-  done
-  echo "error: $name did not report its address; see $log" >&2
-  cat "$log" >&2
-  exit 1
-}
-
-# stop PID...: SIGTERM, then waits (a gateway drains; 30 s at most).
-stop() {
-  local pid waited
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do
-    for waited in $(seq 1 300); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
 
 # gateway NAME: a gateway with Redis presence in namespace $NAMESPACE and
 # the channel namespaces above; sets PID and ADDR.

@@ -26,6 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source scripts/bench-lib.sh
 
 CONNECTIONS=${CONNECTIONS:-19500}
 RATE_INPROC=${RATE_INPROC:-20000}
@@ -71,43 +72,6 @@ cleanup() {
   stop_private_redis
 }
 trap cleanup EXIT INT TERM
-
-# start NAME BINARY ARGS...: starts a service with JSON logs on 127.0.0.1:0 and
-# waits for its `listening` line; sets PID and ADDR.
-start() {
-  local name=$1 binary=$2
-  shift 2
-  local log="$LOGS/$name.log"
-  LOG_FORMAT=json RUST_LOG=${SERVICE_LOG:-info} "$bin/$binary" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
-  PID=$!
-  pids+=("$PID")
-  ADDR=""
-  local attempt
-  for attempt in $(seq 1 100); do
-    ADDR=$(grep -m1 'listening' "$log" | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' || true)
-    if [ -n "$ADDR" ]; then return; fi
-    if ! kill -0 "$PID" 2>/dev/null; then break; fi
-    sleep 0.1
-  done
-  echo "error: $name did not report its address; see $log" >&2
-  cat "$log" >&2
-  exit 1
-}
-
-# stop PID...: SIGTERM, then waits (the gateway drains; 30 s at most).
-stop() {
-  local pid
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do
-    local waited
-    for waited in $(seq 1 300); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
 
 # gateway NAME ARGS...: a gateway with Redis presence in its own namespace.
 gateway() {

@@ -33,3 +33,14 @@ pub mod report;
 pub mod result;
 pub mod scenario;
 pub mod stats;
+
+/// The floors' listener on `listen`, or the process ends with one line
+/// naming the setting.
+pub async fn bind_or_exit(listen: std::net::SocketAddr) -> tokio::net::TcpListener {
+    match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => pulse_runtime::runtime::exit_with_config_error(&format!(
+            "--listen / LISTEN_ADDR: cannot listen on {listen}: {error}"
+        )),
+    }
+}

@@ -5,9 +5,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use pulse_runtime::runtime::{
-    exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
-};
+use pulse_runtime::runtime::{init_tracing, parse_or_exit, shutdown_signal};
 use tracing::info;
 
 /// A bare WebSocket echo server: the floor Pulse is measured against.
@@ -23,13 +21,7 @@ struct Config {
 async fn main() {
     let config: Config = parse_or_exit();
     init_tracing();
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(error) => exit_with_config_error(&format!(
-            "--listen / LISTEN_ADDR: cannot listen on {}: {error}",
-            config.listen
-        )),
-    };
+    let listener = pulse_bench::bind_or_exit(config.listen).await;
     let addr = listener.local_addr().unwrap_or(config.listen);
     info!(%addr, "pulse-echo listening");
     if let Err(error) = pulse_bench::echo::run(listener, shutdown_signal()).await {

@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use pulse_bench::fanout_floor::{self, FloorOptions};
-use pulse_runtime::runtime::{
-    exit_with_config_error, init_tracing, parse_or_exit, shutdown_signal,
-};
+use pulse_runtime::runtime::{init_tracing, parse_or_exit, shutdown_signal};
 use tracing::info;
 
 /// A bare WebSocket fan-out server: the floor Pulse's channels are measured against.
@@ -38,13 +36,7 @@ struct Config {
 async fn main() {
     let config: Config = parse_or_exit();
     init_tracing();
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(error) => exit_with_config_error(&format!(
-            "--listen / LISTEN_ADDR: cannot listen on {}: {error}",
-            config.listen
-        )),
-    };
+    let listener = pulse_bench::bind_or_exit(config.listen).await;
     let addr = listener.local_addr().unwrap_or(config.listen);
     info!(%addr, coalesce = config.coalesce, direct = config.direct, "pulse-fanout listening");
     let options = FloorOptions {
