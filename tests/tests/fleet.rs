@@ -177,7 +177,7 @@ async fn disconnect_can_block_a_user_on_every_gateway() {
     );
     assert_eq!(close_code(&mut mallory).await, 4403);
 
-    for gateway in [a.addr, b.addr] {
+    for (gateway, service) in [(a.addr, &a), (b.addr, &b)] {
         match attempt(gateway, "mallory").await {
             Outcome::Refused {
                 close,
@@ -187,7 +187,11 @@ async fn disconnect_can_block_a_user_on_every_gateway() {
                 assert_eq!((close, code.as_str()), (4403, "blocked"), "{message}");
                 assert!(message.contains("spamming the lobby"), "{message}");
             }
-            Outcome::Connected(_) => panic!("a blocked user connected on {gateway}"),
+            Outcome::Connected(_) => panic!(
+                "a blocked user connected on {gateway}; its log:\n{}\npulse-presence's log:\n{}",
+                service.logs().join("\n"),
+                presence_service.logs().join("\n")
+            ),
         }
     }
     assert!(matches!(
