@@ -71,6 +71,7 @@ async fn publish_to_subscribers_on_two_gateways(redis_url: &str, cluster: bool) 
             grpc.publish(PublishRequest {
                 channel: "room:1".into(),
                 data_json: json!({"n": n}).to_string(),
+                ..PublishRequest::default()
             })
             .await
             .unwrap()

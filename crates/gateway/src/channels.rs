@@ -9,6 +9,14 @@
 //! sockets); the last one leaving ends it. A `subscribe` is answered only
 //! once the feed subscription is live, so a publication made after the
 //! answer reaches the socket.
+//!
+//! For a namespace with history each subscriber has a [`Cursor`], and the
+//! instance watches each channel's offsets: a publication whose offset is
+//! not the next one (or whose epoch changed), or a feed subscription that
+//! was lost and came back with publications missed, is a hole. Nothing past
+//! a hole is delivered: every subscriber of the channel is paused and told
+//! to subscribe again with `since` (`unsubscribed`, code `resubscribe`), and
+//! recovers from history.
 
 use std::{
     collections::HashMap,
@@ -16,13 +24,16 @@ use std::{
 };
 
 use pulse_presence::{
-    ChannelFeed, Delivery, MemberRecord, Namespaces, Presence, PresenceError, namespaces::Resolved,
+    ChannelFeed, Delivery, DeliveryPosition, FeedEvent, MemberRecord, Namespaces, Presence,
+    PresenceError, namespaces::Resolved,
 };
+use pulse_protocol::StreamPosition;
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use crate::{
+    cursor::{Admit, Cursor},
     mailbox::{Mailbox, PushError},
     telemetry::Metrics,
 };
@@ -32,6 +43,8 @@ use crate::{
 pub(crate) struct Channels {
     feed: ChannelFeed,
     table: Mutex<HashMap<Arc<str>, Entry>>,
+    /// For the check after a feed subscription came back.
+    presence: Presence,
 }
 
 /// One channel's local subscribers.
@@ -45,6 +58,10 @@ struct Entry {
     /// Set once the feed subscription is live; shared with the subscribers
     /// that wait for it.
     live: Arc<OnceCell<()>>,
+    /// The furthest position of the channel's stream seen here (a delivery,
+    /// or a subscriber's read of history), where the namespace keeps
+    /// history: the next publication must be the one after it.
+    last: Option<DeliveryPosition>,
 }
 
 /// One local connection subscribed to a channel: where its frames go, and
@@ -54,16 +71,19 @@ pub(crate) struct Subscriber {
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) connection_id: Arc<str>,
     pub(crate) user_id: Arc<str>,
+    /// Its place in the stream, where the namespace keeps history.
+    pub(crate) cursor: Option<Arc<Cursor>>,
 }
 
 impl Channels {
     /// The subscriptions of a new instance, and where its publications arrive.
-    pub(crate) fn new(presence: &Presence) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
+    pub(crate) fn new(presence: &Presence) -> (Self, mpsc::UnboundedReceiver<FeedEvent>) {
         let (feed, deliveries) = presence.channel_feed();
         (
             Self {
                 feed,
                 table: Mutex::default(),
+                presence: presence.clone(),
             },
             deliveries,
         )
@@ -92,6 +112,7 @@ impl Channels {
             let entry = table.entry(channel.clone()).or_insert_with(|| Entry {
                 subscribers: Arc::default(),
                 live: Arc::default(),
+                last: None,
             });
             Arc::make_mut(&mut entry.subscribers).push(subscriber);
             entry.live.clone()
@@ -180,21 +201,127 @@ impl Channels {
     /// thread) never wait for a fan-out to thousands of sockets.
     fn fan_out(&self, delivery: &Delivery, capacity: usize, metrics: &Metrics) {
         let subscribers = {
-            let table = self.lock();
-            let Some(entry) = table.get(&delivery.channel) else {
+            let mut table = self.lock();
+            let Some(entry) = table.get_mut(&delivery.channel) else {
                 // Arrived after the last subscriber left.
                 return;
             };
+            if let Some(position) = &delivery.position
+                && let Some(hole) = advance(&mut entry.last, position)
+            {
+                warn!(channel = %delivery.channel, %hole, "a hole in a channel's live stream; its subscribers recover from history");
+                metrics.stream_holes.increment(1);
+                reposition(&delivery.channel, &entry.subscribers, capacity, metrics);
+            }
             entry.subscribers.clone()
         };
+        let offset = delivery.position.as_ref().map_or(0, |p| p.offset);
+        let mut delivered = 0;
         for subscriber in subscribers.iter() {
+            if let Some(cursor) = &subscriber.cursor
+                && cursor.admit(offset, &delivery.frame, capacity) != Admit::Deliver
+            {
+                continue;
+            }
+            delivered += 1;
             if deliver(&subscriber.mailbox, &delivery.frame, capacity, metrics) {
                 warn!(channel = %delivery.channel, "outbound queue full; closing a slow consumer");
             }
         }
-        metrics
-            .publications_delivered
-            .increment(subscribers.len() as u64);
+        metrics.publications_delivered.increment(delivered);
+    }
+
+    /// A subscriber's read of history found the stream at `top`: later
+    /// deliveries continue from there.
+    pub(crate) fn note_top(&self, channel: &str, top: &StreamPosition) {
+        let mut table = self.lock();
+        if let Some(entry) = table.get_mut(channel) {
+            let newer = match &entry.last {
+                Some(last) => *last.epoch != *top.epoch || last.offset < top.offset,
+                None => true,
+            };
+            if newer {
+                entry.last = Some(DeliveryPosition {
+                    offset: top.offset,
+                    epoch: top.epoch.as_str().into(),
+                });
+            }
+        }
+    }
+
+    /// The feed subscription of `channel` was lost and is live again: when
+    /// the stream moved past what was delivered here (or its epoch
+    /// changed), publications were missed, and the subscribers recover.
+    async fn check_resumed(self: Arc<Self>, channel: Arc<str>, capacity: usize, metrics: Metrics) {
+        let has_history = self
+            .lock()
+            .get(&channel)
+            .is_some_and(|entry| entry.subscribers.iter().any(|s| s.cursor.is_some()));
+        if !has_history {
+            // No offsets: at most once, as documented.
+            return;
+        }
+        let top = match self.presence.stream_top(&channel).await {
+            Ok(top) => Some(top),
+            Err(error) => {
+                debug!(%channel, %error, "could not read a resumed channel's stream; its subscribers recover");
+                None
+            }
+        };
+        let mut table = self.lock();
+        let Some(entry) = table.get_mut(&channel) else {
+            return;
+        };
+        let missed = match (&top, &entry.last) {
+            (Some(top), Some(last)) => *last.epoch != *top.epoch || last.offset < top.offset,
+            (Some(top), None) => top.offset > 0,
+            (None, _) => true,
+        };
+        if missed {
+            info!(%channel, "publications were made while a channel's subscription was lost; its subscribers recover from history");
+            metrics.stream_holes.increment(1);
+            reposition(&channel, &entry.subscribers, capacity, &metrics);
+            if let Some(top) = top {
+                entry.last = Some(DeliveryPosition {
+                    offset: top.offset,
+                    epoch: top.epoch.into(),
+                });
+            }
+        }
+    }
+}
+
+/// Moves a channel's last position to `position`; returns a description of
+/// the hole when `position` does not follow it.
+fn advance(last: &mut Option<DeliveryPosition>, position: &DeliveryPosition) -> Option<String> {
+    let hole = match last.as_ref() {
+        None => None,
+        Some(last) if last.epoch != position.epoch => {
+            Some(format!("epoch {} became {}", last.epoch, position.epoch))
+        }
+        Some(last) if position.offset <= last.offset => return None,
+        Some(last) if position.offset > last.offset + 1 => Some(format!(
+            "offset {} came after {}",
+            position.offset, last.offset
+        )),
+        Some(_) => None,
+    };
+    *last = Some(position.clone());
+    hole
+}
+
+/// Pauses every subscriber of `channel` that has a cursor and tells it to
+/// subscribe again with `since`.
+fn reposition(channel: &Arc<str>, subscribers: &[Subscriber], capacity: usize, metrics: &Metrics) {
+    for subscriber in subscribers {
+        if let Some(cursor) = &subscriber.cursor
+            && cursor.pause()
+        {
+            let pushed = subscriber
+                .mailbox
+                .push_reposition(channel.clone(), capacity);
+            overflowed(&subscriber.mailbox, pushed, metrics);
+        }
     }
 }
 
@@ -236,20 +363,29 @@ pub(crate) fn overflowed(
 /// `sessions_over` (through the drain, for the sockets still open).
 pub(crate) async fn run_fan_out(
     channels: Arc<Channels>,
-    mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+    mut deliveries: mpsc::UnboundedReceiver<FeedEvent>,
     capacity: usize,
     metrics: Metrics,
     sessions_over: CancellationToken,
 ) {
     loop {
-        let delivery = tokio::select! {
+        let event = tokio::select! {
             () = sessions_over.cancelled() => return,
-            delivery = deliveries.recv() => match delivery {
-                Some(delivery) => delivery,
+            event = deliveries.recv() => match event {
+                Some(event) => event,
                 None => return,
             },
         };
-        channels.fan_out(&delivery, capacity, &metrics);
+        match event {
+            FeedEvent::Publication(delivery) => channels.fan_out(&delivery, capacity, &metrics),
+            FeedEvent::Resumed(channel) => {
+                tokio::spawn(
+                    channels
+                        .clone()
+                        .check_resumed(channel, capacity, metrics.clone()),
+                );
+            }
+        }
     }
 }
 
@@ -257,6 +393,7 @@ pub(crate) async fn run_fan_out(
 mod tests {
     use std::time::Duration;
 
+    use pulse_presence::PublishOptions;
     use serde_json::value::RawValue;
 
     use super::*;
@@ -270,6 +407,7 @@ mod tests {
             mailbox: mailbox.clone(),
             connection_id: connection_id.into(),
             user_id: "alice".into(),
+            cursor: None,
         }
     }
 
@@ -290,13 +428,15 @@ mod tests {
         assert_eq!(channels.len(), 1);
         assert_eq!(
             presence
-                .publish("room:1", &data("1"))
+                .publish("room:1", &data("1"), &PublishOptions::default())
                 .await
                 .unwrap()
                 .instances,
             1
         );
-        let delivery = deliveries.recv().await.unwrap();
+        let Some(FeedEvent::Publication(delivery)) = deliveries.recv().await else {
+            panic!("a publication");
+        };
         channels.fan_out(&delivery, 8, &Metrics::new());
         assert_eq!((a.len(), b.len()), (1, 1));
 
@@ -322,7 +462,7 @@ mod tests {
         assert!(!channels.unsubscribe("room:1", &a), "only once");
         assert_eq!(
             presence
-                .publish("room:1", &data("2"))
+                .publish("room:1", &data("2"), &PublishOptions::default())
                 .await
                 .unwrap()
                 .instances,
@@ -332,7 +472,7 @@ mod tests {
         assert_eq!(channels.len(), 0);
         assert_eq!(
             presence
-                .publish("room:1", &data("3"))
+                .publish("room:1", &data("3"), &PublishOptions::default())
                 .await
                 .unwrap()
                 .instances,
@@ -356,11 +496,17 @@ mod tests {
             .await
             .unwrap();
         slow.push("x".into(), 1).unwrap();
-        presence.publish("room:1", &data("1")).await.unwrap();
-        let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+        presence
+            .publish("room:1", &data("1"), &PublishOptions::default())
             .await
-            .unwrap()
             .unwrap();
+        let Some(FeedEvent::Publication(delivery)) =
+            tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+                .await
+                .unwrap()
+        else {
+            panic!("a publication");
+        };
         channels.fan_out(&delivery, 1, &Metrics::new());
         assert!(slow.is_kicked());
         assert!(!fine.is_kicked());

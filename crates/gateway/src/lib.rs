@@ -16,6 +16,7 @@ mod channels;
 mod commands;
 pub mod config;
 pub mod connection_manager;
+mod cursor;
 mod drain;
 mod hooks;
 // Public only for the `frame` fuzz target (fuzz/); not part of the API.

@@ -43,6 +43,9 @@ pub(crate) enum Delivery {
     /// The server API subscribed the user to this channel (`true`), or
     /// ended that subscription.
     Subscription(Arc<str>, bool),
+    /// The live stream of this channel broke (see `cursor.rs`): tell the
+    /// client to subscribe again with `since`.
+    Reposition(Arc<str>),
     /// Close the connection, telling the client why.
     Kick(End),
 }
@@ -53,6 +56,7 @@ pub(crate) enum Delivery {
 enum Queued {
     Frame(Arc<str>),
     Subscription(Arc<str>, bool),
+    Reposition(Arc<str>),
 }
 
 /// The mailbox of one live connection; see the module documentation.
@@ -92,6 +96,16 @@ impl Mailbox {
         capacity: usize,
     ) -> Result<(), PushError> {
         self.enqueue(Queued::Subscription(channel, subscribe), capacity)
+    }
+
+    /// Queues the news that `channel`'s live stream broke, in order with
+    /// the frames before it (which precede the hole).
+    pub(crate) fn push_reposition(
+        &self,
+        channel: Arc<str>,
+        capacity: usize,
+    ) -> Result<(), PushError> {
+        self.enqueue(Queued::Reposition(channel), capacity)
     }
 
     fn enqueue(&self, message: Queued, capacity: usize) -> Result<(), PushError> {
@@ -153,6 +167,7 @@ impl Mailbox {
                 Queued::Subscription(channel, subscribe) => {
                     Delivery::Subscription(channel, subscribe)
                 }
+                Queued::Reposition(channel) => Delivery::Reposition(channel),
             };
             if state.queue.is_empty() {
                 // Free the queue's buffer: an idle connection holds none.
@@ -162,6 +177,19 @@ impl Mailbox {
         }
         register(&mut state, cx);
         Poll::Pending
+    }
+
+    /// The next queued frame, if the queue starts with one (for tests).
+    #[cfg(test)]
+    pub(crate) fn try_take_frame(&self) -> Option<Arc<str>> {
+        let mut state = self.lock();
+        match state.queue.front() {
+            Some(Queued::Frame(_)) => match state.queue.pop_front() {
+                Some(Queued::Frame(frame)) => Some(frame),
+                _ => unreachable!("the front was just a frame"),
+            },
+            _ => None,
+        }
     }
 
     /// Ready once a kick is requested, whatever waits in the queue: a write
@@ -301,6 +329,7 @@ mod tests {
                 Delivery::Message(frame) => format!("message {frame}"),
                 Delivery::Batch(frames) => format!("batch {} from {}", frames.len(), frames[0]),
                 Delivery::Subscription(channel, _) => format!("subscription {channel}"),
+                Delivery::Reposition(channel) => format!("reposition {channel}"),
                 Delivery::Kick(_) => "kick".to_owned(),
             });
         }

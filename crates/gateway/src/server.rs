@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use pulse_auth::Authenticator;
-use pulse_presence::Delivery;
+use pulse_presence::FeedEvent;
 use pulse_presence::Presence;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -28,7 +28,7 @@ pub struct Gateway {
     pub(crate) shared: Arc<Shared>,
     admin: Option<TcpListener>,
     /// The publications of this instance's channels, for the fan-out task.
-    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    deliveries: mpsc::UnboundedReceiver<FeedEvent>,
 }
 
 impl Gateway {

@@ -44,6 +44,7 @@ mod auth;
 mod channels;
 mod echo;
 mod members;
+mod recovery;
 mod refresh;
 
 use auth::{authenticate, expiry_instant, validate};
@@ -262,6 +263,7 @@ impl Live {
             Wake::Delivery(Delivery::Subscription(channel, false)) => {
                 self.server_unsubscribe(&channel).await
             }
+            Wake::Delivery(Delivery::Reposition(channel)) => self.reposition(channel).await,
             Wake::Delivery(Delivery::Kick(end)) => Err(end),
             Wake::Timer => self.timer_fired().await,
         }

@@ -9,7 +9,7 @@ use pulse_auth::Authenticator;
 use pulse_presence::Presence;
 use tokio_util::sync::CancellationToken;
 
-use pulse_presence::Delivery;
+use pulse_presence::FeedEvent;
 use tokio::sync::mpsc;
 
 use crate::{
@@ -55,7 +55,7 @@ impl Shared {
         settings: Settings,
         auth: Authenticator,
         presence: Presence,
-    ) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
+    ) -> (Self, mpsc::UnboundedReceiver<FeedEvent>) {
         let readiness = Arc::new(Readiness::new(settings.auth_url.as_deref()));
         let (channels, deliveries) = Channels::new(&presence);
         // `Config::build` tried the same (one line at start); here a hook

@@ -13,6 +13,7 @@
 //! | `pulse_gateway_messages_out_total` | counter | server messages written |
 //! | `pulse_gateway_queue_overflows_total` | counter | pushes that found a full outbound queue |
 //! | `pulse_gateway_publications_delivered_total` | counter | channel publications queued for a local subscriber |
+//! | `pulse_gateway_stream_holes_total` | counter | holes found in a channel's live stream (its subscribers told to recover) |
 //! | `pulse_gateway_hook_failures_total` | counter | `reason` (timeout, status): hook calls that refused for want of an answer |
 //! | `pulse_gateway_limit_rejections_total` | counter | `limit` |
 //! | `pulse_gateway_proxy_header_errors_total` | counter | `reason` (missing, malformed, timeout, closed) |
@@ -32,6 +33,7 @@ pub(crate) struct Metrics {
     pub(crate) messages_out: Counter,
     pub(crate) queue_overflows: Counter,
     pub(crate) publications_delivered: Counter,
+    pub(crate) stream_holes: Counter,
     pub(crate) auth_seconds: Histogram,
 }
 
@@ -44,6 +46,7 @@ impl Metrics {
             messages_out: counter!("pulse_gateway_messages_out_total"),
             queue_overflows: counter!("pulse_gateway_queue_overflows_total"),
             publications_delivered: counter!("pulse_gateway_publications_delivered_total"),
+            stream_holes: counter!("pulse_gateway_stream_holes_total"),
             auth_seconds: histogram!("pulse_gateway_auth_seconds"),
         }
     }

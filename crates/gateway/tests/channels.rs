@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::SinkExt;
 use pulse_gateway::Settings;
 use pulse_presence::{
-    Namespaces, Presence, RedisOptions,
+    Namespaces, Presence, PublishOptions, RedisOptions,
     testing::{RedisServer, unique_namespace},
 };
 use serde_json::{Map, Value, json, value::RawValue};
@@ -57,7 +57,11 @@ async fn subscribers_get_publications_until_they_unsubscribe() {
     let payload = r#"{"n":18446744073709551615,"text":"hi"}"#;
     let published = gateway
         .presence
-        .publish("room:1", &RawValue::from_string(payload.into()).unwrap())
+        .publish(
+            "room:1",
+            &RawValue::from_string(payload.into()).unwrap(),
+            &PublishOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(published.instances, 1);
@@ -79,7 +83,7 @@ async fn subscribers_get_publications_until_they_unsubscribe() {
     );
     gateway
         .presence
-        .publish("room:1", &data(&json!(2)))
+        .publish("room:1", &data(&json!(2)), &PublishOptions::default())
         .await
         .unwrap();
     assert_eq!(next_json(&mut bob).await["data"], json!(2));
@@ -358,7 +362,10 @@ async fn two_gateways_deliver_once_each_in_publish_order() {
     }
     let api = presence(());
     for n in 0..50 {
-        let published = api.publish("room:x", &data(&json!(n))).await.unwrap();
+        let published = api
+            .publish("room:x", &data(&json!(n)), &PublishOptions::default())
+            .await
+            .unwrap();
         assert_eq!(
             published.instances, 2,
             "one delivery per gateway with subscribers"
@@ -391,7 +398,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_and_the_others_get_everythin
     while !closed {
         gateway
             .presence
-            .publish("room:1", &data(&big))
+            .publish("room:1", &data(&big), &PublishOptions::default())
             .await
             .unwrap();
         sent += 1;
@@ -441,7 +448,7 @@ async fn a_server_side_subscribe_reaches_open_sockets_and_later_ones_until_unsub
         json!({"type": "subscribed", "channel": "news:1"})
     );
     assert_eq!(
-        api.publish("news:1", &data(&json!("hot")))
+        api.publish("news:1", &data(&json!("hot")), &PublishOptions::default())
             .await
             .unwrap()
             .instances,
@@ -462,7 +469,7 @@ async fn a_server_side_subscribe_reaches_open_sockets_and_later_ones_until_unsub
         );
     }
     assert_eq!(
-        api.publish("news:1", &data(&json!("cold")))
+        api.publish("news:1", &data(&json!("cold")), &PublishOptions::default())
             .await
             .unwrap()
             .instances,

@@ -258,6 +258,7 @@ pub fn required_for_grpc(path: &str) -> Option<Permissions> {
         | "/pulse.presence.v1.Presence/Watch"
         | "/pulse.channels.v1.Channels/Presence"
         | "/pulse.channels.v1.Channels/PresenceStats"
+        | "/pulse.channels.v1.Channels/History"
         | "/pulse.channels.v1.Channels/Channels" => needs(Permission::PresenceRead),
         "/pulse.presence.v1.Presence/Send"
         | "/pulse.channels.v1.Channels/Publish"

@@ -104,6 +104,23 @@ impl Keys {
         format!("{}pub:{channel}", self.bucket(bucket_of(channel)))
     }
 
+    /// A channel's history (a stream, entry ids `<offset>-0`), in the
+    /// channel's bucket.
+    pub(crate) fn history(&self, channel: &str) -> String {
+        format!("{}hist:{channel}", self.bucket(bucket_of(channel)))
+    }
+
+    /// A channel's stream metadata (`e` the epoch, `o` the last offset).
+    pub(crate) fn history_meta(&self, channel: &str) -> String {
+        format!("{}meta:{channel}", self.bucket(bucket_of(channel)))
+    }
+
+    /// The first result of a publication with idempotency key `key` on
+    /// `channel` (a channel name holds no space, so the two cannot blur).
+    pub(crate) fn idempotency(&self, channel: &str, key: &str) -> String {
+        format!("{}idem:{channel} {key}", self.bucket(bucket_of(channel)))
+    }
+
     /// A channel's members (user id -> subscribed connections), in the
     /// channel's bucket. The scripts build the same names from the bucket
     /// prefix (see the membership notes in `lua/prelude.lua`).

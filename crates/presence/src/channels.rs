@@ -20,9 +20,13 @@ use pulse_protocol::{Channel, Command, channel::publication_frame};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-pub use crate::fanout::Delivery;
+pub use crate::fanout::{Delivery, DeliveryPosition, FeedEvent};
 use crate::{
-    Backend, MAX_DATA_BYTES, Presence, PresenceError, bucket_of, buckets::Keys, fanout, observe,
+    Backend, MAX_DATA_BYTES, Presence, PresenceError, bucket_of,
+    buckets::Keys,
+    fanout,
+    history::{PublishOptions, check_idempotency_key, memory::Histories},
+    observe,
 };
 
 /// A process's subscriptions to channels' publications.
@@ -102,31 +106,38 @@ impl Drop for ChannelFeed {
     }
 }
 
-/// The in-memory backend's feeds.
+/// The in-memory backend's feeds and channel histories.
 #[derive(Debug, Default)]
 pub(crate) struct LocalHub {
     next_id: AtomicU64,
     feeds: Mutex<HashMap<u64, LocalFeed>>,
+    pub(crate) histories: Histories,
 }
 
 #[derive(Debug)]
 struct LocalFeed {
-    deliveries: mpsc::UnboundedSender<Delivery>,
+    deliveries: mpsc::UnboundedSender<FeedEvent>,
     channels: HashSet<String>,
 }
 
 impl LocalHub {
     /// Hands the frame to every feed subscribed to `channel`; how many.
-    pub(crate) fn publish(&self, channel: &str, frame: &str) -> u64 {
+    pub(crate) fn publish(
+        &self,
+        channel: &str,
+        frame: &str,
+        position: Option<DeliveryPosition>,
+    ) -> u64 {
         let mut reached = 0;
         let mut shared: Option<(Arc<str>, Arc<str>)> = None;
         for feed in self.feeds.lock().expect("hub lock").values() {
             if feed.channels.contains(channel) {
                 let (channel, frame) = shared.get_or_insert_with(|| (channel.into(), frame.into()));
-                let delivery = Delivery {
+                let delivery = FeedEvent::Publication(Delivery {
                     channel: channel.clone(),
                     frame: frame.clone(),
-                };
+                    position: position.clone(),
+                });
                 if feed.deliveries.send(delivery).is_ok() {
                     reached += 1;
                 }
@@ -137,19 +148,23 @@ impl LocalHub {
 }
 
 /// The result of a publication.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     /// For a channel, how many processes (gateway instances) had subscribers
     /// for it. For a personal channel, which travels as a `Send` to the
     /// instances holding the user's connections, how many connections it
     /// was handed to an instance for (what `Send` returns).
     pub instances: u64,
+    /// Its offset in the channel's stream, where the namespace keeps history.
+    pub offset: Option<u64>,
+    /// The epoch of that stream, with `offset`.
+    pub epoch: Option<String>,
 }
 
 impl Presence {
     /// This process's feed of channel publications, and where they arrive.
     /// A gateway makes one.
-    pub fn channel_feed(&self) -> (ChannelFeed, mpsc::UnboundedReceiver<Delivery>) {
+    pub fn channel_feed(&self) -> (ChannelFeed, mpsc::UnboundedReceiver<FeedEvent>) {
         let (deliveries, receiver) = mpsc::unbounded_channel();
         let inner = match &self.inner.backend {
             Backend::Redis(store) => {
@@ -176,31 +191,60 @@ impl Presence {
         (ChannelFeed { inner }, receiver)
     }
 
-    /// Publishes `data` on `channel` to every subscriber, on every instance.
+    /// Publishes `data` on `channel` to every subscriber, on every instance:
+    /// with an offset in the channel's history where `options.history` is
+    /// set (the namespace's), appended and fanned out in one step; once per
+    /// `options.idempotency_key` within its window (a retry returns the
+    /// first call's result and publishes nothing).
     ///
     /// # Errors
     ///
     /// [`PresenceError::InvalidArgument`] for a channel name that is not
-    /// valid or data over [`MAX_DATA_BYTES`]; [`PresenceError::Unavailable`]
-    /// when Redis cannot be reached.
+    /// valid, data over [`MAX_DATA_BYTES`] or a bad idempotency key;
+    /// [`PresenceError::Unavailable`] when Redis cannot be reached.
     pub async fn publish(
         &self,
         channel: &str,
         data: &RawValue,
+        options: &PublishOptions<'_>,
     ) -> Result<Published, PresenceError> {
-        Channel::parse(channel)
+        let parsed = Channel::parse(channel)
             .map_err(|error| PresenceError::InvalidArgument(format!("channel: {error}")))?;
         check_data(data)?;
-        if let Ok(Channel::Personal { user_id }) = Channel::parse(channel) {
+        check_idempotency_key(options.idempotency_key)?;
+        if let Channel::Personal { user_id } = parsed {
             // A personal channel travels as a `Send`, to the instances that
             // hold the user's connections (see `Published::instances`).
             let connections = self.send(user_id, data.to_owned()).await?;
             return Ok(Published {
                 instances: connections,
+                offset: None,
+                epoch: None,
             });
         }
-        let frame = publication_frame(channel, None, data);
-        self.publish_frame(channel, &frame).await
+        match &self.inner.backend {
+            Backend::Memory(_) => {
+                let hub = &self.inner.local_hub;
+                Ok(hub.histories.publish(hub, channel, data, options))
+            }
+            Backend::Redis(store) => {
+                if options.history.is_none() && options.idempotency_key.is_none() {
+                    let frame = publication_frame(channel, None, data);
+                    return observe("publish", async {
+                        let instances = store
+                            .spublish(&store.keys().publications(channel), &frame)
+                            .await?;
+                        Ok(Published {
+                            instances,
+                            offset: None,
+                            epoch: None,
+                        })
+                    })
+                    .await;
+                }
+                observe("publish", store.publish(channel, data, options)).await
+            }
+        }
     }
 
     /// Publishes `data` on each of `channels` (at most
@@ -214,7 +258,7 @@ impl Presence {
     /// no channel or too many.
     pub async fn broadcast(
         &self,
-        channels: &[String],
+        channels: &[(String, PublishOptions<'_>)],
         data: &RawValue,
     ) -> Result<Vec<Published>, PresenceError> {
         use crate::channels_service::MAX_BROADCAST_CHANNELS;
@@ -224,33 +268,19 @@ impl Presence {
                 channels.len()
             )));
         }
-        for channel in channels {
+        for (channel, options) in channels {
             Channel::parse(channel).map_err(|error| {
                 PresenceError::InvalidArgument(format!("channel {channel:?}: {error}"))
             })?;
+            check_idempotency_key(options.idempotency_key)?;
         }
         check_data(data)?;
         futures_util::future::try_join_all(
-            channels.iter().map(|channel| self.publish(channel, data)),
+            channels
+                .iter()
+                .map(|(channel, options)| self.publish(channel, data, options)),
         )
         .await
-    }
-
-    async fn publish_frame(&self, channel: &str, frame: &str) -> Result<Published, PresenceError> {
-        match &self.inner.backend {
-            Backend::Memory(_) => Ok(Published {
-                instances: self.inner.local_hub.publish(channel, frame),
-            }),
-            Backend::Redis(store) => {
-                observe("publish", async {
-                    let instances = store
-                        .spublish(&store.keys().publications(channel), frame)
-                        .await?;
-                    Ok(Published { instances })
-                })
-                .await
-            }
-        }
     }
 }
 

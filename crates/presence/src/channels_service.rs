@@ -23,6 +23,7 @@ pub const MAX_BROADCAST_CHANNELS: usize = 1000;
 pub(crate) struct ChannelsService {
     pub(crate) presence: Presence,
     pub(crate) namespaces: Arc<Namespaces>,
+    pub(crate) idempotency_window: std::time::Duration,
 }
 
 #[tonic::async_trait]
@@ -33,17 +34,20 @@ impl channels_server::Channels for ChannelsService {
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let request = request.into_inner();
         let data = json_data(request.data_json)?;
-        self.namespaces
-            .check_publishable(&request.channel)
+        let options = self
+            .namespaces
+            .publish_options(
+                &request.channel,
+                non_empty(&request.idempotency_key),
+                self.idempotency_window,
+            )
             .map_err(to_status)?;
         let published = self
             .presence
-            .publish(&request.channel, &data)
+            .publish(&request.channel, &data, &options)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::PublishResponse {
-            instances: published.instances,
-        }))
+        Ok(Response::new(publish_response(published)))
     }
 
     async fn broadcast(
@@ -52,23 +56,46 @@ impl channels_server::Channels for ChannelsService {
     ) -> Result<Response<pb::BroadcastResponse>, Status> {
         let request = request.into_inner();
         let data = json_data(request.data_json)?;
-        for channel in &request.channels {
-            self.namespaces
-                .check_publishable(channel)
-                .map_err(to_status)?;
-        }
-        let published = self
-            .presence
-            .broadcast(&request.channels, &data)
-            .await
-            .map_err(to_status)?;
+        let published = broadcast(
+            &self.presence,
+            &self.namespaces,
+            &request.channels,
+            &data,
+            non_empty(&request.idempotency_key),
+            self.idempotency_window,
+        )
+        .await
+        .map_err(to_status)?;
         Ok(Response::new(pb::BroadcastResponse {
-            responses: published
+            responses: published.into_iter().map(publish_response).collect(),
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let request = request.into_inner();
+        let page = history(
+            &self.presence,
+            &self.namespaces,
+            &request.channel,
+            request.after_offset,
+            request.limit,
+        )
+        .await
+        .map_err(to_status)?;
+        Ok(Response::new(pb::HistoryResponse {
+            publications: page
+                .publications
                 .into_iter()
-                .map(|published| pb::PublishResponse {
-                    instances: published.instances,
+                .map(|entry| pb::Publication {
+                    offset: entry.offset,
+                    data_json: entry.data.get().to_owned(),
                 })
                 .collect(),
+            offset: page.top.offset,
+            epoch: page.top.epoch,
         }))
     }
 
@@ -239,6 +266,58 @@ pub(crate) async fn set_subscription(
 }
 
 /// `data_json` as one JSON value, kept as sent.
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn publish_response(published: crate::Published) -> pb::PublishResponse {
+    pb::PublishResponse {
+        instances: published.instances,
+        offset: published.offset.unwrap_or(0),
+        epoch: published.epoch.unwrap_or_default(),
+    }
+}
+
+/// `Broadcast`, over gRPC and HTTP: every channel checked, then each
+/// published with its namespace's history.
+pub(crate) async fn broadcast(
+    presence: &Presence,
+    namespaces: &Namespaces,
+    channels: &[String],
+    data: &RawValue,
+    idempotency_key: Option<&str>,
+    idempotency_window: std::time::Duration,
+) -> Result<Vec<crate::Published>, crate::PresenceError> {
+    let mut each = Vec::with_capacity(channels.len());
+    for channel in channels {
+        let options = namespaces.publish_options(channel, idempotency_key, idempotency_window)?;
+        each.push((channel.clone(), options));
+    }
+    presence.broadcast(&each, data).await
+}
+
+/// The page size of `History` when the request names none.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
+
+/// `History`, over gRPC and HTTP.
+pub(crate) async fn history(
+    presence: &Presence,
+    namespaces: &Namespaces,
+    channel: &str,
+    after: u64,
+    limit: u32,
+) -> Result<crate::HistoryPage, crate::PresenceError> {
+    let options = namespaces.history_of(channel)?;
+    let limit = if limit == 0 {
+        DEFAULT_HISTORY_LIMIT
+    } else {
+        limit
+    };
+    presence
+        .history(channel, options, after, limit as usize)
+        .await
+}
+
 fn json_data(text: String) -> Result<Box<RawValue>, Status> {
     RawValue::from_string(text)
         .map_err(|error| invalid_argument(&format!("data_json is not JSON: {error}")))

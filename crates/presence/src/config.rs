@@ -131,6 +131,10 @@ pub struct ApiArgs {
     /// The largest request message, in bytes.
     #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = ApiLimits::default().max_request_bytes)]
     pub max_request_bytes: usize,
+    /// How long a `Publish`/`Broadcast` `idempotency_key` is remembered: a
+    /// retry within it returns the first call's result and publishes nothing.
+    #[arg(long, env = "IDEMPOTENCY_WINDOW", default_value = "5m")]
+    pub idempotency_window: humantime::Duration,
 }
 
 /// Never shows keys.
@@ -182,6 +186,9 @@ impl ApiArgs {
                 "--max-concurrent-streams / MAX_CONCURRENT_STREAMS: must be at least 1".into(),
             );
         }
+        if self.idempotency_window.as_secs() < 1 {
+            return Err("--idempotency-window / IDEMPOTENCY_WINDOW: at least 1s".into());
+        }
         if self.max_request_bytes < 1024 {
             return Err("--max-request-bytes / MAX_REQUEST_BYTES: must be at least 1024".into());
         }
@@ -193,6 +200,7 @@ impl ApiArgs {
                 max_concurrent_streams: self.max_concurrent_streams,
                 max_watches_per_key: self.max_watches_per_key,
                 max_request_bytes: self.max_request_bytes,
+                idempotency_window: self.idempotency_window.into(),
             },
             namespaces: std::sync::Arc::default(),
         })

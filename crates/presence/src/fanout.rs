@@ -56,8 +56,55 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Delivery {
     /// The channel, as clients name it.
     pub channel: Arc<str>,
-    /// The whole `publication` frame.
+    /// The whole frame (a `publication`, or a `join`/`leave`).
     pub frame: Arc<str>,
+    /// The publication's place in the channel's stream, where the namespace
+    /// keeps history (`None` for a `join`/`leave` too).
+    pub position: Option<DeliveryPosition>,
+}
+
+/// A publication's offset and the epoch of its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPosition {
+    /// Its offset.
+    pub offset: u64,
+    /// Its stream's epoch.
+    pub epoch: Arc<str>,
+}
+
+/// What a process's channel feed hands it.
+#[derive(Debug, Clone)]
+pub enum FeedEvent {
+    /// A publication (or a `join`/`leave`) on a channel it subscribed to.
+    Publication(Delivery),
+    /// The channel's subscription was lost (a Redis connection failed, its
+    /// slot moved) and is live again: publications made in between were not
+    /// delivered, and its subscribers must be told or filled from history.
+    Resumed(Arc<str>),
+}
+
+/// The header `publish.lua` puts before a publication with history on the
+/// sharded channel: `<offset> <epoch> `, then the frame (which starts with
+/// `{`, as a frame without a header does). Returns the position and the frame.
+pub(crate) fn split_payload(payload: &str) -> (Option<DeliveryPosition>, &str) {
+    if !payload.starts_with(|c: char| c.is_ascii_digit()) {
+        return (None, payload);
+    }
+    let mut parts = payload.splitn(3, ' ');
+    let (Some(offset), Some(epoch), Some(frame)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return (None, payload);
+    };
+    match offset.parse() {
+        Ok(offset) => (
+            Some(DeliveryPosition {
+                offset,
+                epoch: epoch.into(),
+            }),
+            frame,
+        ),
+        Err(_) => (None, payload),
+    }
 }
 
 /// What the fan-out task is asked to do.
@@ -102,7 +149,7 @@ enum NodeEvent {
 pub(crate) fn spawn(
     seeds: Vec<ConnectionInfo>,
     requests: mpsc::UnboundedReceiver<Request>,
-    deliveries: mpsc::UnboundedSender<Delivery>,
+    deliveries: mpsc::UnboundedSender<FeedEvent>,
 ) {
     let (events, events_rx) = mpsc::unbounded_channel();
     let fanout = Fanout {
@@ -131,7 +178,7 @@ struct Fanout {
     pending: HashSet<String>,
     generation: u64,
     events: mpsc::UnboundedSender<(String, u64, NodeEvent)>,
-    deliveries: mpsc::UnboundedSender<Delivery>,
+    deliveries: mpsc::UnboundedSender<FeedEvent>,
 }
 
 impl Fanout {
@@ -309,10 +356,14 @@ impl Fanout {
                         return;
                     };
                     match std::str::from_utf8(payload) {
-                        Ok(frame) => drop(self.deliveries.send(Delivery {
-                            channel: subscribed.channel.clone(),
-                            frame: frame.into(),
-                        })),
+                        Ok(payload) => {
+                            let (position, frame) = split_payload(payload);
+                            drop(self.deliveries.send(FeedEvent::Publication(Delivery {
+                                channel: subscribed.channel.clone(),
+                                frame: frame.into(),
+                                position,
+                            })));
+                        }
                         Err(_) => {
                             warn!(channel = %subscribed.channel, "skipping a publication that is not UTF-8")
                         }
@@ -374,7 +425,10 @@ impl Fanout {
             };
             let (channel, bucket) = (subscribed.channel.clone(), subscribed.bucket);
             match self.subscribe(&key, channel.clone(), bucket).await {
-                Ok(()) => debug!(%channel, "channel subscribed again"),
+                Ok(()) => {
+                    debug!(%channel, "channel subscribed again");
+                    drop(self.deliveries.send(FeedEvent::Resumed(channel)));
+                }
                 Err(error) => {
                     debug!(%channel, %error, "channel not subscribed again yet");
                     self.pending.insert(key);
@@ -412,4 +466,25 @@ impl Fanout {
 
 fn unavailable(error: &RedisError) -> PresenceError {
     PresenceError::Unavailable(format!("redis: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_with_a_header_splits_into_position_and_frame() {
+        let (position, frame) = split_payload(r#"17 ab12 {"type":"publication"}"#);
+        assert_eq!(
+            position,
+            Some(DeliveryPosition {
+                offset: 17,
+                epoch: "ab12".into()
+            })
+        );
+        assert_eq!(frame, r#"{"type":"publication"}"#);
+        let plain = r#"{"type":"join","channel":"a b"}"#;
+        assert_eq!(split_payload(plain), (None, plain));
+        assert_eq!(split_payload("17 ab12"), (None, "17 ab12"));
+    }
 }

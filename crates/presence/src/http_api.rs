@@ -35,9 +35,10 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Each route, and the gRPC method whose permissions it needs.
-const ROUTES: [(&str, &str); 7] = [
+const ROUTES: [(&str, &str); 8] = [
     ("/api/v1/publish", "/pulse.channels.v1.Channels/Publish"),
     ("/api/v1/broadcast", "/pulse.channels.v1.Channels/Broadcast"),
+    ("/api/v1/history", "/pulse.channels.v1.Channels/History"),
     ("/api/v1/subscribe", "/pulse.channels.v1.Channels/Subscribe"),
     (
         "/api/v1/unsubscribe",
@@ -56,6 +57,7 @@ struct Api {
     access: Access,
     namespaces: Arc<Namespaces>,
     max_body_bytes: usize,
+    idempotency_window: Duration,
 }
 
 /// Serves the HTTP JSON API on `listener` until `shutdown` resolves, then
@@ -72,6 +74,7 @@ pub async fn run_http(
         access: api.access,
         namespaces: api.namespaces,
         max_body_bytes: api.limits.max_request_bytes,
+        idempotency_window: api.limits.idempotency_window,
     });
     let (stopping, stopped) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -201,6 +204,7 @@ impl Api {
         let result = match *route {
             "/api/v1/publish" => self.publish(&body).await,
             "/api/v1/broadcast" => self.broadcast(&body).await,
+            "/api/v1/history" => self.history(&body).await,
             "/api/v1/subscribe" => self.subscription(&body, true).await,
             "/api/v1/unsubscribe" => self.subscription(&body, false).await,
             "/api/v1/presence" => self.presence(&body, true).await,
@@ -224,20 +228,19 @@ impl Api {
         struct PublishBody {
             channel: String,
             data: Box<RawValue>,
-        }
-        #[derive(Serialize)]
-        struct Answer {
-            instances: u64,
+            idempotency_key: Option<String>,
         }
         let request: PublishBody = decode(body)?;
-        self.namespaces.check_publishable(&request.channel)?;
+        let options = self.namespaces.publish_options(
+            &request.channel,
+            request.idempotency_key.as_deref(),
+            self.idempotency_window,
+        )?;
         let published = self
             .presence
-            .publish(&request.channel, &request.data)
+            .publish(&request.channel, &request.data, &options)
             .await?;
-        Ok(encode(&Answer {
-            instances: published.instances,
-        }))
+        Ok(encode(&PublishAnswer::from(published)))
     }
 
     async fn broadcast(&self, body: &[u8]) -> Result<String, Failure> {
@@ -246,31 +249,90 @@ impl Api {
         struct BroadcastBody {
             channels: Vec<String>,
             data: Box<RawValue>,
-        }
-        #[derive(Serialize)]
-        struct One {
-            instances: u64,
+            idempotency_key: Option<String>,
         }
         #[derive(Serialize)]
         struct Answer {
-            responses: Vec<One>,
+            responses: Vec<PublishAnswer>,
         }
         let request: BroadcastBody = decode(body)?;
-        for channel in &request.channels {
-            self.namespaces.check_publishable(channel)?;
-        }
-        let published = self
-            .presence
-            .broadcast(&request.channels, &request.data)
-            .await?;
+        let published = crate::channels_service::broadcast(
+            &self.presence,
+            &self.namespaces,
+            &request.channels,
+            &request.data,
+            request.idempotency_key.as_deref(),
+            self.idempotency_window,
+        )
+        .await?;
         Ok(encode(&Answer {
-            responses: published
-                .into_iter()
-                .map(|published| One {
-                    instances: published.instances,
+            responses: published.into_iter().map(PublishAnswer::from).collect(),
+        }))
+    }
+
+    async fn history(&self, body: &[u8]) -> Result<String, Failure> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct HistoryBody {
+            channel: String,
+            #[serde(default)]
+            after_offset: u64,
+            #[serde(default)]
+            limit: u32,
+        }
+        #[derive(Serialize)]
+        struct One<'a> {
+            offset: u64,
+            data: &'a RawValue,
+        }
+        #[derive(Serialize)]
+        struct Answer<'a> {
+            publications: Vec<One<'a>>,
+            offset: u64,
+            epoch: &'a str,
+        }
+        let request: HistoryBody = decode(body)?;
+        let page = crate::channels_service::history(
+            &self.presence,
+            &self.namespaces,
+            &request.channel,
+            request.after_offset,
+            request.limit,
+        )
+        .await?;
+        Ok(encode(&Answer {
+            publications: page
+                .publications
+                .iter()
+                .map(|entry| One {
+                    offset: entry.offset,
+                    data: &entry.data,
                 })
                 .collect(),
+            offset: page.top.offset,
+            epoch: &page.top.epoch,
         }))
+    }
+}
+
+/// The answer to one publication: `offset` and `epoch` where the namespace
+/// keeps history.
+#[derive(Serialize)]
+struct PublishAnswer {
+    instances: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<String>,
+}
+
+impl From<crate::Published> for PublishAnswer {
+    fn from(published: crate::Published) -> Self {
+        Self {
+            instances: published.instances,
+            offset: published.offset,
+            epoch: published.epoch,
+        }
     }
 }
 

@@ -43,6 +43,7 @@ mod commands;
 pub mod config;
 mod fanout;
 mod grpc_access;
+pub mod history;
 mod http_api;
 mod leases;
 mod members;
@@ -59,8 +60,11 @@ mod watch_slots;
 
 pub use admission::Admission;
 pub use buckets::{BUCKETS, bucket_of};
-pub use channels::{ChannelFeed, Delivery, MAX_SERVER_SUBSCRIPTIONS, Published};
+pub use channels::{
+    ChannelFeed, Delivery, DeliveryPosition, FeedEvent, MAX_SERVER_SUBSCRIPTIONS, Published,
+};
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
+pub use history::{HistoryOptions, HistoryPage, PublishOptions, StreamRead};
 pub use http_api::run_http;
 pub use leases::run_reaper;
 pub use members::{ChannelPresence, Entered, Left, MAX_LISTED_CHANNELS, MemberRecord};

@@ -89,6 +89,14 @@ pub struct NamespaceOptions {
 pub const DEFAULT_PRESENCE_MAX_USERS: u32 = 1000;
 
 impl NamespaceOptions {
+    /// The namespace's history, when it keeps one.
+    pub fn history(&self) -> Option<crate::HistoryOptions> {
+        (self.history_size > 0).then_some(crate::HistoryOptions {
+            size: self.history_size,
+            ttl: self.history_ttl,
+        })
+    }
+
     /// The join/leave cap a membership records: 0 when the namespace sends
     /// no `join`/`leave`.
     pub fn join_leave_cap(&self) -> u32 {
@@ -284,11 +292,6 @@ impl Namespaces {
                     "{key}.join_leave: needs presence = true (join and leave are presence transitions)"
                 ));
             }
-            // Options whose machinery has not landed yet: refused rather
-            // than read and ignored, so that nobody relies on them.
-            if options.history_size > 0 {
-                return Err(format!("{key}.history_size: {NOT_YET}"));
-            }
             if options.presence_max_users == 0 {
                 return Err(format!(
                     "{key}.presence_max_users: at least 1 (the most users `presence` lists)"
@@ -306,6 +309,8 @@ impl Namespaces {
                 self.personal.history_size
             ));
         }
+        // Options whose machinery has not landed yet: refused rather than
+        // read and ignored, so that nobody relies on them.
         if self.personal.history_size > 0 {
             return Err(format!("personal.history_size: {NOT_YET}"));
         }
@@ -361,16 +366,56 @@ impl Namespaces {
     ///
     /// [`crate::PresenceError::InvalidArgument`] naming what is wrong.
     pub fn check_publishable(&self, channel: &str) -> Result<(), crate::PresenceError> {
+        self.publish_options(channel, None, std::time::Duration::ZERO)
+            .map(drop)
+    }
+
+    /// How the server API publishes on `channel`: checked as
+    /// [`Namespaces::check_publishable`], with its namespace's history.
+    ///
+    /// # Errors
+    ///
+    /// As [`Namespaces::check_publishable`].
+    pub fn publish_options<'a>(
+        &self,
+        channel: &str,
+        idempotency_key: Option<&'a str>,
+        idempotency_window: Duration,
+    ) -> Result<crate::PublishOptions<'a>, crate::PresenceError> {
         let parsed = Channel::parse(channel).map_err(|error| {
             crate::PresenceError::InvalidArgument(format!("channel {channel:?}: {error}"))
         })?;
-        if self.resolve(&parsed).is_none() {
-            let namespace = parsed.namespace().unwrap_or("(default)");
-            return Err(crate::PresenceError::InvalidArgument(format!(
-                "channel {channel:?}: unknown_namespace: namespace {namespace} is not configured"
-            )));
-        }
-        Ok(())
+        let history = match self.resolve(&parsed) {
+            None => {
+                let namespace = parsed.namespace().unwrap_or("(default)");
+                return Err(crate::PresenceError::InvalidArgument(format!(
+                    "channel {channel:?}: unknown_namespace: namespace {namespace} is not configured"
+                )));
+            }
+            Some(Resolved::Namespace(options)) => options.history(),
+            Some(Resolved::Personal(_)) => None,
+        };
+        Ok(crate::PublishOptions {
+            history,
+            idempotency_key,
+            idempotency_window,
+        })
+    }
+
+    /// The history of `channel`'s namespace, for the History API.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::PresenceError::InvalidArgument`] for a bad name, an
+    /// unconfigured namespace, or one that keeps no history.
+    pub fn history_of(&self, channel: &str) -> Result<crate::HistoryOptions, crate::PresenceError> {
+        self.publish_options(channel, None, Duration::ZERO)?
+            .history
+            .ok_or_else(|| {
+                crate::PresenceError::InvalidArgument(format!(
+                    "channel {channel:?}: its namespace keeps no history (history_size = 0)"
+                ))
+            })
     }
 }
 

@@ -109,6 +109,8 @@ pub struct ApiLimits {
     pub max_watches_per_key: usize,
     /// The largest request message, in bytes.
     pub max_request_bytes: usize,
+    /// How long a `Publish` or `Broadcast` idempotency key is remembered.
+    pub idempotency_window: std::time::Duration,
 }
 
 impl Default for ApiLimits {
@@ -117,6 +119,7 @@ impl Default for ApiLimits {
             max_concurrent_streams: 128,
             max_watches_per_key: 32,
             max_request_bytes: 4 << 20,
+            idempotency_window: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -188,6 +191,7 @@ pub async fn run(
             ChannelsServer::new(ChannelsService {
                 presence: presence.clone(),
                 namespaces: api.namespaces.clone(),
+                idempotency_window: api.limits.idempotency_window,
             })
             .max_decoding_message_size(api.limits.max_request_bytes),
         )

@@ -20,6 +20,7 @@ async fn grpc_publish_and_broadcast_reach_subscribers() {
         .publish(pb::PublishRequest {
             channel: "room:1".into(),
             data_json: r#"{"text":"hi","big":12345678901234567890}"#.into(),
+            ..pb::PublishRequest::default()
         })
         .await
         .unwrap()
@@ -36,6 +37,7 @@ async fn grpc_publish_and_broadcast_reach_subscribers() {
         .broadcast(pb::BroadcastRequest {
             channels: vec!["room:2".into(), "order:7".into(), "room:3".into()],
             data_json: "7".into(),
+            ..pb::BroadcastRequest::default()
         })
         .await
         .unwrap()
@@ -56,6 +58,7 @@ async fn grpc_publish_and_broadcast_reach_subscribers() {
         .publish(pb::PublishRequest {
             channel: "#alice".into(),
             data_json: "1".into(),
+            ..pb::PublishRequest::default()
         })
         .await
         .unwrap()
@@ -73,6 +76,7 @@ async fn grpc_refusals_carry_their_reason() {
                 .publish(pb::PublishRequest {
                     channel: channel.into(),
                     data_json: data.into(),
+                    ..pb::PublishRequest::default()
                 })
                 .await
                 .unwrap_err()
@@ -102,6 +106,7 @@ async fn grpc_refusals_carry_their_reason() {
         .publish(pb::PublishRequest {
             channel: "room:1".into(),
             data_json: "1".into(),
+            ..pb::PublishRequest::default()
         })
         .await
         .unwrap_err();
@@ -111,6 +116,7 @@ async fn grpc_refusals_carry_their_reason() {
         .broadcast(pb::BroadcastRequest {
             channels: vec![],
             data_json: "1".into(),
+            ..pb::BroadcastRequest::default()
         })
         .await
         .unwrap_err();

@@ -10,7 +10,8 @@ mod support;
 use std::time::Duration;
 
 use pulse_presence::{
-    ChannelPresence, Delivery, Entered, Left, MemberRecord, Presence, RedisOptions,
+    ChannelPresence, Entered, FeedEvent, Left, MemberRecord, Presence, PublishOptions,
+    RedisOptions,
     testing::{RedisCluster, RedisServer, unique_namespace},
 };
 use pulse_protocol::{ChannelMember, ServerMessage};
@@ -52,20 +53,27 @@ fn users(list: &[(&str, u64)]) -> Option<Vec<ChannelMember>> {
 /// arrived before it is everything that was sent before it.
 async fn frames_until_marker(
     presence: &Presence,
-    deliveries: &mut UnboundedReceiver<Delivery>,
+    deliveries: &mut UnboundedReceiver<FeedEvent>,
     channel: &str,
 ) -> Vec<ServerMessage> {
     let marker = json!({"marker": uuid_like()});
     presence
-        .publish(channel, &serde_json::value::to_raw_value(&marker).unwrap())
+        .publish(
+            channel,
+            &serde_json::value::to_raw_value(&marker).unwrap(),
+            &PublishOptions::default(),
+        )
         .await
         .unwrap();
     let mut frames = Vec::new();
     loop {
-        let delivery = timeout(DEADLINE, deliveries.recv())
+        let event = timeout(DEADLINE, deliveries.recv())
             .await
             .expect("the marker in time")
             .expect("the feed is open");
+        let FeedEvent::Publication(delivery) = event else {
+            continue;
+        };
         let message: ServerMessage = serde_json::from_str(&delivery.frame).unwrap();
         if matches!(&message, ServerMessage::Publication { data, .. } if *data == marker) {
             return frames;

@@ -162,20 +162,23 @@ pub fn valid_namespace(namespace: &str) -> bool {
 }
 
 /// The text of a `publication` frame, built once per publication and written
-/// as it is to every subscriber. `data` is kept byte for byte.
+/// as it is to every subscriber. `data` is kept byte for byte. Made of the
+/// parts in [`crate::history`], which the history script joins the same way.
 pub fn publication_frame(channel: &str, offset: Option<u64>, data: &RawValue) -> String {
-    let channel = serde_json::to_string(channel).expect("a string always serialises");
+    use crate::history::{PUBLICATION_DATA, PUBLICATION_END, channel_head, publication_head};
     let data = data.get();
-    let mut frame = String::with_capacity(channel.len() + data.len() + 64);
-    frame.push_str(r#"{"type":"publication","channel":"#);
-    frame.push_str(&channel);
-    if let Some(offset) = offset {
-        frame.push_str(r#","offset":"#);
-        frame.push_str(&offset.to_string());
-    }
-    frame.push_str(r#","data":"#);
+    let mut frame = match offset {
+        Some(offset) => {
+            let mut head = publication_head(channel);
+            head.push_str(&offset.to_string());
+            head
+        }
+        None => channel_head(channel),
+    };
+    frame.reserve(data.len() + PUBLICATION_DATA.len() + PUBLICATION_END.len());
+    frame.push_str(PUBLICATION_DATA);
     frame.push_str(data);
-    frame.push('}');
+    frame.push_str(PUBLICATION_END);
     frame
 }
 

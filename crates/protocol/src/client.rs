@@ -89,6 +89,16 @@ pub struct StreamPosition {
     pub epoch: String,
 }
 
+/// A publication replayed in a `subscribed` answer (the channel is the
+/// subscription's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replayed {
+    /// Its offset.
+    pub offset: u64,
+    /// Its data, as published.
+    pub data: Value,
+}
+
 /// What one text frame from a client turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
@@ -174,10 +184,23 @@ pub enum ServerMessage {
         id: Option<RequestId>,
         /// The channel.
         channel: String,
+        /// The offset of the channel's latest publication: where this
+        /// subscription's stream starts. Present where the namespace keeps
+        /// history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// The history that offset belongs to, with `offset`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
         /// Whether what was missed since the `subscribe`'s `since` was
         /// recovered; present only when it had a `since`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// What was missed since `since`, oldest first; present only when
+        /// the `subscribe` had a `since` (empty when it was not recovered).
+        /// Built by [`crate::history::subscribed_frame`] in the gateway.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        publications: Option<Vec<Replayed>>,
     },
     /// The subscription ended: the answer to an `unsubscribe` (with its
     /// `id`), or the server ended it (no `id`, and a `code` saying why).
@@ -345,6 +368,11 @@ impl ErrorCode {
     /// The `code` of an `unsubscribed` the server sent because the server
     /// API's `Unsubscribe` ended the subscription.
     pub const UNSUBSCRIBED_BY_SERVER: Self = Self::new("unsubscribed_by_server");
+    /// An `unsubscribed` (no `id`): the live stream of the channel broke
+    /// (this instance's Redis subscription was lost, or a publication went
+    /// missing), so nothing more is delivered; the client subscribes again
+    /// with `since` its last position, and recovers from history.
+    pub const RESUBSCRIBE: Self = Self::new("resubscribe");
     /// Shared state (Redis) could not be reached; try again.
     pub const UNAVAILABLE: Self = Self::new("unavailable");
 

@@ -23,13 +23,14 @@ pub mod channel;
 pub mod client;
 pub mod command;
 pub mod event;
+pub mod history;
 pub mod proto;
 pub mod status;
 
 pub use channel::Channel;
 pub use client::{
-    ChannelMember, ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, RequestId,
-    ServerMessage, StreamPosition, Token,
+    ChannelMember, ClientMessage, CloseCode, Decoded, ErrorCode, MAX_USER_ID_BYTES, Replayed,
+    RequestId, ServerMessage, StreamPosition, Token,
 };
 pub use command::Command;
 pub use event::{EventKind, PresenceEvent};

@@ -255,6 +255,7 @@ impl Publisher {
                 .publish(PublishRequest {
                     channel,
                     data_json: data,
+                    ..PublishRequest::default()
                 })
                 .await
                 .map(|_| ())

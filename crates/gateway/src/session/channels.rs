@@ -18,8 +18,8 @@ use pulse_protocol::{
 use serde_json::{Value, value::RawValue};
 use tracing::{debug, warn};
 
-use super::Live;
-use crate::{frame::OpCode, hooks::Verdict, socket::End};
+use super::{Live, recovery::Subscribed};
+use crate::{cursor::Cursor, frame::OpCode, hooks::Verdict, socket::End};
 
 /// A connection's channels: allocated on its first subscription, or at
 /// connect when its token carries a `channels` claim or the server API
@@ -29,6 +29,11 @@ use crate::{frame::OpCode, hooks::Verdict, socket::End};
 pub(crate) struct ChannelState {
     /// The channels it is subscribed to (the personal channel is not listed).
     pub(super) subscribed: Vec<Arc<str>>,
+    /// The cursors of those whose namespace keeps history.
+    pub(super) cursors: Vec<(Arc<str>, Arc<Cursor>)>,
+    /// Those whose live stream broke and that the client was told to
+    /// subscribe to again (still members, delivered nothing until then).
+    pub(super) positioned: Vec<Arc<str>>,
     /// The connection token's `channels` claim: exact names and `prefix*`
     /// patterns, for namespaces with `authorize = "claim"`.
     claim: Option<Box<[Box<str>]>>,
@@ -50,9 +55,19 @@ impl ChannelState {
         }
         Some(Box::new(Self {
             subscribed: Vec::new(),
+            cursors: Vec::new(),
+            positioned: Vec::new(),
             claim,
             joining: server_subscriptions,
         }))
+    }
+
+    /// Takes `channel` off every list; whether the connection held it.
+    pub(super) fn forget(&mut self, channel: &str) -> Option<Arc<str>> {
+        let at = self.subscribed.iter().position(|c| **c == *channel)?;
+        self.cursors.retain(|(c, _)| **c != *channel);
+        self.positioned.retain(|c| **c != *channel);
+        Some(self.subscribed.swap_remove(at))
     }
 
     /// Replaces the claim with a refreshed token's.
@@ -116,7 +131,10 @@ impl Live {
                 channel,
                 token,
                 since,
-            } => (id, self.subscribe(id, channel, token, since).await),
+            } => match self.subscribe(id, channel, token, since).await {
+                Ok(subscribed) => return self.send_subscribed(subscribed).await,
+                Err(refusal) => (id, Err(refusal)),
+            },
             ClientMessage::Unsubscribe { id, channel } => (id, self.unsubscribe(id, channel).await),
             ClientMessage::Publish { id, channel, data } => {
                 (id, self.publish(id, &channel, &data).await)
@@ -166,19 +184,15 @@ impl Live {
         channel: String,
         token: Option<Token>,
         since: Option<StreamPosition>,
-    ) -> Result<ServerMessage, Refusal> {
+    ) -> Result<Subscribed, Refusal> {
         let parsed = Channel::parse(&channel)
             .map_err(|error| Refusal::new(ErrorCode::INVALID_CHANNEL, error.to_string()))?;
-        let subscribed = ServerMessage::Subscribed {
-            id: Some(id),
-            channel: channel.clone(),
-            // No history is kept yet: a position cannot be recovered.
-            recovered: since.map(|_| false),
-        };
         let options = match self.shared.settings.namespaces.resolve(&parsed) {
             Some(Resolved::Personal(_)) => {
                 return match parsed {
-                    Channel::Personal { user_id } if *user_id == *self.user_id => Ok(subscribed),
+                    Channel::Personal { user_id } if *user_id == *self.user_id => Ok(
+                        Subscribed::without_history(Some(id), &channel, since.is_some()),
+                    ),
                     _ => Err(Refusal::new(
                         ErrorCode::PERMISSION_DENIED,
                         "a personal channel is its user's only",
@@ -188,6 +202,16 @@ impl Live {
             Some(Resolved::Namespace(options)) => options.clone(),
             None => return Err(unknown_namespace(&parsed)),
         };
+        let channel: Arc<str> = channel.into();
+        if self
+            .channels
+            .as_ref()
+            .is_some_and(|state| state.positioned.iter().any(|c| **c == *channel))
+        {
+            return self
+                .resume(id, &channel, options.history(), since.as_ref())
+                .await;
+        }
         if self.is_subscribed(&channel) {
             return Err(Refusal::new(
                 ErrorCode::ALREADY_SUBSCRIBED,
@@ -207,9 +231,46 @@ impl Live {
             ));
         }
         self.authorize(options.authorize, &channel, token).await?;
-        self.join_channel(channel.into(), &options, options.max_subscribers)
-            .await?;
-        Ok(subscribed)
+        self.enter(Some(id), channel, &options, options.max_subscribers, since)
+            .await
+    }
+
+    /// Subscribes to `channel` (checked and authorized) and answers: with
+    /// the stream's position and what was missed since `since` where the
+    /// namespace keeps history.
+    async fn enter(
+        &mut self,
+        id: Option<RequestId>,
+        channel: Arc<str>,
+        options: &pulse_presence::NamespaceOptions,
+        max_subscribers: u32,
+        since: Option<StreamPosition>,
+    ) -> Result<Subscribed, Refusal> {
+        let Some(history) = options.history() else {
+            self.join_channel(channel.clone(), options, max_subscribers, None)
+                .await?;
+            return Ok(Subscribed::without_history(id, &channel, since.is_some()));
+        };
+        let cursor = Arc::new(Cursor::recovering());
+        self.join_channel(
+            channel.clone(),
+            options,
+            max_subscribers,
+            Some(cursor.clone()),
+        )
+        .await?;
+        match self
+            .open_stream(id, &channel, history, since.as_ref(), cursor)
+            .await
+        {
+            Ok(subscribed) => Ok(subscribed),
+            Err(refusal) => {
+                if let Some(held) = self.state().forget(&channel) {
+                    self.leave_channel(&held).await;
+                }
+                Err(refusal)
+            }
+        }
     }
 
     async fn authorize(
@@ -323,16 +384,13 @@ impl Live {
             return Ok(());
         };
         // The server decided: no subscriber limit.
-        if let Err(refusal) = self.join_channel(channel.clone(), &options, 0).await {
-            warn!(user_id = %self.user_id, connection_id = %self.connection_id, %channel, reason = %refusal.message, "server-side subscription failed");
-            return Ok(());
+        match self.enter(None, channel.clone(), &options, 0, None).await {
+            Ok(subscribed) => self.send_subscribed(subscribed).await,
+            Err(refusal) => {
+                warn!(user_id = %self.user_id, connection_id = %self.connection_id, %channel, reason = %refusal.message, "server-side subscription failed");
+                Ok(())
+            }
         }
-        self.answer(&ServerMessage::Subscribed {
-            id: None,
-            channel: channel.to_string(),
-            recovered: None,
-        })
-        .await
     }
 
     /// The server API ended a subscription: `unsubscribed` with
@@ -341,10 +399,9 @@ impl Live {
         let Some(state) = self.channels.as_mut() else {
             return Ok(());
         };
-        let Some(at) = state.subscribed.iter().position(|c| **c == *channel) else {
+        let Some(held) = state.forget(channel) else {
             return Ok(());
         };
-        let held = state.subscribed.swap_remove(at);
         self.leave_channel(&held).await;
         self.answer(&ServerMessage::Unsubscribed {
             id: None,
@@ -370,10 +427,9 @@ impl Live {
         let Some(state) = self.channels.as_mut() else {
             return Err(not_subscribed());
         };
-        let Some(at) = state.subscribed.iter().position(|c| **c == *channel) else {
+        let Some(held) = state.forget(&channel) else {
             return Err(not_subscribed());
         };
-        let held = state.subscribed.swap_remove(at);
         self.leave_channel(&held).await;
         Ok(ServerMessage::Unsubscribed {
             id: Some(id),
@@ -420,8 +476,19 @@ impl Live {
                 format!("data is over {MAX_DATA_BYTES} bytes"),
             ));
         }
-        self.shared.presence.publish(channel, &data).await?;
-        Ok(ServerMessage::Published { id, offset: None })
+        let publish = pulse_presence::PublishOptions {
+            history: options.history(),
+            ..Default::default()
+        };
+        let published = self
+            .shared
+            .presence
+            .publish(channel, &data, &publish)
+            .await?;
+        Ok(ServerMessage::Published {
+            id,
+            offset: published.offset,
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use super::{
     Live,
     channels::{Refusal, not_subscribed, unknown_namespace},
 };
-use crate::channels::Subscriber;
+use crate::{channels::Subscriber, cursor::Cursor};
 
 impl Live {
     /// Subscribes this connection to `channel` (checked and authorized
@@ -29,6 +29,7 @@ impl Live {
         channel: Arc<str>,
         options: &NamespaceOptions,
         max_subscribers: u32,
+        cursor: Option<Arc<Cursor>>,
     ) -> Result<(), Refusal> {
         let shared = Arc::clone(&self.shared);
         let instance_id = shared.settings.instance_id.as_str();
@@ -54,6 +55,7 @@ impl Live {
             mailbox: self.mailbox.clone(),
             connection_id: self.connection_id.clone(),
             user_id: self.user_id.clone(),
+            cursor: cursor.clone(),
         };
         if let Err(error) = shared.channels.subscribe(&channel, subscriber).await {
             if let Err(error) = shared
@@ -65,7 +67,11 @@ impl Live {
             }
             return Err(error.into());
         }
-        self.state().subscribed.push(channel);
+        let state = self.state();
+        if let Some(cursor) = cursor {
+            state.cursors.push((channel.clone(), cursor));
+        }
+        state.subscribed.push(channel);
         Ok(())
     }
 

@@ -82,6 +82,7 @@ impl MemberTable {
             hub.publish(
                 &record.channel,
                 &member_frame(MemberChange::Join, &record.channel, &record.user_id),
+                None,
             );
         }
         Entered::Joined
@@ -128,6 +129,7 @@ impl MemberTable {
             hub.publish(
                 channel,
                 &member_frame(MemberChange::Leave, channel, &user_id),
+                None,
             );
         }
         Left::UserLeft

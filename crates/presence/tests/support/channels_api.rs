@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use pulse_presence::{
-    ApiConfig, Delivery, Namespaces, Presence,
+    ApiConfig, Delivery, FeedEvent, Namespaces, Presence,
     access::{ApiKey, Permission, Permissions},
     testing::RedisServer,
 };
@@ -37,7 +37,7 @@ pub struct Served {
     pub presence: Presence,
     pub grpc: Channel,
     pub http: SocketAddr,
-    pub deliveries: UnboundedReceiver<Delivery>,
+    pub deliveries: UnboundedReceiver<FeedEvent>,
     _feed: pulse_presence::ChannelFeed,
     _stop: oneshot::Sender<()>,
     _http_stop: oneshot::Sender<()>,
@@ -106,11 +106,17 @@ impl Served {
         ChannelsClient::with_interceptor(self.grpc.clone(), BearerKey::new(key).unwrap())
     }
 
+    /// The next publication (a resumed subscription is skipped).
     pub async fn delivery(&mut self) -> Delivery {
-        timeout(DEADLINE, self.deliveries.recv())
-            .await
-            .expect("a delivery in time")
-            .expect("feed open")
+        loop {
+            let event = timeout(DEADLINE, self.deliveries.recv())
+                .await
+                .expect("a delivery in time")
+                .expect("feed open");
+            if let FeedEvent::Publication(delivery) = event {
+                return delivery;
+            }
+        }
     }
 
     /// One HTTP/1.1 request over a fresh connection: the status and the body.

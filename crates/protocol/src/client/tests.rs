@@ -136,10 +136,13 @@ fn encodes_the_channel_answers() {
         ServerMessage::Subscribed {
             id: Some(1),
             channel: "room:1".into(),
+            offset: Some(7),
+            epoch: Some("e1".into()),
             recovered: Some(false),
+            publications: Some(Vec::new()),
         }
         .encode(),
-        r#"{"type":"subscribed","id":1,"channel":"room:1","recovered":false}"#
+        r#"{"type":"subscribed","id":1,"channel":"room:1","offset":7,"epoch":"e1","recovered":false,"publications":[]}"#
     );
     assert_eq!(
         ServerMessage::Unsubscribed {
@@ -253,7 +256,10 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(id, channel, recovered)| ServerMessage::Subscribed {
                 id,
                 channel,
-                recovered
+                offset: recovered.map(|_| 3),
+                epoch: recovered.map(|_| "e".to_owned()),
+                recovered,
+                publications: recovered.map(|_| Vec::new()),
             }),
         (
             prop::option::of(any::<u64>()),

@@ -1,0 +1,173 @@
+//! A live connection's streams, for namespaces with history: the
+//! `subscribed` answer with the stream's position and, for a `subscribe`
+//! with `since`, the publications missed (read after the subscription is
+//! live, then the held live ones queued after them: see `cursor.rs`); the
+//! news that a live stream broke (`unsubscribed`, code `resubscribe`); and
+//! the `subscribe` that follows it, which recovers without entering the
+//! channel again (the membership held all along, so nobody sees a
+//! `leave`/`join`).
+
+use std::sync::Arc;
+
+use pulse_presence::HistoryOptions;
+use pulse_protocol::{
+    ErrorCode, RequestId, ServerMessage, StreamPosition,
+    history::{Recovery, subscribed_frame},
+};
+use tracing::{debug, warn};
+
+use super::{Live, channels::Refusal};
+use crate::{
+    cursor::{Cursor, Released},
+    socket::End,
+};
+
+/// A `subscribed` answer, and what to do once it is written.
+pub(super) struct Subscribed {
+    pub(super) frame: String,
+    pub(super) release: Option<Release>,
+}
+
+/// A recovering cursor to release once the answer is written.
+pub(super) struct Release {
+    channel: Arc<str>,
+    cursor: Arc<Cursor>,
+    top: StreamPosition,
+}
+
+impl Subscribed {
+    /// The answer for a channel that keeps no history: `recovered: false`
+    /// for a `since` (nothing can be recovered).
+    pub(super) fn without_history(id: Option<RequestId>, channel: &str, since: bool) -> Self {
+        let lost = Recovery {
+            recovered: false,
+            publications: Vec::new(),
+        };
+        Self {
+            frame: subscribed_frame(id, channel, None, since.then_some(&lost)),
+            release: None,
+        }
+    }
+}
+
+impl Live {
+    /// Reads the stream of `channel` (subscribed, its cursor recovering):
+    /// the answer, with what was missed since `since`.
+    pub(super) async fn open_stream(
+        &self,
+        id: Option<RequestId>,
+        channel: &Arc<str>,
+        history: HistoryOptions,
+        since: Option<&StreamPosition>,
+        cursor: Arc<Cursor>,
+    ) -> Result<Subscribed, Refusal> {
+        let read = self
+            .shared
+            .presence
+            .read_stream(channel, history, since)
+            .await?;
+        Ok(Subscribed {
+            frame: subscribed_frame(id, channel, Some(&read.top), read.recovery.as_ref()),
+            release: Some(Release {
+                channel: channel.clone(),
+                cursor,
+                top: read.top,
+            }),
+        })
+    }
+
+    /// Writes a `subscribed` answer, then lets the held live publications
+    /// after it go.
+    pub(super) async fn send_subscribed(&mut self, subscribed: Subscribed) -> Result<(), End> {
+        self.write(crate::frame::OpCode::Text, subscribed.frame.as_bytes())
+            .await?;
+        self.shared.metrics.messages_out.increment(1);
+        let Some(release) = subscribed.release else {
+            return Ok(());
+        };
+        let shared = &self.shared;
+        shared.channels.note_top(&release.channel, &release.top);
+        let capacity = shared.settings.outbound_queue;
+        if release
+            .cursor
+            .release(release.top.offset, &self.mailbox, capacity)
+            == Released::Overflowed
+        {
+            shared.metrics.queue_overflows.increment(1);
+            self.mailbox.kick(
+                pulse_protocol::CloseCode::TooMany,
+                ErrorCode::SLOW_CONSUMER,
+                "too many messages waiting: the connection does not read fast enough",
+            );
+        }
+        Ok(())
+    }
+
+    /// The instance found a hole in `channel`'s live stream and paused this
+    /// connection's cursor: tell the client to subscribe again with `since`.
+    pub(super) async fn reposition(&mut self, channel: Arc<str>) -> Result<(), End> {
+        let Some(state) = self.channels.as_mut() else {
+            return Ok(());
+        };
+        if !state.subscribed.iter().any(|c| **c == *channel)
+            || state.positioned.iter().any(|c| **c == *channel)
+        {
+            return Ok(());
+        }
+        state.positioned.push(channel.clone());
+        debug!(user_id = %self.user_id, connection_id = %self.connection_id, %channel, "told to recover");
+        let unsubscribed = ServerMessage::Unsubscribed {
+            id: None,
+            channel: channel.to_string(),
+            code: Some(ErrorCode::RESUBSCRIBE),
+        };
+        self.write(crate::frame::OpCode::Text, unsubscribed.encode().as_bytes())
+            .await?;
+        self.shared.metrics.messages_out.increment(1);
+        Ok(())
+    }
+
+    /// A `subscribe` to a channel this connection was told to subscribe to
+    /// again: it recovers from `since` on the same membership.
+    pub(super) async fn resume(
+        &mut self,
+        id: RequestId,
+        channel: &Arc<str>,
+        history: Option<HistoryOptions>,
+        since: Option<&StreamPosition>,
+    ) -> Result<Subscribed, Refusal> {
+        let Some(state) = self.channels.as_mut() else {
+            return Err(super::channels::not_subscribed());
+        };
+        let cursor = state
+            .cursors
+            .iter()
+            .find(|(c, _)| **c == **channel)
+            .map(|(_, cursor)| cursor.clone());
+        let (Some(cursor), Some(history)) = (cursor, history) else {
+            // The namespace's history was turned off by a config change
+            // since: nothing to recover from.
+            warn!(%channel, "a repositioned channel has no history any more");
+            return Err(Refusal::new(
+                ErrorCode::UNAVAILABLE,
+                "this channel's history is not available; unsubscribe and subscribe again",
+            ));
+        };
+        cursor.recover();
+        match self
+            .open_stream(Some(id), channel, history, since, cursor.clone())
+            .await
+        {
+            Ok(subscribed) => {
+                if let Some(state) = self.channels.as_mut() {
+                    state.positioned.retain(|c| **c != **channel);
+                }
+                Ok(subscribed)
+            }
+            Err(refusal) => {
+                cursor.pause();
+                Err(refusal)
+            }
+        }
+    }
+}

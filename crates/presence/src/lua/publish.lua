@@ -1,0 +1,41 @@
+-- Publishes one publication of a namespace with history, in one step on the
+-- channel's bucket: the next offset, the entry in the stream, the sharded
+-- publish (so a subscriber that reads the history and then the live stream
+-- sees no gap and no doubling), and the idempotency key when there is one.
+--
+-- KEYS[1] P..'hist:'..channel  stream: entry id `<offset>-0`, field d = the data
+-- KEYS[2] P..'meta:'..channel  hash: e = epoch, o = the last offset
+-- KEYS[3] P..'pub:'..channel   the sharded channel
+-- KEYS[4] P..'idem:'..channel..' '..key (only with an idempotency key)
+-- ARGV[1] history size, ARGV[2] history ttl (ms), ARGV[3] meta ttl (ms),
+-- ARGV[4] an epoch for a history that starts now,
+-- ARGV[5] the frame's head (up to its offset), ARGV[6] what goes between
+-- offset and data, ARGV[7] the data, ARGV[8] the frame's end
+-- (pulse_protocol::history), ARGV[9] the idempotency window (ms).
+-- The sharded channel gets `<offset> <epoch> <frame>` (fanout.rs splits it).
+-- Returns {offset, epoch, receivers, 1}, or the first call's
+-- {offset, epoch, receivers, 0} for a key seen within the window.
+if KEYS[4] then
+  local first = redis.call('GET', KEYS[4])
+  if first then
+    local offset, epoch, receivers = string.match(first, '^(%d+) (%S+) (%d+)$')
+    return {tonumber(offset), epoch, tonumber(receivers), 0}
+  end
+end
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  -- A history starts: whatever a stream holds is from a lost one.
+  epoch = ARGV[4]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], offset .. '-0', 'd', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local frame = ARGV[5] .. offset .. ARGV[6] .. ARGV[7] .. ARGV[8]
+local receivers = redis.call('SPUBLISH', KEYS[3], offset .. ' ' .. epoch .. ' ' .. frame)
+if KEYS[4] then
+  redis.call('SET', KEYS[4], offset .. ' ' .. epoch .. ' ' .. receivers, 'PX', ARGV[9])
+end
+return {offset, epoch, receivers, 1}
