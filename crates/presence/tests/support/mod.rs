@@ -290,3 +290,24 @@ pub fn replay(events: &[PresenceEvent]) -> HashMap<String, i64> {
     assert!(due.is_empty(), "transitions never published: {due:?}");
     open
 }
+
+/// Calls `call` until it stops failing with `Unavailable` (Redis coming
+/// back), for at most [`DEADLINE`].
+pub async fn retry_unavailable<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, pulse_presence::PresenceError>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(pulse_presence::PresenceError::Unavailable(_))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Channel history on every backend: offsets from 1 in publish order, the
+//! frame the script builds equal to the one Rust builds, recovery (all the
+//! missed, in order; or `recovered: false` for another epoch, a trimmed
+//! stream, a position past the end), idempotent publication, History
+//! pages, and a Redis restarted empty giving a new epoch.
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+
+use pulse_presence::{
+    DeliveryPosition, FeedEvent, HistoryOptions, Presence, PresenceError, PublishOptions,
+    RedisOptions,
+    testing::{RedisServer, unique_namespace},
+};
+use pulse_protocol::{StreamPosition, channel::publication_frame};
+use serde_json::{Value, json, value::RawValue};
+use support::DEADLINE;
+use tokio::{sync::mpsc::UnboundedReceiver, time::timeout};
+
+every_backend!(
+    offsets_count_from_one_and_every_frame_carries_its_own,
+    a_recovery_returns_exactly_what_was_missed,
+    a_recovery_that_cannot_be_filled_says_so,
+    a_position_past_the_end_starts_a_new_epoch,
+    an_idempotency_key_publishes_once,
+    history_pages_through_what_is_kept,
+);
+
+const HISTORY: HistoryOptions = HistoryOptions {
+    size: 5,
+    ttl: Duration::from_secs(60),
+};
+
+fn with_history() -> PublishOptions<'static> {
+    PublishOptions {
+        history: Some(HISTORY),
+        ..PublishOptions::default()
+    }
+}
+
+fn data(value: &Value) -> Box<RawValue> {
+    RawValue::from_string(value.to_string()).unwrap()
+}
+
+async fn next_publication(
+    deliveries: &mut UnboundedReceiver<FeedEvent>,
+) -> pulse_presence::Delivery {
+    loop {
+        let event = timeout(DEADLINE, deliveries.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("the feed is open");
+        if let FeedEvent::Publication(delivery) = event {
+            return delivery;
+        }
+    }
+}
+
+async fn publish(presence: &Presence, channel: &str, n: u64) -> (u64, String) {
+    let published = presence
+        .publish(channel, &data(&json!({ "n": n })), &with_history())
+        .await
+        .unwrap();
+    (published.offset.unwrap(), published.epoch.unwrap())
+}
+
+fn numbers(entries: &[pulse_protocol::history::HistoryEntry]) -> Vec<(u64, u64)> {
+    entries
+        .iter()
+        .map(|entry| {
+            let value: Value = serde_json::from_str(entry.data.get()).unwrap();
+            (entry.offset, value["n"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+async fn offsets_count_from_one_and_every_frame_carries_its_own(presence: Presence) {
+    let (feed, mut deliveries) = presence.channel_feed();
+    feed.subscribe("room:h").await.unwrap();
+    let top = presence.stream_top("room:h").await.unwrap();
+    assert_eq!(top.offset, 0, "no publication yet");
+    let payload = r#"{"n":12345678901234567890,"s":"é\"x"}"#;
+    for expected in 1..=3 {
+        let published = presence
+            .publish(
+                "room:h",
+                &RawValue::from_string(payload.into()).unwrap(),
+                &with_history(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(published.offset, Some(expected));
+        assert_eq!(
+            published.epoch.as_deref(),
+            Some(top.epoch.as_str()),
+            "the epoch the first read made"
+        );
+        assert_eq!(published.instances, 1);
+        let delivery = next_publication(&mut deliveries).await;
+        assert_eq!(
+            delivery.position,
+            Some(DeliveryPosition {
+                offset: expected,
+                epoch: top.epoch.as_str().into()
+            })
+        );
+        assert_eq!(
+            *delivery.frame,
+            publication_frame(
+                "room:h",
+                Some(expected),
+                &RawValue::from_string(payload.into()).unwrap()
+            ),
+            "the script builds the frame Rust builds"
+        );
+    }
+    // A namespace without history: no offset.
+    let plain = presence
+        .publish("room:h", &data(&json!(0)), &PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((plain.offset, plain.epoch), (None, None));
+    assert_eq!(next_publication(&mut deliveries).await.position, None);
+}
+
+async fn a_recovery_returns_exactly_what_was_missed(presence: Presence) {
+    let mut epoch = String::new();
+    for n in 1..=4 {
+        epoch = publish(&presence, "room:r", n).await.1;
+    }
+    let since = StreamPosition {
+        offset: 1,
+        epoch: epoch.clone(),
+    };
+    let read = presence
+        .read_stream("room:r", HISTORY, Some(&since))
+        .await
+        .unwrap();
+    assert_eq!(read.top.offset, 4);
+    let recovery = read.recovery.unwrap();
+    assert!(recovery.recovered);
+    assert_eq!(numbers(&recovery.publications), [(2, 2), (3, 3), (4, 4)]);
+
+    // Nothing missed: recovered, nothing to replay.
+    let at_top = StreamPosition { offset: 4, epoch };
+    let recovery = presence
+        .read_stream("room:r", HISTORY, Some(&at_top))
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(recovery.recovered);
+    assert!(recovery.publications.is_empty());
+
+    // Without a since: the position only.
+    let read = presence.read_stream("room:r", HISTORY, None).await.unwrap();
+    assert_eq!((read.top.offset, read.recovery), (4, None));
+}
+
+async fn a_recovery_that_cannot_be_filled_says_so(presence: Presence) {
+    let mut epoch = String::new();
+    for n in 1..=8 {
+        epoch = publish(&presence, "room:t", n).await.1;
+    }
+    // Five are kept (4 to 8): from offset 2 on, 3 is gone.
+    let trimmed = StreamPosition {
+        offset: 2,
+        epoch: epoch.clone(),
+    };
+    let recovery = presence
+        .read_stream("room:t", HISTORY, Some(&trimmed))
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(!recovery.recovered, "trimmed past the position");
+    assert!(recovery.publications.is_empty());
+    // From 3 on, every one is there.
+    let kept = StreamPosition {
+        offset: 3,
+        epoch: epoch.clone(),
+    };
+    let recovery = presence
+        .read_stream("room:t", HISTORY, Some(&kept))
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(recovery.recovered);
+    assert_eq!(recovery.publications.len(), 5);
+
+    let other = StreamPosition {
+        offset: 8,
+        epoch: "another".into(),
+    };
+    let read = presence
+        .read_stream("room:t", HISTORY, Some(&other))
+        .await
+        .unwrap();
+    assert!(!read.recovery.unwrap().recovered, "another epoch");
+    assert_eq!(read.top.epoch, epoch, "which does not change this one");
+}
+
+async fn a_position_past_the_end_starts_a_new_epoch(presence: Presence) {
+    let (_, epoch) = publish(&presence, "room:p", 1).await;
+    // A client saw offset 5 of this epoch, which holds 1: writes were lost.
+    let ahead = StreamPosition {
+        offset: 5,
+        epoch: epoch.clone(),
+    };
+    let read = presence
+        .read_stream("room:p", HISTORY, Some(&ahead))
+        .await
+        .unwrap();
+    assert!(!read.recovery.unwrap().recovered);
+    assert_ne!(read.top.epoch, epoch, "this history is not the one it saw");
+    let (offset, new_epoch) = publish(&presence, "room:p", 2).await;
+    assert_eq!(new_epoch, read.top.epoch);
+    assert_eq!(offset, 2, "offsets go on");
+    // Recovering inside the new epoch works.
+    let since = StreamPosition {
+        offset: 1,
+        epoch: new_epoch,
+    };
+    let recovery = presence
+        .read_stream("room:p", HISTORY, Some(&since))
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(recovery.recovered);
+    assert_eq!(numbers(&recovery.publications), [(2, 2)]);
+}
+
+async fn an_idempotency_key_publishes_once(presence: Presence) {
+    let (feed, mut deliveries) = presence.channel_feed();
+    feed.subscribe("room:i").await.unwrap();
+    feed.subscribe("plain").await.unwrap();
+    let keyed = |key| PublishOptions {
+        history: Some(HISTORY),
+        idempotency_key: Some(key),
+        idempotency_window: Duration::from_secs(60),
+    };
+    let first = presence
+        .publish("room:i", &data(&json!("paid")), &keyed("order-42"))
+        .await
+        .unwrap();
+    let again = presence
+        .publish("room:i", &data(&json!("paid")), &keyed("order-42"))
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the first call's answer");
+    assert_eq!(first.offset, Some(1));
+    let other = presence
+        .publish("room:i", &data(&json!("shipped")), &keyed("order-43"))
+        .await
+        .unwrap();
+    assert_eq!(other.offset, Some(2));
+    // Without history, once as well.
+    let once = PublishOptions {
+        history: None,
+        idempotency_key: Some("k"),
+        idempotency_window: Duration::from_secs(60),
+    };
+    for _ in 0..2 {
+        presence
+            .publish("plain", &data(&json!("x")), &once)
+            .await
+            .unwrap();
+    }
+    presence
+        .publish("plain", &data(&json!("marker")), &PublishOptions::default())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        let delivery = next_publication(&mut deliveries).await;
+        let frame: Value = serde_json::from_str(&delivery.frame).unwrap();
+        if frame["data"] == json!("marker") {
+            break;
+        }
+        got.push((frame["channel"].clone(), frame["data"].clone()));
+    }
+    assert_eq!(
+        got,
+        [
+            (json!("room:i"), json!("paid")),
+            (json!("room:i"), json!("shipped")),
+            (json!("plain"), json!("x")),
+        ],
+        "one publication per key"
+    );
+    let bad = PublishOptions {
+        idempotency_key: Some(""),
+        ..PublishOptions::default()
+    };
+    assert!(matches!(
+        presence.publish("plain", &data(&json!(1)), &bad).await,
+        Err(PresenceError::InvalidArgument(_))
+    ));
+}
+
+async fn history_pages_through_what_is_kept(presence: Presence) {
+    for n in 1..=7 {
+        publish(&presence, "room:pages", n).await;
+    }
+    let first = presence.history("room:pages", HISTORY, 0, 2).await.unwrap();
+    assert_eq!(first.top.offset, 7);
+    assert_eq!(numbers(&first.publications), [(3, 3), (4, 4)], "five kept");
+    let next = presence
+        .history("room:pages", HISTORY, 4, 10)
+        .await
+        .unwrap();
+    assert_eq!(numbers(&next.publications), [(5, 5), (6, 6), (7, 7)]);
+    let end = presence
+        .history("room:pages", HISTORY, 7, 10)
+        .await
+        .unwrap();
+    assert!(end.publications.is_empty());
+    assert!(matches!(
+        presence.history("room:pages", HISTORY, 0, 0).await,
+        Err(PresenceError::InvalidArgument(_))
+    ));
+}
+
+/// Redis restarted without its data: the channel's history is gone, and a
+/// client coming back with its old position is told (`recovered: false`,
+/// a new epoch), never given a silent gap.
+#[tokio::test]
+async fn a_redis_restarted_empty_gives_a_new_epoch() {
+    let mut server = RedisServer::spawn_persistent().await;
+    let presence =
+        Presence::redis(RedisOptions::new(server.url()).with_namespace(unique_namespace()))
+            .unwrap();
+    let mut position = None;
+    for n in 1..=3 {
+        position = Some(publish(&presence, "room:e", n).await);
+    }
+    let (offset, epoch) = position.unwrap();
+    let mut admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = ::redis::cmd("FLUSHALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    server.shutdown_saving().await;
+    server.restart().await;
+
+    let since = StreamPosition {
+        offset,
+        epoch: epoch.clone(),
+    };
+    let read =
+        support::retry_unavailable(|| presence.read_stream("room:e", HISTORY, Some(&since))).await;
+    assert!(!read.recovery.unwrap().recovered);
+    assert_ne!(read.top.epoch, epoch, "a new epoch");
+    assert_eq!(read.top.offset, 0);
+    let (offset, new_epoch) = publish(&presence, "room:e", 4).await;
+    assert_eq!((offset, new_epoch), (1, read.top.epoch));
+}
