@@ -15,7 +15,7 @@
 //! Redis: `history.lua` and `publish.lua` on the channel's bucket, keys
 //! `hist:<channel>` (a stream, entry ids `<offset>-0`, one field `d` with
 //! the data) and `meta:<channel>` (a hash: `e` the epoch, `o` the last
-//! offset). In memory: [`memory::Histories`].
+//! offset). In memory: `history/memory.rs`.
 
 use std::time::Duration;
 
