@@ -308,6 +308,7 @@ export class Pulse extends Emitter<ClientEvents> {
   }
 
   private closed(code: number, reason: string): void {
+    const wasConnected = this.state === "connected";
     this.lost();
     if (this.stopped) return;
     let action = closeAction(code);
@@ -318,7 +319,11 @@ export class Pulse extends Emitter<ClientEvents> {
       action = this.options.getToken ? "retry" : "stop";
     }
     this._debug(`closed ${code} ${reason}: ${action}`);
-    this.emit("disconnected", { code, reason, reconnect: action === "retry" });
+    // A failed attempt while reconnecting is no news; losing a connection,
+    // or stopping, is.
+    if (wasConnected || action !== "retry") {
+      this.emit("disconnected", { code, reason, reconnect: action === "retry" });
+    }
     if (action === "retry") this.reconnect();
     else this.halt();
   }

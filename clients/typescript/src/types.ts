@@ -55,7 +55,11 @@ export interface ConnectedInfo {
   channel: string;
 }
 
-/** Why the socket closed, and whether the client reconnects. */
+/**
+ * A connection was lost, or the client stopped: why, and whether it
+ * reconnects. Attempts that fail while reconnecting are not reported (see
+ * `debug`).
+ */
 export interface DisconnectedInfo {
   code: number;
   reason: string;

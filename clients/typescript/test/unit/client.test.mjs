@@ -46,16 +46,19 @@ describe("connecting", () => {
     assert.equal(last().url, "ws://gw/ws", "the token is not in the URL");
   });
 
-  it("gives up on a socket that does not say connected within the timeout", () => {
+  it("gives up on a socket that does not say connected within the timeout, and tries again", () => {
+    mock.method(Math, "random", () => 0.5);
     const pulse = client();
     const seen = record(pulse, ["disconnected"]);
     pulse.connect();
     last().open();
     clock.tick(4999);
-    assert.equal(seen.length, 0);
+    assert.equal(sockets[0].closedWith, undefined);
     clock.tick(1);
-    assert.equal(seen[0][1].code, 4408);
     assert.equal(sockets[0].closedWith, 1005, "closed by the client");
+    clock.tick(50);
+    assert.equal(sockets.length, 2, "a new attempt after the backoff");
+    assert.deepEqual(seen, [], "a failed attempt is no disconnection");
   });
 });
 
@@ -116,6 +119,21 @@ describe("reconnecting", () => {
       assert.equal(sockets.length, 1, "never reconnects");
     });
   }
+
+  it("a 4403 at authentication (a blocked user) is reported and stops", () => {
+    const pulse = client();
+    const seen = record(pulse, ["disconnected", "error"]);
+    pulse.connect();
+    last().open();
+    last().receive({ type: "error", code: "blocked", message: "spam; 59 s left" });
+    last().serverClose(4403, "blocked");
+    assert.deepEqual(seen, [
+      ["error", { code: "blocked", message: "spam; 59 s left" }],
+      ["disconnected", { code: 4403, reason: "blocked", reconnect: false }],
+    ]);
+    clock.tick(60_000);
+    assert.equal(sockets.length, 1);
+  });
 
   it("4401 with a fixed token stops", () => {
     const pulse = client();
