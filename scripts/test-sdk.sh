@@ -37,21 +37,6 @@ case " $SDK_TESTS " in *" browser "*)
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
   fi ;;
 esac
-ensure_redis
-
-bin=${CARGO_TARGET_DIR:-target}/debug
-binaries=("$bin/pulse-gateway" "$bin/pulse-auth" "$bin/pulse-presence")
-stale=""
-for binary in "${binaries[@]}"; do
-  if [ ! -x "$binary" ] || [ -n "$(find crates proto -newer "$binary" -type f -print -quit)" ]; then
-    stale=1
-  fi
-done
-if [ -n "$stale" ]; then
-  step "cargo build --bins -p pulse-gateway -p pulse-presence -p pulse-auth"
-  cargo build --bins -p pulse-gateway -p pulse-presence -p pulse-auth
-fi
-bin=$(cd "$bin" && pwd)
 
 step "npm ci and build ($sdk)"
 (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error && node build.mjs)
@@ -70,6 +55,13 @@ if [ "$SDK_TESTS" = "unit" ]; then
 fi
 
 # --- The stack ----------------------------------------------------------
+
+ensure_redis
+# The same build as scripts/test.sh's and stack.sh's (a no-op after them):
+# a build of fewer packages would unify features differently and recompile.
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+bin=$(cd "${CARGO_TARGET_DIR:-target}/debug" && pwd)
 
 STATE=$(mktemp -d)
 export PULSE_SDK_STATE=$STATE
