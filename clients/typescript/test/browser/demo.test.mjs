@@ -22,7 +22,7 @@ before(async () => {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: "/usr/bin/chromium",
     headless: true,
-    viewport: { width: 1200, height: 640 },
+    viewport: { width: 1200, height: 560 },
     args: [
       "--no-sandbox",
       "--disable-gpu",
