@@ -46,6 +46,8 @@ if [ "$gzipped" -gt "$budget" ]; then
   exit 1
 fi
 echo "size: $gzipped bytes min+gzip, within the budget of $budget"
+step "type check of the public API as an application uses it (test/types)"
+(cd "$sdk" && node_modules/.bin/tsc -p test/types)
 
 if [ "$SDK_TESTS" = "unit" ]; then
   step "SDK unit tests (node --test, fake clock)"

@@ -201,13 +201,13 @@ export class Pulse extends Emitter<ClientEvents> {
     this.ws = ws;
     const auth = JSON.stringify({ type: "auth", token });
     ws.onopen = () => ws.send(auth);
-    ws.onmessage = (event) => {
+    ws.onmessage = (event: { data: unknown }) => {
       if (this.ws === ws) this.receive(String(event.data));
     };
-    ws.onclose = (event) => {
+    ws.onclose = (event: { code: number; reason: string }) => {
       if (this.ws !== ws) return;
       this.ws = null;
-      this.closed(event.code, event.reason);
+      this.closed(event.code, String(event.reason));
     };
     ws.onerror = () => {
       // A close follows, with the code that says what to do.
