@@ -23,7 +23,8 @@ async function login(email, password) {
   return (await response.json()).token;
 }
 
-$("login-button").addEventListener("click", async () => {
+$("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
   const email = $("email").value;
   const password = $("password").value;
   let token;

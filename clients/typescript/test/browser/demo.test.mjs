@@ -99,4 +99,18 @@ describe("the demo page", () => {
     await page.screenshot({ path: SCREENSHOT });
     console.log(`# screenshot: ${SCREENSHOT}`);
   });
+
+  it("drops the socket when the browser goes offline and reconnects when it is back", async () => {
+    const before = await page.$$eval("#log li", (items) => items.length);
+    await context.setOffline(true);
+    await page.waitForFunction(() => document.querySelector("#state").textContent === "connecting");
+    await context.setOffline(false);
+    await page.waitForFunction(() => document.querySelector("#state").textContent === "connected");
+    const log = await page.$$eval("#log li", (items) => items.map((item) => item.textContent));
+    const added = log.slice(0, log.length - before).reverse();
+    assert.ok(added.some((line) => line.includes("disconnected (1006 the browser went offline), reconnecting")), added.join("\n"));
+    assert.ok(added.some((line) => line.includes("connected to sdk-gateway-1")), added.join("\n"));
+    curl("back online");
+    await page.waitForFunction(() => [...document.querySelectorAll("#messages li")].some((li) => li.dataset.text === "back online"));
+  });
 });
