@@ -238,6 +238,6 @@ for suite in $SDK_TESTS; do
   esac
 done
 step "SDK tests: ${suites[*]} (node --test)"
-(cd "$sdk" && node --test --test-concurrency=1 "${suites[@]}")
+(cd "$sdk" && node --test --test-concurrency=1 --test-timeout=120000 "${suites[@]}")
 failed=0
 echo "SDK tests took $((SECONDS - started)) s"
