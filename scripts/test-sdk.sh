@@ -65,6 +65,9 @@ step "cargo build --workspace --bins"
 cargo build --workspace --bins
 bin=$(cd "${CARGO_TARGET_DIR:-target}/debug" && pwd)
 
+# start_private_redis sets an EXIT trap of its own: ours, set after it,
+# replaces it and stops Redis too.
+start_private_redis
 STATE=$(mktemp -d)
 export PULSE_SDK_STATE=$STATE
 failed=1
@@ -95,7 +98,6 @@ cleanup() {
   stop_private_redis
 }
 trap cleanup EXIT INT TERM
-start_private_redis
 
 # A free loopback port (one that refuses a connection now).
 free_port() {
