@@ -163,7 +163,10 @@ export class Pulse extends Emitter<ClientEvents> {
     const ws = this.ws;
     if (!ws) return;
     this.ws = null;
-    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    // Closing a socket that is still connecting reports an error (`ws`
+    // throws one that has no listener): keep a listener that ignores it.
+    ws.onerror = () => {};
     ws.close();
     this.closed(code, reason);
   }

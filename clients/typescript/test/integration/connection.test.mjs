@@ -74,3 +74,34 @@ describe("connection", () => {
     assert.ok(!log.some((line) => line.startsWith("reconnecting")), "no reconnect scheduled");
   });
 });
+
+describe("a gateway that never answers", () => {
+  it("gives up on a socket still connecting after `timeout`, without an uncaught error, and tries again", async () => {
+    const { createServer } = await import("node:net");
+    const held = [];
+    // Takes TCP connections and never answers the upgrade.
+    const server = createServer((socket) => held.push(socket));
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { Pulse } = await import("../../dist/index.js");
+    const { default: WebSocket } = await import("ws");
+    const log = [];
+    const pulse = new Pulse(`ws://127.0.0.1:${server.address().port}/ws`, {
+      WebSocket,
+      token: "t",
+      timeout: 200,
+      minReconnectDelay: 10,
+      maxReconnectDelay: 20,
+      debug: (line) => log.push(line),
+    });
+    try {
+      pulse.connect();
+      await waitFor("three attempts", () => held.length >= 3);
+      assert.ok(log.some((line) => line.startsWith("closed 4408 no connected within the timeout: retry")), log.join("\n"));
+      assert.equal(pulse.state, "connecting");
+    } finally {
+      pulse.disconnect();
+      for (const socket of held) socket.destroy();
+      server.close();
+    }
+  });
+});
