@@ -225,6 +225,7 @@ export class Pulse extends Emitter<ClientEvents> {
     } catch {
       return;
     }
+    if (typeof message !== "object" || message === null) return;
     if (this.state === "connected") this.heard();
     const { type, channel } = message;
     if (typeof message.id === "number") {
