@@ -139,24 +139,25 @@ launcher() {
 }
 
 # The namespaces: `room:` as in deploy/pulse.toml (presence, join/leave,
-# clients publish) and `feed:` (clients publish). With history (when this
-# build of Pulse has it), both and personal channels keep one.
+# clients publish) and `feed:` (clients publish). With history where this
+# build of Pulse has it: $1 for both namespaces, $2 for personal channels.
 write_config() {
-  local history=$1 file=$2 keep=""
-  if [ "$history" = 1 ]; then keep=$'history_size = 1000\nhistory_ttl = "10m"'; fi
-  cat >"$file" <<EOF
+  local keep=$'history_size = 1000\nhistory_ttl = "10m"' named="" personal=""
+  if [ "$1" = 1 ]; then named=$keep; fi
+  if [ "$2" = 1 ]; then personal=$keep; fi
+  cat >"$3" <<EOF
 [personal]
-$keep
+$personal
 [namespaces.room]
 authorize = "any"
 allow_publish = true
 presence = true
 join_leave = true
-$keep
+$named
 [namespaces.feed]
 authorize = "any"
 allow_publish = true
-$keep
+$named
 EOF
 }
 
@@ -174,12 +175,14 @@ http_port=$(free_port)
 launcher auth "$bin/pulse-auth" --listen "127.0.0.1:$auth_port" --metrics-listen 127.0.0.1:0
 start auth
 
-# pulse-presence with history in the config; a build that refuses history
-# at start (one line naming history_size) runs without it, and the tests
-# that need it say so.
+# pulse-presence with history in the config; a build that refuses a
+# history at start (one line naming history_size) runs without that one,
+# and the tests that need it say so.
 history=1
-for attempt in 1 2; do
-  write_config "$history" "$STATE/pulse.toml"
+personal_history=1
+for attempt in 1 2 3; do
+  write_config "$history" "$personal_history" "$STATE/pulse.toml"
+  : >"$STATE/presence.log"
   launcher presence "$bin/pulse-presence" --listen "127.0.0.1:$grpc_port" \
     --redis-url "$REDIS_URL" --metrics-listen 127.0.0.1:0 \
     --http-listen "127.0.0.1:$http_port" --config "$STATE/pulse.toml"
@@ -187,13 +190,16 @@ for attempt in 1 2; do
   if wait_for 30 "$STATE/presence.pid" curl -s -o /dev/null "http://127.0.0.1:$http_port/"; then
     break
   fi
-  if [ "$attempt" = 1 ] && grep -q "history_size" "$STATE/presence.log"; then
-    echo "this build keeps no history: $(grep -m1 history_size "$STATE/presence.log")"
-    history=0
-    continue
+  refused=$(grep -m1 "history_size" "$STATE/presence.log" || true)
+  if [ "$attempt" = 3 ] || [ -z "$refused" ]; then
+    echo "error: pulse-presence did not start" >&2
+    exit 1
   fi
-  echo "error: pulse-presence did not start" >&2
-  exit 1
+  echo "this build refuses a history: $refused"
+  case "$refused" in
+    *personal.history_size*) personal_history=0 ;;
+    *) history=0 ;;
+  esac
 done
 
 gateways=()
@@ -225,8 +231,8 @@ fi
 
 export PULSE_GATEWAYS="${gateways[*]}" PULSE_HTTP_API="http://127.0.0.1:$http_port"
 export PULSE_GRPC="127.0.0.1:$grpc_port" PULSE_API_KEY=$API_KEYS PULSE_AUTH_BIN="$bin/pulse-auth"
-export PULSE_DEMO_URL="http://127.0.0.1:$demo_port/" PULSE_HISTORY=$history
-step "stack up: gateways ${gateways[*]}, HTTP API :$http_port, demo page $PULSE_DEMO_URL (history: $history)"
+export PULSE_DEMO_URL="http://127.0.0.1:$demo_port/" PULSE_HISTORY=$history PULSE_PERSONAL_HISTORY=$personal_history
+step "stack up: gateways ${gateways[*]}, HTTP API :$http_port, demo page $PULSE_DEMO_URL (history: namespaces $history, personal channels $personal_history)"
 
 # --- The tests ----------------------------------------------------------
 

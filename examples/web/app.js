@@ -108,7 +108,7 @@ function start(token, getToken) {
   room.on("publication", (publication) => addMessage(publication.data));
   room.on("unrecovered", () => {
     $("unrecovered").textContent =
-      "Reconnected: messages sent while the connection was down could not be recovered (this channel keeps no history).";
+      "Reconnected: messages sent while the connection was down could not be recovered; reload to see them.";
     $("unrecovered").hidden = false;
     log("missed messages could not be recovered", true);
   });

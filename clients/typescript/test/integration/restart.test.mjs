@@ -4,7 +4,7 @@
 // server keeps history.
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { api, channel, client, closeAll, history, next, startGateway, stopGateway, user, waitFor } from "../support/stack.mjs";
+import { api, channel, client, closeAll, next, startGateway, stopGateway, user, waitFor } from "../support/stack.mjs";
 
 after(closeAll);
 
@@ -37,54 +37,64 @@ describe("gateway restart", () => {
     });
   }
 
-  it("every publication once and in order across a gateway restart", async (t) => {
-    const feed = channel("feed");
-    const name = user("grace");
-    const personal = `#${name}`;
-    const pulse = client(name, 0);
-    const sub = pulse.subscribe(feed);
-    const got = { feed: [], personal: [] };
-    const unrecovered = [];
-    sub.on("publication", (p) => got.feed.push(p.data));
-    pulse.on("message", (p) => got.personal.push(p.data));
-    sub.on("unrecovered", () => unrecovered.push(feed));
-    pulse.on("unrecovered", () => unrecovered.push(personal));
-    const answers = [];
-    sub.on("subscribed", (info) => answers.push(info));
-    pulse.connect();
-    await next(sub, "subscribed");
-    const publish = async (from, to) => {
-      for (let n = from; n <= to; n++) {
-        await api("publish", { channel: feed, data: n });
-        await api("publish", { channel: personal, data: n });
+  // Publishes 1..10, kills the client's gateway, publishes 11..20 while the
+  // client has no connection, starts the gateway again, publishes 21..30:
+  // with history the client gets 1..30, each once and in order.
+  for (const kind of ["channel", "personal channel"]) {
+    it(`every publication once and in order across a gateway restart (${kind})`, async (t) => {
+      const name = user("grace");
+      const pulse = client(name, 0);
+      const got = [];
+      const unrecovered = [];
+      let target;
+      let resubscribed;
+      if (kind === "channel") {
+        target = channel("feed");
+        const sub = pulse.subscribe(target);
+        sub.on("publication", (p) => got.push(p.data));
+        sub.on("unrecovered", (info) => unrecovered.push(info));
+        pulse.connect();
+        await next(sub, "subscribed");
+        resubscribed = () => next(sub, "subscribed");
+      } else {
+        target = `#${name}`;
+        pulse.on("message", (p) => got.push(p.data));
+        pulse.on("unrecovered", (info) => unrecovered.push(info));
+        pulse.connect();
+        await next(pulse, "connected");
+        // The personal channel's recovery answer is not an event; a
+        // subscription's answer after it (the same socket, in order) is.
+        const marker = pulse.subscribe(channel("room"));
+        await next(marker, "subscribed");
+        resubscribed = () => next(marker, "subscribed");
       }
-    };
-    const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+      const publish = async (from, to) => {
+        for (let n = from; n <= to; n++) await api("publish", { channel: target, data: n });
+      };
+      const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-    await publish(1, 10);
-    await waitFor("1..10 on both channels", () => got.feed.length >= 10 && got.personal.length >= 10);
-    await stopGateway(0, "SIGKILL");
-    await publish(11, 20); // while the client has no connection
-    const resubscribed = next(sub, "subscribed");
-    await startGateway(0);
-    const answer = await resubscribed;
-    await publish(21, 30);
-    await waitFor("30 on both channels", () => got.feed.at(-1) === 30 && got.personal.at(-1) === 30);
+      await publish(1, 10);
+      await waitFor("1..10", () => got.length >= 10);
+      await stopGateway(0, "SIGKILL");
+      await publish(11, 20); // while the client has no connection
+      const answered = resubscribed();
+      await startGateway(0);
+      await answered;
+      await publish(21, 30);
+      await waitFor("30", () => got.at(-1) === 30);
 
-    if (answer.recovered === false) {
-      // Without history the gap cannot be filled, and the SDK says so;
-      // what did arrive is still once and in order.
-      assert.deepEqual(got.feed, [...range(1, 10), ...range(21, 30)]);
-      assert.deepEqual(got.personal, [...range(1, 10), ...range(21, 30)]);
-      assert.deepEqual(unrecovered.sort(), [feed, personal].sort());
-      const reason = `the server answered the resubscribe with recovered:false (${history ? "history is configured" : "this build keeps no history: history_size was refused at start"}); pending until history lands`;
-      console.log(`# PENDING every publication once and in order across a gateway restart: ${reason}`);
-      t.todo(reason);
-      return;
-    }
-    assert.equal(answer.recovered, true);
-    assert.deepEqual(got.feed, range(1, 30));
-    assert.deepEqual(got.personal, range(1, 30));
-    assert.deepEqual(unrecovered, []);
-  });
+      if (unrecovered.length > 0) {
+        // The server answered recovered:false: the gap cannot be filled, and
+        // the SDK says so; what did arrive is still once and in order.
+        assert.deepEqual(unrecovered.map((info) => info.channel), [target]);
+        assert.deepEqual(got, [...range(1, 10), ...range(21, 30)]);
+        const configured = kind === "channel" ? process.env.PULSE_HISTORY : process.env.PULSE_PERSONAL_HISTORY;
+        const reason = `the server answered the resubscribe with recovered:false (${configured === "1" ? "its history is configured" : "this build refused history_size at start"}); pending until it recovers`;
+        console.log(`# PENDING every publication once and in order across a gateway restart (${kind}): ${reason}`);
+        t.todo(reason);
+        return;
+      }
+      assert.deepEqual(got, range(1, 30));
+    });
+  }
 });

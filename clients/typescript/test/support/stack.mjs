@@ -17,7 +17,6 @@ const env = (name) => {
 };
 
 export const gateways = env("PULSE_GATEWAYS").split(" ");
-export const history = process.env.PULSE_HISTORY === "1";
 const state = env("PULSE_SDK_STATE");
 
 let unique = 0;
