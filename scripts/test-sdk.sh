@@ -139,7 +139,8 @@ launcher() {
 }
 
 # The namespaces: `room:` as in deploy/pulse.toml (presence, join/leave,
-# clients publish) and `feed:` (clients publish). With history where this
+# clients publish), `feed:` (clients publish) and `order:` (a subscription
+# token per channel). With history where this
 # build of Pulse has it: $1 for both namespaces, $2 for personal channels.
 write_config() {
   local keep=$'history_size = 1000\nhistory_ttl = "10m"' named="" personal=""
@@ -158,6 +159,8 @@ $named
 authorize = "any"
 allow_publish = true
 $named
+[namespaces.order]
+authorize = "token"
 EOF
 }
 

@@ -212,7 +212,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.held = null;
     // The next connection subscribes again.
     if (error.code === "disconnected") return;
-    this.emit("error", { code: error.code, message: error.message });
+    this.emit("error", { code: error.code, message: error.reason });
     if (error.code === "timeout") {
       // Unanswered on an open socket: the socket is not healthy.
       this.client._drop(4408, `subscribe to ${this.channel} timed out`);

@@ -173,13 +173,17 @@ export interface SubscriptionEvents {
   error: ErrorInfo;
 }
 
-/** A refused or failed request: `code` is the server's error code, or `timeout` / `disconnected`. */
+/**
+ * A refused or failed request: `code` is the server's error code, or
+ * `timeout` / `disconnected`; `reason` the server's message (`message` is
+ * both).
+ */
 export class PulseError extends Error {
   constructor(
     readonly code: string,
-    message: string,
+    readonly reason: string,
   ) {
-    super(`${code}: ${message}`);
+    super(`${code}: ${reason}`);
     this.name = "PulseError";
   }
 }

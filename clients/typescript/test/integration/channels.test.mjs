@@ -2,7 +2,7 @@
 // publications from the HTTP API and from a client, once and in order.
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { api, channel, client, closeAll, next, user, waitFor } from "../support/stack.mjs";
+import { api, channel, client, closeAll, next, subscriptionToken, user, waitFor } from "../support/stack.mjs";
 
 after(closeAll);
 
@@ -49,6 +49,29 @@ describe("channels", () => {
     const left = next(a, "leave");
     b.unsubscribe();
     assert.deepEqual(await left, { channel: room, userId: bob });
+  });
+
+  it("subscribes with the subscription token getToken gives, and is refused without one", async () => {
+    const order = channel("order");
+    const name = user("heidi");
+    const pulse = client(name, 1);
+    const asked = [];
+    const sub = pulse.subscribe(order, {
+      getToken: async (channel) => {
+        asked.push(channel);
+        return subscriptionToken(name, channel);
+      },
+    });
+    const refused = pulse.subscribe(channel("order"));
+    const refusal = next(refused, "error");
+    pulse.connect();
+    await next(sub, "subscribed");
+    assert.deepEqual(asked, [order]);
+    const publication = next(sub, "publication");
+    await api("publish", { channel: order, data: { status: "paid" } });
+    assert.deepEqual((await publication).data, { status: "paid" });
+    assert.equal((await refusal).code, "permission_denied");
+    assert.equal(refused.state, "unsubscribed");
   });
 
   it("rejects a refused request with the server's code", async () => {

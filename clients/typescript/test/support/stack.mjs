@@ -3,6 +3,7 @@
 // the API key, gateways killed and started again on their ports, and
 // polling with a deadline.
 import { execFileSync, spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { openSync, readFileSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
@@ -33,6 +34,18 @@ export function user(name) {
 /** A token for `user` from `pulse-auth mint` (the stack's secret). */
 export function mint(user, ttl = "1h") {
   return execFileSync(env("PULSE_AUTH_BIN"), ["mint", "--user", user, "--ttl", ttl], { encoding: "utf8" }).trim();
+}
+
+/**
+ * A subscription token (claims `sub`, `channel`, `exp`), signed HS256 with
+ * the stack's secret as an application's backend would.
+ */
+export function subscriptionToken(user, channel) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub: user, channel, iat: now, exp: now + 3600 })}`;
+  const signature = createHmac("sha256", env("JWT_SECRET")).update(unsigned).digest("base64url");
+  return `${unsigned}.${signature}`;
 }
 
 const clients = [];

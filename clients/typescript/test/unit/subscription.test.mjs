@@ -149,7 +149,7 @@ describe("subscriptions", () => {
     await settle();
     assert.deepEqual(events, [["unsubscribed", { channel: "room:a", code: "unsubscribed_by_server" }]]);
     assert.deepEqual(refusals, [
-      ["error", { code: "permission_denied", message: "permission_denied: a subscription token is needed" }],
+      ["error", { code: "permission_denied", message: "a subscription token is needed" }],
       ["unsubscribed", { channel: "order:1", code: "permission_denied" }],
     ]);
     assert.equal(pulse.getSubscription("room:a"), undefined);
@@ -172,6 +172,30 @@ describe("subscriptions", () => {
     answerSubscribe();
     await settle();
     assert.equal(sub.state, "subscribed");
+  });
+
+  it("carry a subscription token from getToken, fetched again for every subscribe; a failed fetch is retried", async () => {
+    const pulse = connected();
+    let n = 0;
+    const sub = pulse.subscribe("order:1", {
+      getToken: async (channel) => {
+        n++;
+        if (n === 2) throw new Error("backend down");
+        return `${channel}-token-${n}`;
+      },
+    });
+    const errors = record(sub, ["error"]);
+    await settle();
+    assert.equal(last().of("subscribe")[0].token, "order:1-token-1");
+    answerSubscribe();
+    await settle();
+    reconnect();
+    await settle();
+    assert.deepEqual(errors, [["error", { code: "token_unavailable", message: "Error: backend down" }]]);
+    assert.equal(last().of("subscribe").filter((frame) => frame.channel === "order:1").length, 0);
+    clock.tick(100);
+    await settle();
+    assert.equal(last().of("subscribe").find((frame) => frame.channel === "order:1").token, "order:1-token-3");
   });
 
   it("carry join, leave and presence", async () => {
