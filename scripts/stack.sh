@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole stack locally: a private redis-server, pulse-auth,
-# pulse-presence and two gateway instances, with the dev login on.
-# Ctrl-C stops everything.
+# pulse-presence and two gateway instances, with the dev login on, and the
+# demo page (examples/web, with the TypeScript SDK built) on DEMO_PORT when
+# Node.js is installed. Ctrl-C stops everything.
 #
-#   GATEWAY_PORTS="3000 3001" AUTH_PORT=50051 PRESENCE_PORT=50052 HTTP_API_PORT=8052 API_KEY=... scripts/stack.sh
+#   GATEWAY_PORTS="3000 3001" AUTH_PORT=50051 PRESENCE_PORT=50052 HTTP_API_PORT=8052 DEMO_PORT=8080 API_KEY=... scripts/stack.sh
 #
 # Channel namespaces come from deploy/pulse.toml.
 set -euo pipefail
@@ -14,6 +15,7 @@ GATEWAY_PORTS=${GATEWAY_PORTS:-"3000 3001"}
 AUTH_PORT=${AUTH_PORT:-50051}
 PRESENCE_PORT=${PRESENCE_PORT:-50052}
 HTTP_API_PORT=${HTTP_API_PORT:-8052}
+DEMO_PORT=${DEMO_PORT:-8080}
 export JWT_SECRET=${JWT_SECRET:-dev-secret}
 # The internal API's key: internal services (and grpcurl) send
 # `authorization: Bearer $API_KEY` to pulse-presence.
@@ -49,6 +51,22 @@ for port in $GATEWAY_PORTS; do
   pids+=($!)
 done
 
-step "stack up: gateways on ports $GATEWAY_PORTS, pulse-auth :$AUTH_PORT, pulse-presence :$PRESENCE_PORT (HTTP API :$HTTP_API_PORT, API key: $API_KEY), $REDIS_URL (Ctrl-C stops)"
+demo=""
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  step "building the TypeScript SDK for the demo page"
+  if [ ! -d clients/typescript/node_modules ]; then
+    (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  (cd clients/typescript && node build.mjs)
+  first_port=${GATEWAY_PORTS%% *}
+  node examples/web/serve.mjs --port "$DEMO_PORT" --gateway "http://127.0.0.1:$first_port" \
+    --api "http://127.0.0.1:$HTTP_API_PORT" &
+  pids+=($!)
+  demo=", demo page http://127.0.0.1:$DEMO_PORT/"
+else
+  echo "no Node.js here: the demo page (examples/web) is not served" >&2
+fi
+
+step "stack up: gateways on ports $GATEWAY_PORTS, pulse-auth :$AUTH_PORT, pulse-presence :$PRESENCE_PORT (HTTP API :$HTTP_API_PORT, API key: $API_KEY), $REDIS_URL$demo (Ctrl-C stops)"
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the stack" >&2

@@ -34,3 +34,6 @@ cargo build --workspace --bins
 
 step "cargo test --workspace --all-features (REDIS_URL=$REDIS_URL, REDIS_CLUSTER_URLS=$REDIS_CLUSTER_URLS)"
 cargo test --workspace --all-features
+
+step "TypeScript SDK: build, size, unit, integration and browser tests (scripts/test-sdk.sh)"
+bash scripts/test-sdk.sh
