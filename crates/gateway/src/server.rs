@@ -35,6 +35,10 @@ impl Gateway {
     /// A gateway with these settings, validating tokens with `auth` and
     /// keeping presence in `presence`.
     pub fn new(settings: Settings, auth: Authenticator, presence: Presence) -> Self {
+        if let Some(history) = settings.namespaces.personal.history() {
+            // Personal channels are subscribed like channels, with offsets.
+            presence.set_personal_history(history);
+        }
         let (shared, deliveries) = Shared::new(settings, auth, presence);
         Self {
             shared: Arc::new(shared),

@@ -275,6 +275,10 @@ impl Live {
         if self.shared.shutdown.is_cancelled() {
             return Err(End::going_away());
         }
+        let personal = match self.shared.presence.personal_history() {
+            Some(history) => Some(self.open_personal(history).await?),
+            None => None,
+        };
         let settings = &self.shared.settings;
         let connected = ServerMessage::Connected {
             connection_id: self.connection_id.to_string(),
@@ -283,10 +287,15 @@ impl Live {
             heartbeat_interval_ms: u64::try_from(settings.heartbeat_interval.as_millis())
                 .unwrap_or(u64::MAX),
             channel: Channel::personal(&self.user_id),
+            offset: personal.as_ref().map(|release| release.top.offset),
+            epoch: personal.as_ref().map(|release| release.top.epoch.clone()),
         };
         self.socket
             .send_text(&connected.encode(), settings.write_timeout)
             .await?;
+        if let Some(release) = &personal {
+            self.release(release);
+        }
         self.join_server_subscriptions().await
     }
 

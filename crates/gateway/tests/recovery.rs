@@ -336,3 +336,73 @@ async fn a_killed_redis_subscription_makes_subscribers_recover() {
     assert_eq!(reader.numbers, (1..n).collect::<Vec<_>>());
     gateway.stop().await;
 }
+
+/// With `[personal] history_size`, what `Send` publishes to a user while
+/// they are away is recovered by a `subscribe` to their personal channel
+/// with `since`, from `connected`'s position, on another gateway; and
+/// publications keep arriving live, once, around the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_made_while_the_user_was_away_is_recovered() {
+    const PERSONAL: &str = "[personal]\nhistory_size = 100\nhistory_ttl = \"10m\"\n";
+    let settings = |instance: &str| {
+        let mut settings = settings();
+        settings.instance_id = instance.to_owned();
+        settings.namespaces = Arc::new(Namespaces::parse(PERSONAL, "test.toml").unwrap());
+        settings
+    };
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let presence = || {
+        Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.clone())).unwrap()
+    };
+    let one = Gateway::start_with(settings("gw-1"), presence()).await;
+    let two = Gateway::start_with(settings("gw-2"), presence()).await;
+    let api = presence();
+    api.set_personal_history(HISTORY);
+
+    let mut client = one.connect(&format!("?token={}", token("alice"))).await;
+    let connected = next_json(&mut client).await;
+    assert_eq!(connected["type"], "connected");
+    assert_eq!(connected["offset"], json!(0));
+    let epoch = connected["epoch"].as_str().unwrap().to_owned();
+    eventually("alice is registered", || {
+        let api = api.clone();
+        async move { api.user("alice").await.unwrap().len() == 1 }
+    })
+    .await;
+    assert_eq!(api.send("alice", data(&json!({"n": 1}))).await.unwrap(), 1);
+    let live = next_json(&mut client).await;
+    assert_eq!(
+        live,
+        json!({"type": "publication", "channel": "#alice", "offset": 1, "data": {"n": 1}})
+    );
+    drop(client);
+    eventually("alice is gone", || {
+        let api = api.clone();
+        async move { api.user("alice").await.unwrap().is_empty() }
+    })
+    .await;
+    for n in 2..=3 {
+        assert_eq!(
+            api.send("alice", data(&json!({ "n": n }))).await.unwrap(),
+            0
+        );
+    }
+    let mut client = two.connect(&format!("?token={}", token("alice"))).await;
+    let connected = next_json(&mut client).await;
+    assert_eq!(connected["offset"], json!(3), "{connected}");
+    let answer = support::request(
+        &mut client,
+        json!({"type": "subscribe", "id": 1, "channel": "#alice", "since": {"offset": 1, "epoch": epoch}}),
+    )
+    .await;
+    assert_eq!(answer["recovered"], json!(true), "{answer}");
+    assert_eq!(
+        answer["publications"],
+        json!([{"offset": 2, "data": {"n": 2}}, {"offset": 3, "data": {"n": 3}}])
+    );
+    api.send("alice", data(&json!({"n": 4}))).await.unwrap();
+    assert_eq!(next_json(&mut client).await["offset"], json!(4));
+    one.stop().await;
+    two.stop().await;
+}

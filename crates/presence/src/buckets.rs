@@ -31,6 +31,17 @@ pub fn bucket_of(user_id: &str) -> u16 {
     (hash % u32::from(BUCKETS)) as u16
 }
 
+/// The bucket of a channel's publications and history: [`bucket_of`] its
+/// name, except a personal channel (`#<user_id>`), which lives in its
+/// user's bucket, so that one script can publish to it and count the
+/// user's connections.
+pub fn channel_bucket(channel: &str) -> u16 {
+    match channel.strip_prefix(pulse_protocol::channel::PERSONAL_PREFIX) {
+        Some(user_id) => bucket_of(user_id),
+        None => bucket_of(channel),
+    }
+}
+
 /// Key and channel names under one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -101,24 +112,27 @@ impl Keys {
     /// channel's bucket (so that one script can append to its history and
     /// publish).
     pub(crate) fn publications(&self, channel: &str) -> String {
-        format!("{}pub:{channel}", self.bucket(bucket_of(channel)))
+        format!("{}pub:{channel}", self.bucket(channel_bucket(channel)))
     }
 
     /// A channel's history (a stream, entry ids `<offset>-0`), in the
     /// channel's bucket.
     pub(crate) fn history(&self, channel: &str) -> String {
-        format!("{}hist:{channel}", self.bucket(bucket_of(channel)))
+        format!("{}hist:{channel}", self.bucket(channel_bucket(channel)))
     }
 
     /// A channel's stream metadata (`e` the epoch, `o` the last offset).
     pub(crate) fn history_meta(&self, channel: &str) -> String {
-        format!("{}meta:{channel}", self.bucket(bucket_of(channel)))
+        format!("{}meta:{channel}", self.bucket(channel_bucket(channel)))
     }
 
     /// The first result of a publication with idempotency key `key` on
     /// `channel` (a channel name holds no space, so the two cannot blur).
     pub(crate) fn idempotency(&self, channel: &str, key: &str) -> String {
-        format!("{}idem:{channel} {key}", self.bucket(bucket_of(channel)))
+        format!(
+            "{}idem:{channel} {key}",
+            self.bucket(channel_bucket(channel))
+        )
     }
 
     /// A channel's members (user id -> subscribed connections), in the

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::fanout::{Delivery, DeliveryPosition, FeedEvent};
 use crate::{
-    Backend, MAX_DATA_BYTES, Presence, PresenceError, bucket_of,
+    Backend, MAX_DATA_BYTES, Presence, PresenceError,
     buckets::Keys,
     fanout,
     history::{PublishOptions, check_idempotency_key, memory::Histories},
@@ -61,7 +61,7 @@ impl ChannelFeed {
                 let request = fanout::Request::Subscribe {
                     key: keys.publications(channel),
                     channel: channel.into(),
-                    bucket: bucket_of(channel),
+                    bucket: crate::buckets::channel_bucket(channel),
                     done,
                 };
                 let gone = || PresenceError::Unavailable("the channel fan-out stopped".to_owned());
@@ -212,20 +212,30 @@ impl Presence {
             .map_err(|error| PresenceError::InvalidArgument(format!("channel: {error}")))?;
         check_data(data)?;
         check_idempotency_key(options.idempotency_key)?;
+        let mut options = *options;
         if let Channel::Personal { user_id } = parsed {
-            // A personal channel travels as a `Send`, to the instances that
-            // hold the user's connections (see `Published::instances`).
-            let connections = self.send(user_id, data.to_owned()).await?;
-            return Ok(Published {
-                instances: connections,
-                offset: None,
-                epoch: None,
-            });
+            let Some(history) = self.personal_history() else {
+                // Without a history a personal channel travels as a `Send`,
+                // to the instances that hold the user's connections (see
+                // `Published::instances`).
+                let connections = self.send_command(user_id, data.to_owned()).await?;
+                return Ok(Published {
+                    instances: connections,
+                    offset: None,
+                    epoch: None,
+                });
+            };
+            options.history = Some(history);
         }
+        let options = &options;
         match &self.inner.backend {
-            Backend::Memory(_) => {
+            Backend::Memory(store) => {
                 let hub = &self.inner.local_hub;
-                Ok(hub.histories.publish(hub, channel, data, options))
+                let mut published = hub.histories.publish(hub, channel, data, options);
+                if let Channel::Personal { user_id } = parsed {
+                    published.instances = store.count_connections(user_id, None);
+                }
+                Ok(published)
             }
             Backend::Redis(store) => {
                 if options.history.is_none() && options.idempotency_key.is_none() {

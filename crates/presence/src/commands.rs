@@ -79,6 +79,25 @@ impl Presence {
                 data.get().len()
             )));
         }
+        if self.personal_history().is_some() {
+            // A publication on the personal channel, with an offset.
+            let channel = pulse_protocol::Channel::personal(user_id);
+            let options = crate::PublishOptions::default();
+            return Ok(Box::pin(self.publish(&channel, &data, &options))
+                .await?
+                .instances);
+        }
+        self.send_command(user_id, data).await
+    }
+
+    /// `Send` without a personal history: a command to the instances that
+    /// hold the user's connections.
+    pub(crate) async fn send_command(
+        &self,
+        user_id: &str,
+        data: Box<RawValue>,
+    ) -> Result<u64, PresenceError> {
+        check_user_id(user_id)?;
         let command = Command::Send {
             user_id: user_id.to_owned(),
             data,

@@ -101,6 +101,21 @@ pub(crate) fn millis(duration: Duration) -> u64 {
 }
 
 impl Presence {
+    /// Gives personal channels a history (`[personal]` in the config file;
+    /// every gateway and `pulse-presence` must agree, as they read the same
+    /// file): from then on `Send` and `Publish` to `#<user_id>` append to
+    /// it and travel like a channel's publications, to the instances
+    /// subscribed to the user's personal channel. Set once, at start; a
+    /// second call changes nothing.
+    pub fn set_personal_history(&self, history: HistoryOptions) {
+        let _ = self.inner.personal_history.set(history);
+    }
+
+    /// The history of personal channels, when they keep one.
+    pub fn personal_history(&self) -> Option<HistoryOptions> {
+        self.inner.personal_history.get().copied()
+    }
+
     /// Reads `channel`'s stream position and, with `since`, the publications
     /// after it: all of them, oldest first, and `recovered: true`; or
     /// `recovered: false` and none when the gap cannot be filled (another

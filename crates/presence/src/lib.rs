@@ -59,7 +59,7 @@ mod user_entry;
 mod watch_slots;
 
 pub use admission::Admission;
-pub use buckets::{BUCKETS, bucket_of};
+pub use buckets::{BUCKETS, bucket_of, channel_bucket};
 pub use channels::{
     ChannelFeed, Delivery, DeliveryPosition, FeedEvent, MAX_SERVER_SUBSCRIPTIONS, Published,
 };
@@ -150,6 +150,9 @@ struct Inner {
     local_hub: Arc<channels::LocalHub>,
     /// Channel memberships (the in-memory backend's).
     members: members::MemberTable,
+    /// The history of personal channels (`[personal]` in the config file),
+    /// set once at start: with it, `Send` is a publication with an offset.
+    personal_history: std::sync::OnceLock<history::HistoryOptions>,
     // Dropped with the last `Presence` clone, which tells the bus task to stop.
     _bus_stop: Option<oneshot::Sender<()>>,
 }
@@ -188,6 +191,7 @@ impl Presence {
                 commands_live: watch::channel(None).0,
                 local_hub: Arc::default(),
                 members: members::MemberTable::default(),
+                personal_history: std::sync::OnceLock::new(),
                 _bus_stop: None,
             }),
         }
@@ -238,6 +242,7 @@ impl Presence {
                 commands_live,
                 local_hub: Arc::default(),
                 members: members::MemberTable::default(),
+                personal_history: std::sync::OnceLock::new(),
                 _bus_stop: Some(bus_stop),
             }),
         })

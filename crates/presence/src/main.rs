@@ -25,6 +25,9 @@ async fn main() {
     let presence = config
         .presence()
         .unwrap_or_else(|error| exit_with_config_error(&error));
+    if let Some(history) = api.namespaces.personal.history() {
+        presence.set_personal_history(history);
+    }
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => exit_with_config_error(&format!("--listen {}: {error}", config.listen)),

@@ -27,9 +27,6 @@ use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
 use pulse_protocol::{Channel, channel::valid_namespace};
 use serde::Deserialize;
 
-/// What an option that is not supported yet says.
-const NOT_YET: &str = "not supported yet by this version (see the README's Channels section)";
-
 /// The most publications a channel's history may keep.
 pub const MAX_HISTORY_SIZE: u32 = 10_000;
 
@@ -133,6 +130,16 @@ pub struct PersonalOptions {
     /// How long a personal channel's history lives after its last publication.
     #[serde(with = "humantime_serde_compat")]
     pub history_ttl: Duration,
+}
+
+impl PersonalOptions {
+    /// The history of personal channels, when they keep one.
+    pub fn history(&self) -> Option<crate::HistoryOptions> {
+        (self.history_size > 0).then_some(crate::HistoryOptions {
+            size: self.history_size,
+            ttl: self.history_ttl,
+        })
+    }
 }
 
 impl Default for PersonalOptions {
@@ -309,10 +316,8 @@ impl Namespaces {
                 self.personal.history_size
             ));
         }
-        // Options whose machinery has not landed yet: refused rather than
-        // read and ignored, so that nobody relies on them.
-        if self.personal.history_size > 0 {
-            return Err(format!("personal.history_size: {NOT_YET}"));
+        if self.personal.history_size > 0 && self.personal.history_ttl < Duration::from_secs(1) {
+            return Err("personal.history_ttl: at least 1s with a history".to_owned());
         }
         if let Some(hooks) = &self.hooks {
             let https = hooks.authorize_url.starts_with("https://");
@@ -393,7 +398,7 @@ impl Namespaces {
                 )));
             }
             Some(Resolved::Namespace(options)) => options.history(),
-            Some(Resolved::Personal(_)) => None,
+            Some(Resolved::Personal(options)) => options.history(),
         };
         Ok(crate::PublishOptions {
             history,

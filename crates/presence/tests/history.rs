@@ -26,6 +26,7 @@ every_backend!(
     a_position_past_the_end_starts_a_new_epoch,
     an_idempotency_key_publishes_once,
     history_pages_through_what_is_kept,
+    a_personal_history_makes_send_a_publication_with_an_offset,
 );
 
 const HISTORY: HistoryOptions = HistoryOptions {
@@ -323,6 +324,52 @@ async fn history_pages_through_what_is_kept(presence: Presence) {
         presence.history("room:pages", HISTORY, 0, 0).await,
         Err(PresenceError::InvalidArgument(_))
     ));
+}
+
+async fn a_personal_history_makes_send_a_publication_with_an_offset(presence: Presence) {
+    presence.set_personal_history(HISTORY);
+    support::register(&presence, "alice", "c1", "gw-1", 1).await;
+    support::register(&presence, "alice", "c2", "gw-2", 2).await;
+    let (feed, mut deliveries) = presence.channel_feed();
+    feed.subscribe("#alice").await.unwrap();
+    let sent = presence
+        .send("alice", data(&json!({"n": 1})))
+        .await
+        .unwrap();
+    assert_eq!(sent, 2, "Send still counts the user's connections");
+    let delivery = next_publication(&mut deliveries).await;
+    assert_eq!(delivery.position.as_ref().map(|p| p.offset), Some(1));
+    assert_eq!(
+        *delivery.frame,
+        publication_frame("#alice", Some(1), &data(&json!({"n": 1})))
+    );
+    let published = presence
+        .publish(
+            "#alice",
+            &data(&json!({"n": 2})),
+            &PublishOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((published.instances, published.offset), (2, Some(2)));
+    let since = StreamPosition {
+        offset: 0,
+        epoch: published.epoch.unwrap(),
+    };
+    let recovery = presence
+        .read_stream("#alice", HISTORY, Some(&since))
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(recovery.recovered);
+    assert_eq!(numbers(&recovery.publications), [(1, 1), (2, 2)]);
+    // Nobody's connections: kept all the same, for their next connection.
+    assert_eq!(
+        presence.send("bob", data(&json!({"n": 1}))).await.unwrap(),
+        0
+    );
+    assert_eq!(presence.stream_top("#bob").await.unwrap().offset, 1);
 }
 
 /// Redis restarted without its data: the channel's history is gone, and a

@@ -169,6 +169,13 @@ pub enum ServerMessage {
         /// The user's personal channel (`#<user_id>`), which the server has
         /// subscribed this connection to: what `Send` publishes on.
         channel: String,
+        /// The personal channel's last offset, where personal channels keep
+        /// history: where this connection's stream starts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// The epoch of that stream, with `offset`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// The answer to [`ClientMessage::Ping`].
     Pong {

@@ -34,6 +34,8 @@ pub(crate) struct ChannelState {
     /// Those whose live stream broke and that the client was told to
     /// subscribe to again (still members, delivered nothing until then).
     pub(super) positioned: Vec<Arc<str>>,
+    /// The personal channel's cursor, where personal channels keep history.
+    pub(super) personal: Option<Arc<Cursor>>,
     /// The connection token's `channels` claim: exact names and `prefix*`
     /// patterns, for namespaces with `authorize = "claim"`.
     claim: Option<Box<[Box<str>]>>,
@@ -57,6 +59,7 @@ impl ChannelState {
             subscribed: Vec::new(),
             cursors: Vec::new(),
             positioned: Vec::new(),
+            personal: None,
             claim,
             joining: server_subscriptions,
         }))
@@ -190,9 +193,9 @@ impl Live {
         let options = match self.shared.settings.namespaces.resolve(&parsed) {
             Some(Resolved::Personal(_)) => {
                 return match parsed {
-                    Channel::Personal { user_id } if *user_id == *self.user_id => Ok(
-                        Subscribed::without_history(Some(id), &channel, since.is_some()),
-                    ),
+                    Channel::Personal { user_id } if *user_id == *self.user_id => {
+                        self.recover_personal(id, &channel, since.as_ref()).await
+                    }
                     _ => Err(Refusal::new(
                         ErrorCode::PERMISSION_DENIED,
                         "a personal channel is its user's only",

@@ -99,6 +99,10 @@ impl Live {
             return;
         };
         let shared = &self.shared;
+        if state.personal.is_some() {
+            let personal = Channel::personal(&self.user_id);
+            shared.channels.unsubscribe(&personal, &self.mailbox);
+        }
         let _sync = shared.resync.read().await;
         for channel in &state.subscribed {
             shared.channels.unsubscribe(channel, &self.mailbox);

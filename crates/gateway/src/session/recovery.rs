@@ -32,7 +32,7 @@ pub(super) struct Subscribed {
 pub(super) struct Release {
     channel: Arc<str>,
     cursor: Arc<Cursor>,
-    top: StreamPosition,
+    pub(super) top: StreamPosition,
 }
 
 impl Subscribed {
@@ -51,6 +51,111 @@ impl Subscribed {
 }
 
 impl Live {
+    /// With personal history: subscribes this connection to its user's
+    /// personal channel (the instance's feed holds one subscription per
+    /// user with connections here) and reads where its stream is, for
+    /// `connected`. Redis away closes with 1013 (try again later): a
+    /// connection that could not hear its personal channel would miss what
+    /// `Send` publishes to it, silently.
+    pub(super) async fn open_personal(&mut self, history: HistoryOptions) -> Result<Release, End> {
+        let channel: Arc<str> = pulse_protocol::Channel::personal(&self.user_id).into();
+        let cursor = Arc::new(Cursor::recovering());
+        let subscriber = crate::channels::Subscriber {
+            mailbox: self.mailbox.clone(),
+            connection_id: self.connection_id.clone(),
+            user_id: self.user_id.clone(),
+            cursor: Some(cursor.clone()),
+        };
+        let shared = Arc::clone(&self.shared);
+        let opened = match shared.channels.subscribe(&channel, subscriber).await {
+            Ok(()) => {
+                let read = shared.presence.read_stream(&channel, history, None).await;
+                if read.is_err() {
+                    shared.channels.unsubscribe(&channel, &self.mailbox);
+                }
+                read
+            }
+            Err(error) => Err(error),
+        };
+        match opened {
+            Ok(read) => {
+                self.state().personal = Some(cursor.clone());
+                Ok(Release {
+                    channel,
+                    cursor,
+                    top: read.top,
+                })
+            }
+            Err(error) => {
+                warn!(user_id = %self.user_id, %error, "could not open the personal channel's stream; closing with 1013");
+                Err(End::fail(
+                    pulse_protocol::CloseCode::TryAgainLater,
+                    ErrorCode::UNAVAILABLE,
+                    "the personal channel cannot be subscribed right now (Redis away); try again",
+                ))
+            }
+        }
+    }
+
+    /// A `subscribe` to the connection's own personal channel, where it
+    /// keeps history: the position, and what was missed since `since`. On
+    /// failure the stream stays paused and the client is told to subscribe
+    /// again.
+    pub(super) async fn recover_personal(
+        &mut self,
+        id: RequestId,
+        channel: &str,
+        since: Option<&StreamPosition>,
+    ) -> Result<Subscribed, Refusal> {
+        let cursor = self
+            .channels
+            .as_ref()
+            .and_then(|state| state.personal.clone());
+        let (Some(cursor), Some(history)) = (cursor, self.shared.presence.personal_history())
+        else {
+            return Ok(Subscribed::without_history(
+                Some(id),
+                channel,
+                since.is_some(),
+            ));
+        };
+        let channel: Arc<str> = channel.into();
+        cursor.recover();
+        match self
+            .open_stream(Some(id), &channel, history, since, cursor.clone())
+            .await
+        {
+            Ok(subscribed) => Ok(subscribed),
+            Err(refusal) => {
+                if cursor.pause() {
+                    let capacity = self.shared.settings.outbound_queue;
+                    let pushed = self.mailbox.push_reposition(channel, capacity);
+                    crate::channels::overflowed(&self.mailbox, pushed, &self.shared.metrics);
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Lets the held live publications after `release`'s position go.
+    pub(super) fn release(&self, release: &Release) {
+        let shared = &self.shared;
+        shared.channels.note_top(&release.channel, &release.top);
+        let capacity = shared.settings.outbound_queue;
+        if release
+            .cursor
+            .release(release.top.offset, &self.mailbox, capacity)
+            == Released::Overflowed
+        {
+            shared.metrics.queue_overflows.increment(1);
+            self.mailbox.kick(
+                pulse_protocol::CloseCode::TooMany,
+                ErrorCode::SLOW_CONSUMER,
+                "too many messages waiting: the connection does not read fast enough",
+            );
+        }
+    }
+
     /// Reads the stream of `channel` (subscribed, its cursor recovering):
     /// the answer, with what was missed since `since`.
     pub(super) async fn open_stream(
@@ -109,12 +214,19 @@ impl Live {
         let Some(state) = self.channels.as_mut() else {
             return Ok(());
         };
-        if !state.subscribed.iter().any(|c| **c == *channel)
+        let personal = channel
+            .strip_prefix(pulse_protocol::channel::PERSONAL_PREFIX)
+            .is_some_and(|user_id| *user_id == *self.user_id);
+        if personal {
+            // Always subscribed; a `subscribe` with `since` recovers it.
+        } else if !state.subscribed.iter().any(|c| **c == *channel)
             || state.positioned.iter().any(|c| **c == *channel)
         {
             return Ok(());
         }
-        state.positioned.push(channel.clone());
+        if !personal {
+            state.positioned.push(channel.clone());
+        }
         debug!(user_id = %self.user_id, connection_id = %self.connection_id, %channel, "told to recover");
         let unsubscribed = ServerMessage::Unsubscribed {
             id: None,

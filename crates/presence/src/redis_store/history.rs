@@ -66,6 +66,10 @@ impl RedisStore {
         if let Some(key) = options.idempotency_key {
             invocation.key(keys.idempotency(channel, key));
         }
+        let personal = channel.strip_prefix(pulse_protocol::channel::PERSONAL_PREFIX);
+        if let Some(user_id) = personal {
+            invocation.key(keys.user(user_id));
+        }
         invocation
             .arg(history.size)
             .arg(millis(history.ttl))
@@ -75,7 +79,13 @@ impl RedisStore {
             .arg(PUBLICATION_DATA)
             .arg(data.get())
             .arg(PUBLICATION_END)
-            .arg(window);
+            .arg(window)
+            .arg(if options.idempotency_key.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(if personal.is_some() { "1" } else { "0" });
         let (offset, epoch, instances, _fresh): (u64, String, u64, i64) = invocation
             .invoke_async(&mut handle)
             .await

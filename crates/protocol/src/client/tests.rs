@@ -46,10 +46,25 @@ fn encodes_the_documented_server_messages() {
         instance_id: "i1".into(),
         heartbeat_interval_ms: 30_000,
         channel: "#u1".into(),
+        offset: None,
+        epoch: None,
     };
     assert_eq!(
         serde_json::from_str::<Value>(&connected.encode()).unwrap(),
         json!({"type":"connected","connection_id":"c1","user_id":"u1","instance_id":"i1","heartbeat_interval_ms":30000,"channel":"#u1"})
+    );
+    let with_history = ServerMessage::Connected {
+        connection_id: "c1".into(),
+        user_id: "u1".into(),
+        instance_id: "i1".into(),
+        heartbeat_interval_ms: 30_000,
+        channel: "#u1".into(),
+        offset: Some(4),
+        epoch: Some("e".into()),
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&with_history.encode()).unwrap()["offset"],
+        json!(4)
     );
     assert_eq!(
         ServerMessage::Pong { id: None }.encode(),
@@ -236,6 +251,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                     user_id,
                     instance_id,
                     heartbeat_interval_ms,
+                    offset: None,
+                    epoch: None,
                 }
             }
         ),
