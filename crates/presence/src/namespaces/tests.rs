@@ -1,6 +1,6 @@
 use super::*;
 
-/// The design's example: every option, including those not supported yet.
+/// The design's example: every option.
 const FULL_EXAMPLE: &str = r#"
 [default]
 authorize = "any"
@@ -96,21 +96,24 @@ presence_max_users = 0
 }
 
 #[test]
-fn options_not_supported_yet_are_refused_not_ignored() {
-    let error = parse(FULL_EXAMPLE).unwrap_err();
-    assert!(
-        error.contains("personal.history_size: not supported yet"),
-        "{error}"
-    );
-    let with_history = parse(&FULL_EXAMPLE.replace("[personal]\nhistory_size = 20\n", "")).unwrap();
-    let room = with_history.resolve(&Channel::parse("room:1").unwrap());
+fn the_designs_full_example_is_read_whole() {
+    let namespaces = parse(FULL_EXAMPLE).unwrap();
+    let room = namespaces.resolve(&Channel::parse("room:1").unwrap());
     assert!(
         matches!(room, Some(Resolved::Namespace(options)) if options.history() == Some(crate::HistoryOptions { size: 100, ttl: Duration::from_secs(600) })),
         "a namespace's history is read"
     );
-    let error = parse("[personal]\nhistory_size = 20\n").unwrap_err();
+    assert_eq!(
+        namespaces.personal.history(),
+        Some(crate::HistoryOptions {
+            size: 20,
+            ttl: Duration::from_secs(300)
+        }),
+        "and the personal channels'"
+    );
+    let error = parse("[personal]\nhistory_size = 20\nhistory_ttl = \"10ms\"\n").unwrap_err();
     assert!(
-        error.contains("personal.history_size: not supported yet"),
+        error.contains("personal.history_ttl: at least 1s"),
         "{error}"
     );
 }
