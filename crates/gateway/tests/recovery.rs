@@ -38,6 +38,12 @@ fn history_settings(instance: &str) -> Settings {
     settings
 }
 
+/// A presence client of `server` under `namespace` (each gateway and the
+/// test's API get their own, as separate processes would).
+fn redis_presence(server: &RedisServer, namespace: &str) -> Presence {
+    Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.to_owned())).unwrap()
+}
+
 fn with_history() -> PublishOptions<'static> {
     PublishOptions {
         history: Some(HISTORY),
@@ -184,9 +190,7 @@ async fn a_subscribe_with_since_replays_what_was_missed_then_goes_on_live() {
 async fn the_seam_holds_while_publications_keep_coming() {
     let server = RedisServer::start().await;
     let namespace = unique_namespace();
-    let presence = || {
-        Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.clone())).unwrap()
-    };
+    let presence = || redis_presence(&server, &namespace);
     let gateways = [
         Gateway::start_with(history_settings("gw-1"), presence()).await,
         Gateway::start_with(history_settings("gw-2"), presence()).await,
@@ -221,9 +225,7 @@ async fn the_seam_holds_while_publications_keep_coming() {
 async fn publications_made_while_the_subscription_was_down_are_recovered() {
     let server = RedisServer::start().await;
     let namespace = unique_namespace();
-    let presence = || {
-        Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.clone())).unwrap()
-    };
+    let presence = || redis_presence(&server, &namespace);
     let gateway = Gateway::start_with(history_settings("gw-1"), presence()).await;
     let mut client = live(&gateway, &token("alice")).await;
     let mut reader = Reader::default();
@@ -291,9 +293,7 @@ async fn kill_subscriptions(admin: &mut redis::aio::MultiplexedConnection) {
 async fn a_killed_redis_subscription_makes_subscribers_recover() {
     let server = RedisServer::start().await;
     let namespace = unique_namespace();
-    let presence = || {
-        Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.clone())).unwrap()
-    };
+    let presence = || redis_presence(&server, &namespace);
     let gateway = Gateway::start_with(history_settings("gw-1"), presence()).await;
     let mut client = live(&gateway, &token("alice")).await;
     let mut reader = Reader::default();
@@ -352,9 +352,7 @@ async fn a_send_made_while_the_user_was_away_is_recovered() {
     };
     let server = RedisServer::start().await;
     let namespace = unique_namespace();
-    let presence = || {
-        Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.clone())).unwrap()
-    };
+    let presence = || redis_presence(&server, &namespace);
     let one = Gateway::start_with(settings("gw-1"), presence()).await;
     let two = Gateway::start_with(settings("gw-2"), presence()).await;
     let api = presence();

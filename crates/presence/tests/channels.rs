@@ -27,18 +27,8 @@ fn data(value: &Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).unwrap()
 }
 
-/// The next publication (a subscription that was lost and came back is
-/// skipped: these tests look at what is delivered).
 async fn next(deliveries: &mut UnboundedReceiver<FeedEvent>) -> Delivery {
-    loop {
-        let event = timeout(DEADLINE, deliveries.recv())
-            .await
-            .expect("a delivery in time")
-            .expect("the feed is open");
-        if let FeedEvent::Publication(delivery) = event {
-            return delivery;
-        }
-    }
+    support::next_publication(deliveries).await
 }
 
 /// Nothing more arrives: a marker publication on a channel the feed holds

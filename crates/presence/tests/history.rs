@@ -10,14 +10,11 @@ mod support;
 use std::time::Duration;
 
 use pulse_presence::{
-    DeliveryPosition, FeedEvent, HistoryOptions, Presence, PresenceError, PublishOptions,
-    RedisOptions,
+    DeliveryPosition, HistoryOptions, Presence, PresenceError, PublishOptions, RedisOptions,
     testing::{RedisServer, unique_namespace},
 };
 use pulse_protocol::{StreamPosition, channel::publication_frame};
 use serde_json::{Value, json, value::RawValue};
-use support::DEADLINE;
-use tokio::{sync::mpsc::UnboundedReceiver, time::timeout};
 
 every_backend!(
     offsets_count_from_one_and_every_frame_carries_its_own,
@@ -43,20 +40,6 @@ fn with_history() -> PublishOptions<'static> {
 
 fn data(value: &Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).unwrap()
-}
-
-async fn next_publication(
-    deliveries: &mut UnboundedReceiver<FeedEvent>,
-) -> pulse_presence::Delivery {
-    loop {
-        let event = timeout(DEADLINE, deliveries.recv())
-            .await
-            .expect("a delivery in time")
-            .expect("the feed is open");
-        if let FeedEvent::Publication(delivery) = event {
-            return delivery;
-        }
-    }
 }
 
 async fn publish(presence: &Presence, channel: &str, n: u64) -> (u64, String) {
@@ -99,7 +82,7 @@ async fn offsets_count_from_one_and_every_frame_carries_its_own(presence: Presen
             "the epoch the first read made"
         );
         assert_eq!(published.instances, 1);
-        let delivery = next_publication(&mut deliveries).await;
+        let delivery = support::next_publication(&mut deliveries).await;
         assert_eq!(
             delivery.position,
             Some(DeliveryPosition {
@@ -123,7 +106,10 @@ async fn offsets_count_from_one_and_every_frame_carries_its_own(presence: Presen
         .await
         .unwrap();
     assert_eq!((plain.offset, plain.epoch), (None, None));
-    assert_eq!(next_publication(&mut deliveries).await.position, None);
+    assert_eq!(
+        support::next_publication(&mut deliveries).await.position,
+        None
+    );
 }
 
 async fn a_recovery_returns_exactly_what_was_missed(presence: Presence) {
@@ -277,7 +263,7 @@ async fn an_idempotency_key_publishes_once(presence: Presence) {
         .unwrap();
     let mut got = Vec::new();
     loop {
-        let delivery = next_publication(&mut deliveries).await;
+        let delivery = support::next_publication(&mut deliveries).await;
         let frame: Value = serde_json::from_str(&delivery.frame).unwrap();
         if frame["data"] == json!("marker") {
             break;
@@ -337,7 +323,7 @@ async fn a_personal_history_makes_send_a_publication_with_an_offset(presence: Pr
         .await
         .unwrap();
     assert_eq!(sent, 2, "Send still counts the user's connections");
-    let delivery = next_publication(&mut deliveries).await;
+    let delivery = support::next_publication(&mut deliveries).await;
     assert_eq!(delivery.position.as_ref().map(|p| p.offset), Some(1));
     assert_eq!(
         *delivery.frame,

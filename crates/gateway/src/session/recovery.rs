@@ -147,11 +147,10 @@ impl Live {
             .release(release.top.offset, &self.mailbox, capacity)
             == Released::Overflowed
         {
-            shared.metrics.queue_overflows.increment(1);
-            self.mailbox.kick(
-                pulse_protocol::CloseCode::TooMany,
-                ErrorCode::SLOW_CONSUMER,
-                "too many messages waiting: the connection does not read fast enough",
+            crate::channels::overflowed(
+                &self.mailbox,
+                Err(crate::mailbox::PushError::Full),
+                &shared.metrics,
             );
         }
     }
@@ -187,23 +186,8 @@ impl Live {
         self.write(crate::frame::OpCode::Text, subscribed.frame.as_bytes())
             .await?;
         self.shared.metrics.messages_out.increment(1);
-        let Some(release) = subscribed.release else {
-            return Ok(());
-        };
-        let shared = &self.shared;
-        shared.channels.note_top(&release.channel, &release.top);
-        let capacity = shared.settings.outbound_queue;
-        if release
-            .cursor
-            .release(release.top.offset, &self.mailbox, capacity)
-            == Released::Overflowed
-        {
-            shared.metrics.queue_overflows.increment(1);
-            self.mailbox.kick(
-                pulse_protocol::CloseCode::TooMany,
-                ErrorCode::SLOW_CONSUMER,
-                "too many messages waiting: the connection does not read fast enough",
-            );
+        if let Some(release) = subscribed.release {
+            self.release(&release);
         }
         Ok(())
     }

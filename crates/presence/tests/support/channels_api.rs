@@ -108,15 +108,7 @@ impl Served {
 
     /// The next publication (a resumed subscription is skipped).
     pub async fn delivery(&mut self) -> Delivery {
-        loop {
-            let event = timeout(DEADLINE, self.deliveries.recv())
-                .await
-                .expect("a delivery in time")
-                .expect("feed open");
-            if let FeedEvent::Publication(delivery) = event {
-                return delivery;
-            }
-        }
+        super::next_publication(&mut self.deliveries).await
     }
 
     /// One HTTP/1.1 request over a fresh connection: the status and the body.

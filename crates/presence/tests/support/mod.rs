@@ -311,3 +311,19 @@ where
         }
     }
 }
+
+/// The next publication a feed hands over (a subscription that was lost
+/// and came back is skipped: these tests look at what is delivered).
+pub async fn next_publication(
+    deliveries: &mut tokio::sync::mpsc::UnboundedReceiver<pulse_presence::FeedEvent>,
+) -> pulse_presence::Delivery {
+    loop {
+        let event = timeout(DEADLINE, deliveries.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("the feed is open");
+        if let pulse_presence::FeedEvent::Publication(delivery) = event {
+            return delivery;
+        }
+    }
+}
