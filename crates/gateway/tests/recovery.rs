@@ -404,3 +404,66 @@ async fn a_send_made_while_the_user_was_away_is_recovered() {
     one.stop().await;
     two.stop().await;
 }
+
+/// The personal channel is live from `connected` on, so frames of it may
+/// wait in the connection's queue when the client's `subscribe` with
+/// `since` is answered: the answer comes after them, and nothing that it
+/// replays arrives again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_a_personal_replay_holds_arrives_again_after_it() {
+    const PERSONAL: &str = "[personal]\nhistory_size = 1000\nhistory_ttl = \"10m\"\n";
+    let mut settings = settings();
+    settings.namespaces = Arc::new(Namespaces::parse(PERSONAL, "test.toml").unwrap());
+    let gateway = Gateway::start(settings).await;
+    let presence = gateway.presence.clone();
+    let mut client = gateway.connect(&format!("?token={}", token("alice"))).await;
+    let connected = next_json(&mut client).await;
+    let epoch = connected["epoch"].as_str().unwrap().to_owned();
+    // Big frames the client does not read yet: the socket's buffers fill
+    // and the rest waits in the connection's queue.
+    let burst = 200;
+    let padding = "x".repeat(60 * 1024);
+    for n in 1..=burst {
+        presence
+            .send("alice", data(&json!({ "n": n, "padding": padding })))
+            .await
+            .unwrap();
+    }
+    send_json(
+        &mut client,
+        json!({"type": "subscribe", "id": 1, "channel": "#alice", "since": {"offset": 0, "epoch": epoch}}),
+    )
+    .await;
+    let answered = loop {
+        let frame = next_json(&mut client).await;
+        match frame["type"].as_str() {
+            Some("subscribed") => {
+                assert_eq!(frame["recovered"], json!(true), "{frame}");
+                break frame["offset"].as_u64().unwrap();
+            }
+            // Live before the answer: the client holds these (README).
+            Some("publication") => {}
+            _ => panic!("unexpected {frame}"),
+        }
+    };
+    // A marker after the answer: what comes before it is what followed
+    // the answer.
+    presence
+        .send("alice", data(&json!({ "n": "marker" })))
+        .await
+        .unwrap();
+    let mut after = Vec::new();
+    loop {
+        let frame = next_json(&mut client).await;
+        assert_eq!(frame["type"], "publication", "{frame}");
+        if frame["data"]["n"] == "marker" {
+            break;
+        }
+        after.push(frame["offset"].as_u64().unwrap());
+    }
+    assert!(
+        after.iter().all(|&offset| offset > answered),
+        "after the answer (offset {answered}) came {after:?}"
+    );
+    gateway.stop().await;
+}

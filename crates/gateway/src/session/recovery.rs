@@ -180,15 +180,24 @@ impl Live {
         })
     }
 
-    /// Writes a `subscribed` answer, then lets the held live publications
-    /// after it go.
+    /// Sends a `subscribed` answer, then lets the held live publications
+    /// after it go. An answer with a stream goes through the mailbox, behind
+    /// the frames queued before it: the personal channel's live frames may
+    /// be waiting there, and written after a replay that has them they would
+    /// reach the client twice.
     pub(super) async fn send_subscribed(&mut self, subscribed: Subscribed) -> Result<(), End> {
-        self.write(crate::frame::OpCode::Text, subscribed.frame.as_bytes())
-            .await?;
-        self.shared.metrics.messages_out.increment(1);
-        if let Some(release) = subscribed.release {
-            self.release(&release);
+        let Some(release) = subscribed.release else {
+            self.write(crate::frame::OpCode::Text, subscribed.frame.as_bytes())
+                .await?;
+            self.shared.metrics.messages_out.increment(1);
+            return Ok(());
+        };
+        let capacity = self.shared.settings.outbound_queue;
+        let pushed = self.mailbox.push(subscribed.frame.into(), capacity);
+        if crate::channels::overflowed(&self.mailbox, pushed, &self.shared.metrics) {
+            return Ok(());
         }
+        self.release(&release);
         Ok(())
     }
 
