@@ -467,3 +467,66 @@ async fn nothing_a_personal_replay_holds_arrives_again_after_it() {
     );
     gateway.stop().await;
 }
+
+/// Redis restarted without its data while a client was away: it comes
+/// back with its old position and is told (`recovered: false`, a new
+/// epoch), never given a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_redis_restarted_empty_a_client_is_told_it_cannot_recover() {
+    let mut server = RedisServer::spawn_persistent().await;
+    let namespace = unique_namespace();
+    let gateway = Gateway::start_with(
+        history_settings("gw-1"),
+        redis_presence(&server, &namespace),
+    )
+    .await;
+    let api = redis_presence(&server, &namespace);
+    let mut client = live(&gateway, &token("alice")).await;
+    let mut reader = Reader::default();
+    reader.subscribe(&mut client, 1).await;
+    for n in 1..=3 {
+        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
+            .await
+            .unwrap();
+    }
+    reader.read_until(&mut client, 3).await;
+    drop(client);
+
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    server.shutdown_saving().await;
+    server.restart().await;
+
+    let mut client = live(&gateway, &token("alice")).await;
+    let since = json!({"offset": reader.offset, "epoch": reader.epoch});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = support::request(
+            &mut client,
+            json!({"type": "subscribe", "id": 2, "channel": "feed:1", "since": since}),
+        )
+        .await;
+        // `unavailable` while the gateway reconnects to Redis.
+        if answer["type"] == "subscribed" {
+            break answer;
+        }
+        assert_eq!(answer["code"], "unavailable", "{answer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(answer["recovered"], json!(false), "{answer}");
+    assert_eq!(answer["publications"], json!([]));
+    assert_ne!(answer["epoch"], json!(reader.epoch), "a new epoch");
+    assert_eq!(answer["offset"], json!(0));
+    gateway.stop().await;
+}
