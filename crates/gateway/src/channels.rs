@@ -261,7 +261,31 @@ impl Channels {
             // No offsets: at most once, as documented.
             return;
         }
-        let top = match self.presence.stream_top(&channel).await {
+        // Read from what was delivered here: a stream that holds less than
+        // that lost writes (a failover), and the read starts a new epoch
+        // (see `history.lua`), so nobody takes the new offsets for the old.
+        let last = self
+            .lock()
+            .get(&channel)
+            .and_then(|entry| entry.last.clone());
+        let read = match &last {
+            Some(last) => {
+                let since = StreamPosition {
+                    offset: last.offset,
+                    epoch: last.epoch.to_string(),
+                };
+                let check = pulse_presence::HistoryOptions {
+                    size: 1,
+                    ttl: std::time::Duration::from_secs(1),
+                };
+                self.presence
+                    .read_stream(&channel, check, Some(&since))
+                    .await
+                    .map(|read| read.top)
+            }
+            None => self.presence.stream_top(&channel).await,
+        };
+        let top = match read {
             Ok(top) => Some(top),
             Err(error) => {
                 debug!(%channel, %error, "could not read a resumed channel's stream; its subscribers recover");
@@ -273,7 +297,7 @@ impl Channels {
             return;
         };
         let missed = match (&top, &entry.last) {
-            (Some(top), Some(last)) => *last.epoch != *top.epoch || last.offset < top.offset,
+            (Some(top), Some(last)) => *last.epoch != *top.epoch || last.offset != top.offset,
             (Some(top), None) => top.offset > 0,
             (None, _) => true,
         };

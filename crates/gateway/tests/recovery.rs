@@ -530,3 +530,75 @@ async fn after_redis_restarted_empty_a_client_is_told_it_cannot_recover() {
     assert_eq!(answer["offset"], json!(0));
     gateway.stop().await;
 }
+
+/// A failover that lost the last writes: the promoted replica holds fewer
+/// publications than the gateway delivered. When its subscription comes
+/// back the gateway sees the stream behind what it delivered: the history
+/// gets a new epoch and the subscriber, told to resubscribe, hears
+/// `recovered: false` (its position named writes that are gone), instead
+/// of taking the new publications' reused offsets for ones it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_lost_writes_gets_a_new_epoch_and_subscribers_are_told() {
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let gateway = Gateway::start_with(
+        history_settings("gw-1"),
+        redis_presence(&server, &namespace),
+    )
+    .await;
+    let api = redis_presence(&server, &namespace);
+    let mut client = live(&gateway, &token("alice")).await;
+    let mut reader = Reader::default();
+    reader.subscribe(&mut client, 1).await;
+    for n in 1..=5 {
+        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
+            .await
+            .unwrap();
+    }
+    reader.read_until(&mut client, 5).await;
+
+    // The failover: the subscription drops, and Redis holds 1 to 3 only.
+    let mut admin = admin(&server).await;
+    kill_subscriptions(&mut admin).await;
+    let tag = format!(
+        "{namespace}:{{b{}}}",
+        pulse_presence::channel_bucket("feed:1")
+    );
+    let () = redis::cmd("HSET")
+        .arg(format!("{tag}:meta:feed:1"))
+        .arg("o")
+        .arg(3)
+        .query_async(&mut admin)
+        .await
+        .map(|_: i64| ())
+        .unwrap();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(format!("{tag}:hist:feed:1"))
+        .arg("4-0")
+        .arg("5-0")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    let told = next_json(&mut client).await;
+    assert_eq!(
+        told,
+        json!({"type": "unsubscribed", "channel": "feed:1", "code": "resubscribe"})
+    );
+    let answer = support::request(
+        &mut client,
+        json!({"type": "subscribe", "id": 2, "channel": "feed:1", "since": {"offset": 5, "epoch": reader.epoch}}),
+    )
+    .await;
+    assert_eq!(answer["recovered"], json!(false), "{answer}");
+    assert_ne!(answer["epoch"], json!(reader.epoch), "a new epoch");
+    // What is published next is new, under the new epoch.
+    let published = api
+        .publish("feed:1", &data(&json!({ "n": 6 })), &with_history())
+        .await
+        .unwrap();
+    assert_eq!(published.epoch.as_deref(), answer["epoch"].as_str());
+    let live = next_json(&mut client).await;
+    assert_eq!(live["data"], json!({"n": 6}), "{live}");
+    gateway.stop().await;
+}
