@@ -38,7 +38,9 @@
 # PUBLISH_CHANNELS channels, with history, without (`bench`), and Redis
 # alone (XADD + SPUBLISH pipelined); (h4) Redis memory per stored
 # publication: HISTMEM_CHANNELS channels × HISTMEM_PER_CHANNEL
-# publications of each size in HISTMEM_SIZES, after gateway A stopped.
+# publications (plus i % HISTORY_SIZE for channel i, so that the trimmed
+# streams are caught at every point of their cycle) of each size in
+# HISTMEM_SIZES, after gateway A stopped.
 # HISTORY_ONLY=1 runs (k4) and (h1)-(h4) alone and writes only the history
 # block (between <!-- bench:history:start --> and <!-- bench:history:end -->).
 #
@@ -264,7 +266,8 @@ step "(h4) Redis memory per stored publication: $HISTMEM_CHANNELS channels × $H
 for size in $HISTMEM_SIZES; do
   bench_calls "history-memory-$size" history-memory --label pulse --presence "$PRESENCE_ADDR" \
     --redis-url "$REDIS_URL" --redis-namespace "$NAMESPACE" --channels "$HISTMEM_CHANNELS" \
-    --per-channel "$HISTMEM_PER_CHANNEL" --data-bytes "$size" --channel-prefix "benchhist:mem$size-"
+    --per-channel "$HISTMEM_PER_CHANNEL" --stagger "$HISTORY_SIZE" --data-bytes "$size" \
+    --channel-prefix "benchhist:mem$size-"
 done
 stop "$PRESENCE_PID"
 

@@ -125,14 +125,18 @@ pub(super) fn render(out: &mut String, results: &[BenchResult]) {
             out,
             "| {} | {} | {} | {divided} | {} |",
             row.target,
-            row.measured
-                .map_or("not run".to_owned(), |v| format!("{}{}", number(v), row.unit)),
+            row.measured.map_or("not run".to_owned(), |v| format!(
+                "{}{}",
+                number(v),
+                row.unit
+            )),
             row.floor_cell,
             row.verdict(),
         );
     }
     out.push('\n');
     render_publishes(out, results);
+    render_spreads(out, results);
     render_recoveries(out, results);
     render_memory(out, results);
 }
@@ -170,14 +174,17 @@ fn rows(results: &[BenchResult]) -> Vec<Row> {
     });
     let spread_history = spread(results, PULSE_HISTORY);
     let spread_plain = spread(results, PULSE);
-    let spread_words = spread_history.map_or("10,000 channels × 1 subscriber over 2 gateways at 5,000/s".to_owned(), |r| {
-        format!(
-            "{} channels × 1 subscriber over {} gateways at {}/s",
-            number(r.channels as f64),
-            r.servers,
-            number(r.rate_target)
-        )
-    });
+    let spread_words = spread_history.map_or(
+        "10,000 channels × 1 subscriber over 2 gateways at 5,000/s".to_owned(),
+        |r| {
+            format!(
+                "{} channels × 1 subscriber over {} gateways at {}/s",
+                number(r.channels as f64),
+                r.servers,
+                number(r.rate_target)
+            )
+        },
+    );
     let lost = |run: &FanoutResult| {
         (run.publish_errors > 0 || run.complete < run.publications).then(|| {
             format!(
@@ -293,8 +300,60 @@ fn render_publishes(out: &mut String, results: &[BenchResult]) {
             number(run.call.p90_ms),
             number(run.call.p99_ms),
             number(run.call.max_ms),
-            if cpu.is_empty() { "n/a".to_owned() } else { cpu },
+            if cpu.is_empty() {
+                "n/a".to_owned()
+            } else {
+                cpu
+            },
             number(run.client_cpu_us_per_call),
+            number(run.foreign_cpu_percent),
+        );
+    }
+    out.push('\n');
+}
+
+fn render_spreads(out: &mut String, results: &[BenchResult]) {
+    let runs: Vec<&FanoutResult> = [spread(results, PULSE), spread(results, PULSE_HISTORY)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    out.push_str("### Publish → the subscriber's read, with and without history (`fanout`)\n\n");
+    out.push_str("| run | channels × subscribers, gateways | publications/s asked (made) | complete / made (failed calls) | publish call p50 / p99 | read p50 / p99 / max | gateways' CPU per delivery | others per delivery | others' CPU |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for run in runs {
+        let others = run
+            .other_cpu_us_per_delivery
+            .iter()
+            .map(|(name, us)| format!("{name} {} µs", number(*us)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "| {} | {} × {}, {} | {} ({}) | {} / {} ({}) | {} / {} ms | {} / {} / {} ms | {} | {} | {} % |",
+            run.label,
+            number(run.channels as f64),
+            number(run.subscribers_per_channel as f64),
+            run.servers,
+            number(run.rate_target),
+            number(run.rate_achieved),
+            run.complete,
+            run.publications,
+            run.publish_errors,
+            number(run.publish_call.p50_ms),
+            number(run.publish_call.p99_ms),
+            number(run.last_read.p50_ms),
+            number(run.last_read.p99_ms),
+            number(run.last_read.max_ms),
+            run.server_cpu_us_per_delivery
+                .map_or("n/a".to_owned(), |us| format!("{} µs", number(us))),
+            if others.is_empty() {
+                "n/a".to_owned()
+            } else {
+                others
+            },
             number(run.foreign_cpu_percent),
         );
     }
@@ -346,7 +405,11 @@ fn render_recoveries(out: &mut String, results: &[BenchResult]) {
             number(run.plain.max_ms),
             run.server_cpu_us_per_subscribe
                 .map_or("n/a".to_owned(), |us| format!("{} µs", number(us))),
-            if others.is_empty() { "n/a".to_owned() } else { others },
+            if others.is_empty() {
+                "n/a".to_owned()
+            } else {
+                others
+            },
             number(run.foreign_cpu_percent),
             run.failures,
         );
@@ -360,14 +423,15 @@ fn render_memory(out: &mut String, results: &[BenchResult]) {
         return;
     }
     out.push_str("### Redis memory per stored publication (`history-memory`)\n\n");
-    out.push_str("| channels × published each | kept | data | `MEMORY USAGE`, streams + meta | per publication | `INFO memory` `used_memory` delta | per publication | beyond the data (the larger) |\n");
+    out.push_str("| channels × published each (plus `i % stagger`) | kept | data | `MEMORY USAGE`, streams + meta | per publication | `INFO memory` `used_memory` delta | per publication | beyond the data (the larger) |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for run in runs {
         let _ = writeln!(
             out,
-            "| {} × {} | {} | {} B | {} + {} B | {} B | {} B | {} B | {} B |",
+            "| {} × {} (+ `i % {}`) | {} | {} B | {} + {} B | {} B | {} B | {} B | {} B |",
             number(run.channels as f64),
             number(run.per_channel as f64),
+            run.stagger,
             number(run.stored as f64),
             number(run.data_bytes as f64),
             number(run.hist_bytes as f64),

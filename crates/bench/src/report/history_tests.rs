@@ -89,6 +89,7 @@ fn memory(data_bytes: u64, usage: f64, info: f64) -> HistoryMemoryResult {
         label: PULSE.into(),
         channels: 200,
         per_channel: 200,
+        stagger: 100,
         data_bytes,
         stored: 20_000,
         hist_bytes: 3_000_000,
@@ -116,7 +117,10 @@ fn results() -> Vec<BenchResult> {
 #[test]
 fn each_history_target_names_its_floor_and_by_how_much_it_is_missed() {
     let text = render_history(&results(), &RunInfo::default());
-    assert!(text.contains("### Targets (issue 13: history and recovery)"), "{text}");
+    assert!(
+        text.contains("### Targets (issue 13: history and recovery)"),
+        "{text}"
+    );
     assert!(
         text.contains(
             "p99 at 1,000/s, 1,000 channels, 100 B of data: ≤ 2 ms | 2.5 ms | 1 ms without history; 0.2 ms Redis alone (XADD + SPUBLISH, one round trip) | 2.50× | **FAIL** (by 0.5 ms, 1.2× the limit) |"
@@ -143,11 +147,20 @@ fn each_history_target_names_its_floor_and_by_how_much_it_is_missed() {
         "{text}"
     );
     assert!(
-        text.contains("| 176 B | the data itself, 1,024 B | n/a | **FAIL** (by 76 B, 1.8× the limit) |"),
+        text.contains(
+            "| 176 B | the data itself, 1,024 B | n/a | **FAIL** (by 76 B, 1.8× the limit) |"
+        ),
         "{text}"
     );
     assert!(text.contains("### Publish calls (`publish`)"), "{text}");
-    assert!(text.contains("### Recovery after a reconnect (`recover`)"), "{text}");
+    assert!(
+        text.contains("### Recovery after a reconnect (`recover`)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| pulse-history | 10,000 × 1, 2 | 5,000 (5,000) | 50000 / 50000 (0) | 1.5 / 1.5 ms | 2.5 / 2.5 / 2.5 ms |"),
+        "{text}"
+    );
     assert!(
         text.contains("### Redis memory per stored publication (`history-memory`)"),
         "{text}"
@@ -164,13 +177,21 @@ fn a_recovery_that_lost_publications_fails_whatever_its_speed() {
 
 #[test]
 fn a_history_publish_answered_without_offsets_fails() {
-    let runs = vec![BenchResult::Publish(publish(PULSE_HISTORY, "grpc", 500, 10))];
+    let runs = vec![BenchResult::Publish(publish(
+        PULSE_HISTORY,
+        "grpc",
+        500,
+        10,
+    ))];
     let text = render_history(&runs, &RunInfo::default());
     assert!(
         text.contains("**FAIL** (0 failed calls, 10 of 10000 answers with an offset)"),
         "{text}"
     );
-    assert!(text.contains("not run without history; not run Redis alone"), "{text}");
+    assert!(
+        text.contains("not run without history; not run Redis alone"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -96,9 +96,13 @@ pub struct HistoryMemoryResult {
     pub label: String,
     /// Channels filled.
     pub channels: u64,
-    /// Publications made per channel (more than the history keeps: the
-    /// stream is trimmed, as a live channel's is).
+    /// Publications made per channel, at least (more than the history
+    /// keeps: the stream is trimmed, as a live channel's is).
     pub per_channel: u64,
+    /// Channel `i` got `i % stagger` more, so that the streams were caught
+    /// at every point of their trimming cycle.
+    #[serde(default)]
+    pub stagger: u64,
     /// The length of each publication's data, in bytes.
     pub data_bytes: u64,
     /// Publications kept (the streams' `XLEN`, summed).

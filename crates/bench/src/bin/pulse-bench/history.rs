@@ -60,7 +60,9 @@ impl PublishArgs {
         let target = match (self.presence, &self.redis_url) {
             (Some(presence), _) => {
                 ensure_loopback(presence)?;
-                publish::Target::Grpc(history::channels_api(presence, &api_key(self.api_key)?).await?)
+                publish::Target::Grpc(
+                    history::channels_api(presence, &api_key(self.api_key)?).await?,
+                )
             }
             (None, Some(url)) => publish::Target::Redis {
                 conn: redis_connection(url).await?,
@@ -186,6 +188,11 @@ pub(crate) struct HistoryMemoryArgs {
     /// streams are trimmed as a live channel's are).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     per_channel: u32,
+    /// Channel `i` gets `i % stagger` more publications, so that the
+    /// streams are caught at every point of their trimming cycle (the
+    /// history's size is a good value).
+    #[arg(long, default_value_t = 100)]
+    stagger: u32,
     /// The length of each publication's data (JSON text), in bytes.
     #[arg(long, default_value_t = 100)]
     data_bytes: usize,
@@ -202,6 +209,7 @@ impl HistoryMemoryArgs {
             channel_prefix: self.channel_prefix,
             channels: self.channels as usize,
             per_channel: self.per_channel as usize,
+            stagger: self.stagger as usize,
             data_bytes: self.data_bytes,
         })
         .await?;

@@ -482,9 +482,9 @@ fn write_report(
         updated = report::splice(&updated, &report::render(&results, &info));
     }
     if !only_history
-        && results.iter().any(|result| {
-            report::is_channel_result(result) && !report::is_history_result(result)
-        })
+        && results
+            .iter()
+            .any(|result| report::is_channel_result(result) && !report::is_history_result(result))
     {
         updated = report::splice_between(
             &updated,

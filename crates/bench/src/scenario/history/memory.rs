@@ -1,8 +1,12 @@
 //! `history-memory`: what Redis holds per publication kept in a channel's
 //! history. `channels` channels of a namespace with history each get
 //! `per_channel` publications of `data_bytes` bytes of data through the
-//! gRPC API (the real path: `publish.lua`); more than the history keeps,
-//! so that every stream has been trimmed, as a live channel's is. Then,
+//! gRPC API (the real path: `publish.lua`), plus `i % stagger` more for
+//! channel `i`: more than the history keeps, so that every stream has been
+//! trimmed, as a live channel's is, and caught at every point of its
+//! trimming cycle (an exact `MAXLEN` leaves trimmed entries in a stream
+//! node until the whole node goes, so one count alone could flatter or
+//! wrong it). Then,
 //! for every channel, `MEMORY USAGE <key> SAMPLES 0` (every node counted,
 //! not a sample) of its history stream and its `meta` hash, and `XLEN` of
 //! the stream; and `used_memory` of `INFO memory` before and after, which
@@ -45,8 +49,10 @@ pub struct MemoryOptions {
     pub channel_prefix: String,
     /// Channels filled.
     pub channels: usize,
-    /// Publications per channel.
+    /// Publications per channel, at least.
     pub per_channel: usize,
+    /// Channel `i` gets `i % stagger` more (0 or 1: none).
+    pub stagger: usize,
     /// The length of each publication's data, in bytes.
     pub data_bytes: usize,
 }
@@ -61,8 +67,12 @@ pub async fn run(mut options: MemoryOptions) -> anyhow::Result<HistoryMemoryResu
         .map(|i| format!("{}{i}", options.channel_prefix))
         .collect();
     println!(
-        "history-memory [{}]: {} channels × {} publications of {} B",
-        options.label, options.channels, options.per_channel, options.data_bytes
+        "history-memory [{}]: {} channels × {} publications (plus up to {} more) of {} B",
+        options.label,
+        options.channels,
+        options.per_channel,
+        options.stagger.saturating_sub(1),
+        options.data_bytes
     );
     tokio::time::sleep(SETTLE).await;
     let used_memory_before = used_memory(&mut options.redis).await?;
@@ -109,6 +119,7 @@ pub async fn run(mut options: MemoryOptions) -> anyhow::Result<HistoryMemoryResu
         label: options.label,
         channels: options.channels as u64,
         per_channel: options.per_channel as u64,
+        stagger: options.stagger as u64,
         data_bytes: options.data_bytes as u64,
         stored,
         hist_bytes,
@@ -129,15 +140,20 @@ pub async fn run(mut options: MemoryOptions) -> anyhow::Result<HistoryMemoryResu
     Ok(result)
 }
 
-/// `per_channel` publications to every channel, round after round.
+/// Publications per channel, round after round: `per_channel` to every
+/// one, and `i % stagger` more to channel `i`.
 async fn fill(options: &MemoryOptions, channels: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let window = Arc::new(Semaphore::new(PUBLISH_WINDOW));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     let mut seq = 0u64;
-    for _ in 0..options.per_channel {
-        for channel in channels {
+    let stagger = options.stagger.max(1);
+    for round in 0..options.per_channel + stagger - 1 {
+        for (i, channel) in channels.iter().enumerate() {
+            if round >= options.per_channel + i % stagger {
+                continue;
+            }
             let permit = window.clone().acquire_owned().await?;
             let (api, errors, channel) = (options.api.clone(), errors.clone(), channel.clone());
             let data = padded_data(seq, 0, options.data_bytes);
@@ -148,7 +164,9 @@ async fn fill(options: &MemoryOptions, channels: &[String]) -> anyhow::Result<()
                 if !matches!(answer, Ok(ref answer) if answer.offset > 0)
                     && errors.fetch_add(1, Ordering::Relaxed) == 0
                 {
-                    eprintln!("history-memory: a failed publish or one without an offset: {answer:?}");
+                    eprintln!(
+                        "history-memory: a failed publish or one without an offset: {answer:?}"
+                    );
                 }
             });
             while tasks.try_join_next().is_some() {}

@@ -127,7 +127,11 @@ pub async fn run(options: PublishOptions) -> anyhow::Result<PublishResult> {
             round3(cpu.as_secs_f64() * 1e6 / total as f64)
         }
     };
-    let summary = calls.samples.lock().expect("no panics while locked").summary();
+    let summary = calls
+        .samples
+        .lock()
+        .expect("no panics while locked")
+        .summary();
     let result = PublishResult {
         label: options.label,
         path: path.to_owned(),

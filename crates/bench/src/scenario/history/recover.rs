@@ -151,11 +151,12 @@ pub async fn run(setup: ClientSetup, mut options: RecoverOptions) -> anyhow::Res
                 let outcome = match (request(&mut conn, 1, &text).await, &since) {
                     (Err(code), _) => Outcome::Failed(code),
                     (Ok((rtt, _)), None) => Outcome::Plain(rtt),
-                    (Ok((rtt, answer)), Some(since)) => match check_recovery(&answer, since, missed)
-                    {
-                        Ok(()) => Outcome::Recovered(rtt, answer.len()),
-                        Err(reason) => Outcome::Failed(reason),
-                    },
+                    (Ok((rtt, answer)), Some(since)) => {
+                        match check_recovery(&answer, since, missed) {
+                            Ok(()) => Outcome::Recovered(rtt, answer.len()),
+                            Err(reason) => Outcome::Failed(reason),
+                        }
+                    }
                 };
                 let _ = outcomes_tx.send(outcome);
                 tokio::select! {
