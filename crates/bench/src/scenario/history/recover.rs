@@ -137,7 +137,7 @@ pub async fn run(setup: ClientSetup, mut options: RecoverOptions) -> anyhow::Res
         move |index: usize, mut conn: crate::client::Conn| {
             let (stop, outcomes_tx, mut go) = (stop.clone(), outcomes_tx.clone(), go.clone());
             let channel = channels[index].clone();
-            let since = (index % 2 == 0).then(|| positions[index].clone());
+            let since = index.is_multiple_of(2).then(|| positions[index].clone());
             async move {
                 let Ok(start) = go
                     .wait_for(Option::is_some)
