@@ -299,7 +299,7 @@ step "incidents in the services' logs (also in $LOGS/incidents.txt)"
 
 if [ -n "${RESULTS:-}" ]; then cat "$OUT" >>"$RESULTS"; fi
 if [ -z "${SKIP_REPORT:-}" ]; then
-  step "writing the Channels block of $BENCHMARKS"
+  step "writing the Channels and History blocks of $BENCHMARKS${HISTORY_ONLY:+ (the History block only)}"
   cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   memory=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
