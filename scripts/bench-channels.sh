@@ -3,7 +3,8 @@
 # and the report's "Channels" block in BENCHMARKS.md (between
 # <!-- bench:channels:start --> and <!-- bench:channels:end -->).
 #
-#   scripts/bench-channels.sh          # everything, about 6 minutes after the build
+#   scripts/bench-channels.sh          # everything, about 8 minutes after the build
+#   HISTORY_ONLY=1 scripts/bench-channels.sh   # issue 13's figures alone, about 3 minutes
 #   FANOUT_BIG=2000 FANOUT_DURATION=5s SAT_DURATION=3s SPREAD_CHANNELS=2000 SPREAD_DURATION=3s \
 #     SUBSCRIBES=500 MEM_CONNECTIONS=1000 BENCHMARKS=/tmp/b.md scripts/bench-channels.sh   # a quick look
 #
@@ -26,6 +27,22 @@
 # (k6) gateway RSS per subscription: MEM_CONNECTIONS connections with none,
 # then MEM_SUBSCRIPTIONS each, to shared channels and to a channel each,
 # each on a fresh gateway.
+#
+# History and recovery (issue 13), in a namespace that keeps HISTORY_SIZE
+# publications (`benchhist`), each beside its floor in the same run:
+# (h1) right after (k4), the same spread run with history; (h2) recover:
+# RECOVER_SAMPLES clients take a position on gateway A, miss RECOVER_MISSED
+# publications of HISTORY_DATA bytes, reconnect to gateway B with `since`,
+# interleaved with as many plain subscribes, RECOVER_RATE/s in all;
+# (h3) publish calls through gRPC at PUBLISH_RATE/s for PUBLISH_DURATION to
+# PUBLISH_CHANNELS channels, with history, without (`bench`), and Redis
+# alone (XADD + SPUBLISH pipelined); (h4) Redis memory per stored
+# publication: HISTMEM_CHANNELS channels × HISTMEM_PER_CHANNEL
+# publications (plus i % HISTORY_SIZE for channel i, so that the trimmed
+# streams are caught at every point of their cycle) of each size in
+# HISTMEM_SIZES, after gateway A stopped.
+# HISTORY_ONLY=1 runs (k4) and (h1)-(h4) alone and writes only the history
+# block (between <!-- bench:history:start --> and <!-- bench:history:end -->).
 #
 # bench.sh runs it as its step (k) with RESULTS set and SKIP_REPORT=1, to
 # put its RESULT lines in its own report. Uses REDIS_URL when set, else a
@@ -51,6 +68,18 @@ SUBSCRIBES=${SUBSCRIBES:-2000}
 SUBSCRIBE_RATE=${SUBSCRIBE_RATE:-500}
 MEM_CONNECTIONS=${MEM_CONNECTIONS:-10000}
 MEM_SUBSCRIPTIONS=${MEM_SUBSCRIPTIONS:-10}
+HISTORY_SIZE=${HISTORY_SIZE:-100}
+HISTORY_DATA=${HISTORY_DATA:-100}
+RECOVER_SAMPLES=${RECOVER_SAMPLES:-1000}
+RECOVER_MISSED=${RECOVER_MISSED:-100}
+RECOVER_RATE=${RECOVER_RATE:-200}
+PUBLISH_RATE=${PUBLISH_RATE:-1000}
+PUBLISH_DURATION=${PUBLISH_DURATION:-10s}
+PUBLISH_CHANNELS=${PUBLISH_CHANNELS:-1000}
+HISTMEM_CHANNELS=${HISTMEM_CHANNELS:-200}
+HISTMEM_PER_CHANNEL=${HISTMEM_PER_CHANNEL:-200}
+HISTMEM_SIZES=${HISTMEM_SIZES:-100 1024}
+HISTORY_ONLY=${HISTORY_ONLY:-}
 SOURCES=${SOURCES:-8}
 BENCH_THREADS=${BENCH_THREADS:-1}
 CLIENT=${CLIENT:-fws}
@@ -80,11 +109,15 @@ REDIS_PID=$(redis-cli -u "$REDIS_URL" info server | sed -n 's/^process_id:\([0-9
 # join/leave frame mixes with the publications), and one that needs a
 # subscription token. The gateways and pulse-presence read the same file.
 CONFIG=$LOGS/channels.toml
-cat >"$CONFIG" <<'TOML'
+cat >"$CONFIG" <<TOML
 [namespaces.bench]
 authorize = "any"
 [namespaces.benchtok]
 authorize = "token"
+[namespaces.benchhist]
+authorize = "any"
+history_size = $HISTORY_SIZE
+history_ttl = "1h"
 TOML
 
 pids=()
@@ -138,6 +171,7 @@ spread=(--channels "$SPREAD_CHANNELS" --subscribers 1 --rate "$SPREAD_RATE" --du
 saturation=(--channels 1 --subscribers "$FANOUT_BIG" --rate 0 --saturate "$SAT_DURATION"
   --window "$SAT_WINDOW" --warmup "$SAT_WARMUP" --probe-rate "$PROBE_RATE")
 
+if [ -z "$HISTORY_ONLY" ]; then
 step "(k1) floor: pulse-fanout; one channel, $FANOUT_BIG subscribers at $RATE_BIG/s then saturated; $FANOUT_SMALL at $RATE_SMALL/s; $SPREAD_CHANNELS channels at $SPREAD_RATE/s"
 start floor pulse-fanout
 bench floor-big fanout --label floor --server "$ADDR" --server-pid "$PID" --floor "${big[@]}" \
@@ -157,8 +191,9 @@ start floor-direct pulse-fanout --direct
 bench floor-direct fanout --label floor-direct --server "$ADDR" --server-pid "$PID" --floor \
   "${saturation[@]}" --channel-prefix bench:big- --source-base 127.0.100.1 --user-prefix floor-direct
 stop "$PID"
+fi
 
-step "(k3) pulse-gateway (Redis) and pulse-presence's gRPC API: the same one-channel runs"
+step "(k3) pulse-gateway (Redis) and pulse-presence's gRPC API${HISTORY_ONLY:+ (history only: no one-channel runs)}"
 NAMESPACE=bench-channels-$$
 # The internal API takes keys; the bench calls it with this one.
 export PULSE_API_KEY="bench-api-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -170,10 +205,12 @@ gateway bench-channels-a
 A_PID=$PID
 A_ADDR=$ADDR
 watch=(--watch-pid "redis=$REDIS_PID" --watch-pid "pulse-presence=$PRESENCE_PID")
+if [ -z "$HISTORY_ONLY" ]; then
 bench pulse-big fanout --label pulse --server "$A_ADDR" --server-pid "$A_PID" --presence "$PRESENCE_ADDR" \
   "${watch[@]}" "${big[@]}" --channel-prefix bench:big- --source-base 127.0.94.1 --user-prefix pulse-big
 bench pulse-small fanout --label pulse --server "$A_ADDR" --server-pid "$A_PID" --presence "$PRESENCE_ADDR" \
   "${watch[@]}" "${small[@]}" --channel-prefix bench:small- --source-base 127.0.95.1 --user-prefix pulse-small
+fi
 
 step "(k4) $SPREAD_CHANNELS channels with one subscriber each over two gateways, $SPREAD_RATE/s through gRPC"
 gateway bench-channels-b
@@ -182,8 +219,20 @@ B_ADDR=$ADDR
 bench pulse-spread fanout --label pulse --server "$A_ADDR" --server "$B_ADDR" --server-pid "$A_PID" \
   --server-pid "$B_PID" --presence "$PRESENCE_ADDR" "${watch[@]}" "${spread[@]}" \
   --channel-prefix bench:spread- --source-base 127.0.96.1 --user-prefix pulse-spread
+
+step "(h1) the same with history ($HISTORY_SIZE kept per channel)"
+bench pulse-history-spread fanout --label pulse-history --server "$A_ADDR" --server "$B_ADDR" \
+  --server-pid "$A_PID" --server-pid "$B_PID" --presence "$PRESENCE_ADDR" "${watch[@]}" "${spread[@]}" \
+  --channel-prefix benchhist:spread- --source-base 127.0.101.1 --user-prefix pulse-history-spread
+
+step "(h2) recovery: $RECOVER_SAMPLES reconnections from gateway A to B, each recovering $RECOVER_MISSED publications, beside as many plain subscribes, $RECOVER_RATE/s"
+bench recover recover --label pulse --first "$A_ADDR" --second "$B_ADDR" --server-pid "$B_PID" \
+  --presence "$PRESENCE_ADDR" --watch-pid "redis=$REDIS_PID" --watch-pid "pulse-presence=$PRESENCE_PID" \
+  --samples "$RECOVER_SAMPLES" --missed "$RECOVER_MISSED" --data-bytes "$HISTORY_DATA" --rate "$RECOVER_RATE" \
+  --channel-prefix benchhist:rec- --source-base 127.0.102.1 --user-prefix pulse-recover
 stop "$B_PID"
 
+if [ -z "$HISTORY_ONLY" ]; then
 step "(k5) subscribe round trip: $SUBSCRIBES at $SUBSCRIBE_RATE/s, an open namespace, then with subscription tokens"
 bench subscribe-open subscribe --label pulse --server "$A_ADDR" --server-pid "$A_PID" \
   --watch-pid "redis=$REDIS_PID" --subscribes "$SUBSCRIBES" --rate "$SUBSCRIBE_RATE" \
@@ -191,8 +240,38 @@ bench subscribe-open subscribe --label pulse --server "$A_ADDR" --server-pid "$A
 bench subscribe-token subscribe --label pulse --server "$A_ADDR" --server-pid "$A_PID" \
   --watch-pid "redis=$REDIS_PID" --subscribes "$SUBSCRIBES" --rate "$SUBSCRIBE_RATE" --token \
   --channel-prefix benchtok:sub- --source-base 127.0.98.1 --user-prefix pulse-sub-token
-stop "$A_PID" "$PRESENCE_PID"
+fi
 
+step "(h3) publish calls, $PUBLISH_RATE/s for $PUBLISH_DURATION to $PUBLISH_CHANNELS channels: with history, without, Redis alone"
+# No client flags: these runs open no WebSocket.
+bench_calls() {
+  local name=$1
+  shift
+  wait_quiet
+  "$bin/pulse-bench" --threads "$BENCH_THREADS" "$@" 2>&1 | tee "$LOGS/bench-$name.log" | grep -v '^RESULT ' || true
+  grep '^RESULT ' "$LOGS/bench-$name.log" >>"$OUT" ||
+    { echo "error: $name printed no result; see $LOGS/bench-$name.log" >&2; exit 1; }
+}
+publish_run=(--rate "$PUBLISH_RATE" --duration "$PUBLISH_DURATION" --channels "$PUBLISH_CHANNELS"
+  --data-bytes "$HISTORY_DATA")
+bench_calls publish-history publish --label pulse-history --presence "$PRESENCE_ADDR" "${watch[@]}" \
+  "${publish_run[@]}" --channel-prefix benchhist:pub-
+bench_calls publish-plain publish --label pulse --presence "$PRESENCE_ADDR" "${watch[@]}" \
+  "${publish_run[@]}" --channel-prefix bench:pub-
+bench_calls publish-redis publish --label redis --redis-url "$REDIS_URL" --redis-namespace "bench-floor-$$" \
+  --history-size "$HISTORY_SIZE" --watch-pid "redis=$REDIS_PID" "${publish_run[@]}" --channel-prefix benchhist:pub-
+stop "$A_PID"
+
+step "(h4) Redis memory per stored publication: $HISTMEM_CHANNELS channels × $HISTMEM_PER_CHANNEL publications of $HISTMEM_SIZES bytes"
+for size in $HISTMEM_SIZES; do
+  bench_calls "history-memory-$size" history-memory --label pulse --presence "$PRESENCE_ADDR" \
+    --redis-url "$REDIS_URL" --redis-namespace "$NAMESPACE" --channels "$HISTMEM_CHANNELS" \
+    --per-channel "$HISTMEM_PER_CHANNEL" --stagger "$HISTORY_SIZE" --data-bytes "$size" \
+    --channel-prefix "benchhist:mem$size-"
+done
+stop "$PRESENCE_PID"
+
+if [ -z "$HISTORY_ONLY" ]; then
 step "(k6) gateway memory: $MEM_CONNECTIONS connections, then $MEM_SUBSCRIPTIONS subscriptions each (shared channels, then a channel each)"
 for mode in shared distinct; do
   NAMESPACE=bench-channels-mem-$mode-$$
@@ -204,6 +283,7 @@ for mode in shared distinct; do
     --channel-prefix bench:mem- --source-base "127.0.99.1" --user-prefix "pulse-mem-$mode"
   stop "$PID"
 done
+fi
 
 # What the services logged that a table does not show: a gateway too busy
 # to renew its presence lease is reaped (every connection gets a false
@@ -219,16 +299,22 @@ step "incidents in the services' logs (also in $LOGS/incidents.txt)"
 
 if [ -n "${RESULTS:-}" ]; then cat "$OUT" >>"$RESULTS"; fi
 if [ -z "${SKIP_REPORT:-}" ]; then
-  step "writing the Channels block of $BENCHMARKS"
+  step "writing the Channels and History blocks of $BENCHMARKS${HISTORY_ONLY:+ (the History block only)}"
   cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   memory=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   dirty=""
   if [ -n "$(git status --porcelain 2>/dev/null)" ]; then dirty=" plus uncommitted changes in the tree"; fi
-  "$bin/pulse-bench" report --results "$OUT" --benchmarks "$BENCHMARKS" \
-    --command "scripts/bench-channels.sh" \
+  only=()
+  command="scripts/bench-channels.sh"
+  if [ -n "$HISTORY_ONLY" ]; then
+    only=(--only-history)
+    command="HISTORY_ONLY=1 scripts/bench-channels.sh"
+  fi
+  "$bin/pulse-bench" report --results "$OUT" --benchmarks "$BENCHMARKS" "${only[@]}" \
+    --command "$command" \
     --machine "$(nproc) cores ($cpu, $(uname -m)), $memory, open files $(ulimit -n)" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
-    --setup "commit $commit$dirty; load generator on the same cores: pulse-bench, $BENCH_THREADS tokio worker thread(s), client $CLIENT, $SOURCES source addresses; gateways log at RUST_LOG=$GATEWAY_LOG with LOG_FORMAT=json; Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on loopback; $SAT_WINDOW publications in flight at saturation"
+    --setup "commit $commit$dirty; load generator on the same cores: pulse-bench, $BENCH_THREADS tokio worker thread(s), client $CLIENT, $SOURCES source addresses; gateways log at RUST_LOG=$GATEWAY_LOG with LOG_FORMAT=json; Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on loopback; $SAT_WINDOW publications in flight at saturation; history: $HISTORY_SIZE kept per channel, $HISTORY_DATA B of data; machine shared with other people's builds and tests (\"others' CPU\" in the tables)"
 fi
 step "done: logs in $LOGS"

@@ -21,7 +21,9 @@
 # Redis restart) and (i) token validation, printed for the hand-kept sections
 # of BENCHMARKS.md; (k) channels (issue 12) beside the fan-out floor
 # pulse-fanout (scripts/bench-channels.sh, whose sizes its own variables
-# set: FANOUT_BIG=2000 ... for a quick look), into the Channels block. Logs
+# set: FANOUT_BIG=2000 ... for a quick look), into the Channels block, with
+# history and recovery (issue 13) beside their floors into the History
+# block. Logs
 # of every process stay in target/bench/ (or $CARGO_TARGET_DIR/bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -207,7 +209,7 @@ cargo build --release -p pulse-e2e --example failure_bench
 step "(i) token validation (issue 5): library and gRPC, per core"
 bash scripts/bench-auth.sh --seconds "${AUTH_SECONDS:-3}" | tee "$LOGS/auth.txt"
 
-step "(k) channels (issue 12): fan-out beside the pulse-fanout floor, subscribe round trips, memory per subscription"
+step "(k) channels (issue 12): fan-out beside the pulse-fanout floor, subscribe round trips, memory per subscription; history and recovery (issue 13)"
 SKIP_BUILD=1 SKIP_REPORT=1 RESULTS="$RESULTS" GATEWAY_LOG="$GATEWAY_LOG" BENCH_THREADS="$BENCH_THREADS" \
   CLIENT="$CLIENT" SOURCES="$SOURCES" bash scripts/bench-channels.sh
 

@@ -9,7 +9,10 @@
 //! connections (`fleet`), and channels (issue 12): publications fanned out
 //! to many subscribers or spread over many channels (`fanout`), the
 //! subscribe round trip (`subscribe`), and the memory a subscription costs
-//! (`subscriptions`). Each prints human lines and one `RESULT {json}` line
+//! (`subscriptions`); and history (issue 13): the publish call with and
+//! without history and Redis alone (`publish`), a reconnection that
+//! recovers what it missed (`recover`), and Redis memory per stored
+//! publication (`history-memory`). Each prints human lines and one `RESULT {json}` line
 //! (`fanout` one per phase); `report` turns those lines into the tables of
 //! `BENCHMARKS.md`.
 //!

@@ -2,7 +2,9 @@
 //! lines of one run, written between two markers so that the rest of the
 //! file (notes, other sections) stays as it is. The channel scenarios
 //! (issue 12) have a block and markers of their own, so that a run of only
-//! them (`scripts/bench-channels.sh`) leaves the gateway's block as it was.
+//! them (`scripts/bench-channels.sh`) leaves the gateway's block as it was;
+//! so have the history scenarios (issue 13), so that a run of only them
+//! (`HISTORY_ONLY=1 scripts/bench-channels.sh`) leaves the channels' block.
 
 use std::fmt::Write as _;
 
@@ -11,11 +13,13 @@ use crate::result::{BenchResult, ConnectResult};
 mod channels;
 mod connections;
 mod fleet;
+mod history;
 mod latencies;
 mod targets;
 
 pub use channels::{FANOUT_FLOOR, FANOUT_FLOOR_COALESCE, FANOUT_FLOOR_DIRECT, is_channel_result};
 pub use fleet::{FLEET_ALONE, FLEET_CROWDED};
+pub use history::{PULSE_HISTORY, REDIS_FLOOR, is_history_result};
 
 /// The line after which the generated tables start.
 pub const START_MARKER: &str = "<!-- bench:start -->";
@@ -25,6 +29,10 @@ pub const END_MARKER: &str = "<!-- bench:end -->";
 pub const CHANNELS_START_MARKER: &str = "<!-- bench:channels:start -->";
 /// The line before which the channel tables end.
 pub const CHANNELS_END_MARKER: &str = "<!-- bench:channels:end -->";
+/// The line after which the history tables (issue 13) start.
+pub const HISTORY_START_MARKER: &str = "<!-- bench:history:start -->";
+/// The line before which the history tables end.
+pub const HISTORY_END_MARKER: &str = "<!-- bench:history:end -->";
 
 /// The label of the floor's runs (`pulse-echo`).
 pub const FLOOR: &str = "echo";
@@ -189,7 +197,25 @@ pub fn render_channels(results: &[BenchResult], info: &RunInfo) -> String {
     channels::render(&mut out, results);
     let own: Vec<BenchResult> = results
         .iter()
-        .filter(|result| is_channel_result(result))
+        .filter(|result| is_channel_result(result) && !is_history_result(result))
+        .cloned()
+        .collect();
+    raw(&mut out, &own);
+    out
+}
+
+/// The generated history block (issue 13), without its markers: its
+/// targets beside their floors, from the history results and the spread
+/// fan-out runs (with history, and the same without, its floor).
+pub fn render_history(results: &[BenchResult], info: &RunInfo) -> String {
+    let mut out = header(info);
+    history::render(&mut out, results);
+    let own: Vec<BenchResult> = results
+        .iter()
+        .filter(|result| {
+            is_history_result(result)
+                || matches!(result, BenchResult::Fanout(run) if run.channels > 1)
+        })
         .cloned()
         .collect();
     raw(&mut out, &own);

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::Percentiles;
 
+mod history;
+
+pub use history::{HistoryMemoryResult, PublishResult, RecoverResult};
+
 /// The prefix of the one machine-readable line a scenario prints.
 pub const RESULT_PREFIX: &str = "RESULT ";
 
@@ -28,6 +32,12 @@ pub enum BenchResult {
     Subscribe(SubscribeResult),
     /// See [`SubscriptionsResult`].
     Subscriptions(SubscriptionsResult),
+    /// See [`PublishResult`].
+    Publish(PublishResult),
+    /// See [`RecoverResult`].
+    Recover(RecoverResult),
+    /// See [`HistoryMemoryResult`].
+    HistoryMemory(HistoryMemoryResult),
 }
 
 impl BenchResult {
@@ -41,6 +51,9 @@ impl BenchResult {
             Self::Fanout(result) => &result.label,
             Self::Subscribe(result) => &result.label,
             Self::Subscriptions(result) => &result.label,
+            Self::Publish(result) => &result.label,
+            Self::Recover(result) => &result.label,
+            Self::HistoryMemory(result) => &result.label,
         }
     }
 
@@ -54,6 +67,9 @@ impl BenchResult {
             Self::Fanout(_) => "fanout",
             Self::Subscribe(_) => "subscribe",
             Self::Subscriptions(_) => "subscriptions",
+            Self::Publish(_) => "publish",
+            Self::Recover(_) => "recover",
+            Self::HistoryMemory(_) => "history_memory",
         }
     }
 

@@ -32,12 +32,13 @@ const LATENCY_RATIO: f64 = 1.3;
 /// coalescing floor's.
 const WRITES_RATIO: f64 = 1.3;
 
-/// Whether `results` hold anything this section shows.
+/// Whether a result is a channel scenario's (the history scenarios of
+/// issue 13 included, whose block [`super::render_history`] writes).
 pub fn is_channel_result(result: &BenchResult) -> bool {
     matches!(
         result,
         BenchResult::Fanout(_) | BenchResult::Subscribe(_) | BenchResult::Subscriptions(_)
-    )
+    ) || super::history::is_history_result(result)
 }
 
 fn fanouts(results: &[BenchResult]) -> impl DoubleEndedIterator<Item = &FanoutResult> {

@@ -5,6 +5,7 @@ pub mod channels;
 pub mod connect;
 pub mod fanout;
 pub mod fleet;
+pub mod history;
 pub mod marks;
 pub mod ping;
 pub mod presence;

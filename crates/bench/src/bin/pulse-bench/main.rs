@@ -4,12 +4,13 @@
 use std::{net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
 
 mod channels;
+mod history;
+mod write_report;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pulse_bench::{
     client::ClientKind,
-    report::{self, RunInfo},
+    report::RunInfo,
     result::BenchResult,
     scenario::{
         ClientSetup, connect, ensure_loopback, fleet, loopback_sources, ping, presence, send,
@@ -174,6 +175,14 @@ enum Command {
     /// A gateway's RSS with connections and no subscription, then with
     /// several subscriptions each: bytes per subscription.
     Subscriptions(channels::SubscriptionsArgs),
+    /// Publish calls at a fixed rate, each timed to its answer: with
+    /// history, without, or Redis alone (`XADD` + `SPUBLISH`), the floor.
+    Publish(history::PublishArgs),
+    /// Reconnections to another gateway that recover the publications they
+    /// missed with `subscribe` + `since`, beside plain subscribes.
+    Recover(history::RecoverArgs),
+    /// Redis memory per publication kept in channels' histories.
+    HistoryMemory(history::HistoryMemoryArgs),
     /// Writes the tables of `RESULT` lines into BENCHMARKS.md between the markers.
     Report {
         /// Files holding `RESULT` lines (other lines are skipped).
@@ -194,6 +203,10 @@ enum Command {
         /// The load generator's set-up, in words.
         #[arg(long, default_value = "")]
         setup: String,
+        /// Write only the history block (issue 13): the other blocks stay
+        /// as they were, whatever other results the files hold.
+        #[arg(long)]
+        only_history: bool,
     },
 }
 
@@ -240,9 +253,10 @@ fn main() -> anyhow::Result<()> {
         machine,
         date,
         setup,
+        only_history,
     } = cli.command
     {
-        return write_report(
+        return write_report::write_report(
             &results,
             &benchmarks,
             RunInfo {
@@ -251,6 +265,7 @@ fn main() -> anyhow::Result<()> {
                 date,
                 setup,
             },
+            only_history,
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -420,6 +435,9 @@ async fn run(command: Command) -> anyhow::Result<Vec<BenchResult>> {
         Command::Fanout(args) => args.run().await,
         Command::Subscribe(args) => args.run().await,
         Command::Subscriptions(args) => args.run().await,
+        Command::Publish(args) => args.run().await,
+        Command::Recover(args) => args.run().await,
+        Command::HistoryMemory(args) => args.run().await,
         Command::Report { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -432,44 +450,4 @@ fn parse_named_pid(text: &str) -> Result<(String, u32), String> {
         .parse()
         .map_err(|error| format!("pid {pid:?}: {error}"))?;
     Ok((name.to_owned(), pid))
-}
-
-fn write_report(files: &[PathBuf], benchmarks: &PathBuf, info: RunInfo) -> anyhow::Result<()> {
-    let mut results = Vec::new();
-    for file in files {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        for line in text.lines() {
-            if let Some(parsed) = BenchResult::from_line(line) {
-                results
-                    .push(parsed.with_context(|| format!("a RESULT line in {}", file.display()))?);
-            }
-        }
-    }
-    anyhow::ensure!(!results.is_empty(), "no RESULT line in {files:?}");
-    let mut updated = std::fs::read_to_string(benchmarks).unwrap_or_default();
-    // Each block is written only when its results are there, so a run of
-    // the channel scenarios alone leaves the gateway's block as it was.
-    if results
-        .iter()
-        .any(|result| !report::is_channel_result(result))
-    {
-        updated = report::splice(&updated, &report::render(&results, &info));
-    }
-    if results.iter().any(report::is_channel_result) {
-        updated = report::splice_between(
-            &updated,
-            &report::render_channels(&results, &info),
-            report::CHANNELS_START_MARKER,
-            report::CHANNELS_END_MARKER,
-        );
-    }
-    std::fs::write(benchmarks, updated)
-        .with_context(|| format!("writing {}", benchmarks.display()))?;
-    println!(
-        "wrote {} results into {}",
-        results.len(),
-        benchmarks.display()
-    );
-    Ok(())
 }
