@@ -266,6 +266,28 @@ async fn publications_made_while_the_subscription_was_down_are_recovered() {
     gateway.stop().await;
 }
 
+/// A gateway on `server`, the test's API, and alice's client subscribed to
+/// `feed:1` holding the first `count` publications.
+async fn delivered(
+    server: &RedisServer,
+    namespace: &str,
+    count: u64,
+) -> (Gateway, Presence, Client, Reader) {
+    let gateway =
+        Gateway::start_with(history_settings("gw-1"), redis_presence(server, namespace)).await;
+    let api = redis_presence(server, namespace);
+    let mut client = live(&gateway, &token("alice")).await;
+    let mut reader = Reader::default();
+    reader.subscribe(&mut client, 1).await;
+    for n in 1..=count {
+        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
+            .await
+            .unwrap();
+    }
+    reader.read_until(&mut client, count as usize).await;
+    (gateway, api, client, reader)
+}
+
 async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(server.url())
         .unwrap()
@@ -490,28 +512,10 @@ async fn nothing_a_personal_replay_holds_arrives_again_after_it() {
 async fn after_redis_restarted_empty_a_client_is_told_it_cannot_recover() {
     let mut server = RedisServer::spawn_persistent().await;
     let namespace = unique_namespace();
-    let gateway = Gateway::start_with(
-        history_settings("gw-1"),
-        redis_presence(&server, &namespace),
-    )
-    .await;
-    let api = redis_presence(&server, &namespace);
-    let mut client = live(&gateway, &token("alice")).await;
-    let mut reader = Reader::default();
-    reader.subscribe(&mut client, 1).await;
-    for n in 1..=3 {
-        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
-            .await
-            .unwrap();
-    }
-    reader.read_until(&mut client, 3).await;
+    let (gateway, _api, client, reader) = delivered(&server, &namespace, 3).await;
     drop(client);
 
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(&server).await;
     let () = redis::cmd("FLUSHALL")
         .query_async(&mut admin)
         .await
@@ -556,21 +560,7 @@ async fn after_redis_restarted_empty_a_client_is_told_it_cannot_recover() {
 async fn a_stream_that_lost_writes_gets_a_new_epoch_and_subscribers_are_told() {
     let server = RedisServer::start().await;
     let namespace = unique_namespace();
-    let gateway = Gateway::start_with(
-        history_settings("gw-1"),
-        redis_presence(&server, &namespace),
-    )
-    .await;
-    let api = redis_presence(&server, &namespace);
-    let mut client = live(&gateway, &token("alice")).await;
-    let mut reader = Reader::default();
-    reader.subscribe(&mut client, 1).await;
-    for n in 1..=5 {
-        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
-            .await
-            .unwrap();
-    }
-    reader.read_until(&mut client, 5).await;
+    let (gateway, api, mut client, reader) = delivered(&server, &namespace, 5).await;
 
     // The failover: the subscription drops, and Redis holds 1 to 3 only.
     let mut admin = admin(&server).await;
