@@ -307,15 +307,14 @@ pub(crate) async fn history(
     after: u64,
     limit: u32,
 ) -> Result<crate::HistoryPage, crate::PresenceError> {
-    let options = namespaces.history_of(channel)?;
+    // Only a namespace with history has pages.
+    namespaces.history_of(channel)?;
     let limit = if limit == 0 {
         DEFAULT_HISTORY_LIMIT
     } else {
         limit
     };
-    presence
-        .history(channel, options, after, limit as usize)
-        .await
+    presence.history(channel, after, limit as usize).await
 }
 
 fn json_data(text: String) -> Result<Box<RawValue>, Status> {

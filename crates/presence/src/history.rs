@@ -165,7 +165,6 @@ impl Presence {
     pub async fn history(
         &self,
         channel: &str,
-        history: HistoryOptions,
         after: u64,
         limit: usize,
     ) -> Result<HistoryPage, PresenceError> {
@@ -177,17 +176,9 @@ impl Presence {
             )));
         }
         match &self.inner.backend {
-            Backend::Memory(_) => Ok(self
-                .inner
-                .local_hub
-                .histories
-                .page(channel, history, after, limit)),
+            Backend::Memory(_) => Ok(self.inner.local_hub.histories.page(channel, after, limit)),
             Backend::Redis(store) => {
-                observe(
-                    "history",
-                    store.history_page(channel, history, after, limit),
-                )
-                .await
+                observe("history", store.history_page(channel, after, limit)).await
             }
         }
     }

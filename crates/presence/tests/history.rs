@@ -293,21 +293,15 @@ async fn history_pages_through_what_is_kept(presence: Presence) {
     for n in 1..=7 {
         publish(&presence, "room:pages", n).await;
     }
-    let first = presence.history("room:pages", HISTORY, 0, 2).await.unwrap();
+    let first = presence.history("room:pages", 0, 2).await.unwrap();
     assert_eq!(first.top.offset, 7);
     assert_eq!(numbers(&first.publications), [(3, 3), (4, 4)], "five kept");
-    let next = presence
-        .history("room:pages", HISTORY, 4, 10)
-        .await
-        .unwrap();
+    let next = presence.history("room:pages", 4, 10).await.unwrap();
     assert_eq!(numbers(&next.publications), [(5, 5), (6, 6), (7, 7)]);
-    let end = presence
-        .history("room:pages", HISTORY, 7, 10)
-        .await
-        .unwrap();
+    let end = presence.history("room:pages", 7, 10).await.unwrap();
     assert!(end.publications.is_empty());
     assert!(matches!(
-        presence.history("room:pages", HISTORY, 0, 0).await,
+        presence.history("room:pages", 0, 0).await,
         Err(PresenceError::InvalidArgument(_))
     ));
 }

@@ -15,7 +15,7 @@ use pulse_protocol::{
 };
 use serde_json::value::RawValue;
 
-use super::{HISTORY_META_TTL, HistoryOptions, HistoryPage, PublishOptions, StreamRead, new_epoch};
+use super::{HISTORY_META_TTL, HistoryPage, PublishOptions, StreamRead, new_epoch};
 use crate::{Published, channels::LocalHub, fanout::DeliveryPosition};
 
 /// Every channel's history, and the idempotency keys of recent publications.
@@ -183,13 +183,7 @@ impl Histories {
         }
     }
 
-    pub(crate) fn page(
-        &self,
-        channel: &str,
-        _history: HistoryOptions,
-        after: u64,
-        limit: usize,
-    ) -> HistoryPage {
+    pub(crate) fn page(&self, channel: &str, after: u64, limit: usize) -> HistoryPage {
         let now = Instant::now();
         let mut state = self.lock();
         let stream = state.stream(channel, now);

@@ -127,7 +127,6 @@ impl RedisStore {
     pub(crate) async fn history_page(
         &self,
         channel: &str,
-        _history: HistoryOptions,
         after: u64,
         limit: usize,
     ) -> Result<HistoryPage, PresenceError> {
