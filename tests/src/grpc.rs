@@ -47,6 +47,7 @@ pub async fn watch(
         .watch(pulse_protocol::proto::presence::v1::WatchRequest {
             user_ids: user_ids.iter().map(|&id| id.to_owned()).collect(),
             all: user_ids.is_empty(),
+            since: String::new(),
         })
         .await
         .unwrap()

@@ -303,6 +303,7 @@ async fn watch_forever(client: pulse_e2e::Grpc, state: Truth) {
             .watch(WatchRequest {
                 user_ids: vec![],
                 all: true,
+                since: String::new(),
             })
             .await
         else {

@@ -320,6 +320,7 @@ async fn user_ids_have_one_length_limit_everywhere() {
         api.watch(WatchRequest {
             user_ids: vec![over.clone()],
             all: false,
+            since: String::new(),
         })
         .await
         .map(drop),

@@ -93,6 +93,16 @@ impl Keys {
     }
 
     /// The bucket's online users.
+    /// The bucket's durable event log (a stream, ids `<ms>-<seq>`).
+    pub(crate) fn events(&self, bucket: u16) -> String {
+        format!("{}events", self.bucket(bucket))
+    }
+
+    /// When the bucket's users went offline (ZSET user id -> ms).
+    pub(crate) fn seen(&self, bucket: u16) -> String {
+        format!("{}seen", self.bucket(bucket))
+    }
+
     pub(crate) fn online(&self, bucket: u16) -> String {
         format!("{}online", self.bucket(bucket))
     }

@@ -9,7 +9,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::warn;
 
 use crate::{
-    ApiConfig, ApiLimits, Presence, RedisOptions,
+    ApiConfig, ApiLimits, EventLogOptions, Presence, RedisOptions,
     access::{Access, load_keys},
 };
 
@@ -46,6 +46,14 @@ pub struct Config {
     /// How often to reap instances whose lease expired (died without saying goodbye).
     #[arg(long, env = "REAP_INTERVAL", default_value = "1s")]
     pub reap_interval: humantime::Duration,
+    /// How long presence events are kept for `Watch` from a position (and
+    /// webhook delivery): older ones are trimmed (each bucket keeps its
+    /// newest). About 150 bytes of Redis per event.
+    #[arg(long, env = "EVENT_RETENTION", default_value = "1h")]
+    pub event_retention: humantime::Duration,
+    /// How long `GetUser` of an offline user says when they were last online.
+    #[arg(long, env = "LAST_SEEN", default_value = "30days")]
+    pub last_seen: humantime::Duration,
     /// The config file shared with the gateways (channel namespaces); the
     /// server API refuses to publish to a namespace it does not configure.
     #[arg(long, env = "PULSE_CONFIG")]
@@ -296,8 +304,26 @@ impl Config {
         options
             .validate()
             .map_err(|error| format!("{}: {error}", error.flag()))?;
+        let events = self.event_log_options()?;
         // The message names the setting; the URL itself may hold a password.
-        Presence::redis(options).map_err(|error| format!("--redis-url / REDIS_URL: {error}"))
+        let presence = Presence::redis(options)
+            .map_err(|error| format!("--redis-url / REDIS_URL: {error}"))?;
+        presence.set_event_log_options(events);
+        Ok(presence)
+    }
+
+    /// How long events and "last seen" are kept.
+    pub fn event_log_options(&self) -> Result<EventLogOptions, String> {
+        if self.event_retention.as_secs() < 1 {
+            return Err("--event-retention / EVENT_RETENTION: at least 1s".into());
+        }
+        if self.last_seen.as_secs() < 1 {
+            return Err("--last-seen / LAST_SEEN: at least 1s".into());
+        }
+        Ok(EventLogOptions {
+            retention: self.event_retention.into(),
+            last_seen: self.last_seen.into(),
+        })
     }
 }
 

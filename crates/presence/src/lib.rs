@@ -41,6 +41,7 @@ pub mod channels;
 pub mod channels_service;
 mod commands;
 pub mod config;
+pub mod event_log;
 mod fanout;
 mod grpc_access;
 pub mod history;
@@ -64,6 +65,7 @@ pub use channels::{
     ChannelFeed, Delivery, DeliveryPosition, FeedEvent, MAX_SERVER_SUBSCRIPTIONS, Published,
 };
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
+pub use event_log::{EventLogOptions, EventTail, TailError};
 pub use history::{HistoryOptions, HistoryPage, PublishOptions, StreamRead};
 pub use http_api::run_http;
 pub use leases::run_reaper;
@@ -153,6 +155,8 @@ struct Inner {
     /// The history of personal channels (`[personal]` in the config file),
     /// set once at start: with it, `Send` is a publication with an offset.
     personal_history: std::sync::OnceLock<history::HistoryOptions>,
+    /// How long events and "last seen" are kept, set once at start.
+    event_log: std::sync::OnceLock<EventLogOptions>,
     // Dropped with the last `Presence` clone, which tells the bus task to stop.
     _bus_stop: Option<oneshot::Sender<()>>,
 }
@@ -192,6 +196,7 @@ impl Presence {
                 local_hub: Arc::default(),
                 members: members::MemberTable::default(),
                 personal_history: std::sync::OnceLock::new(),
+                event_log: std::sync::OnceLock::new(),
                 _bus_stop: None,
             }),
         }
@@ -243,6 +248,7 @@ impl Presence {
                 local_hub: Arc::default(),
                 members: members::MemberTable::default(),
                 personal_history: std::sync::OnceLock::new(),
+                event_log: std::sync::OnceLock::new(),
                 _bus_stop: Some(bus_stop),
             }),
         })

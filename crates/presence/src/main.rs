@@ -68,6 +68,10 @@ async fn main() {
         config.reap_interval.into(),
         stopped(),
     ));
+    let trimmer = tokio::spawn(pulse_presence::event_log::run_trimmer(
+        presence.clone(),
+        stopped(),
+    ));
     tokio::spawn(pulse_runtime::metrics::serve(
         metrics_listener,
         metrics,
@@ -90,6 +94,7 @@ async fn main() {
     };
     let served = pulse_presence::run(presence, api, listener, shutdown).await;
     let _ = reaper.await;
+    let _ = trimmer.await;
     if let Some(http) = http {
         let _ = http.await;
     }

@@ -6,11 +6,18 @@ use std::{
     time::Duration,
 };
 
-use pulse_protocol::{EventKind, PresenceEvent, event::now_ms};
+use pulse_protocol::{
+    EventKind, PresenceEvent,
+    event::{LogPoint, now_ms},
+};
 // tokio's clock, so that tests can pause and advance time over a block.
 use tokio::{sync::broadcast, time::Instant};
 
-use crate::{Admission, ConnectionRecord, OnlineCount, sort_connections};
+use crate::{
+    Admission, ConnectionRecord, OnlineCount,
+    event_log::{EventLogOptions, LogRead, Snapshotted, memory::MemoryLog},
+    sort_connections,
+};
 
 /// Connections in memory. Events are sent while the lock is held, so that
 /// they reach subscribers in exactly the order the state changed, as Redis
@@ -31,6 +38,8 @@ struct State {
     blocks: HashMap<String, (Instant, String)>,
     /// user id -> the channels the server API subscribed the user to.
     pub(crate) subscriptions: HashMap<String, std::collections::BTreeSet<String>>,
+    /// The event log (the bus carries what is appended to it).
+    log: Box<MemoryLog>,
 }
 
 impl MemoryStore {
@@ -49,23 +58,52 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Appends an event to the log and sends it on the bus, under the lock.
     fn publish(
         &self,
+        state: &mut State,
         kind: EventKind,
         user_id: &str,
         connection_id: &str,
         instance_id: &str,
         at_ms: u64,
     ) {
-        let event = PresenceEvent {
-            user_id: user_id.to_owned(),
-            kind,
-            connection_id: connection_id.to_owned(),
-            instance_id: instance_id.to_owned(),
-            at_ms,
-        };
+        let event = state
+            .log
+            .append(kind, user_id, connection_id, instance_id, at_ms);
         // Sending fails only when nobody subscribes, which is fine.
         let _ = self.events.send(event);
+    }
+
+    pub(crate) fn set_log_options(&self, options: EventLogOptions) {
+        self.lock().log.set_options(options);
+    }
+
+    pub(crate) fn read_log(&self, after: LogPoint, count: usize) -> LogRead {
+        self.lock().log.read(after, count)
+    }
+
+    pub(crate) fn log_tail(&self) -> LogPoint {
+        self.lock().log.tail()
+    }
+
+    pub(crate) fn last_seen(&self, user_id: &str) -> Option<u64> {
+        self.lock().log.last_seen(user_id)
+    }
+
+    /// Every online user and where the log is, under one lock.
+    pub(crate) fn snapshot(&self) -> Snapshotted {
+        let state = self.lock();
+        let users = state
+            .users
+            .keys()
+            .map(|user_id| {
+                let mut records = records_of(&state, user_id);
+                sort_connections(&mut records);
+                (user_id.clone(), records)
+            })
+            .collect();
+        state.log.snapshot(users)
     }
 
     pub(crate) fn register(&self, record: &ConnectionRecord) {
@@ -170,6 +208,7 @@ impl MemoryStore {
         let (user, connection, instance) =
             (&record.user_id, &record.connection_id, &record.instance_id);
         self.publish(
+            state,
             EventKind::Connected,
             user,
             connection,
@@ -178,6 +217,7 @@ impl MemoryStore {
         );
         if first {
             self.publish(
+                state,
                 EventKind::Online,
                 user,
                 connection,
@@ -249,6 +289,7 @@ impl MemoryStore {
         }
         state.connections -= 1;
         self.publish(
+            state,
             EventKind::Disconnected,
             user_id,
             connection_id,
@@ -257,6 +298,7 @@ impl MemoryStore {
         );
         if last {
             self.publish(
+                state,
                 EventKind::Offline,
                 user_id,
                 connection_id,

@@ -52,6 +52,7 @@ use crate::{
 
 mod admission;
 mod channels;
+mod events;
 mod history;
 mod members;
 mod queries;

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use pulse_protocol::proto::channels::v1::channels_server::ChannelsServer;
 
+mod snapshot;
 mod watcher;
 
 use watcher::Watcher;
@@ -266,7 +267,16 @@ impl presence_server::Presence for PresenceService {
     ) -> Result<Response<pb::UserPresence>, Status> {
         let user_id = request.into_inner().user_id;
         let connections = self.presence.user(&user_id).await.map_err(to_status)?;
-        Ok(Response::new(user_presence(user_id, connections)))
+        let mut presence = user_presence(user_id, connections);
+        if !presence.online {
+            presence.last_seen = self
+                .presence
+                .last_seen(&presence.user_id)
+                .await
+                .map_err(to_status)?
+                .map(timestamp_from_ms);
+        }
+        Ok(Response::new(presence))
     }
 
     async fn get_users(
@@ -372,30 +382,67 @@ impl presence_server::Presence for PresenceService {
             )
         })?;
         let request = request.into_inner();
-        let filter = match (request.all, request.user_ids.is_empty()) {
-            (true, true) => None,
-            (false, false) => {
-                check_id_count(request.user_ids.len())?;
-                if request.user_ids.iter().any(String::is_empty) {
-                    return Err(invalid_argument("user_ids must not contain an empty id"));
+        let filter: Option<std::collections::HashSet<String>> =
+            match (request.all, request.user_ids.is_empty()) {
+                (true, true) => None,
+                (false, false) => {
+                    check_id_count(request.user_ids.len())?;
+                    if request.user_ids.iter().any(String::is_empty) {
+                        return Err(invalid_argument("user_ids must not contain an empty id"));
+                    }
+                    for user_id in &request.user_ids {
+                        crate::check_user_id(user_id).map_err(to_status)?;
+                    }
+                    Some(request.user_ids.into_iter().collect())
                 }
-                for user_id in &request.user_ids {
-                    crate::check_user_id(user_id).map_err(to_status)?;
+                (false, true) => return Err(invalid_argument("name some user_ids, or set all")),
+                (true, false) => {
+                    return Err(invalid_argument("set either user_ids or all, not both"));
                 }
-                Some(request.user_ids.into_iter().collect())
-            }
-            (false, true) => return Err(invalid_argument("name some user_ids, or set all")),
-            (true, false) => return Err(invalid_argument("set either user_ids or all, not both")),
+            };
+        let buckets = match &filter {
+            None => self.presence.log_buckets(),
+            Some(users) => users
+                .iter()
+                .map(|user| self.presence.log_of(user))
+                .collect(),
         };
+        let since = match request.since.as_str() {
+            "" => None,
+            text => Some(
+                text.parse()
+                    .map_err(|error| bad_position(&format!("since: {error}")))?,
+            ),
+        };
+        let tail =
+            self.presence
+                .tail_events(buckets, since)
+                .await
+                .map_err(|error| match error {
+                    PresenceError::InvalidArgument(message) => bad_position(&message),
+                    error => to_status(error),
+                })?;
         let watcher = Watcher {
-            events: self.presence.subscribe(),
-            epoch: self.presence.bus_epoch(),
+            tail,
             stopping: self.stopping.clone(),
             filter,
             _slot: slot,
         };
         Ok(Response::new(watcher.into_stream()))
     }
+
+    type SnapshotStream = snapshot::SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Ok(Response::new(snapshot::snapshot(self.presence.clone())))
+    }
+}
+
+fn bad_position(message: &str) -> Status {
+    status_with_reason(Code::InvalidArgument, ERROR_DOMAIN, "bad_position", message)
 }
 
 fn user_presence(user_id: String, connections: Vec<ConnectionRecord>) -> pb::UserPresence {
@@ -410,6 +457,7 @@ fn user_presence(user_id: String, connections: Vec<ConnectionRecord>) -> pb::Use
                 connected_at: Some(timestamp_from_ms(record.connected_at_ms)),
             })
             .collect(),
+        last_seen: None,
     }
 }
 

@@ -78,6 +78,7 @@ async fn a_call_without_a_valid_key_is_unauthenticated_and_never_served() {
         .watch(pb::WatchRequest {
             user_ids: vec![],
             all: true,
+            since: String::new(),
         })
         .await
         .unwrap_err();
@@ -156,6 +157,7 @@ async fn one_key_holds_at_most_its_share_of_watch_streams() {
     let watch = || pb::WatchRequest {
         user_ids: vec![],
         all: true,
+        since: String::new(),
     };
     let mut ops = served.client(ALL);
     let first = ops.watch(watch()).await.unwrap().into_inner();

@@ -82,10 +82,10 @@ async fn one_users_keys_live_in_one_slot_on_one_node() {
         holders.push((url, keys.len(), slots));
     }
     // The user hash, two instance indexes, the online set, the counter, the
-    // lease set and its clock: seven keys, one slot, one node.
+    // lease set and its clock, the event log: eight keys, one slot, one node.
     assert_eq!(holders.len(), 1, "{holders:?}");
     let (_, count, slots) = &holders[0];
-    assert_eq!(*count, 7, "{holders:?}");
+    assert_eq!(*count, 8, "{holders:?}");
     assert_eq!(slots.len(), 1, "{holders:?}");
 }
 

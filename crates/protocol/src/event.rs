@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::proto::presence::v1 as pb;
 
+pub mod log;
+
+pub use log::{BadPosition, EventId, LogPoint, Position};
+
 /// What happened to a user's presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +38,12 @@ pub struct PresenceEvent {
     pub instance_id: String,
     /// When it happened, milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// Where the event is in the durable log: unique, and what a consumer
+    /// resumes after.
+    pub id: EventId,
+    /// The entry before it in the same log (`0-0` for the first), so a
+    /// reader of the live bus can tell a missed event from the next one.
+    pub prev: LogPoint,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -67,6 +77,8 @@ impl From<&PresenceEvent> for pb::PresenceEvent {
             connection_id: event.connection_id.clone(),
             instance_id: event.instance_id.clone(),
             at: Some(timestamp_from_ms(event.at_ms)),
+            id: event.id.to_string(),
+            position: String::new(),
         }
     }
 }
@@ -94,8 +106,12 @@ mod tests {
             connection_id in "[a-z0-9-]{0,36}",
             instance_id in "\\PC{0,20}",
             at_ms in 0u64..4_000_000_000_000,
+            bucket in 0u16..128,
+            seq in 1u64..u64::MAX,
         ) {
-            let event = PresenceEvent { user_id, kind, connection_id, instance_id, at_ms };
+            let id = EventId { bucket, point: LogPoint { ms: at_ms, seq } };
+            let prev = LogPoint { ms: at_ms, seq: seq - 1 };
+            let event = PresenceEvent { user_id, kind, connection_id, instance_id, at_ms, id, prev };
             let text = serde_json::to_string(&event).unwrap();
             prop_assert_eq!(serde_json::from_str::<PresenceEvent>(&text).unwrap(), event.clone());
 

@@ -53,6 +53,7 @@ pub async fn run(setup: ClientSetup, options: PresenceOptions) -> anyhow::Result
         .watch(WatchRequest {
             user_ids: vec![],
             all: true,
+            since: String::new(),
         })
         .await?
         .into_inner();

@@ -190,7 +190,16 @@ impl Config {
                     "needs --redis-url / REDIS_URL with the cluster's node URLs",
                 ));
             }
-            None => Presence::in_memory(),
+            None => {
+                let presence = Presence::in_memory();
+                // One gateway alone serves no presence API, so nothing can
+                // read its event log or "last seen": keep neither.
+                presence.set_event_log_options(pulse_presence::EventLogOptions {
+                    retention: std::time::Duration::ZERO,
+                    last_seen: std::time::Duration::ZERO,
+                });
+                presence
+            }
         };
 
         let namespaces = pulse_presence::Namespaces::configure(

@@ -4,13 +4,71 @@
 -- cjson.encode, so quotes, backslashes and control characters are escaped.
 -- at_ms arrives as a decimal string and is spliced in as it is: cjson prints
 -- numbers with %.14g, which would round millisecond timestamps past 14 digits
--- (and Lua numbers are doubles, exact only up to 2^53).
-local function event(kind, user_id, connection_id, instance_id, at_ms)
+-- (and Lua numbers are doubles, exact only up to 2^53). `id` is the event's
+-- `b<bucket>-<ms>-<seq>`, `prev` the log entry before it.
+local function event(kind, user_id, connection_id, instance_id, at_ms, id, prev)
   return '{"user_id":' .. cjson.encode(user_id)
     .. ',"kind":"' .. kind
     .. '","connection_id":' .. cjson.encode(connection_id)
     .. ',"instance_id":' .. cjson.encode(instance_id)
-    .. ',"at_ms":' .. at_ms .. '}'
+    .. ',"at_ms":' .. at_ms
+    .. ',"id":"' .. id .. '","prev":"' .. prev .. '"}'
+end
+
+-- The bucket prefix `<ns>:{b<k>}:` of any key of the bucket.
+local function bucket_prefix(key)
+  return string.match(key, '^(.-}:)')
+end
+
+-- The one-letter kind a log entry stores (`k`), as pulse_presence::event_log
+-- reads it back.
+local LOG_KINDS = { connected = 'c', disconnected = 'd', online = 'n', offline = 'f' }
+
+-- The durable event log of a bucket: the stream `<prefix>events`, one entry
+-- per event, id `<ms>-<seq>` (seq counts the bucket's events from 1 without
+-- a hole; ms is Redis's clock, never less than the previous entry's), fields
+-- k (kind), u (user), c (connection), i (instance), t (at_ms). Nothing here
+-- trims it: pulse-presence trims entries older than the retention, always
+-- keeping the last one, so the next seq is always the last entry's + 1.
+-- `<prefix>seen` (ZSET user -> at_ms of their last offline) is "last seen".
+-- A script makes one table with event_log and passes it to emit for each
+-- event; the table remembers where the log is between them.
+local function event_log(channel, any_bucket_key)
+  local prefix = bucket_prefix(any_bucket_key)
+  return {
+    channel = channel,
+    stream = prefix .. 'events',
+    seen = prefix .. 'seen',
+    bucket = string.match(prefix, '{b(%d+)}:$'),
+  }
+end
+
+-- Appends one event to the bucket's log and publishes it on the bus, in the
+-- same step as the state change that calls it.
+local function emit(log, kind, user_id, connection_id, instance_id, at_ms)
+  if not log.prev then
+    local time = redis.call('TIME')
+    log.ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+    log.seq = 0
+    log.prev = '0-0'
+    local last = redis.call('XREVRANGE', log.stream, '+', '-', 'COUNT', 1)[1]
+    if last then
+      local dash = string.find(last[1], '-', 1, true)
+      log.ms = math.max(log.ms, tonumber(string.sub(last[1], 1, dash - 1)))
+      log.seq = tonumber(string.sub(last[1], dash + 1))
+      log.prev = last[1]
+    end
+  end
+  log.seq = log.seq + 1
+  local id = string.format('%.0f-%.0f', log.ms, log.seq)
+  redis.call('XADD', log.stream, id, 'k', LOG_KINDS[kind], 'u', user_id,
+    'c', connection_id, 'i', instance_id, 't', at_ms)
+  redis.call('PUBLISH', log.channel,
+    event(kind, user_id, connection_id, instance_id, at_ms, 'b' .. log.bucket .. '-' .. id, log.prev))
+  log.prev = id
+  if kind == 'offline' then
+    redis.call('ZADD', log.seen, at_ms, user_id)
+  end
 end
 
 -- A user hash value is "<connected_at_ms>|<instance_id>": the digits cannot
@@ -115,12 +173,12 @@ local function touch_lease(instances_key, instance_id, ttl_ms)
   end
 end
 
--- Removes every connection one instance holds in one bucket, publishing
--- `disconnected` and, for each user's last connection, `offline`; deletes
--- its index there. Every key is in the bucket's slot: the user hashes are
+-- Removes every connection one instance holds in one bucket, emitting
+-- `disconnected` and, for each user's last connection, `offline` to `log`
+-- (the bucket's event_log); deletes its index there. Every key is in the bucket's slot: the user hashes are
 -- built from the bucket's user prefix. Returns how many connections were
 -- removed.
-local function purge_instance(index_key, online_key, counter_key, channel, instance_id, at_ms, user_prefix)
+local function purge_instance(index_key, online_key, counter_key, log, instance_id, at_ms, user_prefix)
   local entries = redis.call('HGETALL', index_key)
   local removed = 0
   for i = 1, #entries, 2 do
@@ -133,10 +191,10 @@ local function purge_instance(index_key, online_key, counter_key, channel, insta
       redis.call('HDEL', user_key, connection_id)
       redis.call('DECR', counter_key)
       removed = removed + 1
-      redis.call('PUBLISH', channel, event('disconnected', user_id, connection_id, instance_id, at_ms))
+      emit(log, 'disconnected', user_id, connection_id, instance_id, at_ms)
       if redis.call('HLEN', user_key) == 0 then
         redis.call('SREM', online_key, user_id)
-        redis.call('PUBLISH', channel, event('offline', user_id, connection_id, instance_id, at_ms))
+        emit(log, 'offline', user_id, connection_id, instance_id, at_ms)
       end
     end
   end
@@ -160,11 +218,6 @@ end
 local function member_frame(kind, channel, user_id)
   return '{"type":"' .. kind .. '","channel":' .. cjson.encode(channel)
     .. ',"user_id":' .. cjson.encode(user_id) .. '}'
-end
-
--- The bucket prefix `<ns>:{b<k>}:` of any key of the bucket.
-local function bucket_prefix(key)
-  return string.match(key, '^(.-}:)')
 end
 
 -- Takes one connection of the user out of a channel whose index entry was

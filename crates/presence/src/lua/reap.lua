@@ -20,8 +20,9 @@ local now, now_digits = redis_now()
 lease_clock(KEYS[1], now)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
 local reaped = {}
+local log = event_log(ARGV[1], KEYS[1])
 for _, instance_id in ipairs(expired) do
-  local removed = purge_instance(ARGV[2] .. instance_id, KEYS[2], KEYS[3], ARGV[1], instance_id, now_digits, ARGV[3])
+  local removed = purge_instance(ARGV[2] .. instance_id, KEYS[2], KEYS[3], log, instance_id, now_digits, ARGV[3])
   purge_members(bucket_prefix(KEYS[1]), instance_id)
   redis.call('ZREM', KEYS[1], instance_id)
   table.insert(reaped, instance_id)

@@ -1,4 +1,4 @@
--- Registers one connection, and publishes `connected` then, for the user's
+-- Registers one connection, and emits (logs and publishes) `connected` then, for the user's
 -- first connection, `online`, in the same atomic step.
 --
 -- KEYS[1] user hash, and of the user's bucket: KEYS[2] the instance's index,
@@ -20,8 +20,7 @@
 -- either). The user hash is the truth about every
 -- instance's connections, and the count and the addition are one step, so
 -- concurrent registrations on any number of instances admit exactly the limit.
-local channel, user_id, connection_id, instance_id, at_ms =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local user_id, connection_id, instance_id, at_ms = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit = tonumber(ARGV[7]) or 0
 local honour_block = ARGV[8] == '1'
 
@@ -54,10 +53,11 @@ end
 touch_lease(KEYS[5], instance_id, tonumber(ARGV[6]))
 redis.call('HSET', KEYS[2], connection_id, user_id)
 redis.call('INCR', KEYS[4])
-redis.call('PUBLISH', channel, event('connected', user_id, connection_id, instance_id, at_ms))
+local log = event_log(ARGV[1], KEYS[1])
+emit(log, 'connected', user_id, connection_id, instance_id, at_ms)
 -- The user hash is the truth; the online set is the index of non-empty ones.
 if redis.call('HLEN', KEYS[1]) == 1 then
   redis.call('SADD', KEYS[3], user_id)
-  redis.call('PUBLISH', channel, event('online', user_id, connection_id, instance_id, at_ms))
+  emit(log, 'online', user_id, connection_id, instance_id, at_ms)
 end
 return registered(1)

@@ -1,4 +1,4 @@
--- Unregisters one connection, and publishes `disconnected` then, for the
+-- Unregisters one connection, and emits (logs and publishes) `disconnected` then, for the
 -- user's last connection, `offline`, in the same atomic step.
 --
 -- KEYS[1] user hash, KEYS[2] online set, KEYS[3] connection counter.
@@ -22,9 +22,10 @@ local instance_id = instance_of(value)
 redis.call('HDEL', KEYS[1], connection_id)
 redis.call('HDEL', instance_prefix .. instance_id, connection_id)
 redis.call('DECR', KEYS[3])
-redis.call('PUBLISH', channel, event('disconnected', user_id, connection_id, instance_id, at_ms))
+local log = event_log(channel, KEYS[1])
+emit(log, 'disconnected', user_id, connection_id, instance_id, at_ms)
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[2], user_id)
-  redis.call('PUBLISH', channel, event('offline', user_id, connection_id, instance_id, at_ms))
+  emit(log, 'offline', user_id, connection_id, instance_id, at_ms)
 end
 return 1

@@ -109,7 +109,7 @@ impl RedisStore {
 
 /// Turns a user hash into records, skipping (and reporting) any value that
 /// is not `"<connected_at_ms>|<instance_id>"` rather than failing the query.
-fn decode_user(user_id: &str, hash: HashMap<String, String>) -> Vec<ConnectionRecord> {
+pub(super) fn decode_user(user_id: &str, hash: HashMap<String, String>) -> Vec<ConnectionRecord> {
     let mut records: Vec<_> = hash
         .into_iter()
         .filter_map(|(connection_id, value)| {

@@ -81,6 +81,8 @@ impl Wire {
                     connection_id: "c\"1".to_owned(),
                     instance_id: INSTANCE.to_owned(),
                     at_ms: event.at_ms,
+                    id: event.id,
+                    prev: event.prev,
                 }
             );
         }

@@ -1,21 +1,20 @@
-//! One `Watch` stream: the bus receiver filtered to the users asked for,
-//! ended with a status when it can no longer be complete.
+//! One `Watch` stream: the event log read from a position, filtered to the
+//! users asked for, each event with the position to resume after it.
 
 use std::collections::HashSet;
 
 use futures_util::{StreamExt, stream};
-use pulse_protocol::{PresenceEvent, proto::presence::v1 as pb, status::status_with_reason};
-use tokio::sync::{broadcast, watch};
+use pulse_protocol::{proto::presence::v1 as pb, status::status_with_reason};
+use tokio::sync::watch;
 use tonic::{Code, Status};
 
 use super::{ERROR_DOMAIN, WatchStream};
-use crate::watch_slots::WatchSlot;
+use crate::{EventTail, TailError, watch_slots::WatchSlot};
 
-/// One `Watch` call: an adaptor over the bus receiver, so it needs no task
+/// One `Watch` call: an adaptor over an [`EventTail`], so it needs no task
 /// of its own and ends as soon as tonic drops it (the client went away).
 pub(super) struct Watcher {
-    pub(super) events: broadcast::Receiver<PresenceEvent>,
-    pub(super) epoch: watch::Receiver<u64>,
+    pub(super) tail: EventTail,
     pub(super) stopping: watch::Receiver<bool>,
     pub(super) filter: Option<HashSet<String>>,
     /// Held while the stream lives; frees the caller's slot when dropped.
@@ -27,7 +26,8 @@ impl Watcher {
         stream::unfold(Some(self), |watcher| async move {
             let mut watcher = watcher?;
             let item = watcher.next().await?;
-            // After an error the stream ends: the client re-watches and re-queries.
+            // After an error the stream ends: the client watches again from
+            // its last position, or takes a snapshot.
             let next = item.is_ok().then_some(watcher);
             Some((item, next))
         })
@@ -43,37 +43,39 @@ impl Watcher {
                         Code::Unavailable,
                         ERROR_DOMAIN,
                         "shutting_down",
-                        "the presence service is shutting down; watch another instance",
+                        "the presence service is shutting down; watch another instance from your last position",
                     )));
                 }
-                changed = self.epoch.changed() => {
-                    // The store is gone only when the server is; end quietly.
-                    changed.ok()?;
-                    return Some(Err(lagged("the event bus reconnected and may have missed events")));
-                }
-                event = self.events.recv() => match event {
+                // Cancel-safe: the tail changes its state only between awaits.
+                item = self.tail.next() => match item {
                     Ok(event) => {
                         if self.filter.as_ref().is_none_or(|users| users.contains(&event.user_id)) {
-                            return Some(Ok(pb::PresenceEvent::from(&event)));
+                            let mut event = pb::PresenceEvent::from(&event);
+                            event.position = self.tail.position().to_string();
+                            return Some(Ok(event));
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        return Some(Err(lagged(&format!("this watch fell {missed} events behind"))));
+                    Err(TailError::Expired { bucket, lost }) => {
+                        return Some(Err(position_expired(bucket, lost)));
                     }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                    Err(TailError::Closed) => return None,
                 },
             }
         }
     }
 }
 
-/// A `Watch` that missed events ends with `ABORTED`: the client watches
-/// again and re-reads.
-fn lagged(message: &str) -> Status {
+/// Events after the position were trimmed or lost: the client takes a
+/// snapshot and watches from its position.
+pub(super) fn position_expired(bucket: u16, lost: Option<u64>) -> Status {
+    let lost = lost.map_or_else(String::new, |lost| format!(" ({lost} events)"));
     status_with_reason(
-        Code::Aborted,
+        Code::FailedPrecondition,
         ERROR_DOMAIN,
-        "watch_lagged",
-        &format!("{message}; watch again and re-read the users"),
+        "position_expired",
+        &format!(
+            "events after this position in event log {bucket} are no longer kept{lost}; \
+             take a Snapshot and watch from its position"
+        ),
     )
 }

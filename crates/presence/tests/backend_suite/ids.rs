@@ -1,6 +1,7 @@
 //! Ids and timestamps: what round-trips, what is refused.
 
 use super::*;
+use pulse_protocol::event::{EventId, LogPoint};
 
 pub(super) async fn at_ms_round_trips_exactly(presence: Presence) {
     let mut events = Events::new(&presence);
@@ -54,13 +55,25 @@ pub(super) async fn odd_ids_round_trip(presence: Presence) {
             connection_id: connection.connection_id.clone(),
             instance_id: connection.instance_id.clone(),
             at_ms: 0,
+            id: EventId::default(),
+            prev: LogPoint::default(),
         })
         .collect();
-    let seen: Vec<_> = events
-        .settle(&presence)
-        .await
+    let seen = events.settle(&presence).await;
+    // One user's events are consecutive entries of one log.
+    for pair in seen.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].id.point, "{seen:?}");
+        assert!(pair[0].id.point.precedes(pair[1].id.point), "{seen:?}");
+        assert_eq!(pair[1].id.bucket, pair[0].id.bucket);
+    }
+    let seen: Vec<_> = seen
         .into_iter()
-        .map(|event| PresenceEvent { at_ms: 0, ..event })
+        .map(|event| PresenceEvent {
+            at_ms: 0,
+            id: EventId::default(),
+            prev: LogPoint::default(),
+            ..event
+        })
         .collect();
     assert_eq!(seen, expected);
 }

@@ -1,0 +1,530 @@
+//! The durable presence event log, and reading it from a position.
+//!
+//! Every script that changes presence appends its events to its bucket's log
+//! (a Redis stream, `lua/prelude.lua`'s `emit`) and publishes them on the bus
+//! in the same step; the in-memory backend keeps one log the same way
+//! (`event_log/memory.rs`). A reader ([`EventTail`]) takes events from the
+//! bus while they come in order, and reads the log whenever the bus cannot
+//! vouch for that (it reconnected, the reader lagged, an event's `prev` is
+//! not the last one it has): so it delivers every event after its
+//! [`Position`] exactly once, or says which bucket lost events
+//! ([`TailError::Expired`]). It never skips silently.
+//!
+//! Order: one bucket's events (so one user's) come in log order; events of
+//! different buckets are not ordered among themselves.
+
+use std::{
+    collections::{BTreeSet, VecDeque},
+    time::Duration,
+};
+
+use pulse_protocol::{
+    PresenceEvent,
+    event::{LogPoint, Position},
+};
+use tokio::sync::{broadcast, watch};
+
+use crate::{
+    Backend, ConnectionRecord, Presence, PresenceError,
+    buckets::{BUCKETS, bucket_of},
+    observe,
+};
+use memory::MEMORY_LOG;
+use pulse_protocol::event::now_ms;
+
+pub(crate) mod memory;
+
+/// How many entries one read of a log takes.
+const PAGE: usize = 512;
+
+/// How long events and "last seen" are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLogOptions {
+    /// Events older than this may be trimmed (the newest of each bucket is
+    /// always kept); a position whose next event was trimmed is expired.
+    pub retention: Duration,
+    /// How long an offline user's "last seen" is kept.
+    pub last_seen: Duration,
+}
+
+impl EventLogOptions {
+    /// One hour of events.
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+    /// Thirty days of "last seen".
+    pub const DEFAULT_LAST_SEEN: Duration = Duration::from_secs(30 * 24 * 3600);
+}
+
+impl Default for EventLogOptions {
+    fn default() -> Self {
+        Self {
+            retention: Self::DEFAULT_RETENTION,
+            last_seen: Self::DEFAULT_LAST_SEEN,
+        }
+    }
+}
+
+/// What one read of a log found: entries after the point asked (in order,
+/// at most a page), and the log's newest entry (`None`: the log is empty).
+#[derive(Debug, Clone)]
+pub(crate) struct LogRead {
+    pub(crate) entries: Vec<PresenceEvent>,
+    pub(crate) tail: Option<LogPoint>,
+}
+
+/// One bucket's online users, read in the same step as where its log was.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshotted {
+    pub(crate) users: Vec<(String, Vec<ConnectionRecord>)>,
+    pub(crate) at: LogPoint,
+}
+
+/// Why an [`EventTail`] cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// Events after the position in `bucket` are no longer in the log
+    /// (trimmed past the retention, or lost with Redis's data): nothing after
+    /// them can be delivered without a gap. `lost` is how many, when known.
+    #[error("events after the position are no longer kept (bucket {bucket})")]
+    Expired {
+        /// The bucket whose log lost them.
+        bucket: u16,
+        /// How many events were lost, when the log can tell.
+        lost: Option<u64>,
+    },
+    /// The store was dropped.
+    #[error("the presence store is gone")]
+    Closed,
+}
+
+/// Checks one read of `bucket` after `after` and returns its entries, or
+/// says the position expired: the first entry must be the one right after
+/// `after`, and an empty read must find the log where `after` left it.
+fn check_read(
+    bucket: u16,
+    after: LogPoint,
+    read: LogRead,
+) -> Result<Vec<PresenceEvent>, TailError> {
+    let mut last = after;
+    for entry in &read.entries {
+        if !last.precedes(entry.id.point) {
+            let lost = (entry.id.point.ms >= last.ms && entry.id.point.seq > last.seq)
+                .then(|| entry.id.point.seq - last.seq - 1);
+            return Err(TailError::Expired { bucket, lost });
+        }
+        last = entry.id.point;
+    }
+    if read.entries.is_empty() && read.tail.unwrap_or_default() != after {
+        // The log is behind the position (it lost writes or was emptied).
+        return Err(TailError::Expired { bucket, lost: None });
+    }
+    let mut entries = read.entries;
+    let mut prev = after;
+    for entry in &mut entries {
+        entry.prev = prev;
+        prev = entry.id.point;
+    }
+    Ok(entries)
+}
+
+/// Every event after a [`Position`], in order per bucket, exactly once.
+///
+/// Subscribes to the bus before it reads anything, so an event is either in
+/// what it reads from the log or arrives on the bus after; the log's points
+/// tell them apart.
+pub struct EventTail {
+    presence: Presence,
+    events: broadcast::Receiver<PresenceEvent>,
+    epoch: watch::Receiver<u64>,
+    /// Where the caller is: the last event handed out, per bucket.
+    position: Position,
+    /// Where the queue ends, per bucket (at or after `position`).
+    cursor: Position,
+    /// Buckets to read from the log before trusting the bus for them.
+    stale: BTreeSet<u16>,
+    queue: VecDeque<PresenceEvent>,
+}
+
+impl EventTail {
+    /// Starts after `since` (which covers the buckets to read), or from the
+    /// newest entry of each of `buckets` when `since` is `None`.
+    pub(crate) async fn start(
+        presence: Presence,
+        buckets: BTreeSet<u16>,
+        since: Option<Position>,
+    ) -> Result<Self, PresenceError> {
+        let events = presence.subscribe();
+        let mut epoch = presence.bus_epoch();
+        epoch.mark_unchanged();
+        let position = match since {
+            Some(since) => since,
+            None => presence.log_tails(&buckets).await?,
+        };
+        let stale = position.iter().map(|(bucket, _)| bucket).collect();
+        Ok(Self {
+            presence,
+            events,
+            epoch,
+            cursor: position.clone(),
+            position,
+            stale,
+            queue: VecDeque::new(),
+        })
+    }
+
+    /// Where the caller is: resuming after this misses nothing it has not
+    /// been handed.
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// The next event. While the log cannot be read (Redis is away) it waits
+    /// and tries again; it ends only when events were lost or the store is
+    /// gone.
+    pub async fn next(&mut self) -> Result<PresenceEvent, TailError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                self.position.set(event.id.bucket, event.id.point);
+                return Ok(event);
+            }
+            if let Some(&bucket) = self.stale.first() {
+                let after = self.cursor.get(bucket).unwrap_or_default();
+                match self.presence.read_log(bucket, after, PAGE).await {
+                    Ok(read) => {
+                        backoff = Duration::from_millis(100);
+                        let full = read.entries.len() >= PAGE;
+                        let entries = check_read(bucket, after, read)?;
+                        if let Some(last) = entries.last() {
+                            self.cursor.set(bucket, last.id.point);
+                        }
+                        self.queue.extend(entries);
+                        if !full {
+                            self.stale.remove(&bucket);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, bucket, "event log read failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                changed = self.epoch.changed() => {
+                    changed.map_err(|_| TailError::Closed)?;
+                    // The bus reconnected: what it missed is in the logs.
+                    self.stale = self.cursor.iter().map(|(bucket, _)| bucket).collect();
+                }
+                received = self.events.recv() => match received {
+                    Ok(event) => self.take_live(event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.stale = self.cursor.iter().map(|(bucket, _)| bucket).collect();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(TailError::Closed),
+                },
+            }
+        }
+    }
+
+    /// Queues a bus event when it is the next one of its bucket; marks the
+    /// bucket for a log read when something is missing before it.
+    fn take_live(&mut self, event: PresenceEvent) {
+        let bucket = event.id.bucket;
+        let Some(at) = self.cursor.get(bucket) else {
+            return;
+        };
+        if event.id.point <= at || self.stale.contains(&bucket) {
+            return;
+        }
+        if event.prev == at && at.precedes(event.id.point) {
+            self.cursor.set(bucket, event.id.point);
+            self.queue.push_back(event);
+        } else {
+            self.stale.insert(bucket);
+        }
+    }
+
+    /// Moves past events of `bucket` that were lost, to the oldest one the
+    /// log still has (for a consumer that counts them and goes on, like
+    /// webhook delivery); returns how many were lost, when known.
+    pub async fn skip_lost(&mut self, bucket: u16) -> Result<Option<u64>, PresenceError> {
+        let read = self
+            .presence
+            .read_log(bucket, LogPoint::default(), 1)
+            .await?;
+        let from = self.cursor.get(bucket).unwrap_or_default();
+        let resume = match read.entries.first() {
+            Some(oldest) => LogPoint {
+                ms: oldest.id.point.ms,
+                seq: oldest.id.point.seq - 1,
+            },
+            None => read.tail.unwrap_or_default(),
+        };
+        let lost = (resume.ms >= from.ms && resume.seq >= from.seq).then(|| resume.seq - from.seq);
+        self.queue.retain(|event| event.id.bucket != bucket);
+        self.cursor.set(bucket, resume);
+        self.position.set(bucket, resume);
+        self.stale.insert(bucket);
+        Ok(lost)
+    }
+}
+
+impl Presence {
+    /// Sets how long events and "last seen" are kept (before events flow;
+    /// a second call changes nothing and answers false). With Redis the
+    /// trimming is [`Presence::trim_event_log`]'s, which `pulse-presence`
+    /// runs; in memory each append trims.
+    pub fn set_event_log_options(&self, options: EventLogOptions) -> bool {
+        let set = self.inner.event_log.set(options).is_ok();
+        if set && let Backend::Memory(store) = &self.inner.backend {
+            store.set_log_options(options);
+        }
+        set
+    }
+
+    /// How long events and "last seen" are kept.
+    pub fn event_log_options(&self) -> EventLogOptions {
+        self.inner.event_log.get().copied().unwrap_or_default()
+    }
+
+    /// Every log there is: one per bucket with Redis, one in memory.
+    pub fn log_buckets(&self) -> BTreeSet<u16> {
+        match &self.inner.backend {
+            Backend::Memory(_) => BTreeSet::from([MEMORY_LOG]),
+            Backend::Redis(_) => (0..BUCKETS).collect(),
+        }
+    }
+
+    /// The log that holds `user_id`'s events.
+    pub fn log_of(&self, user_id: &str) -> u16 {
+        match &self.inner.backend {
+            Backend::Memory(_) => MEMORY_LOG,
+            Backend::Redis(_) => bucket_of(user_id),
+        }
+    }
+
+    /// Reads `buckets`' events after `since` (from now when `None`).
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::InvalidArgument`] when `since` does not cover one of
+    /// `buckets` or names a bucket that does not exist;
+    /// [`PresenceError::Unavailable`] when starting from now and the logs
+    /// cannot be read.
+    pub async fn tail_events(
+        &self,
+        buckets: BTreeSet<u16>,
+        since: Option<Position>,
+    ) -> Result<EventTail, PresenceError> {
+        let all = self.log_buckets();
+        if let Some(bad) = buckets.iter().find(|bucket| !all.contains(bucket)) {
+            return Err(PresenceError::InvalidArgument(format!(
+                "no event log {bad}"
+            )));
+        }
+        let since = match since {
+            Some(since) => {
+                let mut kept = Position::default();
+                for &bucket in &buckets {
+                    let point = since.get(bucket).ok_or_else(|| {
+                        PresenceError::InvalidArgument(format!(
+                            "the position does not cover event log {bucket}; \
+                             use one from a Watch of the same users, from a Watch of all, or from a Snapshot"
+                        ))
+                    })?;
+                    kept.set(bucket, point);
+                }
+                Some(kept)
+            }
+            None => None,
+        };
+        EventTail::start(self.clone(), buckets, since).await
+    }
+
+    /// The newest entry of each of `buckets`' logs.
+    pub(crate) async fn log_tails(
+        &self,
+        buckets: &BTreeSet<u16>,
+    ) -> Result<Position, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(store) => {
+                let tail = store.log_tail();
+                Ok(Position::new(buckets.iter().map(|bucket| (*bucket, tail))))
+            }
+            Backend::Redis(store) => {
+                let buckets: Vec<u16> = buckets.iter().copied().collect();
+                Ok(Position::new(store.log_tails(&buckets).await?))
+            }
+        }
+    }
+
+    pub(crate) async fn read_log(
+        &self,
+        bucket: u16,
+        after: LogPoint,
+        count: usize,
+    ) -> Result<LogRead, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.read_log(after, count)),
+            Backend::Redis(store) => {
+                observe("read_log", store.read_log(bucket, after, count)).await
+            }
+        }
+    }
+
+    /// One log's online users (each with their connections) and the point
+    /// of that log at which the list is exact, read in one step.
+    pub(crate) async fn snapshot_log(&self, bucket: u16) -> Result<Snapshotted, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.snapshot()),
+            Backend::Redis(store) => observe("snapshot", store.snapshot_bucket(bucket)).await,
+        }
+    }
+
+    /// Every online user with their connections, and the position at which
+    /// that list is exact: each log is read in one step with its point, so
+    /// [`Presence::tail_events`] from the position misses nothing the list
+    /// lacks and repeats nothing it holds. Reads one log at a time.
+    pub async fn snapshot(
+        &self,
+    ) -> Result<(Vec<(String, Vec<ConnectionRecord>)>, Position), PresenceError> {
+        let mut users = Vec::new();
+        let mut position = Position::default();
+        for bucket in self.log_buckets() {
+            let read = self.snapshot_log(bucket).await?;
+            users.extend(read.users);
+            position.set(bucket, read.at);
+        }
+        Ok((users, position))
+    }
+
+    /// When `user_id`'s last connection closed (ms since the Unix epoch),
+    /// if within the last-seen window. Says nothing about whether they are
+    /// online now.
+    pub async fn last_seen(&self, user_id: &str) -> Result<Option<u64>, PresenceError> {
+        crate::check_user_id(user_id)?;
+        let window = self.event_log_options().last_seen;
+        let seen = match &self.inner.backend {
+            Backend::Memory(store) => store.last_seen(user_id),
+            Backend::Redis(store) => observe("last_seen", store.last_seen(user_id)).await?,
+        };
+        let oldest = now_ms().saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        Ok(seen.filter(|at| *at >= oldest))
+    }
+
+    /// Trims every log to the retention (keeping each one's newest entry)
+    /// and forgets users last seen before the window; how many entries went.
+    /// Nothing to do in memory.
+    pub async fn trim_event_log(&self) -> Result<u64, PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(0),
+            Backend::Redis(store) => {
+                observe("trim_event_log", store.trim_logs(self.event_log_options())).await
+            }
+        }
+    }
+}
+
+/// How often [`run_trimmer`] trims, at most: a log holds up to this much
+/// more than its retention.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// Trims the event logs to their retention until `shutdown`: every minute,
+/// or every quarter of the retention when that is shorter. A failure is
+/// logged and tried again next time (nothing is lost by trimming late).
+pub async fn run_trimmer(presence: Presence, shutdown: impl Future<Output = ()>) {
+    let every =
+        (presence.event_log_options().retention / 4).clamp(Duration::from_millis(250), TRIM_EVERY);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticks.tick() => {}
+        }
+        match presence.trim_event_log().await {
+            Ok(trimmed) => {
+                metrics::counter!("pulse_presence_events_trimmed_total").increment(trimmed);
+            }
+            Err(error) => tracing::warn!(%error, "cannot trim the event log; trying again later"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pulse_protocol::{EventKind, event::EventId};
+
+    use super::*;
+
+    fn entry(ms: u64, seq: u64) -> PresenceEvent {
+        PresenceEvent {
+            user_id: "u".into(),
+            kind: EventKind::Connected,
+            connection_id: "c".into(),
+            instance_id: "i".into(),
+            at_ms: ms,
+            id: EventId {
+                bucket: 3,
+                point: LogPoint { ms, seq },
+            },
+            prev: LogPoint::default(),
+        }
+    }
+
+    fn at(ms: u64, seq: u64) -> LogPoint {
+        LogPoint { ms, seq }
+    }
+
+    fn read(entries: &[(u64, u64)], tail: Option<(u64, u64)>) -> LogRead {
+        LogRead {
+            entries: entries.iter().map(|(ms, seq)| entry(*ms, *seq)).collect(),
+            tail: tail.map(|(ms, seq)| at(ms, seq)),
+        }
+    }
+
+    #[test]
+    fn a_read_that_continues_the_position_is_taken() {
+        let entries = check_read(3, at(10, 4), read(&[(10, 5), (12, 6)], Some((12, 6)))).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].prev, at(10, 4));
+        assert_eq!(entries[1].prev, at(10, 5));
+        assert!(
+            check_read(3, at(10, 4), read(&[], Some((10, 4))))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(check_read(3, at(0, 0), read(&[], None)).unwrap().is_empty());
+        assert_eq!(
+            check_read(3, at(0, 0), read(&[(5, 1)], Some((5, 1))))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn trimmed_lost_or_restarted_logs_expire_the_position() {
+        // Trimmed: the oldest kept is seq 9, the reader was at 4.
+        match check_read(3, at(10, 4), read(&[(20, 9)], Some((20, 9)))) {
+            Err(TailError::Expired {
+                bucket: 3,
+                lost: Some(4),
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        // Redis restarted empty and has new events since.
+        assert!(matches!(
+            check_read(3, at(10, 4), read(&[(30, 1)], Some((30, 1)))),
+            Err(TailError::Expired { lost: None, .. })
+        ));
+        // Emptied, or went back (lost writes), with nothing new.
+        assert!(check_read(3, at(10, 4), read(&[], None)).is_err());
+        assert!(check_read(3, at(10, 4), read(&[], Some((10, 2)))).is_err());
+        // A hole inside a read.
+        assert!(check_read(3, at(10, 4), read(&[(10, 5), (10, 7)], Some((10, 7)))).is_err());
+    }
+}
