@@ -36,6 +36,16 @@ async fn bad_settings_fail_with_one_line() {
         ("pulse-auth", &[], "--jwt-secret"),
         (
             "pulse-presence",
+            &[
+                "--api-key",
+                "long-enough-key-0123456789",
+                "--event-retention",
+                "0s",
+            ],
+            "--event-retention",
+        ),
+        (
+            "pulse-presence",
             &["--listen", "127.0.0.1:99999"],
             "--listen",
         ),
@@ -85,4 +95,32 @@ async fn bad_settings_fail_with_one_line() {
             "a key in an error: {stderr}"
         );
     }
+}
+
+/// A bad `[webhooks]` section stops `pulse-presence` with one line naming
+/// the key, and never shows the secret.
+#[tokio::test]
+async fn a_bad_webhook_target_fails_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("pulse-webhooks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pulse.toml");
+    std::fs::write(
+        &path,
+        "[webhooks]\nurl = \"ftp://app/events\"\nsecret = \"a-secret-that-must-not-show\"\n",
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(binary("pulse-presence"))
+        .args(["--api-key", "long-enough-key-0123456789", "--config"])
+        .arg(&path)
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr:?}");
+    assert!(lines[0].contains("webhooks.url"), "{stderr}");
+    assert!(!stderr.contains("a-secret-that-must-not-show"), "{stderr}");
 }

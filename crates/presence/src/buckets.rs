@@ -55,6 +55,11 @@ impl Keys {
         }
     }
 
+    /// The namespace every key starts with.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// `<ns>:{b<k>}:`, the start of every key of bucket `k`.
     fn bucket(&self, bucket: u16) -> String {
         format!("{}:{{b{bucket}}}:", self.namespace)

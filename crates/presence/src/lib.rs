@@ -58,6 +58,7 @@ pub mod service;
 pub mod testing;
 mod user_entry;
 mod watch_slots;
+pub mod webhooks;
 
 pub use admission::Admission;
 pub use buckets::{BUCKETS, bucket_of, channel_bucket};

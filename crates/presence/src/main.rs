@@ -22,6 +22,16 @@ async fn main() {
             .namespaces()
             .unwrap_or_else(|error| exit_with_config_error(&error)),
     );
+    let targets = api
+        .namespaces
+        .webhooks
+        .as_ref()
+        .map(|webhooks| webhooks.targets())
+        .transpose()
+        .unwrap_or_else(|error| {
+            exit_with_config_error(&format!("--config / PULSE_CONFIG: {error}"))
+        })
+        .unwrap_or_default();
     let presence = config
         .presence()
         .unwrap_or_else(|error| exit_with_config_error(&error));
@@ -68,6 +78,14 @@ async fn main() {
         config.reap_interval.into(),
         stopped(),
     ));
+    for target in &targets {
+        info!(target = %target.name, url = %target.url, events = ?target.events, "webhook target");
+    }
+    let webhooks = tokio::spawn(pulse_presence::webhooks::run_webhooks(
+        presence.clone(),
+        targets,
+        stopped(),
+    ));
     let trimmer = tokio::spawn(pulse_presence::event_log::run_trimmer(
         presence.clone(),
         stopped(),
@@ -95,6 +113,7 @@ async fn main() {
     let served = pulse_presence::run(presence, api, listener, shutdown).await;
     let _ = reaper.await;
     let _ = trimmer.await;
+    let _ = webhooks.await;
     if let Some(http) = http {
         let _ = http.await;
     }

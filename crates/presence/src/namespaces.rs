@@ -187,6 +187,11 @@ pub struct Namespaces {
     /// The authorization hook, for namespaces with `authorize = "hook"`.
     #[serde(default)]
     pub hooks: Option<HooksConfig>,
+    /// Where `pulse-presence` POSTs presence events. Gateways ignore it;
+    /// `pulse-presence` checks it at start (`WebhooksConfig::targets`: the
+    /// secret file is read there, and gateways need not have it).
+    #[serde(default)]
+    pub webhooks: Option<crate::webhooks::WebhooksConfig>,
 }
 
 /// A config file that cannot be used, said in one line that names the key.

@@ -56,6 +56,7 @@ mod events;
 mod history;
 mod members;
 mod queries;
+mod webhooks;
 #[cfg(test)]
 mod wire_tests;
 

@@ -1,0 +1,440 @@
+//! Webhooks against real receivers over TCP: every event arrives, in order
+//! per user, through a receiver that is down for 30 s; two replicas never
+//! deliver at once and hand over without a loss; the README's Node receiver
+//! accepts what Pulse signs and refuses a wrong secret, an old timestamp
+//! and a changed body.
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use pulse_presence::{
+    Presence, RedisOptions,
+    testing::{RedisServer, unique_namespace},
+    webhooks::{Target, run_webhooks, sign},
+};
+use pulse_protocol::{EventKind, event::now_ms};
+use serde::Deserialize;
+use support::{DEADLINE, bus_ready, record};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::timeout};
+
+const SECRET: &[u8] = b"a webhook secret for tests";
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+struct Received {
+    id: String,
+    kind: String,
+    user_id: String,
+    connection_id: String,
+    position: String,
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    events: Vec<Received>,
+}
+
+/// Every event a receiver accepted, in arrival order, and how many POSTs
+/// failed their signature check (there must be none).
+#[derive(Default)]
+struct Inbox {
+    events: Vec<Received>,
+    bad_signatures: usize,
+}
+
+/// A receiver on a fixed port that can go down (its listener closed, so
+/// connections are refused) and come back.
+struct Receiver {
+    addr: SocketAddr,
+    inbox: Arc<Mutex<Inbox>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut receiver = Self {
+            addr,
+            inbox: Arc::default(),
+            task: None,
+        };
+        receiver.serve(listener);
+        receiver
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let inbox = self.inbox.clone();
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let inbox = inbox.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let inbox = inbox.clone();
+                        async move {
+                            let header = request
+                                .headers()
+                                .get(sign::SIGNATURE_HEADER)
+                                .and_then(|value| value.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let verified = sign::verify(
+                                SECRET,
+                                &header,
+                                &body,
+                                now_ms() / 1000,
+                                sign::DEFAULT_TOLERANCE,
+                            );
+                            let mut inbox = inbox.lock().unwrap();
+                            let status = if verified.is_ok() {
+                                let batch: Batch = serde_json::from_slice(&body).unwrap();
+                                inbox.events.extend(batch.events);
+                                StatusCode::NO_CONTENT
+                            } else {
+                                inbox.bad_signatures += 1;
+                                StatusCode::UNAUTHORIZED
+                            };
+                            Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    async fn restart(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/pulse-events", self.addr)
+    }
+
+    fn events(&self) -> Vec<Received> {
+        self.inbox.lock().unwrap().events.clone()
+    }
+}
+
+fn target(url: String, events: &[EventKind]) -> Target {
+    Target {
+        name: "test".into(),
+        url,
+        secret: SECRET.to_vec(),
+        events: events.iter().copied().collect(),
+        timeout: Duration::from_secs(2),
+        max_batch: 50,
+    }
+}
+
+const ALL: [EventKind; 4] = [
+    EventKind::Connected,
+    EventKind::Disconnected,
+    EventKind::Online,
+    EventKind::Offline,
+];
+
+/// Runs webhook delivery until the returned sender is dropped or fired.
+fn deliver(presence: &Presence, target: Target) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(run_webhooks(presence.clone(), vec![target], async {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+/// Waits until a replica holds the target's lease and has stored where it
+/// starts: a new target starts from now, so events before that are not
+/// its to deliver.
+async fn wait_delivering(server: &RedisServer, namespace: &str) {
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{namespace}:webhooks:{{test}}:cursor");
+    timeout(DEADLINE, async {
+        loop {
+            let cursor: Option<String> = ::redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if cursor.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a replica starts delivering");
+}
+
+/// `users` each connect and disconnect once per round (connection `c<round>`):
+/// 4 events a round.
+async fn churn(presence: &Presence, users: &[String], rounds: std::ops::Range<usize>) {
+    for round in rounds {
+        for user in users {
+            let connection = format!("c{round}");
+            presence
+                .register(&record(user, &connection, "gw-1", 1))
+                .await
+                .unwrap();
+            presence.unregister(user, &connection).await.unwrap();
+        }
+    }
+}
+
+/// Waits until the receiver holds `count` distinct event ids.
+async fn wait_for(receiver: &Receiver, count: usize, within: Duration) -> Vec<Received> {
+    timeout(within, async {
+        loop {
+            let events = receiver.events();
+            let distinct: HashSet<_> = events.iter().map(|event| event.id.clone()).collect();
+            if distinct.len() >= count {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let got: HashSet<_> = receiver.events().into_iter().map(|e| e.id).collect();
+        panic!("the receiver holds {} of {count} events", got.len())
+    })
+}
+
+/// Deduplicated by id (a duplicate must be the same event), then each
+/// user's kinds in arrival order.
+fn per_user(events: &[Received]) -> BTreeMap<String, Vec<String>> {
+    let mut seen: BTreeMap<String, Received> = BTreeMap::new();
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for event in events {
+        if let Some(first) = seen.get(&event.id) {
+            assert_eq!(
+                (
+                    first.kind.as_str(),
+                    first.user_id.as_str(),
+                    first.connection_id.as_str()
+                ),
+                (
+                    event.kind.as_str(),
+                    event.user_id.as_str(),
+                    event.connection_id.as_str()
+                ),
+                "a duplicate id with another event"
+            );
+            continue;
+        }
+        seen.insert(event.id.clone(), event.clone());
+        users
+            .entry(event.user_id.clone())
+            .or_default()
+            .push(format!("{} {}", event.kind, event.connection_id));
+    }
+    users
+}
+
+fn lifecycle(rounds: usize) -> Vec<String> {
+    (0..rounds)
+        .flat_map(|round| {
+            ["connected", "online", "disconnected", "offline"]
+                .map(|kind| format!("{kind} c{round}"))
+        })
+        .collect()
+}
+
+async fn redis_presence(server: &RedisServer, namespace: &str) -> Presence {
+    let presence =
+        Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace)).unwrap();
+    bus_ready(&presence).await;
+    presence
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_arrives_in_order_through_a_receiver_down_for_30s() {
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let presence = redis_presence(&server, &namespace).await;
+    let mut receiver = Receiver::start().await;
+    let _delivery = deliver(&presence, target(receiver.url(), &ALL));
+    wait_delivering(&server, &namespace).await;
+    let users: Vec<String> = (0..8).map(|n| format!("hook-{n}")).collect();
+
+    churn(&presence, &users, 0..2).await;
+    wait_for(&receiver, users.len() * 8, DEADLINE).await;
+
+    receiver.stop();
+    churn(&presence, &users, 2..5).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    receiver.restart().await;
+    // Retries back off to at most 30 s, so allow for one full wait.
+    let events = wait_for(&receiver, users.len() * 20, Duration::from_secs(60)).await;
+
+    let users_seen = per_user(&events);
+    for user in &users {
+        assert_eq!(users_seen[user], lifecycle(5), "{user}");
+    }
+    assert_eq!(receiver.inbox.lock().unwrap().bad_signatures, 0);
+    assert!(events.iter().all(|event| event.position.starts_with("p1.")));
+}
+
+/// Two replicas deliver to one target: one holds the lease, so each event
+/// is POSTed once; when it stops, the other takes over from the stored
+/// cursor, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_never_deliver_at_once_and_hand_over_without_a_loss() {
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let first = redis_presence(&server, &namespace).await;
+    let second = redis_presence(&server, &namespace).await;
+    let receiver = Receiver::start().await;
+    let stop_first = deliver(
+        &first,
+        target(receiver.url(), &[EventKind::Online, EventKind::Offline]),
+    );
+    wait_delivering(&server, &namespace).await;
+    // The first takes the lease before the second starts trying.
+    churn(&first, &["warmup".to_owned()], 0..1).await;
+    wait_for(&receiver, 2, DEADLINE).await;
+    let _second = deliver(
+        &second,
+        target(receiver.url(), &[EventKind::Online, EventKind::Offline]),
+    );
+
+    let users: Vec<String> = (0..6).map(|n| format!("pair-{n}")).collect();
+    churn(&first, &users, 0..2).await;
+    let events = wait_for(&receiver, 2 + users.len() * 4, DEADLINE).await;
+    // While both run, only the lease holder POSTs: nothing twice.
+    let ids: Vec<_> = events.iter().map(|event| event.id.clone()).collect();
+    let distinct: BTreeSet<_> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), distinct.len(), "an event POSTed twice");
+
+    drop(stop_first);
+    churn(&second, &users, 2..4).await;
+    // The lease runs out (10 s) and the second replica goes on from the
+    // stored cursor (it may send again the batch the first one had not
+    // marked done when it stopped: same ids).
+    let events = wait_for(&receiver, 2 + users.len() * 8, Duration::from_secs(40)).await;
+    let seen = per_user(&events);
+    for user in &users {
+        let expected: Vec<String> = (0..4)
+            .flat_map(|round| [format!("online c{round}"), format!("offline c{round}")])
+            .collect();
+        assert_eq!(seen[user], expected, "{user}");
+    }
+}
+
+/// The README's receiver (examples/webhooks/receiver.mjs) accepts what Pulse
+/// delivers, and refuses a wrong secret, an old timestamp and a changed body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_readme_receiver_checks_signatures() {
+    let port = pulse_presence::testing::free_port();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/webhooks/receiver.mjs"
+    );
+    // The README shows this very code.
+    let code = std::fs::read_to_string(script).unwrap();
+    let code = &code[code.find("import ").unwrap()..];
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    assert!(
+        readme.contains(code),
+        "README's receiver differs from {script}"
+    );
+    let mut node = tokio::process::Command::new("node")
+        .arg(script)
+        .env("PULSE_WEBHOOK_SECRET", std::str::from_utf8(SECRET).unwrap())
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (Node 20 is part of the machine)");
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(node.stdout.take().unwrap()));
+    let first = timeout(DEADLINE, lines.next_line()).await.unwrap().unwrap();
+    assert_eq!(first.as_deref(), Some("listening"));
+
+    let url = format!("http://127.0.0.1:{port}/");
+    let post = |body: &'static [u8], header: String| {
+        let url = url.clone();
+        async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<Full<Bytes>>();
+            let request = Request::post(url)
+                .header(sign::SIGNATURE_HEADER, header)
+                .body(Full::new(Bytes::from_static(body)))
+                .unwrap();
+            client.request(request).await.unwrap().status()
+        }
+    };
+    let body: &[u8] = br#"{"events":[]}"#;
+    let now = now_ms() / 1000;
+    assert_eq!(
+        post(body, sign::signature(SECRET, now, body)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        post(body, sign::signature(b"not the right secret", now, body)).await,
+        StatusCode::UNAUTHORIZED,
+        "a wrong secret"
+    );
+    assert_eq!(
+        post(body, sign::signature(SECRET, now - 600, body)).await,
+        StatusCode::UNAUTHORIZED,
+        "an old timestamp"
+    );
+    assert_eq!(
+        post(br#"{"events":[{}]}"#, sign::signature(SECRET, now, body)).await,
+        StatusCode::UNAUTHORIZED,
+        "a changed body"
+    );
+    assert_eq!(
+        post(body, String::new()).await,
+        StatusCode::UNAUTHORIZED,
+        "no signature"
+    );
+
+    // And what Pulse delivers, it accepts and prints.
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let presence = redis_presence(&server, &namespace).await;
+    let _delivery = deliver(&presence, target(url.clone(), &[EventKind::Online]));
+    wait_delivering(&server, &namespace).await;
+    presence
+        .register(&record("node-user", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    let line = timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(line.ends_with(" online node-user"), "{line}");
+}
