@@ -382,6 +382,9 @@ async fn watch_forever(client: pulse_e2e::Grpc, state: Truth) {
                         "{user}: {kind:?} with connections {ids:?}"
                     );
                 }
+                EventKind::Join | EventKind::Leave => {
+                    panic!("no channel has presence in this run: {event:?}")
+                }
                 EventKind::Unspecified => panic!("an unspecified event"),
             }
         }

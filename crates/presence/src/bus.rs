@@ -469,5 +469,7 @@ fn kind_label(kind: pulse_protocol::EventKind) -> &'static str {
         pulse_protocol::EventKind::Disconnected => "disconnected",
         pulse_protocol::EventKind::Online => "online",
         pulse_protocol::EventKind::Offline => "offline",
+        pulse_protocol::EventKind::Join => "join",
+        pulse_protocol::EventKind::Leave => "leave",
     }
 }

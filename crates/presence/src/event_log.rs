@@ -472,6 +472,7 @@ mod tests {
                 point: LogPoint { ms, seq },
             },
             prev: LogPoint::default(),
+            channel: None,
         }
     }
 

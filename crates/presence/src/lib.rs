@@ -309,7 +309,7 @@ impl Presence {
             Backend::Memory(store) => {
                 self.inner
                     .members
-                    .purge_instance(instance_id, &self.inner.local_hub);
+                    .purge_instance(instance_id, &self.inner.local_hub, store);
                 Ok(store.unregister_instance(instance_id))
             }
             Backend::Redis(store) => {

@@ -102,11 +102,12 @@ impl Presence {
     ) -> Result<Entered, PresenceError> {
         check_member(record, instance_id)?;
         match &self.inner.backend {
-            Backend::Memory(_) => Ok(self.inner.members.enter(
+            Backend::Memory(store) => Ok(self.inner.members.enter(
                 record,
                 instance_id,
                 max_subscribers,
                 &self.inner.local_hub,
+                store,
             )),
             Backend::Redis(store) => {
                 observe(
@@ -134,11 +135,12 @@ impl Presence {
         check_id("connection_id", connection_id)?;
         check_id("instance_id", instance_id)?;
         match &self.inner.backend {
-            Backend::Memory(_) => Ok(self.inner.members.leave(
+            Backend::Memory(store) => Ok(self.inner.members.leave(
                 channel,
                 connection_id,
                 instance_id,
                 &self.inner.local_hub,
+                store,
             )),
             Backend::Redis(store) => {
                 observe(

@@ -70,8 +70,30 @@ impl MemoryStore {
     ) {
         let event = state
             .log
-            .append(kind, user_id, connection_id, instance_id, at_ms);
+            .append(kind, user_id, connection_id, instance_id, at_ms, None);
         // Sending fails only when nobody subscribes, which is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Logs a channel `join` or `leave` (and sends it on the bus).
+    pub(crate) fn log_member(
+        &self,
+        kind: EventKind,
+        user_id: &str,
+        connection_id: &str,
+        instance_id: &str,
+        channel: &str,
+    ) {
+        let mut state = self.lock();
+        let mut event = state.log.append(
+            kind,
+            user_id,
+            connection_id,
+            instance_id,
+            now_ms(),
+            Some(channel),
+        );
+        event.channel = Some(channel.to_owned());
         let _ = self.events.send(event);
     }
 

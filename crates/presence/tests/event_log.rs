@@ -13,8 +13,8 @@ use std::{
 
 use futures_util::StreamExt;
 use pulse_presence::{
-    ApiConfig, ConnectionRecord, EventLogOptions, EventTail, Presence, RedisOptions, TailError,
-    bucket_of,
+    ApiConfig, ConnectionRecord, EventLogOptions, EventTail, MemberRecord, Presence, RedisOptions,
+    TailError, bucket_of,
     testing::{RedisServer, unique_namespace},
 };
 use pulse_protocol::{
@@ -33,6 +33,7 @@ every_backend!(
     an_expired_position_is_refused_with_how_many_were_lost,
     last_seen_is_when_the_last_connection_closed,
     watch_resumes_from_a_position_over_grpc,
+    channel_joins_and_leaves_are_on_the_log,
 );
 
 async fn next(tail: &mut EventTail) -> PresenceEvent {
@@ -129,6 +130,7 @@ fn apply(state: &mut HashMap<String, BTreeSet<String>>, event: &PresenceEvent) {
         }
         EventKind::Online => assert_eq!(held.len(), 1, "{event:?}"),
         EventKind::Offline => assert!(held.is_empty(), "{event:?}"),
+        EventKind::Join | EventKind::Leave => panic!("no channel in this test: {event:?}"),
     }
     if held.is_empty() {
         state.remove(&event.user_id);
@@ -246,6 +248,80 @@ async fn last_seen_is_when_the_last_connection_closed(presence: Presence) {
     presence.unregister("leaver", "c2").await.unwrap();
     let seen = presence.last_seen("leaver").await.unwrap().expect("seen");
     assert!((before..=now_ms()).contains(&seen), "{seen}");
+}
+
+/// `join` and `leave` of a channel with presence go on the log of the
+/// channel's bucket (whatever the namespace's join/leave cap for
+/// subscribers), with the channel; an instance's purge leaves too.
+async fn channel_joins_and_leaves_are_on_the_log(presence: Presence) {
+    let room = "room:lobby";
+    let log = BTreeSet::from([presence.log_of(room)]);
+    let mut tail = presence.tail_events(log.clone(), None).await.unwrap();
+    let start = tail.position().clone();
+    let member = |connection: &str, user: &str| MemberRecord {
+        channel: room.to_owned(),
+        connection_id: connection.to_owned(),
+        user_id: user.to_owned(),
+        join_leave_cap: 0,
+    };
+    presence
+        .enter_channel(&member("a1", "amy"), "gw-1", 0)
+        .await
+        .unwrap();
+    presence
+        .enter_channel(&member("a2", "amy"), "gw-2", 0)
+        .await
+        .unwrap();
+    presence
+        .enter_channel(&member("b1", "ben"), "gw-1", 0)
+        .await
+        .unwrap();
+    presence.leave_channel(room, "a1", "gw-1").await.unwrap();
+    presence.unregister_instance("gw-2").await.unwrap();
+    presence.leave_channel(room, "b1", "gw-1").await.unwrap();
+
+    let expected = [
+        (EventKind::Join, "amy", "a1", "gw-1"),
+        (EventKind::Join, "ben", "b1", "gw-1"),
+        (EventKind::Leave, "amy", "a2", "gw-2"),
+        (EventKind::Leave, "ben", "b1", "gw-1"),
+    ];
+    let mut live = Vec::new();
+    for _ in 0..expected.len() {
+        live.push(next(&mut tail).await);
+    }
+    let shape =
+        |events: &[PresenceEvent]| -> Vec<(EventKind, String, String, String, Option<String>)> {
+            events
+                .iter()
+                .map(|e| {
+                    (
+                        e.kind,
+                        e.user_id.clone(),
+                        e.connection_id.clone(),
+                        e.instance_id.clone(),
+                        e.channel.clone(),
+                    )
+                })
+                .collect()
+        };
+    let wanted: Vec<_> = expected
+        .iter()
+        .map(|(kind, user, connection, instance)| {
+            (
+                *kind,
+                (*user).to_owned(),
+                (*connection).to_owned(),
+                (*instance).to_owned(),
+                Some(room.to_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(shape(&live), wanted);
+    // The same from the log.
+    let mut again = presence.tail_events(log, Some(start)).await.unwrap();
+    let end = tail.position().clone();
+    assert_eq!(shape(&read_until(&mut again, &end).await), wanted);
 }
 
 async fn watch_resumes_from_a_position_over_grpc(presence: Presence) {

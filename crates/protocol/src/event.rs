@@ -23,6 +23,10 @@ pub enum EventKind {
     Online,
     /// The user's last connection anywhere closed; follows its `Disconnected`.
     Offline,
+    /// The user's first connection in a channel (with presence) subscribed.
+    Join,
+    /// The user's last connection in a channel unsubscribed or closed.
+    Leave,
 }
 
 /// One presence change, as published on the bus.
@@ -44,6 +48,9 @@ pub struct PresenceEvent {
     /// The entry before it in the same log (`0-0` for the first), so a
     /// reader of the live bus can tell a missed event from the next one.
     pub prev: LogPoint,
+    /// The channel of a `join` or `leave`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -65,6 +72,8 @@ impl From<EventKind> for pb::EventKind {
             EventKind::Disconnected => Self::Disconnected,
             EventKind::Online => Self::Online,
             EventKind::Offline => Self::Offline,
+            EventKind::Join => Self::Join,
+            EventKind::Leave => Self::Leave,
         }
     }
 }
@@ -79,6 +88,7 @@ impl From<&PresenceEvent> for pb::PresenceEvent {
             at: Some(timestamp_from_ms(event.at_ms)),
             id: event.id.to_string(),
             position: String::new(),
+            channel: event.channel.clone().unwrap_or_default(),
         }
     }
 }
@@ -95,6 +105,8 @@ mod tests {
             Just(EventKind::Disconnected),
             Just(EventKind::Online),
             Just(EventKind::Offline),
+            Just(EventKind::Join),
+            Just(EventKind::Leave),
         ]
     }
 
@@ -111,7 +123,7 @@ mod tests {
         ) {
             let id = EventId { bucket, point: LogPoint { ms: at_ms, seq } };
             let prev = LogPoint { ms: at_ms, seq: seq - 1 };
-            let event = PresenceEvent { user_id, kind, connection_id, instance_id, at_ms, id, prev };
+            let event = PresenceEvent { user_id, kind, connection_id, instance_id, at_ms, id, prev, channel: None };
             let text = serde_json::to_string(&event).unwrap();
             prop_assert_eq!(serde_json::from_str::<PresenceEvent>(&text).unwrap(), event.clone());
 

@@ -44,6 +44,7 @@ impl MemoryLog {
         connection_id: &str,
         instance_id: &str,
         at_ms: u64,
+        channel: Option<&str>,
     ) -> PresenceEvent {
         let now = now_ms();
         let point = LogPoint {
@@ -61,6 +62,7 @@ impl MemoryLog {
                 point,
             },
             prev: self.last,
+            channel: channel.map(str::to_owned),
         };
         self.last = point;
         let oldest = now.saturating_sub(millis(self.options.retention));

@@ -8,7 +8,9 @@
 -- instance leases, KEYS[5] the channel's sharded publication channel.
 -- ARGV[1] channel, ARGV[2] user id, ARGV[3] connection id, ARGV[4] instance
 -- id, ARGV[5] lease ttl in ms, ARGV[6] the most subscribers the channel may
--- have (0: no limit), ARGV[7] the join/leave cap (0: none are sent).
+-- have (0: no limit), ARGV[7] the join/leave cap (0: none are sent to
+-- subscribers), ARGV[8] the event channel (every `join` goes to the
+-- bucket's event log and the bus, whatever the cap).
 --
 -- Returns {1, 1} entered and the user joined, {1, 0} entered (the user was
 -- in already), {0, 0} the connection was in already (nothing changes:
@@ -36,4 +38,5 @@ end
 if cap > 0 and redis.call('HLEN', KEYS[1]) <= cap then
   redis.call('SPUBLISH', KEYS[5], member_frame('join', channel, user_id))
 end
+emit(event_log(ARGV[8], KEYS[2]), 'join', user_id, connection_id, ARGV[4], nil, channel)
 return {1, 1}

@@ -5,14 +5,19 @@
 -- at_ms arrives as a decimal string and is spliced in as it is: cjson prints
 -- numbers with %.14g, which would round millisecond timestamps past 14 digits
 -- (and Lua numbers are doubles, exact only up to 2^53). `id` is the event's
--- `b<bucket>-<ms>-<seq>`, `prev` the log entry before it.
-local function event(kind, user_id, connection_id, instance_id, at_ms, id, prev)
-  return '{"user_id":' .. cjson.encode(user_id)
+-- `b<bucket>-<ms>-<seq>`, `prev` the log entry before it; `channel` only
+-- for join and leave.
+local function event(kind, user_id, connection_id, instance_id, at_ms, id, prev, channel)
+  local text = '{"user_id":' .. cjson.encode(user_id)
     .. ',"kind":"' .. kind
     .. '","connection_id":' .. cjson.encode(connection_id)
     .. ',"instance_id":' .. cjson.encode(instance_id)
     .. ',"at_ms":' .. at_ms
-    .. ',"id":"' .. id .. '","prev":"' .. prev .. '"}'
+    .. ',"id":"' .. id .. '","prev":"' .. prev .. '"'
+  if channel then
+    text = text .. ',"channel":' .. cjson.encode(channel)
+  end
+  return text .. '}'
 end
 
 -- The bucket prefix `<ns>:{b<k>}:` of any key of the bucket.
@@ -22,12 +27,14 @@ end
 
 -- The one-letter kind a log entry stores (`k`), as pulse_presence::event_log
 -- reads it back.
-local LOG_KINDS = { connected = 'c', disconnected = 'd', online = 'n', offline = 'f' }
+local LOG_KINDS = { connected = 'c', disconnected = 'd', online = 'n', offline = 'f', join = 'j', leave = 'l' }
 
 -- The durable event log of a bucket: the stream `<prefix>events`, one entry
 -- per event, id `<ms>-<seq>` (seq counts the bucket's events from 1 without
 -- a hole; ms is Redis's clock, never less than the previous entry's), fields
--- k (kind), u (user), c (connection), i (instance), t (at_ms). Nothing here
+-- k (kind), u (user), c (connection), i (instance), t (at_ms), h (the
+-- channel of a join or leave, else empty: every entry has the same fields,
+-- which the stream stores once). Nothing here
 -- trims it: pulse-presence trims entries older than the retention, always
 -- keeping the last one, so the next seq is always the last entry's + 1.
 -- `<prefix>seen` (ZSET user -> at_ms of their last offline) is "last seen".
@@ -44,8 +51,8 @@ local function event_log(channel, any_bucket_key)
 end
 
 -- Appends one event to the bucket's log and publishes it on the bus, in the
--- same step as the state change that calls it.
-local function emit(log, kind, user_id, connection_id, instance_id, at_ms)
+-- same step as the state change that calls it. `at_ms` nil: Redis's clock.
+local function emit(log, kind, user_id, connection_id, instance_id, at_ms, channel)
   if not log.prev then
     local time = redis.call('TIME')
     log.ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -61,10 +68,11 @@ local function emit(log, kind, user_id, connection_id, instance_id, at_ms)
   end
   log.seq = log.seq + 1
   local id = string.format('%.0f-%.0f', log.ms, log.seq)
+  at_ms = at_ms or string.format('%.0f', log.ms)
   redis.call('XADD', log.stream, id, 'k', LOG_KINDS[kind], 'u', user_id,
-    'c', connection_id, 'i', instance_id, 't', at_ms)
+    'c', connection_id, 'i', instance_id, 't', at_ms, 'h', channel or '')
   redis.call('PUBLISH', log.channel,
-    event(kind, user_id, connection_id, instance_id, at_ms, 'b' .. log.bucket .. '-' .. id, log.prev))
+    event(kind, user_id, connection_id, instance_id, at_ms, 'b' .. log.bucket .. '-' .. id, log.prev, channel))
   log.prev = id
   if kind == 'offline' then
     redis.call('ZADD', log.seen, at_ms, user_id)
@@ -221,9 +229,10 @@ local function member_frame(kind, channel, user_id)
 end
 
 -- Takes one connection of the user out of a channel whose index entry was
--- `value`, sending `leave` for the user's last one. Returns 1 when the user
--- left, else 0.
-local function leave_member(prefix, channel, value)
+-- `value`, sending `leave` for the user's last one (to the channel's
+-- subscribers, within the namespace's cap, and to `log`, the bucket's event
+-- log, always). Returns 1 when the user left, else 0.
+local function leave_member(prefix, channel, value, connection_id, instance_id, log)
   local bar = string.find(value, '|', 1, true)
   local cap = tonumber(string.sub(value, 1, bar - 1)) or 0
   local user_id = string.sub(value, bar + 1)
@@ -240,18 +249,20 @@ local function leave_member(prefix, channel, value)
   if cap > 0 and users <= cap then
     redis.call('SPUBLISH', prefix .. 'pub:' .. channel, member_frame('leave', channel, user_id))
   end
+  emit(log, 'leave', user_id, connection_id, instance_id, nil, channel)
   return 1
 end
 
 -- Takes every channel membership an instance holds in one bucket out, with
 -- a `leave` for each user's last one, and deletes its index there.
-local function purge_members(prefix, instance_id)
+local function purge_members(prefix, instance_id, log)
   local index = prefix .. 'cmi:' .. instance_id
   local entries = redis.call('HGETALL', index)
   for i = 1, #entries, 2 do
     local field = entries[i]
     local space = string.find(field, ' ', 1, true)
-    leave_member(prefix, string.sub(field, 1, space - 1), entries[i + 1])
+    leave_member(prefix, string.sub(field, 1, space - 1), entries[i + 1],
+      string.sub(field, space + 1), instance_id, log)
   end
   redis.call('DEL', index)
 end

@@ -3,7 +3,7 @@
 -- KEYS[1] the bucket's log (stream).
 -- ARGV[1] the point to read after (`<ms>-<seq>`), ARGV[2] at most how many.
 --
--- Returns {newest id or '', then for each entry: id, k, u, c, i, t}: the
+-- Returns {newest id or '', then for each entry: id, k, u, c, i, t, h}: the
 -- newest entry is read in the same step, so an empty read tells whether the
 -- log is where the reader left it.
 local out = { '' }

@@ -23,7 +23,7 @@ local reaped = {}
 local log = event_log(ARGV[1], KEYS[1])
 for _, instance_id in ipairs(expired) do
   local removed = purge_instance(ARGV[2] .. instance_id, KEYS[2], KEYS[3], log, instance_id, now_digits, ARGV[3])
-  purge_members(bucket_prefix(KEYS[1]), instance_id)
+  purge_members(bucket_prefix(KEYS[1]), instance_id, log)
   redis.call('ZREM', KEYS[1], instance_id)
   table.insert(reaped, instance_id)
   table.insert(reaped, removed)

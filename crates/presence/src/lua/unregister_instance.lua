@@ -13,7 +13,8 @@
 -- KEYS; they are the bucket's, so in the same slot.
 --
 -- Returns how many connections were removed.
-local removed = purge_instance(KEYS[1], KEYS[2], KEYS[3], event_log(ARGV[1], KEYS[1]), ARGV[2], ARGV[3], ARGV[4])
-purge_members(bucket_prefix(KEYS[4]), ARGV[2])
+local log = event_log(ARGV[1], KEYS[1])
+local removed = purge_instance(KEYS[1], KEYS[2], KEYS[3], log, ARGV[2], ARGV[3], ARGV[4])
+purge_members(bucket_prefix(KEYS[4]), ARGV[2], log)
 redis.call('ZREM', KEYS[4], ARGV[2])
 return removed

@@ -14,7 +14,8 @@ use pulse_protocol::{
 };
 
 use super::{ChannelPresence, Entered, Left, MemberRecord};
-use crate::channels::LocalHub;
+use crate::{channels::LocalHub, memory::MemoryStore};
+use pulse_protocol::EventKind;
 
 /// Every channel's members, and each membership by where it is held.
 #[derive(Debug, Default)]
@@ -50,6 +51,7 @@ impl MemberTable {
         instance_id: &str,
         max_subscribers: u32,
         hub: &LocalHub,
+        log: &MemoryStore,
     ) -> Entered {
         let mut state = self.lock();
         let key = (
@@ -85,6 +87,15 @@ impl MemberTable {
                 None,
             );
         }
+        // Under the table's lock, so a channel's joins and leaves are logged
+        // in the order they happened.
+        log.log_member(
+            EventKind::Join,
+            &record.user_id,
+            &record.connection_id,
+            instance_id,
+            &record.channel,
+        );
         Entered::Joined
     }
 
@@ -94,6 +105,7 @@ impl MemberTable {
         connection_id: &str,
         instance_id: &str,
         hub: &LocalHub,
+        log: &MemoryStore,
     ) -> Left {
         let mut state = self.lock();
         let key = (
@@ -132,6 +144,13 @@ impl MemberTable {
                 None,
             );
         }
+        log.log_member(
+            EventKind::Leave,
+            &user_id,
+            connection_id,
+            instance_id,
+            channel,
+        );
         Left::UserLeft
     }
 
@@ -172,7 +191,7 @@ impl MemberTable {
 
     /// Takes every membership `instance_id` holds out, with their `leave`s
     /// (an instance that unregisters).
-    pub(crate) fn purge_instance(&self, instance_id: &str, hub: &LocalHub) {
+    pub(crate) fn purge_instance(&self, instance_id: &str, hub: &LocalHub, log: &MemoryStore) {
         let held: Vec<(String, String)> = self
             .lock()
             .held
@@ -181,7 +200,7 @@ impl MemberTable {
             .map(|(_, channel, connection)| (channel.clone(), connection.clone()))
             .collect();
         for (channel, connection_id) in held {
-            self.leave(&channel, &connection_id, instance_id, hub);
+            self.leave(&channel, &connection_id, instance_id, hub, log);
         }
     }
 }

@@ -30,8 +30,8 @@ static TRIM_LOG: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// The fields of one log entry after its id: k, u, c, i, t.
-const ENTRY_FIELDS: usize = 5;
+/// The fields of one log entry after its id: k, u, c, i, t, h.
+const ENTRY_FIELDS: usize = 6;
 
 fn bad_reply(what: &str) -> PresenceError {
     PresenceError::Unavailable(format!("redis: unexpected {what} from the event log"))
@@ -51,6 +51,8 @@ fn kind_of(letter: &str) -> Result<EventKind, PresenceError> {
         "d" => EventKind::Disconnected,
         "n" => EventKind::Online,
         "f" => EventKind::Offline,
+        "j" => EventKind::Join,
+        "l" => EventKind::Leave,
         _ => return Err(bad_reply("event kind")),
     })
 }
@@ -88,6 +90,7 @@ impl RedisStore {
                     id: EventId { bucket, point },
                     // Set by the reader, which knows what came before.
                     prev: LogPoint::default(),
+                    channel: Some(entry[6].clone()).filter(|channel| !channel.is_empty()),
                 })
             })
             .collect::<Result<_, PresenceError>>()?;

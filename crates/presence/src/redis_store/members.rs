@@ -33,7 +33,8 @@ impl RedisStore {
             .arg(instance_id)
             .arg(self.lease_ttl_ms)
             .arg(max_subscribers)
-            .arg(record.join_leave_cap);
+            .arg(record.join_leave_cap)
+            .arg(self.keys.channel());
         invocation
     }
 
@@ -73,7 +74,8 @@ impl RedisStore {
             .key(self.keys.active_channels(bucket))
             .key(self.keys.publications(channel))
             .arg(channel)
-            .arg(connection_id);
+            .arg(connection_id)
+            .arg(self.keys.channel());
         invocation
     }
 

@@ -83,6 +83,7 @@ impl Wire {
                     at_ms: event.at_ms,
                     id: event.id,
                     prev: event.prev,
+                    channel: None,
                 }
             );
         }

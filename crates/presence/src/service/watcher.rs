@@ -49,7 +49,12 @@ impl Watcher {
                 // Cancel-safe: the tail changes its state only between awaits.
                 item = self.tail.next() => match item {
                     Ok(event) => {
-                        if self.filter.as_ref().is_none_or(|users| users.contains(&event.user_id)) {
+                        // A Watch of some users reads only their buckets, where
+                        // their channel joins and leaves are not: it gets none.
+                        let wanted = self.filter.as_ref().is_none_or(|users| {
+                            users.contains(&event.user_id) && event.channel.is_none()
+                        });
+                        if wanted {
                             let mut event = pb::PresenceEvent::from(&event);
                             event.position = self.tail.position().to_string();
                             return Some(Ok(event));

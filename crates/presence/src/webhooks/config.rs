@@ -5,7 +5,7 @@
 //! [webhooks]
 //! url = "https://app.internal/pulse-events"
 //! secret_file = "/run/secrets/pulse-webhook"   # or secret = "..."
-//! events = ["online", "offline"]               # connected, disconnected too
+//! events = ["online", "offline"]               # connected, disconnected, join, leave too
 //! timeout = "10s"                              # one POST
 //! max_batch = 100                              # events in one POST
 //!
@@ -117,14 +117,11 @@ fn kind_named(name: &str) -> Result<EventKind, String> {
         "disconnected" => EventKind::Disconnected,
         "online" => EventKind::Online,
         "offline" => EventKind::Offline,
-        "join" | "leave" => {
-            return Err(format!(
-                "{name:?}: channel join/leave events are not on the event stream yet"
-            ));
-        }
+        "join" => EventKind::Join,
+        "leave" => EventKind::Leave,
         other => {
             return Err(format!(
-                "{other:?} is not an event kind (connected, disconnected, online, offline)"
+                "{other:?} is not an event kind (connected, disconnected, online, offline, join, leave)"
             ));
         }
     })
@@ -281,10 +278,6 @@ mod tests {
             (
                 "[webhooks]\nurl = \"http://x\"\nsecret = \"short\"",
                 "webhooks.secret",
-            ),
-            (
-                "[webhooks]\nurl = \"http://x\"\nsecret = \"0123456789abcdef\"\nevents = [\"join\"]",
-                "not on the event stream yet",
             ),
             (
                 "[webhooks]\nurl = \"http://x\"\nsecret = \"0123456789abcdef\"\nevents = [\"typo\"]",

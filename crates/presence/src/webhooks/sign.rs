@@ -29,6 +29,8 @@ struct Event<'a> {
     user_id: &'a str,
     connection_id: &'a str,
     instance_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
     at: String,
     position: &'a str,
 }
@@ -46,6 +48,7 @@ pub fn body(events: &[(PresenceEvent, String)]) -> Vec<u8> {
                 user_id: &event.user_id,
                 connection_id: &event.connection_id,
                 instance_id: &event.instance_id,
+                channel: event.channel.as_deref(),
                 at: humantime::format_rfc3339_millis(
                     UNIX_EPOCH + Duration::from_millis(event.at_ms),
                 )

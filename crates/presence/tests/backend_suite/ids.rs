@@ -57,6 +57,7 @@ pub(super) async fn odd_ids_round_trip(presence: Presence) {
             at_ms: 0,
             id: EventId::default(),
             prev: LogPoint::default(),
+            channel: None,
         })
         .collect();
     let seen = events.settle(&presence).await;
