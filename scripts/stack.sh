@@ -6,7 +6,9 @@
 #
 #   GATEWAY_PORTS="3000 3001" AUTH_PORT=50051 PRESENCE_PORT=50052 HTTP_API_PORT=8052 DEMO_PORT=8080 API_KEY=... scripts/stack.sh
 #
-# Channel namespaces come from deploy/pulse.toml.
+# Channel namespaces (and webhooks) come from PULSE_CONFIG, deploy/pulse.toml
+# by default: a copy with a [webhooks] section sends presence events to a
+# receiver (README, "Webhooks").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,6 +22,7 @@ export JWT_SECRET=${JWT_SECRET:-dev-secret}
 # The internal API's key: internal services (and grpcurl) send
 # `authorization: Bearer $API_KEY` to pulse-presence.
 API_KEY=${API_KEY:-dev-api-key-change-me-0001}
+PULSE_CONFIG=${PULSE_CONFIG:-deploy/pulse.toml}
 
 ensure_redis
 step "cargo build --workspace --bins"
@@ -40,14 +43,14 @@ trap cleanup EXIT INT TERM
 pids+=($!)
 "$bin/pulse-presence" --listen "127.0.0.1:$PRESENCE_PORT" --redis-url "$REDIS_URL" \
   --metrics-listen 127.0.0.1:9092 --http-listen "127.0.0.1:$HTTP_API_PORT" \
-  --api-key "$API_KEY" --config deploy/pulse.toml &
+  --api-key "$API_KEY" --config "$PULSE_CONFIG" &
 pids+=($!)
 n=0
 for port in $GATEWAY_PORTS; do
   n=$((n + 1))
   "$bin/pulse-gateway" --listen "127.0.0.1:$port" --instance-id "gateway-$n" \
     --auth-url "http://127.0.0.1:$AUTH_PORT" --redis-url "$REDIS_URL" \
-    --dev-users deploy/dev-users.json --config deploy/pulse.toml &
+    --dev-users deploy/dev-users.json --config "$PULSE_CONFIG" &
   pids+=($!)
 done
 

@@ -74,6 +74,7 @@ pub async fn run_webhooks(
         }
     };
     let holder = uuid::Uuid::now_v7().to_string();
+    let names: Vec<String> = targets.iter().map(|target| target.name.clone()).collect();
     let deliveries =
         futures_util::future::join_all(targets.into_iter().map(|target| {
             deliver_forever(presence.clone(), client.clone(), target, holder.clone())
@@ -81,6 +82,11 @@ pub async fn run_webhooks(
     tokio::select! {
         () = shutdown => {}
         _ = deliveries => {}
+    }
+    // Another replica takes over at once rather than when the lease runs
+    // out; a batch this one had not marked done is sent again (same ids).
+    for name in names {
+        let _ = presence.webhook_lease(&name, &holder, Duration::ZERO).await;
     }
 }
 
@@ -333,8 +339,9 @@ impl Delivery<'_> {
 }
 
 impl Presence {
-    /// Takes or renews `target`'s delivery lease for `holder`; false when
-    /// another holder has it. Always true in memory (one process).
+    /// Takes or renews `target`'s delivery lease for `holder` (releases it
+    /// with a zero `ttl`); false when another holder has it. Always true in
+    /// memory (one process).
     pub(crate) async fn webhook_lease(
         &self,
         target: &str,

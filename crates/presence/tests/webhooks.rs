@@ -336,8 +336,8 @@ async fn two_replicas_never_deliver_at_once_and_hand_over_without_a_loss() {
 
     drop(stop_first);
     churn(&second, &users, 2..4).await;
-    // The lease runs out (10 s) and the second replica goes on from the
-    // stored cursor (it may send again the batch the first one had not
+    // The first releases its lease as it stops, and the second goes on from
+    // the stored cursor (it may send again the batch the first one had not
     // marked done when it stopped: same ids).
     let events = wait_for(&receiver, 2 + users.len() * 8, Duration::from_secs(40)).await;
     let seen = per_user(&events);
