@@ -307,6 +307,10 @@ impl Presence {
 
     /// Reads `buckets`' events after `since` (from now when `None`).
     ///
+    /// With Redis the store must subscribe to events
+    /// ([`crate::RedisOptions::subscribe_events`], the default; a gateway's
+    /// store does not): a tail takes live events from the bus.
+    ///
     /// # Errors
     ///
     /// [`PresenceError::InvalidArgument`] when `since` does not cover one of
