@@ -36,6 +36,14 @@ every_backend!(
     channel_joins_and_leaves_are_on_the_log,
 );
 
+/// One connection's whole life, for its user's only connection.
+const LIFECYCLE: [EventKind; 4] = [
+    EventKind::Connected,
+    EventKind::Online,
+    EventKind::Disconnected,
+    EventKind::Offline,
+];
+
 async fn next(tail: &mut EventTail) -> PresenceEvent {
     timeout(DEADLINE, tail.next())
         .await
@@ -95,15 +103,7 @@ async fn a_tail_from_a_position_gets_every_later_event_once(presence: Presence) 
     }
     // Everything from the bus, in one log's order for each user.
     let kinds: Vec<_> = per_user(&events)["ann"].iter().map(|e| e.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            EventKind::Connected,
-            EventKind::Online,
-            EventKind::Disconnected,
-            EventKind::Offline
-        ]
-    );
+    assert_eq!(kinds, LIFECYCLE);
 
     // The same events again from the log, after the second one, exactly once
     // and equal field for field (ids, times and the `prev` links too).
@@ -499,16 +499,7 @@ async fn a_tail_loses_nothing_when_the_bus_drops() {
     assert_eq!(ids.len(), events.len(), "no event twice");
     for (user, events) in per_user(&events) {
         let kinds: Vec<_> = events.iter().map(|event| event.kind).collect();
-        assert_eq!(
-            kinds,
-            [
-                EventKind::Connected,
-                EventKind::Online,
-                EventKind::Disconnected,
-                EventKind::Offline
-            ],
-            "{user}"
-        );
+        assert_eq!(kinds, LIFECYCLE, "{user}");
     }
 }
 
