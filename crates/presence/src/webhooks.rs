@@ -93,6 +93,10 @@ pub async fn run_webhooks(
 /// Takes the target's lease whenever it is free, and delivers while held.
 async fn deliver_forever(presence: Presence, client: HttpClient, target: Target, holder: String) {
     let mut reported = false;
+    // Where this replica's delivery got to: used when Redis holds no cursor
+    // although this replica delivered (Redis lost its data), so that what
+    // the new log holds is delivered rather than skipped.
+    let mut remembered: Option<Position> = None;
     loop {
         match presence
             .webhook_lease(&target.name, &holder, LEASE_TTL)
@@ -107,6 +111,8 @@ async fn deliver_forever(presence: Presence, client: HttpClient, target: Target,
                     target: &target,
                     holder: &holder,
                     renew_at: Instant::now() + RENEW_EVERY,
+                    remembered: &mut remembered,
+                    told_lost: false,
                 }
                 .run()
                 .await;
@@ -152,6 +158,9 @@ struct Delivery<'a> {
     target: &'a Target,
     holder: &'a str,
     renew_at: Instant,
+    remembered: &'a mut Option<Position>,
+    /// Whether this run has logged that Redis lost the logs.
+    told_lost: bool,
 }
 
 impl Delivery<'_> {
@@ -176,9 +185,14 @@ impl Delivery<'_> {
                 warn!(target = %name, %error, "the stored webhook cursor does not parse; starting from now");
                 None
             }
-            None => None,
+            None => {
+                if self.remembered.is_some() {
+                    warn!(target = %name, "the webhook cursor is gone from Redis (it lost its data); going on from where this replica was");
+                }
+                self.remembered.clone()
+            }
         };
-        let fresh = since.is_none();
+        let fresh = stored.is_none();
         let mut tail = self
             .presence
             .tail_events(self.presence.log_buckets(), since)
@@ -220,7 +234,7 @@ impl Delivery<'_> {
     }
 
     /// Counts and skips what the log lost, or stops on a closed store.
-    async fn skip(&self, tail: &mut EventTail, error: TailError) -> Result<(), String> {
+    async fn skip(&mut self, tail: &mut EventTail, error: TailError) -> Result<(), String> {
         let TailError::Expired { bucket, .. } = error else {
             return Err("the presence store closed".into());
         };
@@ -228,14 +242,27 @@ impl Delivery<'_> {
             .skip_lost(bucket)
             .await
             .map_err(|error| error.to_string())?;
-        metrics::counter!("pulse_presence_webhook_events_expired_total", "target" => self.target.name.clone())
-            .increment(lost.unwrap_or(1));
-        warn!(
-            target = %self.target.name,
-            bucket,
-            lost = lost.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
-            "webhook events expired before they could be delivered (the receiver was down longer than --event-retention, or Redis lost them)"
-        );
+        match lost {
+            Some(lost) => {
+                metrics::counter!("pulse_presence_webhook_events_expired_total", "target" => self.target.name.clone())
+                    .increment(lost);
+                warn!(
+                    target = %self.target.name,
+                    bucket,
+                    lost,
+                    "webhook events expired before they could be delivered (the receiver was down longer than --event-retention)"
+                );
+            }
+            // A log lost with Redis's data: every bucket says so at once.
+            None if !self.told_lost => {
+                self.told_lost = true;
+                warn!(
+                    target = %self.target.name,
+                    "the event logs were lost with Redis's data: what they held is not delivered; going on with what they hold now"
+                );
+            }
+            None => {}
+        }
         self.store(tail).await
     }
 
@@ -252,7 +279,8 @@ impl Delivery<'_> {
         }
     }
 
-    async fn store(&self, tail: &EventTail) -> Result<(), String> {
+    async fn store(&mut self, tail: &EventTail) -> Result<(), String> {
+        *self.remembered = Some(tail.position().clone());
         match self
             .presence
             .store_webhook_cursor(&self.target.name, self.holder, &tail.position().to_string())

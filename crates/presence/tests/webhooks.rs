@@ -349,6 +349,46 @@ async fn two_replicas_never_deliver_at_once_and_hand_over_without_a_loss() {
     }
 }
 
+/// Redis restarted empty under a delivery: the cursor and the lease are
+/// gone with the logs, and the replica goes on with what the new logs hold
+/// (the events of a gateway's re-sync, say) instead of starting "from now"
+/// and skipping them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_redis_restarted_empty_delivery_goes_on_with_the_new_log() {
+    let server = RedisServer::spawn().await;
+    let port = server.port().unwrap();
+    let namespace = unique_namespace();
+    let presence = redis_presence(&server, &namespace).await;
+    let receiver = Receiver::start().await;
+    let _delivery = deliver(&presence, target(receiver.url(), &ALL));
+    wait_delivering(&server, &namespace).await;
+    churn(&presence, &["before-wipe".to_owned()], 0..1).await;
+    wait_for(&receiver, 4, DEADLINE).await;
+
+    server.stop().await;
+    let server = RedisServer::spawn_on(port).await;
+    let connection = record("after-wipe", "c1", "gw-1", 1);
+    support::retry_unavailable(|| presence.register(&connection)).await;
+    // The running delivery sends these, then finds its lease gone with the
+    // data, stops, and takes the lease again a few seconds later: what
+    // happens meanwhile must not be skipped.
+    wait_for(&receiver, 6, Duration::from_secs(30)).await;
+    presence
+        .register(&record("meanwhile", "c1", "gw-1", 1))
+        .await
+        .unwrap();
+    let events = wait_for(&receiver, 8, Duration::from_secs(30)).await;
+    for user in ["after-wipe", "meanwhile"] {
+        let kinds: Vec<_> = events
+            .iter()
+            .filter(|event| event.user_id == user)
+            .map(|event| event.kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["connected", "online"], "{user}");
+    }
+    drop(server);
+}
+
 /// The README's receiver (examples/webhooks/receiver.mjs) accepts what Pulse
 /// delivers, and refuses a wrong secret, an old timestamp and a changed body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
