@@ -6,8 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod churn;
 mod client;
 mod config;
+mod consumer;
+pub mod events;
 mod grpc;
 mod http;
 pub mod raw;
@@ -18,6 +21,9 @@ use std::time::Duration;
 
 pub use client::{Client, connect, next_json, token};
 pub use config::ConfigFile;
+pub use consumer::{
+    Consumer, Snapshot, WatchEnd, consume_watch, log_ids, snapshot, snapshot_retrying,
+};
 pub use grpc::{Grpc, get_user, online_counts, presence_client, watch};
 pub use http::{get, post_api, post_json};
 pub use pulse_presence::testing::{RedisServer, unique_namespace};
