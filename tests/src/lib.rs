@@ -16,6 +16,7 @@ mod http;
 pub mod raw;
 mod service;
 mod stack;
+pub mod webhook_receiver;
 
 use std::time::Duration;
 

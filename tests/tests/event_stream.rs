@@ -5,7 +5,10 @@
 //! connections reaped, with events), Redis is shut down with `SHUTDOWN SAVE`
 //! and started again with its data, and `pulse-presence` is killed and
 //! started again. A consumer takes a `Snapshot` and watches everyone from
-//! its position, resuming after every end from the last event it handled.
+//! its position, resuming after every end from the last event it handled;
+//! a webhook receiver gets every event POSTed from the start (checking each
+//! signature), with the same checks (a repeat allowed only as the same
+//! event, at least once).
 //!
 //! Once the churn is over and everything has settled (each closed socket's
 //! session ended at its gateway, the killed gateway reaped, the others
@@ -21,6 +24,7 @@ use std::time::Duration;
 use pulse_e2e::{
     churn::{Churn, ChurnOptions},
     events::{Delivery, Ledger, PresenceState, differences, state_of},
+    webhook_receiver::WebhookReceiver,
     *,
 };
 use pulse_protocol::proto::presence::v1::GetUsersRequest;
@@ -41,8 +45,9 @@ fn users() -> Vec<String> {
     (0..USERS).map(|u| format!("events-user-{u}")).collect()
 }
 
-/// `pulse-presence` on a fixed gRPC port, so a restart is found where it was.
-async fn start_presence(redis_url: &str, namespace: &str, port: u16) -> Service {
+/// `pulse-presence` on a fixed gRPC port, so a restart is found where it
+/// was, with the config file that names the webhook receiver.
+async fn start_presence(redis_url: &str, namespace: &str, port: u16, config: &str) -> Service {
     let listen = format!("127.0.0.1:{port}");
     let args = [
         "--listen",
@@ -59,6 +64,8 @@ async fn start_presence(redis_url: &str, namespace: &str, port: u16) -> Service 
         API_KEY,
         "--reap-interval",
         "500ms",
+        "--config",
+        config,
     ];
     Service::start("pulse-presence", &args).await
 }
@@ -98,6 +105,29 @@ async fn wait_reaped(client: &Grpc) {
         .expect("the killed gateway's connections reaped");
 }
 
+/// The webhook target's cursor once its delivery has started.
+async fn webhook_cursor(url: &str, namespace: &str) -> String {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{namespace}:webhooks:{{default}}:cursor");
+    let started = async {
+        loop {
+            let cursor: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if let Some(cursor) = cursor {
+                return cursor;
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(PATIENCE, started)
+        .await
+        .expect("webhook delivery starts")
+}
+
 /// How many times a gateway logged that it re-synchronised presence.
 fn resyncs(gateway: &Service) -> usize {
     gateway
@@ -120,7 +150,16 @@ async fn a_resuming_watch_holds_every_event_through_a_kill_and_restarts() {
     let url = redis.url().to_owned();
     let namespace = unique_namespace();
     let port = pulse_presence::testing::free_port();
-    let mut presence = start_presence(&url, &namespace, port).await;
+    let receiver = WebhookReceiver::start().await;
+    let config = ConfigFile::new(&receiver.config());
+    let mut presence = start_presence(&url, &namespace, port, config.path()).await;
+    // The webhook target starts from where the log is when its delivery
+    // starts (its cursor); nobody is online yet, so that is its snapshot.
+    let cursor = webhook_cursor(&url, &namespace).await;
+    receiver.inbox.lock().unwrap().ledger = Some(
+        Ledger::from_snapshot(Vec::new(), &cursor, Delivery::AtLeastOnce)
+            .unwrap_or_else(|error| panic!("the webhook cursor: {error}")),
+    );
     let mut gateways = Vec::new();
     for id in GATEWAYS {
         let args = [
@@ -168,7 +207,7 @@ async fn a_resuming_watch_holds_every_event_through_a_kill_and_restarts() {
     let ends_before_restart = consumer.ends.lock().unwrap().len();
     presence.kill().await;
     sleep(Duration::from_millis(300)).await;
-    presence = start_presence(&url, &namespace, port).await;
+    presence = start_presence(&url, &namespace, port, config.path()).await;
 
     sleep(Duration::from_secs(2)).await;
     let record = churn.record.clone();
@@ -211,6 +250,9 @@ async fn a_resuming_watch_holds_every_event_through_a_kill_and_restarts() {
     let fresh = snapshot_retrying(&client, PATIENCE).await;
     let target = fresh.parsed_position();
     consumer.reach(&target, PATIENCE).await;
+    // The killed pulse-presence held the webhook lease: the new one takes
+    // over once it runs out (10 s).
+    receiver.reach(&target, Duration::from_secs(30)).await;
     let answered = state_of(&get_users(&client).await);
     let logs = log_ids(&url, &namespace).await;
 
@@ -307,6 +349,40 @@ async fn a_resuming_watch_holds_every_event_through_a_kill_and_restarts() {
         "Watch calls ended otherwise than by the service going away: {unexpected:?}"
     );
     drop(ledger);
+    // The webhook receiver: the same log, the same state.
+    let inbox = receiver.inbox.lock().unwrap();
+    let hooked = inbox.ledger.as_ref().expect("given at the start");
+    for (bucket, until) in target.iter() {
+        let from = hooked.start().get(bucket).unwrap_or_default();
+        let in_log: Vec<_> = logs
+            .get(&bucket)
+            .into_iter()
+            .flatten()
+            .filter(|id| **id > from && **id <= until)
+            .copied()
+            .collect();
+        assert_eq!(
+            hooked.ids_in(bucket, until),
+            in_log,
+            "log {bucket}: the ids POSTed (left) against the log (right)"
+        );
+    }
+    assert!(
+        hooked.owed().is_empty(),
+        "webhooks: online/offline still owed"
+    );
+    assert_eq!(
+        differences(hooked.state(), &truth),
+        Vec::<String>::new(),
+        "the webhook receiver (left) against the clients (right)"
+    );
+    eprintln!(
+        "webhooks: {} events in {} POSTs, {} sent again",
+        hooked.taken().len(),
+        inbox.posts,
+        hooked.repeats()
+    );
+    drop(inbox);
     consumer.task.abort();
     drop(presence);
 }
