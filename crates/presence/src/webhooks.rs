@@ -293,14 +293,28 @@ impl Delivery<'_> {
     }
 
     /// POSTs one batch until the receiver answers 2xx, with backoff,
-    /// renewing the lease between tries.
+    /// renewing the lease between tries and while one waits.
     async fn post(&mut self, batch: &[(PresenceEvent, String)]) -> Result<(), String> {
         let body = Bytes::from(sign::body(batch));
         let mut backoff = FIRST_BACKOFF;
         let name = self.target.name.clone();
         loop {
             let started = std::time::Instant::now();
-            let outcome = self.attempt(body.clone()).await;
+            // The lease is renewed while the receiver takes its time (up to
+            // the target's timeout, which may be longer than the lease):
+            // else another replica would take it and send this batch again
+            // beside this POST, and the next ones before it is answered.
+            // A lease lost meanwhile drops the POST.
+            let outcome = {
+                let attempt = attempt(self.client, self.target, body.clone());
+                tokio::pin!(attempt);
+                loop {
+                    tokio::select! {
+                        outcome = &mut attempt => break outcome,
+                        () = sleep_until(self.renew_at) => self.renew().await?,
+                    }
+                }
+            };
             metrics::histogram!("pulse_presence_webhook_post_seconds", "target" => name.clone())
                 .record(started.elapsed().as_secs_f64());
             match outcome {
@@ -330,40 +344,40 @@ impl Delivery<'_> {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
 
-    async fn attempt(&self, body: Bytes) -> Result<(), String> {
-        let timestamp = pulse_protocol::event::now_ms() / 1000;
-        let request = hyper::Request::post(self.target.url.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("pulse-presence/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(
-                sign::SIGNATURE_HEADER,
-                sign::signature(&self.target.secret, timestamp, &body),
-            )
-            .body(Full::new(body))
-            .map_err(|error| format!("bad request: {error}"))?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|error| error.to_string())?;
-            let status = response.status();
-            // Read the answer so the connection can be used again.
-            let _ = response.into_body().collect().await;
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(format!("the receiver answered {status}"))
-            }
-        };
-        timeout(self.target.timeout, exchange)
+/// One POST of a signed batch, within the target's timeout.
+async fn attempt(client: &HttpClient, target: &Target, body: Bytes) -> Result<(), String> {
+    let timestamp = pulse_protocol::event::now_ms() / 1000;
+    let request = hyper::Request::post(target.url.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("pulse-presence/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(
+            sign::SIGNATURE_HEADER,
+            sign::signature(&target.secret, timestamp, &body),
+        )
+        .body(Full::new(body))
+        .map_err(|error| format!("bad request: {error}"))?;
+    let exchange = async {
+        let response = client
+            .request(request)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.target.timeout))?
-    }
+            .map_err(|error| error.to_string())?;
+        let status = response.status();
+        // Read the answer so the connection can be used again.
+        let _ = response.into_body().collect().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the receiver answered {status}"))
+        }
+    };
+    timeout(target.timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {:?}", target.timeout))?
 }
 
 impl Presence {

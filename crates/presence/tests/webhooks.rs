@@ -1,6 +1,7 @@
 //! Webhooks against real receivers over TCP: every event arrives, in order
 //! per user, through a receiver that is down for 30 s; two replicas never
-//! deliver at once and hand over without a loss; the README's Node receiver
+//! deliver at once and hand over without a loss, nor while a slow receiver
+//! keeps a POST waiting past the lease's time; the README's Node receiver
 //! accepts what Pulse signs and refuses a wrong secret, an old timestamp
 //! and a changed body.
 
@@ -49,6 +50,11 @@ struct Batch {
 struct Inbox {
     events: Vec<Received>,
     bad_signatures: usize,
+    /// POSTs being answered now, and the most there ever were at once.
+    in_flight: usize,
+    most_in_flight: usize,
+    /// How long the next POST waits before it is answered (once).
+    hold_next: Option<Duration>,
 }
 
 /// A receiver on a fixed port that can go down (its listener closed, so
@@ -90,6 +96,15 @@ impl Receiver {
                                 .and_then(|value| value.to_str().ok())
                                 .unwrap_or_default()
                                 .to_owned();
+                            let hold = {
+                                let mut inbox = inbox.lock().unwrap();
+                                inbox.in_flight += 1;
+                                inbox.most_in_flight = inbox.most_in_flight.max(inbox.in_flight);
+                                inbox.hold_next.take()
+                            };
+                            if let Some(hold) = hold {
+                                tokio::time::sleep(hold).await;
+                            }
                             let body = request.into_body().collect().await?.to_bytes();
                             let verified = sign::verify(
                                 SECRET,
@@ -99,6 +114,7 @@ impl Receiver {
                                 sign::DEFAULT_TOLERANCE,
                             );
                             let mut inbox = inbox.lock().unwrap();
+                            inbox.in_flight -= 1;
                             let status = if verified.is_ok() {
                                 let batch: Batch = serde_json::from_slice(&body).unwrap();
                                 inbox.events.extend(batch.events);
@@ -347,6 +363,40 @@ async fn two_replicas_never_deliver_at_once_and_hand_over_without_a_loss() {
             .collect();
         assert_eq!(seen[user], expected, "{user}");
     }
+}
+
+/// A receiver slower than the lease's time to live (10 s) keeps one POST
+/// waiting: the delivering replica renews its lease meanwhile, so the other
+/// replica never sends the same batch beside it (out of order, twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_receiver_keeps_the_lease_with_the_replica_waiting_on_it() {
+    let server = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let first = redis_presence(&server, &namespace).await;
+    let second = redis_presence(&server, &namespace).await;
+    let receiver = Receiver::start().await;
+    let slow = Target {
+        timeout: Duration::from_secs(30),
+        ..target(receiver.url(), &ALL)
+    };
+    let _first = deliver(&first, slow.clone());
+    wait_delivering(&server, &namespace).await;
+    let _second = deliver(&second, slow);
+
+    receiver.inbox.lock().unwrap().hold_next = Some(Duration::from_secs(14));
+    churn(&first, &["slow-1".to_owned()], 0..1).await;
+    wait_for(&receiver, 4, Duration::from_secs(40)).await;
+    churn(&first, &["slow-2".to_owned()], 0..1).await;
+    let events = wait_for(&receiver, 8, DEADLINE).await;
+
+    let inbox = receiver.inbox.lock().unwrap();
+    assert_eq!(inbox.most_in_flight, 1, "two POSTs at once");
+    let ids: Vec<_> = inbox.events.iter().map(|event| &event.id).collect();
+    let distinct: HashSet<_> = ids.iter().collect();
+    assert_eq!(ids.len(), distinct.len(), "an event POSTed twice");
+    let seen = per_user(&events);
+    assert_eq!(seen["slow-1"], lifecycle(1));
+    assert_eq!(seen["slow-2"], lifecycle(1));
 }
 
 /// Redis restarted empty under a delivery: the cursor and the lease are
