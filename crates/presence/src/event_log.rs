@@ -36,6 +36,8 @@ pub(crate) mod memory;
 
 /// How many entries one read of a log takes.
 const PAGE: usize = 512;
+/// How many logs a tail reads at once when several are behind.
+const READ_TOGETHER: usize = 32;
 
 /// How long events and "last seen" are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,26 +189,42 @@ impl EventTail {
                 self.position.set(event.id.bucket, event.id.point);
                 return Ok(event);
             }
-            if let Some(&bucket) = self.stale.first() {
-                let after = self.cursor.get(bucket).unwrap_or_default();
-                match self.presence.read_log(bucket, after, PAGE).await {
-                    Ok(read) => {
-                        backoff = Duration::from_millis(100);
-                        let full = read.entries.len() >= PAGE;
-                        let entries = check_read(bucket, after, read)?;
-                        if let Some(last) = entries.last() {
-                            self.cursor.set(bucket, last.id.point);
+            if !self.stale.is_empty() {
+                // Several logs at once (one round trip on the multiplexed
+                // connection, not one each): a Watch of all that resumes
+                // reads up to 128.
+                let buckets: Vec<u16> = self.stale.iter().copied().take(READ_TOGETHER).collect();
+                let reads = futures_util::future::join_all(buckets.iter().map(|&bucket| {
+                    let after = self.cursor.get(bucket).unwrap_or_default();
+                    let presence = &self.presence;
+                    async move { (after, presence.read_log(bucket, after, PAGE).await) }
+                }))
+                .await;
+                let mut failed = false;
+                for (bucket, (after, read)) in buckets.into_iter().zip(reads) {
+                    match read {
+                        Ok(read) => {
+                            let full = read.entries.len() >= PAGE;
+                            let entries = check_read(bucket, after, read)?;
+                            if let Some(last) = entries.last() {
+                                self.cursor.set(bucket, last.id.point);
+                            }
+                            self.queue.extend(entries);
+                            if !full {
+                                self.stale.remove(&bucket);
+                            }
                         }
-                        self.queue.extend(entries);
-                        if !full {
-                            self.stale.remove(&bucket);
+                        Err(error) => {
+                            tracing::debug!(%error, bucket, "event log read failed; retrying");
+                            failed = true;
                         }
                     }
-                    Err(error) => {
-                        tracing::debug!(%error, bucket, "event log read failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+                }
+                if failed && self.queue.is_empty() {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                } else if !failed {
+                    backoff = Duration::from_millis(100);
                 }
                 continue;
             }
