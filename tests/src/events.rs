@@ -286,6 +286,27 @@ impl Ledger {
             .map(|id| id.point)
             .collect()
     }
+
+    /// Panics unless, in every log up to `target`, the ids taken after the
+    /// start are exactly those `logs` (every log's ids, as Redis holds
+    /// them) has there: `who` names the deliverer.
+    pub fn assert_holds(&self, logs: &BTreeMap<u16, Vec<LogPoint>>, target: &Position, who: &str) {
+        for (bucket, until) in target.iter() {
+            let from = self.start.get(bucket).unwrap_or_default();
+            let in_log: Vec<_> = logs
+                .get(&bucket)
+                .into_iter()
+                .flatten()
+                .filter(|id| **id > from && **id <= until)
+                .copied()
+                .collect();
+            assert_eq!(
+                self.ids_in(bucket, until),
+                in_log,
+                "log {bucket}: the ids {who} (left) against the log (right)"
+            );
+        }
+    }
 }
 
 /// Users' connection ids from `GetUsers`/`Snapshot` answers (users with

@@ -306,21 +306,7 @@ async fn a_resuming_watch_holds_every_event_through_a_kill_and_restarts() {
     // The log as Redis holds it: every id after the first snapshot and up
     // to the fresh one, each taken exactly once (a repeat or a gap would
     // have stopped the consumer already).
-    for (bucket, until) in target.iter() {
-        let from = ledger.start().get(bucket).unwrap_or_default();
-        let in_log: Vec<_> = logs
-            .get(&bucket)
-            .into_iter()
-            .flatten()
-            .filter(|id| **id > from && **id <= until)
-            .copied()
-            .collect();
-        let taken = ledger.ids_in(bucket, until);
-        assert_eq!(
-            taken, in_log,
-            "log {bucket}: the ids taken (left) against the log (right)"
-        );
-    }
+    ledger.assert_holds(&logs, &target, "taken");
     assert!(
         ledger.owed().is_empty(),
         "online/offline still owed: {:?}",
@@ -352,21 +338,7 @@ async fn a_resuming_watch_holds_every_event_through_a_kill_and_restarts() {
     // The webhook receiver: the same log, the same state.
     let inbox = receiver.inbox.lock().unwrap();
     let hooked = inbox.ledger.as_ref().expect("given at the start");
-    for (bucket, until) in target.iter() {
-        let from = hooked.start().get(bucket).unwrap_or_default();
-        let in_log: Vec<_> = logs
-            .get(&bucket)
-            .into_iter()
-            .flatten()
-            .filter(|id| **id > from && **id <= until)
-            .copied()
-            .collect();
-        assert_eq!(
-            hooked.ids_in(bucket, until),
-            in_log,
-            "log {bucket}: the ids POSTed (left) against the log (right)"
-        );
-    }
+    hooked.assert_holds(&logs, &target, "POSTed");
     assert!(
         hooked.owed().is_empty(),
         "webhooks: online/offline still owed"
