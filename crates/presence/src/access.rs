@@ -256,6 +256,7 @@ pub fn required_for_grpc(path: &str) -> Option<Permissions> {
         | "/pulse.presence.v1.Presence/GetUsers"
         | "/pulse.presence.v1.Presence/CountOnline"
         | "/pulse.presence.v1.Presence/Watch"
+        | "/pulse.presence.v1.Presence/Snapshot"
         | "/pulse.channels.v1.Channels/Presence"
         | "/pulse.channels.v1.Channels/PresenceStats"
         | "/pulse.channels.v1.Channels/History"
@@ -350,6 +351,38 @@ mod tests {
             required_for_grpc("/pulse.presence.v1.Presence/SomethingNew"),
             Some(Permissions::ALL)
         );
+    }
+
+    /// Every method `pulse-presence` serves names its permission: one left
+    /// out of the table would need every permission, and a key made for it
+    /// could not call it.
+    #[test]
+    fn every_method_served_has_its_own_permission() {
+        use prost::Message as _;
+        let set =
+            prost_types::FileDescriptorSet::decode(pulse_protocol::proto::FILE_DESCRIPTOR_SET)
+                .unwrap();
+        let mut seen = 0;
+        for file in &set.file {
+            let package = file.package();
+            if package != "pulse.presence.v1" && package != "pulse.channels.v1" {
+                continue;
+            }
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/{package}.{}/{}", service.name(), method.name());
+                    let needed = required_for_grpc(&path);
+                    assert!(
+                        Permission::ALL
+                            .iter()
+                            .any(|&one| needed == Some(needs(one))),
+                        "{path} needs {needed:?}, not one permission of its own"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 15, "the descriptor set names {seen} methods");
     }
 
     #[test]

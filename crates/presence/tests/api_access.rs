@@ -110,6 +110,25 @@ async fn each_key_does_what_its_permissions_allow_and_two_keys_work_at_once() {
         .count_online(pb::CountOnlineRequest {})
         .await
         .unwrap();
+    // A Snapshot is a read, like the Watch it starts.
+    let mut snapshot = reader
+        .snapshot(pb::SnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let last = timeout(DEADLINE, async {
+        let mut last = None;
+        while let Some(chunk) = snapshot.message().await.unwrap() {
+            last = Some(chunk);
+        }
+        last
+    })
+    .await
+    .unwrap();
+    assert!(
+        last.is_some_and(|chunk| !chunk.position.is_empty()),
+        "a snapshot ends with its position"
+    );
     let status = reader.send(send()).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert_eq!(reason_of(&status).as_deref(), Some("permission_denied"));
