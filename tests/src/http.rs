@@ -35,6 +35,20 @@ pub async fn post_api(addr: SocketAddr, path: &str, body: &str) -> (u16, String)
     .await
 }
 
+/// [`post_json`] to `pulse-presence`'s HTTP API with `key`, or without an
+/// `Authorization` header.
+pub async fn post_api_as(
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let header = key.map_or(String::new(), |key| {
+        format!("Authorization: Bearer {key}\r\n")
+    });
+    post(addr, path, &header, body).await
+}
+
 async fn post(addr: SocketAddr, path: &str, headers: &str, body: &str) -> (u16, String) {
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -26,7 +26,7 @@ pub use consumer::{
     Consumer, Snapshot, WatchEnd, consume_watch, log_ids, snapshot, snapshot_retrying,
 };
 pub use grpc::{Grpc, get_user, online_counts, presence_client, watch};
-pub use http::{get, post_api, post_json};
+pub use http::{get, post_api, post_api_as, post_json};
 pub use pulse_presence::testing::{RedisServer, unique_namespace};
 pub use service::{Service, binary, proc_status_kib};
 pub use stack::Stack;

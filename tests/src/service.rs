@@ -47,11 +47,18 @@ impl Service {
     /// from the test's own, such as `REDIS_URL`), with JSON logs, and waits for
     /// its `listening` line.
     pub async fn start(binary_name: &str, args: &[&str]) -> Self {
+        Self::start_with_env(binary_name, args, &[]).await
+    }
+
+    /// [`Service::start`] with `env` set too (after the defaults, so
+    /// `RUST_LOG` may be raised).
+    pub async fn start_with_env(binary_name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary(binary_name))
             .args(args)
             .env_clear()
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -208,13 +215,18 @@ impl Service {
 
     /// Sends SIGTERM (a graceful shutdown begins) and returns at once.
     pub async fn sigterm(&self) {
+        self.signal("TERM").await;
+    }
+
+    /// Sends the signal named `name` (`STOP`, `CONT`, ...) with `kill`.
+    pub async fn signal(&self, name: &str) {
         let pid = self.child.id().expect("process is running");
         let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .await
-            .expect("kill -TERM");
-        assert!(status.success());
+            .unwrap_or_else(|error| panic!("kill -{name}: {error}"));
+        assert!(status.success(), "kill -{name} {pid}");
     }
 
     /// Waits (at most 30 s) for the process to exit, after [`Service::sigterm`].

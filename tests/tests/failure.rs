@@ -1,5 +1,6 @@
 //! Presence under failure with real processes: a gateway killed with SIGKILL
-//! while it holds hundreds of connections.
+//! while it holds hundreds of connections, and one frozen (SIGSTOP) past its
+//! lease that comes back.
 
 use std::{
     collections::HashMap,
@@ -73,6 +74,101 @@ async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
     assert!(offline.values().all(|&n| n == 1), "one offline per user");
     assert_eq!(online_counts(&client).await.unwrap(), (0, 0), "no phantoms");
     drop(sockets);
+}
+
+/// A gateway that stalls longer than its lease (SIGSTOP) is reaped: its
+/// users go offline, since nobody can reach them. When it runs again it
+/// learns at its next renewal that its lease was lost and registers its
+/// sockets again: each user comes back online once, `Send` reaches them, and
+/// a socket closed afterwards leaves no phantom.
+#[tokio::test]
+async fn a_gateway_frozen_past_its_lease_is_reaped_then_registers_its_sockets_again() {
+    const FROZEN_USERS: usize = 5;
+    let redis = RedisServer::start().await;
+    let namespace = unique_namespace();
+    let presence = Service::presence(redis.url(), &namespace, &["--reap-interval", "200ms"]).await;
+    let gateway = Service::gateway(
+        redis.url(),
+        &namespace,
+        &["--instance-id", "frozen", "--lease-ttl", "1s"],
+    )
+    .await;
+    let mut client = pulse_e2e::presence_client(presence.grpc_url()).await;
+    let mut watch = watch(&mut client, &[]).await;
+    let mut sockets = Vec::new();
+    for user in 0..FROZEN_USERS {
+        let mut socket = connect(
+            gateway.addr,
+            &format!("?token={}", token(&format!("ice-{user}"))),
+        )
+        .await;
+        assert_eq!(next_json(&mut socket).await["type"], "connected");
+        sockets.push(socket);
+    }
+    let kinds = |events: &mut HashMap<(String, i32), usize>,
+                 event: pulse_protocol::proto::presence::v1::PresenceEvent| {
+        *events.entry((event.user_id, event.kind)).or_default() += 1;
+    };
+    let mut seen = HashMap::new();
+    while seen.len() < 2 * FROZEN_USERS {
+        kinds(&mut seen, next_watch(&mut watch).await);
+    }
+
+    gateway.signal("STOP").await;
+    let mut reaped = HashMap::new();
+    while reaped.len() < 2 * FROZEN_USERS {
+        let event = next_watch(&mut watch).await;
+        assert!(
+            matches!(event.kind(), EventKind::Disconnected | EventKind::Offline),
+            "{event:?} while the gateway is frozen"
+        );
+        kinds(&mut reaped, event);
+    }
+    assert_eq!(online_counts(&client).await.unwrap(), (0, 0), "reaped");
+
+    gateway.signal("CONT").await;
+    let mut back = HashMap::new();
+    while back.len() < 2 * FROZEN_USERS {
+        let event = next_watch(&mut watch).await;
+        assert!(
+            matches!(event.kind(), EventKind::Connected | EventKind::Online),
+            "{event:?} after the gateway runs again"
+        );
+        kinds(&mut back, event);
+    }
+    assert!(back.values().all(|&n| n == 1), "once each: {back:?}");
+    assert_eq!(
+        online_counts(&client).await.unwrap(),
+        (FROZEN_USERS as u64, FROZEN_USERS as u64)
+    );
+    let user = get_user(&mut client, "ice-0").await;
+    assert_eq!(user.connections.len(), 1, "{user:?}");
+    assert_eq!(user.connections[0].instance_id, "frozen");
+
+    // The sockets were served all along: Send reaches one, and closing
+    // another takes its user offline.
+    let sent = client
+        .send(pulse_protocol::proto::presence::v1::SendRequest {
+            user_id: "ice-1".into(),
+            data_json: r#"{"thawed":true}"#.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.connections, 1, "{sent:?}");
+    let message = next_json(&mut sockets[1]).await;
+    assert_eq!(message["data"]["thawed"], true, "{message}");
+    sockets[2].close(None).await.unwrap();
+    let mut gone = HashMap::new();
+    while gone.len() < 2 {
+        let event = next_watch(&mut watch).await;
+        assert_eq!(event.user_id, "ice-2", "{event:?}");
+        kinds(&mut gone, event);
+    }
+    eventually("ice-2 offline", Duration::from_secs(10), || async {
+        online_counts(&client).await.unwrap() == (FROZEN_USERS as u64 - 1, FROZEN_USERS as u64 - 1)
+    })
+    .await;
 }
 
 async fn next_watch(

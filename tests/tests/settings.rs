@@ -72,6 +72,16 @@ async fn bad_settings_fail_with_one_line() {
         // The internal API is never open by accident, and a key is never echoed.
         ("pulse-presence", &[], "--api-key"),
         ("pulse-presence", &["--api-key", "tooshort-1"], "--api-key"),
+        // Keys and an open API at once: which one was meant?
+        (
+            "pulse-presence",
+            &[
+                "--api-key",
+                "tooshort-1-but-long-now",
+                "--insecure-open-api",
+            ],
+            "--insecure-open-api",
+        ),
         (
             "pulse-presence",
             &["--api-keys-file", "/nonexistent/keys.toml"],
