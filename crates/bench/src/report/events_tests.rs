@@ -6,7 +6,7 @@ use crate::{
         EVENTS_END_MARKER, EVENTS_START_MARKER, RunInfo, render, render_events, splice_between,
     },
     result::ResumeFigures,
-    stats::Samples,
+    stats::{Percentiles, Samples},
 };
 
 fn percentiles(micros: &[u64]) -> Percentiles {

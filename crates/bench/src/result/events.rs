@@ -122,10 +122,10 @@ pub struct WebhooksResult {
     pub label: String,
     /// Events per second asked for.
     pub rate_target: f64,
-    /// Events per second made (acknowledged calls × their events over the
-    /// schedule's window).
+    /// Events per second made: the events over the schedule's window (the
+    /// users' starts; each user's last two events come `hold` later).
     pub rate_achieved: f64,
-    /// The schedule's length, in seconds.
+    /// The schedule's window, in seconds.
     pub duration_s: f64,
     /// Events the calls made (acknowledged).
     pub expected: u64,

@@ -174,10 +174,12 @@ pub async fn run(options: WebhooksOptions) -> anyhow::Result<WebhooksResult> {
             }
         }));
     }
+    // The schedule's window: the last user's start is a quarter-rate
+    // period before its end.
+    let window = start.elapsed() + Duration::from_secs_f64(4.0 / options.rate);
     for task in tasks {
         task.await?;
     }
-    let window = start.elapsed();
     // The last events: until the receiver has them all, or GRACE.
     let deadline = Instant::now() + GRACE;
     loop {
