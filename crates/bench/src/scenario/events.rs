@@ -9,12 +9,15 @@
 //! Redis beside bare `XADD`s; `webhooks` times events to a webhook receiver
 //! (`receiver`) beside the same events on a `Watch` stream.
 
+use std::sync::Arc;
+
 use anyhow::Context;
-use pulse_presence::{ConnectionRecord, Presence, RedisOptions};
+use pulse_presence::{ConnectionRecord, DEFAULT_LEASE_TTL, Presence, RedisOptions};
 use pulse_protocol::{
     api_key::BearerKey,
     proto::presence::v1::{EventKind, presence_client::PresenceClient},
 };
+use tokio::task::JoinHandle;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use super::bearer;
@@ -60,10 +63,22 @@ pub fn user_id(prefix: &str, n: u64) -> String {
 }
 
 /// Makes presence events through `pulse-presence`'s library, as a gateway
-/// registers and unregisters its connections.
+/// registers and unregisters its connections, and renews the instance's
+/// lease as a gateway does (every third of its ttl), so that
+/// `pulse-presence`'s reaper never takes the connections away.
 #[derive(Clone)]
 pub struct Writer {
     presence: Presence,
+    _renewal: Arc<Renewal>,
+}
+
+/// The lease renewal task, stopped with the last writer.
+struct Renewal(JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Writer {
@@ -73,7 +88,18 @@ impl Writer {
         let mut options = RedisOptions::new(url).with_namespace(namespace);
         options.subscribe_events = false;
         let presence = Presence::redis(options).context("the event writer's presence store")?;
-        Ok(Self { presence })
+        let every = presence.lease_ttl().unwrap_or(DEFAULT_LEASE_TTL) / 3;
+        let renewing = presence.clone();
+        let renewal = tokio::spawn(async move {
+            loop {
+                let _ = renewing.renew_lease(INSTANCE_ID).await;
+                tokio::time::sleep(every).await;
+            }
+        });
+        Ok(Self {
+            presence,
+            _renewal: Arc::new(Renewal(renewal)),
+        })
     }
 
     /// Registers `connection` of `user`: `connected`, and `online` when it
