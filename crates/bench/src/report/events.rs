@@ -83,10 +83,12 @@ fn echo_runs(results: &[BenchResult]) -> Vec<&ConnectResult> {
         .collect()
 }
 
-/// The median of `values` (the lower middle one of an even count).
+/// The median of `values` (of an even count, the mean of the two middle ones).
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
-    values.get(values.len().checked_sub(1)? / 2).copied()
+    let upper = *values.get(values.len() / 2)?;
+    let lower = values[(values.len() - 1) / 2];
+    Some(f64::midpoint(lower, upper))
 }
 
 /// The presence runs' median p99 (connect start → Watch event).
