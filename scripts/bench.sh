@@ -23,7 +23,9 @@
 # pulse-fanout (scripts/bench-channels.sh, whose sizes its own variables
 # set: FANOUT_BIG=2000 ... for a quick look), into the Channels block, with
 # history and recovery (issue 13) beside their floors into the History
-# block. Logs
+# block; (l) presence events and webhooks (issue 17: scripts/bench-events.sh,
+# whose sizes its own variables set: WEBHOOK_DURATION=5s ... for a quick
+# look), beside their floors, into the Events block. Logs
 # of every process stay in target/bench/ (or $CARGO_TARGET_DIR/bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -212,6 +214,9 @@ bash scripts/bench-auth.sh --seconds "${AUTH_SECONDS:-3}" | tee "$LOGS/auth.txt"
 step "(k) channels (issue 12): fan-out beside the pulse-fanout floor, subscribe round trips, memory per subscription; history and recovery (issue 13)"
 SKIP_BUILD=1 SKIP_REPORT=1 RESULTS="$RESULTS" GATEWAY_LOG="$GATEWAY_LOG" BENCH_THREADS="$BENCH_THREADS" \
   CLIENT="$CLIENT" SOURCES="$SOURCES" bash scripts/bench-channels.sh
+
+step "(l) presence events and webhooks (issue 17): event to a webhook receiver and to Watch, Watch resumes, Redis memory per event, Watch propagation beside pulse-echo"
+SKIP_BUILD=1 SKIP_REPORT=1 RESULTS="$RESULTS" bash scripts/bench-events.sh
 
 step "writing $BENCHMARKS"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')

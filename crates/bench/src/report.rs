@@ -12,12 +12,14 @@ use crate::result::{BenchResult, ConnectResult};
 
 mod channels;
 mod connections;
+mod events;
 mod fleet;
 mod history;
 mod latencies;
 mod targets;
 
 pub use channels::{FANOUT_FLOOR, FANOUT_FLOOR_COALESCE, FANOUT_FLOOR_DIRECT, is_channel_result};
+pub use events::{EVENTS_PRE17, EVENTS_PRESENCE, is_events_result};
 pub use fleet::{FLEET_ALONE, FLEET_CROWDED};
 pub use history::{PULSE_HISTORY, REDIS_FLOOR, is_history_result};
 
@@ -33,6 +35,10 @@ pub const CHANNELS_END_MARKER: &str = "<!-- bench:channels:end -->";
 pub const HISTORY_START_MARKER: &str = "<!-- bench:history:start -->";
 /// The line before which the history tables end.
 pub const HISTORY_END_MARKER: &str = "<!-- bench:history:end -->";
+/// The line after which the presence events tables (issue 17) start.
+pub const EVENTS_START_MARKER: &str = "<!-- bench:events:start -->";
+/// The line before which the presence events tables end.
+pub const EVENTS_END_MARKER: &str = "<!-- bench:events:end -->";
 
 /// The label of the floor's runs (`pulse-echo`).
 pub const FLOOR: &str = "echo";
@@ -177,7 +183,7 @@ pub fn median_connect(results: &[BenchResult], label: &str) -> Option<ConnectRes
 pub fn render(results: &[BenchResult], info: &RunInfo) -> String {
     let results: Vec<BenchResult> = results
         .iter()
-        .filter(|result| !is_channel_result(result))
+        .filter(|result| !is_channel_result(result) && !is_events_result(result))
         .cloned()
         .collect();
     let mut out = header(info);
@@ -216,6 +222,19 @@ pub fn render_history(results: &[BenchResult], info: &RunInfo) -> String {
             is_history_result(result)
                 || matches!(result, BenchResult::Fanout(run) if run.channels > 1)
         })
+        .cloned()
+        .collect();
+    raw(&mut out, &own);
+    out
+}
+
+/// The generated presence events block (issue 17), without its markers.
+pub fn render_events(results: &[BenchResult], info: &RunInfo) -> String {
+    let mut out = header(info);
+    events::render(&mut out, results);
+    let own: Vec<BenchResult> = results
+        .iter()
+        .filter(|result| is_events_result(result))
         .cloned()
         .collect();
     raw(&mut out, &own);

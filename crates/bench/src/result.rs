@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::Percentiles;
 
+mod events;
 mod history;
 
+pub use events::{EventMemoryResult, ResumeFigures, WatchResumeResult, WebhooksResult};
 pub use history::{HistoryMemoryResult, PublishResult, RecoverResult};
 
 /// The prefix of the one machine-readable line a scenario prints.
@@ -38,6 +40,12 @@ pub enum BenchResult {
     Recover(RecoverResult),
     /// See [`HistoryMemoryResult`].
     HistoryMemory(HistoryMemoryResult),
+    /// See [`WatchResumeResult`].
+    WatchResume(WatchResumeResult),
+    /// See [`EventMemoryResult`].
+    EventMemory(EventMemoryResult),
+    /// See [`WebhooksResult`].
+    Webhooks(WebhooksResult),
 }
 
 impl BenchResult {
@@ -54,6 +62,9 @@ impl BenchResult {
             Self::Publish(result) => &result.label,
             Self::Recover(result) => &result.label,
             Self::HistoryMemory(result) => &result.label,
+            Self::WatchResume(result) => &result.label,
+            Self::EventMemory(result) => &result.label,
+            Self::Webhooks(result) => &result.label,
         }
     }
 
@@ -70,6 +81,9 @@ impl BenchResult {
             Self::Publish(_) => "publish",
             Self::Recover(_) => "recover",
             Self::HistoryMemory(_) => "history_memory",
+            Self::WatchResume(_) => "watch_resume",
+            Self::EventMemory(_) => "event_memory",
+            Self::Webhooks(_) => "webhooks",
         }
     }
 

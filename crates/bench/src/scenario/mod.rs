@@ -3,6 +3,7 @@
 
 pub mod channels;
 pub mod connect;
+pub mod events;
 pub mod fanout;
 pub mod fleet;
 pub mod history;

@@ -221,7 +221,9 @@ fn api_key(key: Option<String>) -> anyhow::Result<String> {
     key.ok_or_else(|| anyhow::anyhow!("--api-key / PULSE_API_KEY: needed with --presence"))
 }
 
-async fn redis_connection(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+pub(crate) async fn redis_connection(
+    url: &str,
+) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let host = url
         .strip_prefix("redis://")
         .map(|rest| rest.rsplit_once('@').map_or(rest, |(_, host)| host))

@@ -4,6 +4,7 @@
 use std::{net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
 
 mod channels;
+mod events;
 mod history;
 mod write_report;
 
@@ -183,6 +184,14 @@ enum Command {
     Recover(history::RecoverArgs),
     /// Redis memory per publication kept in channels' histories.
     HistoryMemory(history::HistoryMemoryArgs),
+    /// A `Watch` that reconnects with `since` after missing events, to its
+    /// first and last missed event; beside a unary call and a fresh `Watch`.
+    WatchResume(events::WatchResumeArgs),
+    /// Redis memory per presence event kept in the logs, beside bare `XADD`s.
+    EventMemory(events::EventMemoryArgs),
+    /// Presence events at a fixed rate to a webhook receiver in this
+    /// process, beside the same events on a `Watch` stream.
+    Webhooks(events::WebhooksArgs),
     /// Writes the tables of `RESULT` lines into BENCHMARKS.md between the markers.
     Report {
         /// Files holding `RESULT` lines (other lines are skipped).
@@ -207,6 +216,9 @@ enum Command {
         /// as they were, whatever other results the files hold.
         #[arg(long)]
         only_history: bool,
+        /// Write only the presence events block (issue 17).
+        #[arg(long, conflicts_with = "only_history")]
+        only_events: bool,
     },
 }
 
@@ -254,6 +266,7 @@ fn main() -> anyhow::Result<()> {
         date,
         setup,
         only_history,
+        only_events,
     } = cli.command
     {
         return write_report::write_report(
@@ -265,7 +278,10 @@ fn main() -> anyhow::Result<()> {
                 date,
                 setup,
             },
-            only_history,
+            write_report::Only {
+                history: only_history,
+                events: only_events,
+            },
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -438,6 +454,9 @@ async fn run(command: Command) -> anyhow::Result<Vec<BenchResult>> {
         Command::Publish(args) => args.run().await,
         Command::Recover(args) => args.run().await,
         Command::HistoryMemory(args) => args.run().await,
+        Command::WatchResume(args) => args.run().await,
+        Command::EventMemory(args) => args.run().await,
+        Command::Webhooks(args) => args.run().await,
         Command::Report { .. } => unreachable!("handled before the runtime starts"),
     }
 }

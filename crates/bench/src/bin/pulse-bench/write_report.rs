@@ -9,12 +9,19 @@ use pulse_bench::{
     result::BenchResult,
 };
 
+/// Which block alone to write, if one.
+pub(crate) struct Only {
+    pub(crate) history: bool,
+    pub(crate) events: bool,
+}
+
 pub(crate) fn write_report(
     files: &[PathBuf],
     benchmarks: &PathBuf,
     info: RunInfo,
-    only_history: bool,
+    only: Only,
 ) -> anyhow::Result<()> {
+    let only_history = only.history || only.events;
     let mut results = Vec::new();
     for file in files {
         let text =
@@ -34,7 +41,7 @@ pub(crate) fn write_report(
     if !only_history
         && results
             .iter()
-            .any(|result| !report::is_channel_result(result))
+            .any(|result| !report::is_channel_result(result) && !report::is_events_result(result))
     {
         updated = report::splice(&updated, &report::render(&results, &info));
     }
@@ -50,12 +57,20 @@ pub(crate) fn write_report(
             report::CHANNELS_END_MARKER,
         );
     }
-    if results.iter().any(report::is_history_result) {
+    if !only.events && results.iter().any(report::is_history_result) {
         updated = report::splice_between(
             &updated,
             &report::render_history(&results, &info),
             report::HISTORY_START_MARKER,
             report::HISTORY_END_MARKER,
+        );
+    }
+    if !only.history && results.iter().any(report::is_events_result) {
+        updated = report::splice_between(
+            &updated,
+            &report::render_events(&results, &info),
+            report::EVENTS_START_MARKER,
+            report::EVENTS_END_MARKER,
         );
     }
     std::fs::write(benchmarks, updated)
