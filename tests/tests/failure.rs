@@ -1,6 +1,7 @@
 //! Presence under failure with real processes: a gateway killed with SIGKILL
 //! while it holds hundreds of connections, and one frozen (SIGSTOP) past its
-//! lease that comes back.
+//! lease that comes back, and Redis away with its data for longer than the
+//! lease.
 
 use std::{
     collections::HashMap,
@@ -169,6 +170,133 @@ async fn a_gateway_frozen_past_its_lease_is_reaped_then_registers_its_sockets_ag
         online_counts(&client).await.unwrap() == (FROZEN_USERS as u64 - 1, FROZEN_USERS as u64 - 1)
     })
     .await;
+}
+
+/// Redis goes away, with its data, for three times the gateway's lease and
+/// comes back: nobody could renew meanwhile, so lease time did not run. No
+/// live gateway is reaped, nobody's event says `disconnected` or `offline`,
+/// and every user is still online with their socket served.
+#[tokio::test]
+async fn redis_away_longer_than_the_lease_reaps_no_live_gateway() {
+    const USERS: usize = 5;
+    let mut redis = RedisServer::spawn_persistent().await;
+    let url = redis.url().to_owned();
+    let namespace = unique_namespace();
+    let presence = Service::presence(&url, &namespace, &["--reap-interval", "200ms"]).await;
+    let gateway = Service::gateway(
+        &url,
+        &namespace,
+        &["--instance-id", "patient", "--lease-ttl", "1s"],
+    )
+    .await;
+    let mut client = pulse_e2e::presence_client(presence.grpc_url()).await;
+    let mut watch = watch(&mut client, &[]).await;
+    let mut sockets = Vec::new();
+    for user in 0..USERS {
+        let mut socket = connect(
+            gateway.addr,
+            &format!("?token={}", token(&format!("calm-{user}"))),
+        )
+        .await;
+        assert_eq!(next_json(&mut socket).await["type"], "connected");
+        sockets.push(socket);
+    }
+    // The position after every connect: what a consumer had handled.
+    let mut position = String::new();
+    for _ in 0..2 * USERS {
+        position = next_watch(&mut watch).await.position;
+    }
+    drop(watch);
+    let resynced = |gateway: &Service| {
+        gateway
+            .logs()
+            .iter()
+            .filter(|line| line.contains("presence re-synchronised"))
+            .count()
+    };
+    let resyncs_before = resynced(&gateway);
+
+    redis.shutdown_saving().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart().await;
+
+    // The gateway renews (and re-syncs) once Redis is back; by then any
+    // reap of a lease taken as expired would have happened.
+    eventually(
+        "the gateway re-synchronised",
+        Duration::from_secs(20),
+        || async { resynced(&gateway) > resyncs_before },
+    )
+    .await;
+    // Markers: each user opens a second socket after the outage. Events are
+    // in order per user, so whatever happened to a user in between (a reap
+    // would be `disconnected`, `offline`) comes before their marker.
+    let mut markers = Vec::new();
+    for user in 0..USERS {
+        let mut socket = connect(
+            gateway.addr,
+            &format!("?token={}", token(&format!("calm-{user}"))),
+        )
+        .await;
+        assert_eq!(next_json(&mut socket).await["type"], "connected");
+        markers.push(socket);
+    }
+    // pulse-presence may still be reconnecting to Redis: retry a while.
+    let mut attempts = 0;
+    let mut events = loop {
+        match client
+            .watch(pulse_protocol::proto::presence::v1::WatchRequest {
+                all: true,
+                since: position.clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) => {
+                attempts += 1;
+                assert!(attempts < 200, "Watch refused for 20 s: {status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let mut marked = std::collections::HashSet::new();
+    while marked.len() < USERS {
+        let event = next_watch(&mut events).await;
+        assert!(
+            matches!(event.kind(), EventKind::Connected),
+            "only the markers' connects after the outage, not {event:?}"
+        );
+        assert!(marked.insert(event.user_id.clone()), "{event:?}");
+    }
+    let metrics: std::net::SocketAddr = presence
+        .log_field("serving metrics", "metrics_addr")
+        .expect("pulse-presence logs its metrics address")
+        .parse()
+        .unwrap();
+    let (_, body) = get(metrics, "/metrics").await;
+    let reaped = body
+        .lines()
+        .find_map(|line| line.strip_prefix("pulse_presence_leases_reaped_total "));
+    assert!(
+        reaped.is_none_or(|count| count.trim() == "0"),
+        "no lease reaped: {reaped:?}"
+    );
+    for user in 0..USERS {
+        let seen = get_user(&mut client, &format!("calm-{user}")).await;
+        assert_eq!(seen.connections.len(), 2, "{seen:?}");
+    }
+    let sent = client
+        .send(pulse_protocol::proto::presence::v1::SendRequest {
+            user_id: "calm-3".into(),
+            data_json: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.connections, 2, "the socket from before the outage too");
+    assert_eq!(next_json(&mut sockets[3]).await["data"], 1);
+    assert_eq!(next_json(&mut markers[3]).await["data"], 1);
 }
 
 async fn next_watch(
