@@ -13,6 +13,7 @@ mod consumer;
 pub mod events;
 mod grpc;
 mod http;
+mod proxy;
 pub mod raw;
 mod service;
 mod stack;
@@ -27,6 +28,7 @@ pub use consumer::{
 };
 pub use grpc::{Grpc, get_user, online_counts, presence_client, watch};
 pub use http::{get, post_api, post_api_as, post_json};
+pub use proxy::Proxy;
 pub use pulse_presence::testing::{RedisServer, unique_namespace};
 pub use service::{Service, binary, proc_status_kib};
 pub use stack::Stack;

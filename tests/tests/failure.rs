@@ -177,10 +177,44 @@ async fn a_gateway_frozen_past_its_lease_is_reaped_then_registers_its_sockets_ag
 /// live gateway is reaped, nobody's event says `disconnected` or `offline`,
 /// and every user is still online with their socket served.
 #[tokio::test]
-async fn redis_away_longer_than_the_lease_reaps_no_live_gateway() {
+async fn redis_restarted_with_its_data_after_three_leases_reaps_no_live_gateway() {
+    redis_away_for_three_leases(Outage::RestartWithData).await;
+}
+
+/// The same when the primary dies and, three leases later, its replica is
+/// promoted and the address moves to it (as Sentinel or a virtual IP does):
+/// another Redis process, with everything the primary had.
+#[tokio::test]
+async fn a_replica_promoted_after_three_leases_reaps_no_live_gateway() {
+    redis_away_for_three_leases(Outage::FailoverToReplica).await;
+}
+
+/// How Redis goes away.
+#[derive(Clone, Copy)]
+enum Outage {
+    /// `SHUTDOWN SAVE`, then started again on its port with its data.
+    RestartWithData,
+    /// The primary killed; its replica promoted (`REPLICAOF NO ONE`) and a
+    /// proxy's address moved to it.
+    FailoverToReplica,
+}
+
+async fn redis_away_for_three_leases(outage: Outage) {
     const USERS: usize = 5;
-    let mut redis = RedisServer::spawn_persistent().await;
-    let url = redis.url().to_owned();
+    const AWAY: Duration = Duration::from_secs(3);
+    let mut redis = match outage {
+        Outage::RestartWithData => RedisServer::spawn_persistent().await,
+        Outage::FailoverToReplica => RedisServer::spawn().await,
+    };
+    let replica = match outage {
+        Outage::RestartWithData => None,
+        Outage::FailoverToReplica => Some(replica_of(&redis).await),
+    };
+    let proxy = Proxy::start(address(redis.url())).await;
+    let url = match outage {
+        Outage::RestartWithData => redis.url().to_owned(),
+        Outage::FailoverToReplica => proxy.redis_url(),
+    };
     let namespace = unique_namespace();
     let presence = Service::presence(&url, &namespace, &["--reap-interval", "200ms"]).await;
     let gateway = Service::gateway(
@@ -216,9 +250,36 @@ async fn redis_away_longer_than_the_lease_reaps_no_live_gateway() {
     };
     let resyncs_before = resynced(&gateway);
 
-    redis.shutdown_saving().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    redis.restart().await;
+    match (outage, replica.as_ref()) {
+        (Outage::RestartWithData, _) => {
+            redis.shutdown_saving().await;
+            tokio::time::sleep(AWAY).await;
+            redis.restart().await;
+        }
+        (Outage::FailoverToReplica, Some(replica)) => {
+            // Every write of the primary reached the replica first.
+            let mut primary = connection(redis.url()).await;
+            let acked: i64 = redis::cmd("WAIT")
+                .arg(1)
+                .arg(5000)
+                .query_async(&mut primary)
+                .await
+                .unwrap();
+            assert_eq!(acked, 1, "the replica acknowledged every write");
+            redis.stop().await;
+            proxy.switch(None);
+            tokio::time::sleep(AWAY).await;
+            let mut promoted = connection(replica.url()).await;
+            redis::cmd("REPLICAOF")
+                .arg("NO")
+                .arg("ONE")
+                .query_async::<()>(&mut promoted)
+                .await
+                .unwrap();
+            proxy.switch(Some(address(replica.url())));
+        }
+        (Outage::FailoverToReplica, None) => unreachable!("a failover has a replica"),
+    }
 
     // The gateway renews (and re-syncs) once Redis is back; by then any
     // reap of a lease taken as expired would have happened.
@@ -297,6 +358,45 @@ async fn redis_away_longer_than_the_lease_reaps_no_live_gateway() {
     assert_eq!(sent.connections, 2, "the socket from before the outage too");
     assert_eq!(next_json(&mut sockets[3]).await["data"], 1);
     assert_eq!(next_json(&mut markers[3]).await["data"], 1);
+}
+
+/// A private `redis-server` replicating `primary`, once it is in sync.
+async fn replica_of(primary: &RedisServer) -> RedisServer {
+    let replica = RedisServer::spawn().await;
+    let mut connection = connection(replica.url()).await;
+    let port = primary.port().expect("a private primary");
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(port)
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    eventually("the replica in sync", Duration::from_secs(20), || {
+        let mut connection = connection.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            info.contains("master_link_status:up")
+        }
+    })
+    .await;
+    replica
+}
+
+async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// `127.0.0.1:PORT` of a `redis://127.0.0.1:PORT` URL.
+fn address(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("redis://").parse().unwrap()
 }
 
 async fn next_watch(
