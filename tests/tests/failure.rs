@@ -86,34 +86,18 @@ async fn a_killed_gateway_is_reaped_with_events_within_the_lease() {
 async fn a_gateway_frozen_past_its_lease_is_reaped_then_registers_its_sockets_again() {
     const FROZEN_USERS: usize = 5;
     let redis = RedisServer::start().await;
-    let namespace = unique_namespace();
-    let presence = Service::presence(redis.url(), &namespace, &["--reap-interval", "200ms"]).await;
-    let gateway = Service::gateway(
-        redis.url(),
-        &namespace,
-        &["--instance-id", "frozen", "--lease-ttl", "1s"],
-    )
-    .await;
-    let mut client = pulse_e2e::presence_client(presence.grpc_url()).await;
-    let mut watch = watch(&mut client, &[]).await;
-    let mut sockets = Vec::new();
-    for user in 0..FROZEN_USERS {
-        let mut socket = connect(
-            gateway.addr,
-            &format!("?token={}", token(&format!("ice-{user}"))),
-        )
-        .await;
-        assert_eq!(next_json(&mut socket).await["type"], "connected");
-        sockets.push(socket);
-    }
+    let OneGateway {
+        presence: _presence,
+        gateway,
+        mut client,
+        mut watch,
+        mut sockets,
+        ..
+    } = OneGateway::start(redis.url(), "frozen", "ice", FROZEN_USERS).await;
     let kinds = |events: &mut HashMap<(String, i32), usize>,
                  event: pulse_protocol::proto::presence::v1::PresenceEvent| {
         *events.entry((event.user_id, event.kind)).or_default() += 1;
     };
-    let mut seen = HashMap::new();
-    while seen.len() < 2 * FROZEN_USERS {
-        kinds(&mut seen, next_watch(&mut watch).await);
-    }
 
     gateway.signal("STOP").await;
     let mut reaped = HashMap::new();
@@ -215,31 +199,14 @@ async fn redis_away_for_three_leases(outage: Outage) {
         Outage::RestartWithData => redis.url().to_owned(),
         Outage::FailoverToReplica => proxy.redis_url(),
     };
-    let namespace = unique_namespace();
-    let presence = Service::presence(&url, &namespace, &["--reap-interval", "200ms"]).await;
-    let gateway = Service::gateway(
-        &url,
-        &namespace,
-        &["--instance-id", "patient", "--lease-ttl", "1s"],
-    )
-    .await;
-    let mut client = pulse_e2e::presence_client(presence.grpc_url()).await;
-    let mut watch = watch(&mut client, &[]).await;
-    let mut sockets = Vec::new();
-    for user in 0..USERS {
-        let mut socket = connect(
-            gateway.addr,
-            &format!("?token={}", token(&format!("calm-{user}"))),
-        )
-        .await;
-        assert_eq!(next_json(&mut socket).await["type"], "connected");
-        sockets.push(socket);
-    }
-    // The position after every connect: what a consumer had handled.
-    let mut position = String::new();
-    for _ in 0..2 * USERS {
-        position = next_watch(&mut watch).await.position;
-    }
+    let OneGateway {
+        presence,
+        gateway,
+        mut client,
+        watch,
+        mut sockets,
+        position,
+    } = OneGateway::start(&url, "patient", "calm", USERS).await;
     drop(watch);
     let resynced = |gateway: &Service| {
         gateway
@@ -294,13 +261,7 @@ async fn redis_away_for_three_leases(outage: Outage) {
     // would be `disconnected`, `offline`) comes before their marker.
     let mut markers = Vec::new();
     for user in 0..USERS {
-        let mut socket = connect(
-            gateway.addr,
-            &format!("?token={}", token(&format!("calm-{user}"))),
-        )
-        .await;
-        assert_eq!(next_json(&mut socket).await["type"], "connected");
-        markers.push(socket);
+        markers.push(open(&gateway, &format!("calm-{user}")).await);
     }
     // pulse-presence may still be reconnecting to Redis: retry a while.
     let mut attempts = 0;
@@ -358,6 +319,57 @@ async fn redis_away_for_three_leases(outage: Outage) {
     assert_eq!(sent.connections, 2, "the socket from before the outage too");
     assert_eq!(next_json(&mut sockets[3]).await["data"], 1);
     assert_eq!(next_json(&mut markers[3]).await["data"], 1);
+}
+
+/// `pulse-presence` (reaping every 200 ms) and one gateway with a 1 s lease,
+/// with `users` users (`<prefix>-<n>`) holding a socket each on it, and a
+/// `Watch` of everyone that has read their connects.
+struct OneGateway {
+    presence: Service,
+    gateway: Service,
+    client: Grpc,
+    watch: tonic::Streaming<pulse_protocol::proto::presence::v1::PresenceEvent>,
+    sockets: Vec<Client>,
+    /// The position of the last connect read.
+    position: String,
+}
+
+impl OneGateway {
+    async fn start(url: &str, instance: &str, prefix: &str, users: usize) -> Self {
+        let namespace = unique_namespace();
+        let presence = Service::presence(url, &namespace, &["--reap-interval", "200ms"]).await;
+        let gateway = Service::gateway(
+            url,
+            &namespace,
+            &["--instance-id", instance, "--lease-ttl", "1s"],
+        )
+        .await;
+        let mut client = pulse_e2e::presence_client(presence.grpc_url()).await;
+        let mut watch = watch(&mut client, &[]).await;
+        let mut sockets = Vec::new();
+        for user in 0..users {
+            sockets.push(open(&gateway, &format!("{prefix}-{user}")).await);
+        }
+        let mut position = String::new();
+        for _ in 0..2 * users {
+            position = next_watch(&mut watch).await.position;
+        }
+        Self {
+            presence,
+            gateway,
+            client,
+            watch,
+            sockets,
+            position,
+        }
+    }
+}
+
+/// A socket of `user` on `gateway`, once it is `connected`.
+async fn open(gateway: &Service, user: &str) -> Client {
+    let mut socket = connect(gateway.addr, &format!("?token={}", token(user))).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connected");
+    socket
 }
 
 /// A private `redis-server` replicating `primary`, once it is in sync.
