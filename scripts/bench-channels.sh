@@ -136,22 +136,6 @@ gateway() {
     --jwt-secret "$SECRET"
 }
 
-# Other people's builds on this machine skew a run: wait (30 s at most) for
-# the machine to be quiet, under 15 % of a core busy over one second.
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-wait_quiet() {
-  local attempt before after
-  for attempt in $(seq 1 15); do
-    before=$(busy_ticks)
-    sleep 1
-    after=$(busy_ticks)
-    if [ $((after - before)) -lt 15 ]; then return; fi
-    if [ "$attempt" = 1 ]; then echo "waiting for a quiet machine ($((after - before)) % of a core busy)"; fi
-    sleep 1
-  done
-  echo "warning: the machine is still busy; measuring anyway (see \"others\" in the tables)"
-}
-
 # bench NAME ARGS...: runs the load generator; its output goes to the log
 # and its RESULT lines to the results file.
 bench() {

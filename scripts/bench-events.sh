@@ -82,22 +82,6 @@ REDIS_PORT=${REDIS_URL##*:}
 REDIS_PORT=${REDIS_PORT%%/*}
 REDIS_PID=$(redis-cli -p "$REDIS_PORT" info server 2>/dev/null | sed -n 's/^process_id:\([0-9]*\).*/\1/p' | tr -d '\r')
 
-# Other people's builds on this machine skew the figures: wait (30 s at most)
-# for the machine to be quiet, under 15 % of a core busy over one second.
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-wait_quiet() {
-  local attempt before after
-  for attempt in $(seq 1 15); do
-    before=$(busy_ticks)
-    sleep 1
-    after=$(busy_ticks)
-    if [ $((after - before)) -lt 15 ]; then return; fi
-    if [ "$attempt" = 1 ]; then echo "waiting for a quiet machine ($((after - before)) % of a core busy)"; fi
-    sleep 1
-  done
-  echo "warning: the machine is still busy; measuring anyway"
-}
-
 # bench NAME ARGS...: runs the load generator once the machine is quiet; its
 # RESULT line goes to the results file.
 bench() {

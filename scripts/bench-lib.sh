@@ -1,5 +1,5 @@
 # Sourced by the benchmark scripts (after lib.sh): starting and stopping the
-# services under test. The caller sets `bin` (the binaries' directory),
+# services under test, and waiting for a quiet machine. The caller sets `bin` (the binaries' directory),
 # `LOGS` (where each service's log goes) and the array `pids` (what its
 # cleanup stops).
 
@@ -38,4 +38,21 @@ stop() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+}
+
+# Other people's builds on this machine skew a run: wait (30 s at most) for
+# the machine to be quiet, under 15 % of a core busy over one second.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+wait_quiet() {
+  local attempt before after
+  for attempt in $(seq 1 15); do
+    before=$(busy_ticks)
+    sleep 1
+    after=$(busy_ticks)
+    # Ticks are hundredths of a second: 15 ticks in one second is 15 % of a core.
+    if [ $((after - before)) -lt 15 ]; then return; fi
+    if [ "$attempt" = 1 ]; then echo "waiting for a quiet machine ($((after - before)) % of a core busy)"; fi
+    sleep 1
+  done
+  echo "warning: the machine is still busy; measuring anyway (see \"others\" in the tables)"
 }

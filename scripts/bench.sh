@@ -98,23 +98,6 @@ bench() {
     { echo "error: $name printed no result; see $LOGS/bench-$name.log" >&2; exit 1; }
 }
 
-# Other people's builds on this machine skew a burst: wait (30 s at most) for
-# the machine to be quiet, under 15 % of a core busy over one second.
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-wait_quiet() {
-  local attempt before after
-  for attempt in $(seq 1 15); do
-    before=$(busy_ticks)
-    sleep 1
-    after=$(busy_ticks)
-    # Ticks are hundredths of a second: 15 ticks in one second is 15 % of a core.
-    if [ $((after - before)) -lt 15 ]; then return; fi
-    if [ "$attempt" = 1 ]; then echo "waiting for a quiet machine ($((after - before)) % of a core busy)"; fi
-    sleep 1
-  done
-  echo "warning: the machine is still busy; measuring anyway"
-}
-
 # The idle window (and its heartbeats) is watched on the first run only.
 idle_window() { if [ "$1" = 1 ]; then echo "$IDLE_WINDOW"; else echo 0s; fi; }
 connect_args=(--connections "$CONNECTIONS" --sources "$SOURCES" --max-inflight "$MAX_INFLIGHT")
