@@ -8,11 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
-use pulse_presence::webhooks::sign;
+use hyper::StatusCode;
+use pulse_presence::{testing::serve_webhooks, webhooks::sign};
 use pulse_protocol::{
     event::{Position, now_ms},
     proto::presence::v1::{EventKind, PresenceEvent},
@@ -127,33 +124,9 @@ impl WebhookReceiver {
         let addr = listener.local_addr().unwrap();
         let inbox: Arc<Mutex<Inbox>> = Arc::default();
         let shared = inbox.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let inbox = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let inbox = inbox.clone();
-                        async move {
-                            let header = request
-                                .headers()
-                                .get(sign::SIGNATURE_HEADER)
-                                .and_then(|value| value.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
-                            let body = request.into_body().collect().await?.to_bytes();
-                            let status = take(&mut inbox.lock().unwrap(), &header, &body);
-                            let response = Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::new()))
-                                .expect("a valid response");
-                            Ok::<_, hyper::Error>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = serve_webhooks(listener, move |header, body| {
+            let status = take(&mut shared.lock().unwrap(), &header, &body);
+            async move { status }
         });
         Self { addr, inbox, task }
     }

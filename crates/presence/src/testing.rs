@@ -1,5 +1,6 @@
-//! Test support: a Redis and a Redis Cluster to test against, and
-//! namespaces that keep tests sharing one Redis apart.
+//! Test support: a Redis and a Redis Cluster to test against, namespaces
+//! that keep tests sharing one Redis apart, and the HTTP side of a webhook
+//! receiver.
 //!
 //! Compiled for this crate's tests and, with the `testing` feature, for
 //! anyone else's.
@@ -18,8 +19,10 @@ use tokio::{
 };
 
 mod cluster;
+mod webhook_server;
 
 pub use cluster::RedisCluster;
+pub use webhook_server::serve_webhooks;
 
 /// How long a fresh `redis-server` may take to answer `PING`.
 const START_DEADLINE: Duration = Duration::from_secs(10);

@@ -15,12 +15,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
+use hyper::{Request, StatusCode};
 use pulse_presence::{
     Presence, RedisOptions,
-    testing::{RedisServer, unique_namespace},
+    testing::{RedisServer, serve_webhooks, unique_namespace},
     webhooks::{Target, run_webhooks, sign},
 };
 use pulse_protocol::{EventKind, event::now_ms};
@@ -80,61 +79,35 @@ impl Receiver {
 
     fn serve(&mut self, listener: TcpListener) {
         let inbox = self.inbox.clone();
-        self.task = Some(tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+        self.task = Some(serve_webhooks(listener, move |header, body| {
+            let inbox = inbox.clone();
+            async move {
+                let hold = {
+                    let mut inbox = inbox.lock().unwrap();
+                    inbox.in_flight += 1;
+                    inbox.most_in_flight = inbox.most_in_flight.max(inbox.in_flight);
+                    inbox.hold_next.take()
                 };
-                let inbox = inbox.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let inbox = inbox.clone();
-                        async move {
-                            let header = request
-                                .headers()
-                                .get(sign::SIGNATURE_HEADER)
-                                .and_then(|value| value.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
-                            let hold = {
-                                let mut inbox = inbox.lock().unwrap();
-                                inbox.in_flight += 1;
-                                inbox.most_in_flight = inbox.most_in_flight.max(inbox.in_flight);
-                                inbox.hold_next.take()
-                            };
-                            if let Some(hold) = hold {
-                                tokio::time::sleep(hold).await;
-                            }
-                            let body = request.into_body().collect().await?.to_bytes();
-                            let verified = sign::verify(
-                                SECRET,
-                                &header,
-                                &body,
-                                now_ms() / 1000,
-                                sign::DEFAULT_TOLERANCE,
-                            );
-                            let mut inbox = inbox.lock().unwrap();
-                            inbox.in_flight -= 1;
-                            let status = if verified.is_ok() {
-                                let batch: Batch = serde_json::from_slice(&body).unwrap();
-                                inbox.events.extend(batch.events);
-                                StatusCode::NO_CONTENT
-                            } else {
-                                inbox.bad_signatures += 1;
-                                StatusCode::UNAUTHORIZED
-                            };
-                            Ok::<_, hyper::Error>(
-                                Response::builder()
-                                    .status(status)
-                                    .body(Full::new(Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                if let Some(hold) = hold {
+                    tokio::time::sleep(hold).await;
+                }
+                let verified = sign::verify(
+                    SECRET,
+                    &header,
+                    &body,
+                    now_ms() / 1000,
+                    sign::DEFAULT_TOLERANCE,
+                );
+                let mut inbox = inbox.lock().unwrap();
+                inbox.in_flight -= 1;
+                if verified.is_ok() {
+                    let batch: Batch = serde_json::from_slice(&body).unwrap();
+                    inbox.events.extend(batch.events);
+                    StatusCode::NO_CONTENT
+                } else {
+                    inbox.bad_signatures += 1;
+                    StatusCode::UNAUTHORIZED
+                }
             }
         }));
     }

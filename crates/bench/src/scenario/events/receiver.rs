@@ -1,5 +1,5 @@
-//! The webhook receiver of the `webhooks` scenario: a hyper HTTP/1 server
-//! that reads each POST's body, checks its `Pulse-Signature` with the
+//! The webhook receiver of the `webhooks` scenario: an HTTP/1 server
+//! (`pulse_presence::testing::serve_webhooks`) that reads each POST's body, checks its `Pulse-Signature` with the
 //! secret (`pulse_presence::webhooks::sign::verify`, what a Rust receiver
 //! would call), notes when each event arrived (by user and kind, the first
 //! time; a repeated id is counted), and answers 204 (401 to a bad
@@ -11,11 +11,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
-use pulse_presence::webhooks::sign;
+use hyper::StatusCode;
+use pulse_presence::{testing::serve_webhooks, webhooks::sign};
 use serde::Deserialize;
 use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 
@@ -103,41 +100,16 @@ impl Receiver {
         let inbox: Arc<Mutex<Inbox>> = Arc::default();
         let shared = inbox.clone();
         let secret: Arc<[u8]> = secret.into_bytes().into();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                let (inbox, secret) = (shared.clone(), secret.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let (inbox, secret) = (inbox.clone(), secret.clone());
-                        async move {
-                            let header = request
-                                .headers()
-                                .get(sign::SIGNATURE_HEADER)
-                                .and_then(|value| value.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
-                            let body = request.into_body().collect().await?.to_bytes();
-                            let at = Instant::now();
-                            let status = take(
-                                &mut inbox.lock().expect("no panics while locked"),
-                                &secret,
-                                &header,
-                                &body,
-                                at,
-                            );
-                            let response = Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::new()))
-                                .expect("a valid response");
-                            Ok::<_, hyper::Error>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = serve_webhooks(listener, move |header, body| {
+            let at = Instant::now();
+            let status = take(
+                &mut shared.lock().expect("no panics while locked"),
+                &secret,
+                &header,
+                &body,
+                at,
+            );
+            async move { status }
         });
         Ok(Self { inbox, task })
     }
