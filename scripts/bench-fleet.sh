@@ -16,8 +16,10 @@
 #    user opening LIMIT_CONNECTS sockets at once, round robin over the three
 #    (TCP first, then every upgrade together behind a barrier). Exactly
 #    LIMIT must go live in every trial, the rest be refused 4429
-#    `too_many_connections`, and presence hold exactly the live ones; then
-#    the control, LIMIT sockets at once, none refused.
+#    `too_many_connections`, and presence hold exactly the live ones. Then
+#    the same with LIMIT_USERS_AT_ONCE users' trials at a time (load), and
+#    the control: LIMIT sockets at once, as many users at a time, none
+#    refused.
 #
 #   scripts/bench-fleet.sh                    # 10,000 own; 0 and 50,000 others; 2 runs each; limit 5, 12 at once, 200 trials
 #   OWN=5000 OTHERS=20000 FLEET_REPEATS=1 LIMIT_TRIALS=20 BENCHMARKS=/tmp/b.md scripts/bench-fleet.sh   # a quick look
@@ -39,6 +41,7 @@ REPEATS=${FLEET_REPEATS:-2}
 LIMIT=${LIMIT:-5}
 LIMIT_CONNECTS=${LIMIT_CONNECTS:-12}
 LIMIT_TRIALS=${LIMIT_TRIALS:-200}
+LIMIT_USERS_AT_ONCE=${LIMIT_USERS_AT_ONCE:-8}
 BENCHMARKS=${BENCHMARKS:-BENCHMARKS.md}
 SECRET="bench-secret-0123456789abcdef0123456789abcdef"
 
@@ -138,22 +141,22 @@ done
 fi
 
 if [ "$LIMIT_TRIALS" -gt 0 ]; then
-  step "the per-user limit across three gateways at once: limit $LIMIT, $LIMIT_CONNECTS sockets of one user at once, then $LIMIT (the control); $LIMIT_TRIALS trials each"
+  step "the per-user limit across three gateways at once: limit $LIMIT, $LIMIT_CONNECTS sockets of one user at once, one user at a time then $LIMIT_USERS_AT_ONCE; then $LIMIT sockets (the control); $LIMIT_TRIALS trials each"
   namespace="bench-limit-$$"
   gateways=()
   for instance in a b c; do
     start_gateway "$namespace-$instance" "$namespace" --max-connections-per-user "$LIMIT"
     gateways+=(--gateway "$GATEWAY_ADDR")
   done
-  for setting in over control; do
-    if [ "$setting" = over ]; then
-      label=pulse-user-limit connects=$LIMIT_CONNECTS source=127.0.91.1
-    else
-      label=pulse-user-limit-control connects=$LIMIT source=127.0.92.1
-    fi
+  for setting in over loaded control; do
+    case $setting in
+      over) label=pulse-user-limit connects=$LIMIT_CONNECTS users=1 source=127.0.91.1 ;;
+      loaded) label=pulse-user-limit-loaded connects=$LIMIT_CONNECTS users=$LIMIT_USERS_AT_ONCE source=127.0.92.1 ;;
+      control) label=pulse-user-limit-control connects=$LIMIT users=$LIMIT_USERS_AT_ONCE source=127.0.93.1 ;;
+    esac
     "$bin/pulse-bench" --time-limit 15m user-limit --label "$label" "${gateways[@]}" \
       --redis-url "$REDIS_URL" --redis-namespace "$namespace" --limit "$LIMIT" \
-      --connects "$connects" --trials "$LIMIT_TRIALS" --source-base "$source" \
+      --connects "$connects" --trials "$LIMIT_TRIALS" --concurrent-users "$users" --source-base "$source" \
       --user-prefix "$namespace-$setting" --jwt-secret "$SECRET" 2>&1 |
       tee "$LOGS/$namespace-$setting.bench.log" | grep -v '^RESULT ' || true
     grep '^RESULT ' "$LOGS/$namespace-$setting.bench.log" >>"$OUT" ||
@@ -180,10 +183,12 @@ if [ -z "${SKIP_REPORT:-}" ]; then
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   dirty=""
   if [ -n "$(git status --porcelain 2>/dev/null)" ]; then dirty=" plus uncommitted changes in the tree"; fi
+  memory_setup="memory: $OWN own connections, others 0 and $OTHERS, $REPEATS runs each"
+  if [ -n "${LIMIT_ONLY:-}" ]; then memory_setup="memory: not run (LIMIT_ONLY)"; fi
   "$bin/pulse-bench" report --only-fleet --results "$OUT" --benchmarks "$BENCHMARKS" \
     --command "${COMMAND:-scripts/bench-fleet.sh}" \
     --machine "$(nproc) cores ($cpu, $(uname -m)), $memory, open files $(ulimit -n), load average at the start $LOAD_AT_START" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
-    --setup "commit $commit$dirty; load generator on the same cores: pulse-bench, 1 tokio worker thread, client fws; memory: $OWN own connections, $OTHERS others, $REPEATS runs each${LIMIT_ONLY:+ (not run: LIMIT_ONLY)}; limit: 3 gateways on one namespace, --max-connections-per-user $LIMIT, $LIMIT_CONNECTS sockets at once then $LIMIT, $LIMIT_TRIALS trials each; gateways log at RUST_LOG=${GATEWAY_LOG:-info} with LOG_FORMAT=json; Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on loopback"
+    --setup "commit $commit$dirty; load generator on the same cores: pulse-bench, 1 tokio worker thread, client fws; $memory_setup; limit: 3 gateways on one namespace, --max-connections-per-user $LIMIT, $LIMIT_CONNECTS sockets of a user at once (one user at a time, then $LIMIT_USERS_AT_ONCE), then $LIMIT (the control), $LIMIT_TRIALS trials each, TCP opened first and every upgrade written together; gateways log at RUST_LOG=${GATEWAY_LOG:-info} with LOG_FORMAT=json; Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on loopback"
 fi
 step "done: results in $OUT"

@@ -23,7 +23,7 @@ pub use channels::{FANOUT_FLOOR, FANOUT_FLOOR_COALESCE, FANOUT_FLOOR_DIRECT, is_
 pub use events::{EVENTS_PRE17, EVENTS_PRESENCE, is_events_result};
 pub use fleet::{FLEET_ALONE, FLEET_CROWDED};
 pub use history::{PULSE_HISTORY, REDIS_FLOOR, is_history_result};
-pub use user_limit::{USER_LIMIT, USER_LIMIT_CONTROL, is_fleet_result};
+pub use user_limit::{USER_LIMIT, USER_LIMIT_CONTROL, USER_LIMIT_LOADED, is_fleet_result};
 
 /// The line after which the generated tables start.
 pub const START_MARKER: &str = "<!-- bench:start -->";

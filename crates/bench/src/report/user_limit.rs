@@ -9,6 +9,8 @@ use crate::result::{BenchResult, UserLimitResult};
 
 /// The label of the run with more sockets at once than the limit.
 pub const USER_LIMIT: &str = "pulse-user-limit";
+/// The same with several users' trials at once, for load.
+pub const USER_LIMIT_LOADED: &str = "pulse-user-limit-loaded";
 /// The label of the control: exactly as many sockets as the limit.
 pub const USER_LIMIT_CONTROL: &str = "pulse-user-limit-control";
 
@@ -94,7 +96,7 @@ pub(super) fn render(out: &mut String, results: &[BenchResult]) {
         "### One user's sockets at once on three gateways, over the per-user limit (`user-limit`)\n\n",
     );
     out.push_str(
-        "| run | gateways | limit L | sockets at once K | trials | trials exact | live per trial (min–max) | refused, by close and code | other outcomes | presence ≠ live | live: upgrade to `connected` p50 / p99 | refused: upgrade to `error` p50 / p99 |\n",
+        "| run | gateways | limit L | sockets at once K | trials (users at once) | trials exact | live per trial (min–max) | refused, by close and code | other outcomes | presence ≠ live | live: upgrade to `connected` p50 / p99 | refused: upgrade to `error` p50 / p99 |\n",
     );
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let counts = |map: &std::collections::BTreeMap<String, u64>| {
@@ -117,12 +119,13 @@ pub(super) fn render(out: &mut String, results: &[BenchResult]) {
     for run in &runs {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {}–{} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} ({}) | {} | {}–{} | {} | {} | {} | {} | {} |",
             run.label,
             run.gateways,
             run.limit,
             run.connects_per_trial,
             number(run.trials as f64),
+            run.concurrent_users,
             number(run.exact_trials as f64),
             run.accepted_min,
             run.accepted_max,

@@ -21,6 +21,7 @@ fn run(label: &str, limit: u64, connects: u64, exact: u64) -> UserLimitResult {
         label: label.into(),
         gateways: 3,
         trials,
+        concurrent_users: 4,
         limit,
         connects_per_trial: connects,
         exact_trials: exact,
@@ -56,12 +57,12 @@ fn every_trial_exact_passes_and_the_table_shows_the_counts() {
     );
     assert!(
         text.contains(
-            "| pulse-user-limit | 3 | 5 | 12 | 200 | 200 | 5–5 | 1,400 × 4429 too_many_connections | none | 0 | 1 / 2.5 ms | 1.2 / 3 ms |"
+            "| pulse-user-limit | 3 | 5 | 12 | 200 (4) | 200 | 5–5 | 1,400 × 4429 too_many_connections | none | 0 | 1 / 2.5 ms | 1.2 / 3 ms |"
         ),
         "{text}"
     );
     assert!(
-        text.contains("| pulse-user-limit-control | 3 | 5 | 5 | 200 | 200 | 5–5 | none | none | 0 | 1 / 2.5 ms | 1.2 / 3 ms |"),
+        text.contains("| pulse-user-limit-control | 3 | 5 | 5 | 200 (4) | 200 | 5–5 | none | none | 0 | 1 / 2.5 ms | 1.2 / 3 ms |"),
         "{text}"
     );
     assert!(

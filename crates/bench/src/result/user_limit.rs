@@ -17,6 +17,9 @@ pub struct UserLimitResult {
     pub gateways: u64,
     /// Trials, each with a user of its own.
     pub trials: u64,
+    /// Trials (users) that ran at once.
+    #[serde(default = "one")]
+    pub concurrent_users: u64,
     /// The gateways' `--max-connections-per-user`.
     pub limit: u64,
     /// Sockets opened at once in each trial.
@@ -47,6 +50,10 @@ pub struct UserLimitResult {
     pub refused_handshake: Percentiles,
     /// How long all the trials took, in seconds.
     pub duration_s: f64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl UserLimitResult {

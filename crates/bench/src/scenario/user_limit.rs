@@ -9,12 +9,13 @@
 //! close after it. Exactly `min(limit, connects)` must be live, the rest
 //! refused with 4429 `too_many_connections`, and presence must hold as many
 //! of the user's connections as went live. Then every socket is dropped and
-//! the trial waits until presence holds none of the user's before the next.
+//! the trial waits until presence holds none of the user's before it ends.
+//! Several trials (users) may run at once (`concurrent_users`), for load.
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use futures_util::future::join_all;
+use futures_util::{StreamExt, future::join_all, stream};
 use pulse_presence::{Presence, RedisOptions};
 use tokio::{
     sync::Barrier,
@@ -51,6 +52,8 @@ pub struct UserLimitOptions {
     pub connects: usize,
     /// Trials, each with a user of its own.
     pub trials: usize,
+    /// Trials (users) at once: load beside each trial's own burst.
+    pub concurrent_users: usize,
     /// User ids are this prefix and the trial's number.
     pub user_prefix: String,
 }
@@ -102,9 +105,10 @@ pub async fn run(setup: ClientSetup, options: UserLimitOptions) -> anyhow::Resul
     let setup = Arc::new(setup);
     let (limit, connects) = (options.limit, options.connects);
     println!(
-        "user-limit [{}]: {} trials, {connects} sockets of one user at once over {} gateways, limit {limit}",
+        "user-limit [{}]: {} trials, {} at a time, {connects} sockets of one user at once over {} gateways, limit {limit}",
         options.label,
         options.trials,
+        options.concurrent_users.max(1),
         options.gateways.len()
     );
     let mut accepted_handshake = Samples::with_capacity(options.trials * limit.min(connects));
@@ -114,53 +118,25 @@ pub async fn run(setup: ClientSetup, options: UserLimitOptions) -> anyhow::Resul
     let mut accepted_by_gateway = vec![0u64; options.gateways.len()];
     let (mut exact_trials, mut accepted_min, mut accepted_max) = (0u64, usize::MAX, 0usize);
     let (mut presence_mismatches, mut first_inexact) = (0u64, None);
+    let (mut done, tenth) = (0usize, (options.trials / 10).max(1));
     let started = Instant::now();
-    for trial in 0..options.trials {
-        let user = format!("{}-{trial}", options.user_prefix);
-        let path = Arc::new(setup.path_for(&user));
-        let barrier = Arc::new(Barrier::new(connects));
-        let attempts = (0..connects).map(|index| {
-            let (setup, path, barrier) = (setup.clone(), path.clone(), barrier.clone());
-            let gateway = index % options.gateways.len();
-            let server = options.gateways[gateway];
-            tokio::spawn(async move {
-                attempt(
-                    &setup,
-                    server,
-                    trial * connects + index,
-                    &path,
-                    &barrier,
-                    gateway,
-                )
-                .await
-            })
-        });
-        let mut counts = TrialCounts::default();
-        let mut live = Vec::with_capacity(limit.min(connects));
-        for outcome in join_all(attempts).await {
-            match outcome.context("a connection task panicked")? {
-                Outcome::Accepted(conn, latency, gateway) => {
-                    counts.accepted += 1;
-                    accepted_handshake.record(latency);
-                    accepted_by_gateway[gateway] += 1;
-                    live.push(conn);
-                }
-                Outcome::Refused(reason, latency) => {
-                    refused_handshake.record(latency);
-                    if reason == LIMIT_REFUSAL {
-                        counts.limit_refusals += 1;
-                    } else {
-                        counts.others += 1;
-                    }
-                    *refusals.entry(reason).or_default() += 1;
-                }
-                Outcome::Other(reason) => {
-                    counts.others += 1;
-                    *others.entry(reason).or_default() += 1;
-                }
-            }
+    let mut trials = stream::iter(0..options.trials)
+        .map(|trial| one_trial(&setup, &options, &presence, trial))
+        .buffer_unordered(options.concurrent_users.max(1));
+    while let Some(seen) = trials.next().await {
+        let seen = seen?;
+        let counts = &seen.counts;
+        for (latency, gateway) in &seen.accepted {
+            accepted_handshake.record(*latency);
+            accepted_by_gateway[*gateway] += 1;
         }
-        counts.in_presence = presence.user(&user).await?.len();
+        for (reason, latency) in seen.refused {
+            refused_handshake.record(latency);
+            *refusals.entry(reason).or_default() += 1;
+        }
+        for reason in seen.others {
+            *others.entry(reason).or_default() += 1;
+        }
         if counts.in_presence != counts.accepted {
             presence_mismatches += 1;
         }
@@ -169,24 +145,20 @@ pub async fn run(setup: ClientSetup, options: UserLimitOptions) -> anyhow::Resul
         if counts.exact(limit, connects) {
             exact_trials += 1;
         } else {
-            println!(
-                "user-limit [{}]: trial {trial} ({user}) NOT exact: {counts:?}",
-                options.label
-            );
-            first_inexact.get_or_insert_with(|| format!("trial {trial} ({user}): {counts:?}"));
+            let what = format!("trial {} ({}): {counts:?}", seen.trial, seen.user);
+            println!("user-limit [{}]: NOT exact: {what}", options.label);
+            first_inexact.get_or_insert(what);
         }
-        // Dropping the sockets ends them; the gateways unregister them.
-        drop(live);
-        wait_gone(&presence, &user).await?;
-        if options.trials >= 10 && (trial + 1) % (options.trials / 10) == 0 {
+        done += 1;
+        if done % tenth == 0 {
             println!(
-                "user-limit [{}]: {} trials, {exact_trials} exact, {:.1} s",
+                "user-limit [{}]: {done} trials, {exact_trials} exact, {:.1} s",
                 options.label,
-                trial + 1,
                 started.elapsed().as_secs_f64()
             );
         }
     }
+    drop(trials);
     let accepted = accepted_handshake.summary();
     let refused = refused_handshake.summary();
     println!(
@@ -204,6 +176,7 @@ pub async fn run(setup: ClientSetup, options: UserLimitOptions) -> anyhow::Resul
         label: options.label,
         gateways: options.gateways.len() as u64,
         trials: options.trials as u64,
+        concurrent_users: options.concurrent_users.max(1) as u64,
         limit: limit as u64,
         connects_per_trial: connects as u64,
         exact_trials,
@@ -218,6 +191,76 @@ pub async fn run(setup: ClientSetup, options: UserLimitOptions) -> anyhow::Resul
         refused_handshake: refused,
         duration_s: crate::stats::round3(started.elapsed().as_secs_f64()),
     })
+}
+
+/// What one trial saw, socket by socket.
+struct Trial {
+    trial: usize,
+    user: String,
+    counts: TrialCounts,
+    /// Upgrade to `connected`, and the gateway's index, per live socket.
+    accepted: Vec<(Duration, usize)>,
+    /// `"{close} {code}"` and upgrade to `error`, per refused socket.
+    refused: Vec<(String, Duration)>,
+    /// What else happened, per socket.
+    others: Vec<String>,
+}
+
+/// One trial: a new user's sockets at once, the user's connections in
+/// presence with the live ones held, then every socket dropped and the
+/// wait until presence holds none of them.
+async fn one_trial(
+    setup: &Arc<ClientSetup>,
+    options: &UserLimitOptions,
+    presence: &Presence,
+    trial: usize,
+) -> anyhow::Result<Trial> {
+    let connects = options.connects;
+    let user = format!("{}-{trial}", options.user_prefix);
+    let path = Arc::new(setup.path_for(&user));
+    let barrier = Arc::new(Barrier::new(connects));
+    let attempts = (0..connects).map(|index| {
+        let (setup, path, barrier) = (setup.clone(), path.clone(), barrier.clone());
+        let gateway = index % options.gateways.len();
+        let server = options.gateways[gateway];
+        let source = trial * connects + index;
+        tokio::spawn(async move { attempt(&setup, server, source, &path, &barrier, gateway).await })
+    });
+    let mut seen = Trial {
+        trial,
+        user,
+        counts: TrialCounts::default(),
+        accepted: Vec::new(),
+        refused: Vec::new(),
+        others: Vec::new(),
+    };
+    let mut live = Vec::with_capacity(options.limit.min(connects));
+    for outcome in join_all(attempts).await {
+        match outcome.context("a connection task panicked")? {
+            Outcome::Accepted(conn, latency, gateway) => {
+                seen.counts.accepted += 1;
+                seen.accepted.push((latency, gateway));
+                live.push(conn);
+            }
+            Outcome::Refused(reason, latency) => {
+                if reason == LIMIT_REFUSAL {
+                    seen.counts.limit_refusals += 1;
+                } else {
+                    seen.counts.others += 1;
+                }
+                seen.refused.push((reason, latency));
+            }
+            Outcome::Other(reason) => {
+                seen.counts.others += 1;
+                seen.others.push(reason);
+            }
+        }
+    }
+    seen.counts.in_presence = presence.user(&seen.user).await?.len();
+    // Dropping the sockets ends them; the gateways unregister them.
+    drop(live);
+    wait_gone(presence, &seen.user).await?;
+    Ok(seen)
 }
 
 /// One socket: TCP first, then the upgrade when every socket of the trial

@@ -36,6 +36,9 @@ pub(crate) struct UserLimitArgs {
     /// Trials, each with a user of its own.
     #[arg(long, default_value_t = 200)]
     trials: usize,
+    /// Trials (users) at once, each its own burst: load beside each.
+    #[arg(long, default_value_t = 1)]
+    concurrent_users: usize,
 }
 
 impl UserLimitArgs {
@@ -51,6 +54,7 @@ impl UserLimitArgs {
             limit: self.limit as usize,
             connects: self.connects as usize,
             trials: self.trials,
+            concurrent_users: self.concurrent_users,
             user_prefix: self.clients.user_prefix.clone(),
         };
         Ok(vec![BenchResult::UserLimit(
