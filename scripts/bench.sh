@@ -16,8 +16,10 @@
 # clients arriving at that rate see (from the schedule, open loop). (d) ping RTT at 1,000 msg/s, floor and
 # gateway; (e) Presence/Send across two gateways at 1,000 msg/s; (f) presence
 # propagation, a connect to its Watch event; (j) a gateway's RSS with 10,000
-# connections of its own while other instances hold none, then 50,000
-# (scripts/bench-fleet.sh); (h) failure timings (kill -9,
+# connections of its own while other instances hold none, then 50,000,
+# and the per-user limit with one user's 12 sockets at once on three gateways
+# (scripts/bench-fleet.sh; LIMIT, LIMIT_CONNECTS, LIMIT_TRIALS,
+# LIMIT_USERS_AT_ONCE set its sizes); (h) failure timings (kill -9,
 # Redis restart) and (i) token validation, printed for the hand-kept sections
 # of BENCHMARKS.md; (k) channels (issue 12) beside the fan-out floor
 # pulse-fanout (scripts/bench-channels.sh, whose sizes its own variables
@@ -182,10 +184,10 @@ bench presence presence --label pulse --server "$A_ADDR" --presence "$PRESENCE_A
   --connects 2000 --rate 200 --source-base 127.0.43.1 --user-prefix "presence-$$"
 stop "$A_PID" "$B_PID" "$PRESENCE_PID"
 
-step "(j) a gateway's memory beside the fleet (issue 15): ${FLEET_OWN:-10000} own connections, others holding 0 and ${FLEET_OTHERS:-50000}"
+step "(j) a gateway's memory beside the fleet (issue 15): ${FLEET_OWN:-10000} own connections, others holding 0 and ${FLEET_OTHERS:-50000}; the per-user limit across three gateways at once"
 wait_quiet
 OWN=${FLEET_OWN:-10000} OTHERS=${FLEET_OTHERS:-50000} FLEET_REPEATS=${FLEET_REPEATS:-1} \
-  SKIP_BUILD=1 RESULTS="$RESULTS" GATEWAY_LOG="$GATEWAY_LOG" bash scripts/bench-fleet.sh
+  SKIP_BUILD=1 SKIP_REPORT=1 RESULTS="$RESULTS" GATEWAY_LOG="$GATEWAY_LOG" bash scripts/bench-fleet.sh
 
 step "(h) failure timings (issue 3): kill -9 to the last offline, Redis return to truth"
 cargo build --release -p pulse-e2e --example failure_bench

@@ -148,6 +148,26 @@ impl Conn {
         }
     }
 
+    /// Reads until the server's close frame and returns its code; `None`
+    /// when the socket ended without one (or with one that carries no code).
+    /// Text and other frames before it are skipped.
+    pub async fn close_code(&mut self) -> anyhow::Result<Option<u16>> {
+        match self {
+            Self::Fws(ws) => fws_close_code(ws).await,
+            Self::FwsHyper(ws) => fws_close_code(ws).await,
+            Self::Tungstenite(ws) => loop {
+                match ws.next().await {
+                    None => return Ok(None),
+                    Some(Ok(Message::Close(frame))) => {
+                        return Ok(frame.map(|frame| u16::from(frame.code)));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(error)) => return Err(error.into()),
+                }
+            },
+        }
+    }
+
     /// Sends one text message.
     pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
         match self {
@@ -178,6 +198,25 @@ where
             OpCode::Text => return Ok(Some(Bytes::copy_from_slice(&frame.payload))),
             OpCode::Close => return Ok(None),
             _ => continue,
+        }
+    }
+}
+
+async fn fws_close_code<S>(ws: &mut WebSocket<S>) -> anyhow::Result<Option<u16>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let frame = match ws.read_frame().await {
+            Ok(frame) => frame,
+            Err(fastwebsockets::WebSocketError::ConnectionClosed) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        if frame.opcode == OpCode::Close {
+            return Ok(frame
+                .payload
+                .get(..2)
+                .map(|code| u16::from_be_bytes([code[0], code[1]])));
         }
     }
 }

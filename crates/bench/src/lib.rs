@@ -6,7 +6,8 @@
 //! application ping round trips (`ping`), `Presence/Send` delivery across
 //! gateways (`send`), presence propagation to a `Watch` stream
 //! (`presence`), a gateway's memory while other instances hold many
-//! connections (`fleet`), and channels (issue 12): publications fanned out
+//! connections (`fleet`), the per-user connection limit when one user
+//! connects to several gateways at once (`user-limit`), and channels (issue 12): publications fanned out
 //! to many subscribers or spread over many channels (`fanout`), the
 //! subscribe round trip (`subscribe`), and the memory a subscription costs
 //! (`subscriptions`); and history (issue 13): the publish call with and

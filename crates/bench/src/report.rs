@@ -17,11 +17,13 @@ mod fleet;
 mod history;
 mod latencies;
 mod targets;
+mod user_limit;
 
 pub use channels::{FANOUT_FLOOR, FANOUT_FLOOR_COALESCE, FANOUT_FLOOR_DIRECT, is_channel_result};
 pub use events::{EVENTS_PRE17, EVENTS_PRESENCE, is_events_result};
 pub use fleet::{FLEET_ALONE, FLEET_CROWDED};
 pub use history::{PULSE_HISTORY, REDIS_FLOOR, is_history_result};
+pub use user_limit::{USER_LIMIT, USER_LIMIT_CONTROL, USER_LIMIT_LOADED, is_fleet_result};
 
 /// The line after which the generated tables start.
 pub const START_MARKER: &str = "<!-- bench:start -->";
@@ -39,6 +41,10 @@ pub const HISTORY_END_MARKER: &str = "<!-- bench:history:end -->";
 pub const EVENTS_START_MARKER: &str = "<!-- bench:events:start -->";
 /// The line before which the presence events tables end.
 pub const EVENTS_END_MARKER: &str = "<!-- bench:events:end -->";
+/// The line after which the fleet tables (issue 15) start.
+pub const FLEET_START_MARKER: &str = "<!-- bench:fleet:start -->";
+/// The line before which the fleet tables end.
+pub const FLEET_END_MARKER: &str = "<!-- bench:fleet:end -->";
 
 /// The label of the floor's runs (`pulse-echo`).
 pub const FLOOR: &str = "echo";
@@ -183,7 +189,11 @@ pub fn median_connect(results: &[BenchResult], label: &str) -> Option<ConnectRes
 pub fn render(results: &[BenchResult], info: &RunInfo) -> String {
     let results: Vec<BenchResult> = results
         .iter()
-        .filter(|result| !is_channel_result(result) && !is_events_result(result))
+        .filter(|result| {
+            !is_channel_result(result)
+                && !is_events_result(result)
+                && !matches!(result, BenchResult::UserLimit(_))
+        })
         .cloned()
         .collect();
     let mut out = header(info);
@@ -237,6 +247,23 @@ pub fn render_events(results: &[BenchResult], info: &RunInfo) -> String {
         .filter(|result| is_events_result(result))
         .cloned()
         .collect();
+    raw(&mut out, &own);
+    out
+}
+
+/// The generated fleet block (issue 15), without its markers: its targets,
+/// a gateway's memory beside the fleet, and the per-user limit across
+/// gateways at the same moment.
+pub fn render_fleet(results: &[BenchResult], info: &RunInfo) -> String {
+    let own: Vec<BenchResult> = results
+        .iter()
+        .filter(|result| is_fleet_result(result))
+        .cloned()
+        .collect();
+    let mut out = header(info);
+    user_limit::render_targets(&mut out, &own);
+    fleet::render(&mut out, &own);
+    user_limit::render(&mut out, &own);
     raw(&mut out, &own);
     out
 }

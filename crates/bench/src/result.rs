@@ -9,9 +9,11 @@ use crate::stats::Percentiles;
 
 mod events;
 mod history;
+mod user_limit;
 
 pub use events::{EventMemoryResult, ResumeFigures, WatchResumeResult, WebhooksResult};
 pub use history::{HistoryMemoryResult, PublishResult, RecoverResult};
+pub use user_limit::UserLimitResult;
 
 /// The prefix of the one machine-readable line a scenario prints.
 pub const RESULT_PREFIX: &str = "RESULT ";
@@ -46,6 +48,8 @@ pub enum BenchResult {
     EventMemory(EventMemoryResult),
     /// See [`WebhooksResult`].
     Webhooks(WebhooksResult),
+    /// See [`UserLimitResult`].
+    UserLimit(UserLimitResult),
 }
 
 impl BenchResult {
@@ -65,6 +69,7 @@ impl BenchResult {
             Self::WatchResume(result) => &result.label,
             Self::EventMemory(result) => &result.label,
             Self::Webhooks(result) => &result.label,
+            Self::UserLimit(result) => &result.label,
         }
     }
 
@@ -84,6 +89,7 @@ impl BenchResult {
             Self::WatchResume(_) => "watch_resume",
             Self::EventMemory(_) => "event_memory",
             Self::Webhooks(_) => "webhooks",
+            Self::UserLimit(_) => "user_limit",
         }
     }
 

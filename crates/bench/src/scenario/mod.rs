@@ -13,6 +13,7 @@ pub mod presence;
 pub mod send;
 pub mod subscribe;
 pub mod subscriptions;
+pub mod user_limit;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

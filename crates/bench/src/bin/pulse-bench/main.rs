@@ -6,6 +6,7 @@ use std::{net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
 mod channels;
 mod events;
 mod history;
+mod user_limit;
 mod write_report;
 
 use clap::{Args, Parser, Subcommand};
@@ -192,6 +193,10 @@ enum Command {
     /// Presence events at a fixed rate to a webhook receiver in this
     /// process, beside the same events on a `Watch` stream.
     Webhooks(events::WebhooksArgs),
+    /// One user's sockets at once on several gateways, over and at
+    /// `--max-connections-per-user`: exactly the limit must go live, the
+    /// rest be refused 4429 `too_many_connections`.
+    UserLimit(user_limit::UserLimitArgs),
     /// Writes the tables of `RESULT` lines into BENCHMARKS.md between the markers.
     Report {
         /// Files holding `RESULT` lines (other lines are skipped).
@@ -219,6 +224,10 @@ enum Command {
         /// Write only the presence events block (issue 17).
         #[arg(long, conflicts_with = "only_history")]
         only_events: bool,
+        /// Write only the fleet block (issue 15: a gateway's memory beside
+        /// the fleet, the per-user limit across gateways).
+        #[arg(long, conflicts_with_all = ["only_history", "only_events"])]
+        only_fleet: bool,
     },
 }
 
@@ -267,6 +276,7 @@ fn main() -> anyhow::Result<()> {
         setup,
         only_history,
         only_events,
+        only_fleet,
     } = cli.command
     {
         return write_report::write_report(
@@ -281,6 +291,7 @@ fn main() -> anyhow::Result<()> {
             write_report::Only {
                 history: only_history,
                 events: only_events,
+                fleet: only_fleet,
             },
         );
     }
@@ -457,6 +468,7 @@ async fn run(command: Command) -> anyhow::Result<Vec<BenchResult>> {
         Command::WatchResume(args) => args.run().await,
         Command::EventMemory(args) => args.run().await,
         Command::Webhooks(args) => args.run().await,
+        Command::UserLimit(args) => args.run().await,
         Command::Report { .. } => unreachable!("handled before the runtime starts"),
     }
 }

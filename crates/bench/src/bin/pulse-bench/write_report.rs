@@ -13,6 +13,7 @@ use pulse_bench::{
 pub(crate) struct Only {
     pub(crate) history: bool,
     pub(crate) events: bool,
+    pub(crate) fleet: bool,
 }
 
 pub(crate) fn write_report(
@@ -21,7 +22,8 @@ pub(crate) fn write_report(
     info: RunInfo,
     only: Only,
 ) -> anyhow::Result<()> {
-    let only_history = only.history || only.events;
+    // Any `only` skips the gateway's and the channels' blocks.
+    let only_history = only.history || only.events || only.fleet;
     let mut results = Vec::new();
     for file in files {
         let text =
@@ -39,9 +41,11 @@ pub(crate) fn write_report(
     // the channel scenarios alone leaves the gateway's block as it was,
     // and a run of the history scenarios alone the channels' one.
     if !only_history
-        && results
-            .iter()
-            .any(|result| !report::is_channel_result(result) && !report::is_events_result(result))
+        && results.iter().any(|result| {
+            !report::is_channel_result(result)
+                && !report::is_events_result(result)
+                && !matches!(result, BenchResult::UserLimit(_))
+        })
     {
         updated = report::splice(&updated, &report::render(&results, &info));
     }
@@ -57,7 +61,7 @@ pub(crate) fn write_report(
             report::CHANNELS_END_MARKER,
         );
     }
-    if !only.events && results.iter().any(report::is_history_result) {
+    if !only.events && !only.fleet && results.iter().any(report::is_history_result) {
         updated = report::splice_between(
             &updated,
             &report::render_history(&results, &info),
@@ -65,12 +69,20 @@ pub(crate) fn write_report(
             report::HISTORY_END_MARKER,
         );
     }
-    if !only.history && results.iter().any(report::is_events_result) {
+    if !only.history && !only.fleet && results.iter().any(report::is_events_result) {
         updated = report::splice_between(
             &updated,
             &report::render_events(&results, &info),
             report::EVENTS_START_MARKER,
             report::EVENTS_END_MARKER,
+        );
+    }
+    if !only.history && !only.events && results.iter().any(report::is_fleet_result) {
+        updated = report::splice_between(
+            &updated,
+            &report::render_fleet(&results, &info),
+            report::FLEET_START_MARKER,
+            report::FLEET_END_MARKER,
         );
     }
     std::fs::write(benchmarks, updated)
