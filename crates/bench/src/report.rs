@@ -14,6 +14,7 @@ mod channels;
 mod connections;
 mod events;
 mod fleet;
+mod floor_table;
 mod history;
 mod latencies;
 mod targets;

@@ -3,11 +3,12 @@
 //! behind them (webhooks, Watch resumes, Watch propagation on this build
 //! and on the build before issue 17, Redis memory per event).
 
-use std::fmt::Write as _;
-
 mod tables;
 
-use super::{number, ratio};
+use super::{
+    floor_table::{self, Row, ms},
+    number,
+};
 use crate::result::{
     BenchResult, ConnectResult, EventMemoryResult, PresenceResult, WatchResumeResult,
     WebhooksResult,
@@ -94,46 +95,6 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 /// The presence runs' median p99 (connect start → Watch event).
 fn median_propagation(runs: &[&PresenceResult]) -> Option<f64> {
     median(runs.iter().map(|run| run.latency.p99_ms).collect())
-}
-
-/// One row of the targets table.
-struct Row {
-    target: String,
-    measured: Option<f64>,
-    floor: Option<f64>,
-    floor_cell: String,
-    unit: &'static str,
-    limit: f64,
-    /// A reason the row fails whatever the figure.
-    broken: Option<String>,
-}
-
-impl Row {
-    fn verdict(&self) -> String {
-        let Some(measured) = self.measured else {
-            return "not measured".to_owned();
-        };
-        if let Some(broken) = &self.broken {
-            return format!("**FAIL** ({broken})");
-        }
-        if measured <= self.limit {
-            format!(
-                "**PASS** ({:.0} % of the limit)",
-                measured / self.limit * 100.0
-            )
-        } else {
-            format!(
-                "**FAIL** (by {}{}, {:.1}× the limit)",
-                number(measured - self.limit),
-                self.unit,
-                measured / self.limit
-            )
-        }
-    }
-}
-
-fn ms(value: Option<f64>) -> String {
-    value.map_or("not run".to_owned(), |v| format!("{} ms", number(v)))
 }
 
 fn rows(results: &[BenchResult]) -> Vec<Row> {
@@ -298,30 +259,15 @@ fn rows(results: &[BenchResult]) -> Vec<Row> {
 
 /// Renders the block's tables, when the results have any of them.
 pub(super) fn render(out: &mut String, results: &[BenchResult]) {
-    let rows = rows(results);
-    if rows.iter().all(|row| row.measured.is_none()) {
+    if !floor_table::render(
+        out,
+        "Targets (issue 17: presence events and webhooks)",
+        "measured",
+        &rows(results),
+        true,
+    ) {
         return;
     }
-    out.push_str("### Targets (issue 17: presence events and webhooks)\n\n");
-    out.push_str("| target | measured | floor, same run | ÷ floor | verdict |\n");
-    out.push_str("| --- | --- | --- | --- | --- |\n");
-    for row in &rows {
-        let divided = match (row.measured, row.floor) {
-            (Some(measured), Some(floor)) => ratio(measured, floor),
-            _ => "n/a".to_owned(),
-        };
-        let measured = row.measured.map_or("not run".to_owned(), |v| {
-            format!("{}{}", number(v), row.unit)
-        });
-        let _ = writeln!(
-            out,
-            "| {} | {measured} | {} | {divided} | {} |",
-            row.target,
-            row.floor_cell,
-            row.verdict()
-        );
-    }
-    out.push('\n');
     tables::webhooks(out, results);
     tables::resumes(out, results);
     tables::propagation(out, results);

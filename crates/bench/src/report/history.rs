@@ -5,7 +5,11 @@
 
 use std::fmt::Write as _;
 
-use super::{PULSE, number, ratio};
+use super::{
+    PULSE,
+    floor_table::{self, Row, ms},
+    number,
+};
 use crate::result::{
     BenchResult, FanoutPhase, FanoutResult, HistoryMemoryResult, PublishResult, RecoverResult,
 };
@@ -67,74 +71,17 @@ fn memory_runs(results: &[BenchResult]) -> Vec<&HistoryMemoryResult> {
         .collect()
 }
 
-/// One row of the targets table.
-struct Row {
-    target: String,
-    measured: Option<f64>,
-    /// The floor's figure, for the ratio.
-    floor: Option<f64>,
-    /// The floor cell, in words.
-    floor_cell: String,
-    unit: &'static str,
-    limit: f64,
-    /// A reason the row fails whatever the figure (a recovery that lost
-    /// publications).
-    broken: Option<String>,
-}
-
-impl Row {
-    fn verdict(&self) -> String {
-        let Some(measured) = self.measured else {
-            return "not measured".to_owned();
-        };
-        if let Some(broken) = &self.broken {
-            return format!("**FAIL** ({broken})");
-        }
-        if measured <= self.limit {
-            "**PASS**".to_owned()
-        } else {
-            format!(
-                "**FAIL** (by {}{}, {:.1}× the limit)",
-                number(measured - self.limit),
-                self.unit,
-                measured / self.limit
-            )
-        }
-    }
-}
-
-fn ms(value: Option<f64>) -> String {
-    value.map_or("not run".to_owned(), |v| format!("{} ms", number(v)))
-}
-
 /// Renders the section, when the results have any of it.
 pub(super) fn render(out: &mut String, results: &[BenchResult]) {
-    let rows = rows(results);
-    if rows.iter().all(|row| row.measured.is_none()) {
+    if !floor_table::render(
+        out,
+        "Targets (issue 13: history and recovery)",
+        "with history",
+        &rows(results),
+        false,
+    ) {
         return;
     }
-    out.push_str("### Targets (issue 13: history and recovery)\n\n");
-    out.push_str("| target | with history | floor, same run | ÷ floor | verdict |\n");
-    out.push_str("| --- | --- | --- | --- | --- |\n");
-    for row in &rows {
-        let divided = match (row.measured, row.floor) {
-            (Some(measured), Some(floor)) => ratio(measured, floor),
-            _ => "n/a".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {divided} | {} |",
-            row.target,
-            row.measured.map_or("not run".to_owned(), |v| format!(
-                "{}{}",
-                number(v),
-                row.unit
-            )),
-            row.floor_cell,
-            row.verdict(),
-        );
-    }
-    out.push('\n');
     render_publishes(out, results);
     render_spreads(out, results);
     render_recoveries(out, results);
