@@ -99,11 +99,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# A free loopback port (one that refuses a connection now).
+# A free loopback port (one that refuses a connection now), below the
+# kernel's ephemeral range, so that no outgoing connection of another
+# process is given it before our server binds it.
 free_port() {
-  local port
+  local low port
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  if [ "$low" -le 11000 ]; then low=32768; fi
   while :; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return
@@ -192,6 +196,12 @@ for attempt in 1 2 3; do
   start presence
   if wait_for 30 "$STATE/presence.pid" curl -s -o /dev/null "http://127.0.0.1:$http_port/"; then
     break
+  fi
+  if grep -q "Address already in use" "$STATE/presence.log" && [ "$attempt" != 3 ]; then
+    # Taken between the pick and the bind: pick again.
+    grpc_port=$(free_port)
+    http_port=$(free_port)
+    continue
   fi
   refused=$(grep -m1 "history_size" "$STATE/presence.log" || true)
   if [ "$attempt" = 3 ] || [ -z "$refused" ]; then
