@@ -30,7 +30,7 @@ pub use grpc::{Grpc, get_user, online_counts, presence_client, watch};
 pub use http::{get, post_api, post_api_as, post_json};
 pub use proxy::Proxy;
 pub use pulse_presence::testing::{RedisServer, unique_namespace};
-pub use service::{Service, binary, proc_status_kib};
+pub use service::{Service, binary, presence_args, proc_status_kib};
 pub use stack::Stack;
 
 /// The shared secret the tests sign tokens with.

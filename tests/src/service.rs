@@ -123,20 +123,7 @@ impl Service {
     /// `pulse-presence` on loopback ports (gRPC and metrics) for a Redis and
     /// namespace, taking [`API_KEY`], with `extra` flags.
     pub async fn presence(redis_url: &str, namespace: &str, extra: &[&str]) -> Self {
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            redis_url,
-            "--redis-namespace",
-            namespace,
-            "--api-key",
-            API_KEY,
-            "--http-listen",
-            "127.0.0.1:0",
-        ];
+        let mut args = presence_args(redis_url, namespace, &["--api-key", API_KEY]);
         args.extend_from_slice(extra);
         Self::start("pulse-presence", &args).await
     }
@@ -243,6 +230,26 @@ impl Service {
     pub fn pid(&self) -> u32 {
         self.child.id().expect("process is running")
     }
+}
+
+/// `pulse-presence`'s arguments with every listener (gRPC, metrics, HTTP
+/// API) on a free loopback port, Redis at `redis_url` in `namespace`, then
+/// `more`; no API key unless `more` has one.
+pub fn presence_args<'a>(redis_url: &'a str, namespace: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        redis_url,
+        "--redis-namespace",
+        namespace,
+    ];
+    args.extend_from_slice(more);
+    args
 }
 
 fn listening_addr(line: &str) -> Option<SocketAddr> {

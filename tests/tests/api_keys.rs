@@ -18,25 +18,6 @@ const NEXT_ENV_KEY: &str = "nextkey-0b6e4d9a3c8f27e15d4a9b0c";
 const FILE_KEY: &str = "filekey-c41e8a7d2f9b06e35a1d8c4f";
 const WRONG_KEY: &str = "wrongkey-93d7b1e6a4c0f28d5b7e1a3c";
 
-/// `pulse-presence`'s arguments: every listener on a free loopback port,
-/// Redis at `redis_url` in `namespace`, then `more`.
-fn loopback<'a>(redis_url: &'a str, namespace: &'a str, more: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--redis-url",
-        redis_url,
-        "--redis-namespace",
-        namespace,
-    ];
-    args.extend_from_slice(more);
-    args
-}
-
 async fn channel(presence: &Service) -> Channel {
     Channel::from_shared(presence.grpc_url())
         .unwrap()
@@ -67,7 +48,7 @@ async fn keys_are_used_refused_and_denied_and_never_logged() {
     ));
     let presence = Service::start_with_env(
         "pulse-presence",
-        &loopback(redis.url(), &namespace, &[]),
+        &presence_args(redis.url(), &namespace, &[]),
         &[
             ("API_KEYS", &format!("{ENV_KEY},{NEXT_ENV_KEY}")),
             ("API_KEYS_FILE", keys_file.path()),
@@ -153,7 +134,7 @@ async fn an_open_api_warns_at_start_and_serves_without_a_key() {
     let namespace = unique_namespace();
     let presence = Service::start(
         "pulse-presence",
-        &loopback(redis.url(), &namespace, &["--insecure-open-api"]),
+        &presence_args(redis.url(), &namespace, &["--insecure-open-api"]),
     )
     .await;
     let warnings: Vec<Value> = presence

@@ -188,21 +188,34 @@ async fn fws_next_text<S>(ws: &mut WebSocket<S>) -> anyhow::Result<Option<Bytes>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    loop {
-        let frame = match ws.read_frame().await {
-            Ok(frame) => frame,
-            Err(fastwebsockets::WebSocketError::ConnectionClosed) => return Ok(None),
-            Err(error) => return Err(error.into()),
-        };
-        match frame.opcode {
-            OpCode::Text => return Ok(Some(Bytes::copy_from_slice(&frame.payload))),
-            OpCode::Close => return Ok(None),
-            _ => continue,
-        }
-    }
+    fws_read_until(ws, |opcode, payload| match opcode {
+        OpCode::Text => Some(Some(Bytes::copy_from_slice(payload))),
+        OpCode::Close => Some(None),
+        _ => None,
+    })
+    .await
 }
 
 async fn fws_close_code<S>(ws: &mut WebSocket<S>) -> anyhow::Result<Option<u16>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fws_read_until(ws, |opcode, payload| {
+        (opcode == OpCode::Close).then(|| {
+            payload
+                .get(..2)
+                .map(|code| u16::from_be_bytes([code[0], code[1]]))
+        })
+    })
+    .await
+}
+
+/// Reads frames until `pick` makes an answer of one (by its opcode and
+/// payload); `None` when the connection closed first.
+async fn fws_read_until<S, T>(
+    ws: &mut WebSocket<S>,
+    mut pick: impl FnMut(OpCode, &[u8]) -> Option<Option<T>>,
+) -> anyhow::Result<Option<T>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -212,11 +225,8 @@ where
             Err(fastwebsockets::WebSocketError::ConnectionClosed) => return Ok(None),
             Err(error) => return Err(error.into()),
         };
-        if frame.opcode == OpCode::Close {
-            return Ok(frame
-                .payload
-                .get(..2)
-                .map(|code| u16::from_be_bytes([code[0], code[1]])));
+        if let Some(answer) = pick(frame.opcode, &frame.payload) {
+            return Ok(answer);
         }
     }
 }

@@ -181,6 +181,26 @@ impl Run {
         Ok(made.into_iter().map(|(_, connection)| connection).collect())
     }
 
+    /// A `Watch` of everyone from `since` (empty: from now) on a new gRPC
+    /// channel, once its headers came back; the error says which step failed.
+    async fn watch_on_new_channel(
+        &self,
+        since: String,
+    ) -> Result<Streaming<PresenceEvent>, String> {
+        let mut api = presence_api(&self.options.presence_url, &self.options.api_key)
+            .await
+            .map_err(|error| format!("connect: {error}"))?;
+        Ok(api
+            .watch(WatchRequest {
+                user_ids: vec![],
+                all: true,
+                since,
+            })
+            .await
+            .map_err(|status| format!("watch: {:?}", status.code()))?
+            .into_inner())
+    }
+
     fn fail(&mut self, reason: String) {
         *self.failures.entry(reason).or_default() += 1;
     }
@@ -194,18 +214,7 @@ impl Run {
         let expected = self.make_events(missed / 2).await?;
         let started = Instant::now();
         let attempt = async {
-            let mut api = presence_api(&self.options.presence_url, &self.options.api_key)
-                .await
-                .map_err(|error| format!("connect: {error}"))?;
-            let mut stream = api
-                .watch(WatchRequest {
-                    user_ids: vec![],
-                    all: true,
-                    since: position.clone(),
-                })
-                .await
-                .map_err(|status| format!("watch: {:?}", status.code()))?
-                .into_inner();
+            let mut stream = self.watch_on_new_channel(position.clone()).await?;
             let opened = started.elapsed();
             let mut taken = HashSet::new();
             let mut first = None;
@@ -282,18 +291,7 @@ impl Run {
         let user = self.anchor(self.next_connection);
         self.next_connection += 1;
         let attempt = async {
-            let mut api = presence_api(&self.options.presence_url, &self.options.api_key)
-                .await
-                .map_err(|error| format!("connect: {error}"))?;
-            let mut stream = api
-                .watch(WatchRequest {
-                    user_ids: vec![],
-                    all: true,
-                    since: String::new(),
-                })
-                .await
-                .map_err(|status| format!("watch: {:?}", status.code()))?
-                .into_inner();
+            let mut stream = self.watch_on_new_channel(String::new()).await?;
             let opened = started.elapsed();
             self.writer
                 .connect(&user, &connection)
