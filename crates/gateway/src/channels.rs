@@ -48,31 +48,82 @@ pub(crate) struct Channels {
 }
 
 /// One channel's local subscribers.
+///
+/// Kept small: an instance may hold a channel per connection (a user's own
+/// document, a ticket), so a channel with one subscriber holds it inline
+/// and a live one holds no cell to wait on.
 #[derive(Debug)]
 struct Entry {
-    /// A connection appears once per channel. Shared with a fan-out in
-    /// progress, which writes to the list as it was when the publication
-    /// arrived without holding the table's lock (a change meanwhile copies
-    /// the list: `Arc::make_mut`).
-    subscribers: Arc<Vec<Subscriber>>,
-    /// Set once the feed subscription is live; shared with the subscribers
-    /// that wait for it.
-    live: Arc<OnceCell<()>>,
+    subscribers: Subscribers,
+    /// Until the feed subscription is live: the cell the subscribers that
+    /// arrived meanwhile wait on. `None` once it is.
+    pending: Option<Arc<OnceCell<()>>>,
     /// The furthest position of the channel's stream seen here (a delivery,
     /// or a subscriber's read of history), where the namespace keeps
     /// history: the next publication must be the one after it.
     last: Option<DeliveryPosition>,
 }
 
-/// One local connection subscribed to a channel: where its frames go, and
-/// who it is (for the re-sync of channel memberships).
+/// A channel's local subscribers; a connection appears once. A fan-out in
+/// progress writes to the list as it was when the publication arrived,
+/// without holding the table's lock: it takes a clone (a change meanwhile
+/// copies a shared list: `Arc::make_mut`).
+#[derive(Debug, Clone)]
+enum Subscribers {
+    One(Subscriber),
+    Many(Arc<Vec<Subscriber>>),
+}
+
+impl Subscribers {
+    fn as_slice(&self) -> &[Subscriber] {
+        match self {
+            Self::One(subscriber) => std::slice::from_ref(subscriber),
+            Self::Many(list) => list,
+        }
+    }
+
+    fn push(&mut self, subscriber: Subscriber) {
+        match self {
+            Self::One(first) => *self = Self::Many(Arc::new(vec![first.clone(), subscriber])),
+            Self::Many(list) => Arc::make_mut(list).push(subscriber),
+        }
+    }
+
+    /// Takes `mailbox`'s subscriber off; `None` when it is not there,
+    /// `Some(true)` when nobody is left.
+    fn remove(&mut self, mailbox: &Arc<Mailbox>) -> Option<bool> {
+        let at = self
+            .as_slice()
+            .iter()
+            .position(|subscriber| Arc::ptr_eq(&subscriber.member.mailbox, mailbox))?;
+        let Self::Many(list) = self else {
+            return Some(true);
+        };
+        let list = Arc::make_mut(list);
+        list.swap_remove(at);
+        if let [last] = list.as_slice() {
+            *self = Self::One(last.clone());
+        }
+        Some(false)
+    }
+}
+
+/// One local connection subscribed to a channel.
 #[derive(Debug, Clone)]
 pub(crate) struct Subscriber {
+    pub(crate) member: Arc<Member>,
+    /// Its place in the stream, where the namespace keeps history.
+    pub(crate) cursor: Option<Arc<Cursor>>,
+}
+
+/// A local connection as its subscriptions know it: where its frames go,
+/// and who it is (for the re-sync of channel memberships). Made once per
+/// connection, on its first subscription, and shared by all of them.
+#[derive(Debug)]
+pub(crate) struct Member {
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) connection_id: Arc<str>,
     pub(crate) user_id: Arc<str>,
-    /// Its place in the stream, where the namespace keeps history.
-    pub(crate) cursor: Option<Arc<Cursor>>,
 }
 
 impl Channels {
@@ -95,7 +146,10 @@ impl Channels {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Subscribes `subscriber` to `channel`; returns once publications flow.
+    /// Subscribes `subscriber` to `channel`; returns once publications
+    /// flow, with the channel's name as the table holds it (for the
+    /// connection to keep instead of its own copy: one allocation per
+    /// channel name, whatever the number of subscribers).
     ///
     /// # Errors
     ///
@@ -105,34 +159,62 @@ impl Channels {
         &self,
         channel: &Arc<str>,
         subscriber: Subscriber,
-    ) -> Result<(), PresenceError> {
-        let mailbox = subscriber.mailbox.clone();
-        let live = {
+    ) -> Result<Arc<str>, PresenceError> {
+        let mailbox = subscriber.member.mailbox.clone();
+        let (channel, pending) = {
             let mut table = self.lock();
-            let entry = table.entry(channel.clone()).or_insert_with(|| Entry {
-                subscribers: Arc::default(),
-                live: Arc::default(),
-                last: None,
-            });
-            Arc::make_mut(&mut entry.subscribers).push(subscriber);
-            entry.live.clone()
+            let held = table.get_key_value(channel).map(|(name, _)| name.clone());
+            match held
+                .as_ref()
+                .and_then(|name| table.get_mut(name).map(|e| (name, e)))
+            {
+                Some((name, entry)) => {
+                    entry.subscribers.push(subscriber);
+                    (name.clone(), entry.pending.clone())
+                }
+                None => {
+                    let pending = Arc::new(OnceCell::new());
+                    table.insert(
+                        channel.clone(),
+                        Entry {
+                            subscribers: Subscribers::One(subscriber),
+                            pending: Some(pending.clone()),
+                            last: None,
+                        },
+                    );
+                    (channel.clone(), Some(pending))
+                }
+            }
         };
-        let subscribed = live
-            .get_or_try_init(|| self.feed.subscribe(channel))
+        let Some(pending) = pending else {
+            return Ok(channel);
+        };
+        let subscribed = pending
+            .get_or_try_init(|| self.feed.subscribe(channel.clone()))
             .await
             .copied();
         match subscribed {
             Ok(()) => {
-                // Everyone may have left while the feed subscribed: then the
-                // entry is gone, and nothing would end the feed subscription.
-                let table = self.lock();
-                if !table.contains_key(channel) {
-                    self.feed.unsubscribe(channel);
+                let mut table = self.lock();
+                match table.get_mut(&channel) {
+                    Some(entry) => {
+                        if entry
+                            .pending
+                            .as_ref()
+                            .is_some_and(|cell| Arc::ptr_eq(cell, &pending))
+                        {
+                            entry.pending = None;
+                        }
+                    }
+                    // Everyone may have left while the feed subscribed: then
+                    // the entry is gone, and nothing would end the feed
+                    // subscription.
+                    None => self.feed.unsubscribe(&channel),
                 }
-                Ok(())
+                Ok(channel)
             }
             Err(error) => {
-                self.unsubscribe(channel, &mailbox);
+                self.unsubscribe(&channel, &mailbox);
                 Err(error)
             }
         }
@@ -144,19 +226,14 @@ impl Channels {
         let Some(entry) = table.get_mut(channel) else {
             return false;
         };
-        let Some(at) = entry
-            .subscribers
-            .iter()
-            .position(|subscriber| Arc::ptr_eq(&subscriber.mailbox, mailbox))
-        else {
+        let Some(emptied) = entry.subscribers.remove(mailbox) else {
             return false;
         };
-        Arc::make_mut(&mut entry.subscribers).swap_remove(at);
-        if entry.subscribers.is_empty() {
+        if emptied {
             let entry = table.remove(channel).expect("the entry was just found");
             // A subscription still in flight ends it itself once live (it
             // finds the entry gone).
-            if entry.live.initialized() {
+            if entry.pending.is_none_or(|cell| cell.initialized()) {
                 self.feed.unsubscribe(channel);
             }
         }
@@ -179,12 +256,18 @@ impl Channels {
                 continue;
             };
             let cap = options.join_leave_cap();
-            members.extend(entry.subscribers.iter().map(|subscriber| MemberRecord {
-                channel: channel.to_string(),
-                connection_id: subscriber.connection_id.to_string(),
-                user_id: subscriber.user_id.to_string(),
-                join_leave_cap: cap,
-            }));
+            members.extend(
+                entry
+                    .subscribers
+                    .as_slice()
+                    .iter()
+                    .map(|subscriber| MemberRecord {
+                        channel: channel.to_string(),
+                        connection_id: subscriber.member.connection_id.to_string(),
+                        user_id: subscriber.member.user_id.to_string(),
+                        join_leave_cap: cap,
+                    }),
+            );
         }
         members
     }
@@ -211,20 +294,30 @@ impl Channels {
             {
                 warn!(channel = %delivery.channel, %hole, "a hole in a channel's live stream; its subscribers recover from history");
                 metrics.stream_holes.increment(1);
-                reposition(&delivery.channel, &entry.subscribers, capacity, metrics);
+                reposition(
+                    &delivery.channel,
+                    entry.subscribers.as_slice(),
+                    capacity,
+                    metrics,
+                );
             }
             entry.subscribers.clone()
         };
         let offset = delivery.position.as_ref().map_or(0, |p| p.offset);
         let mut delivered = 0;
-        for subscriber in subscribers.iter() {
+        for subscriber in subscribers.as_slice() {
             if let Some(cursor) = &subscriber.cursor
                 && cursor.admit(offset, &delivery.frame, capacity) != Admit::Deliver
             {
                 continue;
             }
             delivered += 1;
-            if deliver(&subscriber.mailbox, &delivery.frame, capacity, metrics) {
+            if deliver(
+                &subscriber.member.mailbox,
+                &delivery.frame,
+                capacity,
+                metrics,
+            ) {
                 warn!(channel = %delivery.channel, "outbound queue full; closing a slow consumer");
             }
         }
@@ -253,10 +346,13 @@ impl Channels {
     /// the stream moved past what was delivered here (or its epoch
     /// changed), publications were missed, and the subscribers recover.
     async fn check_resumed(self: Arc<Self>, channel: Arc<str>, capacity: usize, metrics: Metrics) {
-        let has_history = self
-            .lock()
-            .get(&channel)
-            .is_some_and(|entry| entry.subscribers.iter().any(|s| s.cursor.is_some()));
+        let has_history = self.lock().get(&channel).is_some_and(|entry| {
+            entry
+                .subscribers
+                .as_slice()
+                .iter()
+                .any(|s| s.cursor.is_some())
+        });
         if !has_history {
             // No offsets: at most once, as documented.
             return;
@@ -304,7 +400,7 @@ impl Channels {
         if missed {
             info!(%channel, "publications were made while a channel's subscription was lost; its subscribers recover from history");
             metrics.stream_holes.increment(1);
-            reposition(&channel, &entry.subscribers, capacity, &metrics);
+            reposition(&channel, entry.subscribers.as_slice(), capacity, &metrics);
             if let Some(top) = top {
                 entry.last = Some(DeliveryPosition {
                     offset: top.offset,
@@ -342,9 +438,10 @@ fn reposition(channel: &Arc<str>, subscribers: &[Subscriber], capacity: usize, m
             && cursor.pause()
         {
             let pushed = subscriber
+                .member
                 .mailbox
                 .push_reposition(channel.clone(), capacity);
-            overflowed(&subscriber.mailbox, pushed, metrics);
+            overflowed(&subscriber.member.mailbox, pushed, metrics);
         }
     }
 }
@@ -428,9 +525,11 @@ mod tests {
 
     fn subscriber(mailbox: &Arc<Mailbox>, connection_id: &str) -> Subscriber {
         Subscriber {
-            mailbox: mailbox.clone(),
-            connection_id: connection_id.into(),
-            user_id: "alice".into(),
+            member: Arc::new(Member {
+                mailbox: mailbox.clone(),
+                connection_id: connection_id.into(),
+                user_id: "alice".into(),
+            }),
             cursor: None,
         }
     }
@@ -503,6 +602,39 @@ mod tests {
             0,
             "the feed subscription ended with the last subscriber"
         );
+    }
+
+    #[test]
+    fn a_subscriber_list_goes_from_one_to_many_and_back() {
+        let mailboxes: Vec<Arc<Mailbox>> = (0..3).map(|_| Arc::new(Mailbox::new())).collect();
+        let mut list = Subscribers::One(subscriber(&mailboxes[0], "0"));
+        list.push(subscriber(&mailboxes[1], "1"));
+        // A fan-out in progress holds the list as it was.
+        let in_flight = list.clone();
+        list.push(subscriber(&mailboxes[2], "2"));
+        assert_eq!((in_flight.as_slice().len(), list.as_slice().len()), (2, 3));
+        assert_eq!(list.remove(&Arc::new(Mailbox::new())), None);
+        assert_eq!(list.remove(&mailboxes[1]), Some(false));
+        assert_eq!(list.remove(&mailboxes[0]), Some(false));
+        assert!(matches!(&list, Subscribers::One(s) if &*s.member.connection_id == "2"));
+        assert_eq!(list.remove(&mailboxes[0]), None);
+        assert_eq!(list.remove(&mailboxes[2]), Some(true), "nobody is left");
+    }
+
+    #[tokio::test]
+    async fn subscribers_of_a_channel_share_one_copy_of_its_name() {
+        let presence = Presence::in_memory();
+        let (channels, _deliveries) = Channels::new(&presence);
+        let (a, b) = (Arc::new(Mailbox::new()), Arc::new(Mailbox::new()));
+        let first = channels
+            .subscribe(&"room:1".into(), subscriber(&a, "a"))
+            .await
+            .unwrap();
+        let second = channels
+            .subscribe(&"room:1".into(), subscriber(&b, "b"))
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
     }
 
     #[tokio::test]

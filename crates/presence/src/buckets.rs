@@ -130,6 +130,14 @@ impl Keys {
         format!("{}pub:{channel}", self.bucket(channel_bucket(channel)))
     }
 
+    /// The channel whose publications `key` carries: the inverse of
+    /// [`Keys::publications`] (`None` for any other key).
+    pub(crate) fn publications_channel<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let rest = key.strip_prefix(&*self.namespace)?.strip_prefix(":{b")?;
+        let (bucket, rest) = rest.split_once("}:pub:")?;
+        (!bucket.is_empty() && bucket.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
+    }
+
     /// A channel's history (a stream, entry ids `<offset>-0`), in the
     /// channel's bucket.
     pub(crate) fn history(&self, channel: &str) -> String {
@@ -203,6 +211,21 @@ mod tests {
             counts.iter().all(|&count| (50..=150).contains(&count)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn a_publications_key_names_its_channel_back() {
+        let keys = Keys::new("ns");
+        for channel in ["room:1", "a:b}:pub:c", "x", "chat:{b3}:pub:y"] {
+            assert_eq!(
+                keys.publications_channel(&keys.publications(channel)),
+                Some(channel)
+            );
+        }
+        assert_eq!(keys.publications_channel("ns:{b1}:hist:room:1"), None);
+        assert_eq!(keys.publications_channel("other:{b1}:pub:room:1"), None);
+        assert_eq!(keys.publications_channel("nsx:{b1}:pub:room:1"), None);
+        assert_eq!(keys.publications_channel("ns:{b}:pub:room:1"), None);
     }
 
     #[test]

@@ -22,9 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::fanout::{Delivery, DeliveryPosition, FeedEvent};
 use crate::{
-    Backend, MAX_DATA_BYTES, Presence, PresenceError,
-    buckets::Keys,
-    fanout,
+    Backend, MAX_DATA_BYTES, Presence, PresenceError, fanout,
     history::{PublishOptions, check_idempotency_key, memory::Histories},
     observe,
 };
@@ -38,7 +36,6 @@ pub struct ChannelFeed {
 #[derive(Debug)]
 enum FeedInner {
     Redis {
-        keys: Keys,
         requests: mpsc::UnboundedSender<fanout::Request>,
     },
     Local {
@@ -54,14 +51,14 @@ impl ChannelFeed {
     /// # Errors
     ///
     /// [`PresenceError::Unavailable`] when Redis cannot be reached.
-    pub async fn subscribe(&self, channel: &str) -> Result<(), PresenceError> {
+    /// The name is kept as given (a process that holds a channel per
+    /// connection shares one allocation of each name).
+    pub async fn subscribe(&self, channel: impl Into<Arc<str>>) -> Result<(), PresenceError> {
         match &self.inner {
-            FeedInner::Redis { keys, requests } => {
+            FeedInner::Redis { requests } => {
                 let (done, answer) = oneshot::channel();
                 let request = fanout::Request::Subscribe {
-                    key: keys.publications(channel),
                     channel: channel.into(),
-                    bucket: crate::buckets::channel_bucket(channel),
                     done,
                 };
                 let gone = || PresenceError::Unavailable("the channel fan-out stopped".to_owned());
@@ -73,7 +70,7 @@ impl ChannelFeed {
                     .lock()
                     .expect("hub lock")
                     .get_mut(id)
-                    .map(|feed| feed.channels.insert(channel.to_owned()));
+                    .map(|feed| feed.channels.insert(channel.into().to_string()));
                 Ok(())
             }
         }
@@ -82,9 +79,9 @@ impl ChannelFeed {
     /// Stops receiving `channel`'s publications.
     pub fn unsubscribe(&self, channel: &str) {
         match &self.inner {
-            FeedInner::Redis { keys, requests } => {
+            FeedInner::Redis { requests } => {
                 drop(requests.send(fanout::Request::Unsubscribe {
-                    key: keys.publications(channel),
+                    channel: channel.into(),
                 }));
             }
             FeedInner::Local { hub, id } => {
@@ -169,11 +166,13 @@ impl Presence {
         let inner = match &self.inner.backend {
             Backend::Redis(store) => {
                 let (requests, requests_rx) = mpsc::unbounded_channel();
-                fanout::spawn(store.subscriber().seeds(), requests_rx, deliveries);
-                FeedInner::Redis {
-                    keys: store.keys().clone(),
-                    requests,
-                }
+                fanout::spawn(
+                    store.keys().clone(),
+                    store.subscriber().seeds(),
+                    requests_rx,
+                    deliveries,
+                );
+                FeedInner::Redis { requests }
             }
             Backend::Memory(_) => {
                 let hub = self.inner.local_hub.clone();

@@ -30,7 +30,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::PresenceError;
+use crate::{PresenceError, buckets::Keys};
 
 mod nodes;
 
@@ -107,35 +107,33 @@ pub(crate) fn split_payload(payload: &str) -> (Option<DeliveryPosition>, &str) {
     }
 }
 
-/// What the fan-out task is asked to do.
+/// What the fan-out task is asked to do; channels as clients name them.
 pub(crate) enum Request {
     Subscribe {
-        /// The sharded channel.
-        key: String,
-        /// The channel as clients name it.
         channel: Arc<str>,
-        bucket: u16,
         done: oneshot::Sender<Result<(), PresenceError>>,
     },
     Unsubscribe {
-        key: String,
+        channel: Box<str>,
     },
 }
 
-/// One master's connection and the channels subscribed on it.
+/// One master's connection.
 struct Node {
     /// Tells this connection's pushes from an earlier one's to the same address.
     generation: u64,
     connection: MultiplexedConnection,
-    keys: HashSet<String>,
+    /// How many channels are subscribed on it.
+    channels: usize,
 }
 
-/// A subscribed channel.
+/// A subscribed channel (the map's key is its name, shared with the
+/// process's own table of subscribers: a process may hold a channel per
+/// connection, so this stays a few words).
 struct Subscribed {
-    channel: Arc<str>,
     bucket: u16,
     /// The node it is subscribed on; `None` while it waits to be subscribed again.
-    node: Option<String>,
+    node: Option<Arc<str>>,
 }
 
 /// What a node's push forwarder tells the task.
@@ -147,12 +145,14 @@ enum NodeEvent {
 /// Spawns the fan-out task of one process; it ends when `requests` closes
 /// (the `ChannelFeed` is dropped).
 pub(crate) fn spawn(
+    keys: Keys,
     seeds: Vec<ConnectionInfo>,
     requests: mpsc::UnboundedReceiver<Request>,
     deliveries: mpsc::UnboundedSender<FeedEvent>,
 ) {
     let (events, events_rx) = mpsc::unbounded_channel();
     let fanout = Fanout {
+        keys,
         seeds,
         next_seed: 0,
         nodes: HashMap::new(),
@@ -167,15 +167,18 @@ pub(crate) fn spawn(
 }
 
 struct Fanout {
+    /// Names the sharded channel of a channel (made when it is needed, not
+    /// kept).
+    keys: Keys,
     seeds: Vec<ConnectionInfo>,
     next_seed: usize,
     /// Connections by `host:port`.
-    nodes: HashMap<String, Node>,
+    nodes: HashMap<Arc<str>, Node>,
     /// The master that holds a bucket, as `MOVED` said.
-    routes: HashMap<u16, String>,
-    subscribed: HashMap<String, Subscribed>,
+    routes: HashMap<u16, Arc<str>>,
+    subscribed: HashMap<Arc<str>, Subscribed>,
     /// Channels to subscribe again (their node was lost or their slot moved).
-    pending: HashSet<String>,
+    pending: HashSet<Arc<str>>,
     generation: u64,
     events: mpsc::UnboundedSender<(String, u64, NodeEvent)>,
     deliveries: mpsc::UnboundedSender<FeedEvent>,
@@ -201,14 +204,14 @@ impl Fanout {
             tokio::select! {
                 request = requests.recv() => match request {
                     None => return,
-                    Some(Request::Subscribe { key, channel, bucket, done }) => {
-                        let result = self.subscribe(&key, channel, bucket).await;
+                    Some(Request::Subscribe { channel, done }) => {
+                        let result = self.subscribe(&channel).await;
                         if result.is_err() {
-                            self.subscribed.remove(&key);
+                            self.subscribed.remove(&channel);
                         }
                         drop(done.send(result));
                     }
-                    Some(Request::Unsubscribe { key }) => self.unsubscribe(&key).await,
+                    Some(Request::Unsubscribe { channel }) => self.unsubscribe(&channel).await,
                 },
                 Some((address, generation, event)) = events.recv() => {
                     self.on_event(&address, generation, event);
@@ -235,25 +238,16 @@ impl Fanout {
         }
     }
 
-    /// Subscribes `key` on the master of its bucket, following `MOVED`.
-    async fn subscribe(
-        &mut self,
-        key: &str,
-        channel: Arc<str>,
-        bucket: u16,
-    ) -> Result<(), PresenceError> {
-        self.subscribed.insert(
-            key.to_owned(),
-            Subscribed {
-                channel,
-                bucket,
-                node: None,
-            },
-        );
-        self.pending.remove(key);
+    /// Subscribes `channel` on the master of its bucket, following `MOVED`.
+    async fn subscribe(&mut self, channel: &Arc<str>) -> Result<(), PresenceError> {
+        let bucket = crate::buckets::channel_bucket(channel);
+        let key = self.keys.publications(channel);
+        self.subscribed
+            .insert(channel.clone(), Subscribed { bucket, node: None });
+        self.pending.remove(channel);
         let mut address = match self.routes.get(&bucket) {
             Some(address) => address.clone(),
-            None => self.seed_address(),
+            None => self.seed_address().into(),
         };
         for _ in 0..=MAX_REDIRECTS {
             let connection = self.connection(&address).await?;
@@ -261,7 +255,7 @@ impl Fanout {
             let answer = timeout(
                 CONNECT_TIMEOUT,
                 redis::cmd("SSUBSCRIBE")
-                    .arg(key)
+                    .arg(&key)
                     .exec_async(&mut connection),
             )
             .await;
@@ -269,9 +263,9 @@ impl Fanout {
                 Ok(Ok(())) => {
                     self.routes.insert(bucket, address.clone());
                     if let Some(node) = self.nodes.get_mut(&address) {
-                        node.keys.insert(key.to_owned());
+                        node.channels += 1;
                     }
-                    if let Some(subscribed) = self.subscribed.get_mut(key) {
+                    if let Some(subscribed) = self.subscribed.get_mut(channel) {
                         subscribed.node = Some(address);
                     }
                     return Ok(());
@@ -279,7 +273,7 @@ impl Fanout {
                 Ok(Err(error)) => match error.redirect_node() {
                     Some((to, _slot)) => {
                         debug!(from = %address, %to, bucket, "channel bucket is on another node");
-                        address = to.to_owned();
+                        address = to.into();
                     }
                     None => {
                         self.drop_node(&address);
@@ -299,9 +293,9 @@ impl Fanout {
         )))
     }
 
-    async fn unsubscribe(&mut self, key: &str) {
-        self.pending.remove(key);
-        let Some(subscribed) = self.subscribed.remove(key) else {
+    async fn unsubscribe(&mut self, channel: &str) {
+        self.pending.remove(channel);
+        let Some(subscribed) = self.subscribed.remove(channel) else {
             return;
         };
         let Some(address) = subscribed.node else {
@@ -310,12 +304,12 @@ impl Fanout {
         let Some(node) = self.nodes.get_mut(&address) else {
             return;
         };
-        node.keys.remove(key);
+        node.channels = node.channels.saturating_sub(1);
         let mut connection = node.connection.clone();
         let answer = timeout(
             CONNECT_TIMEOUT,
             redis::cmd("SUNSUBSCRIBE")
-                .arg(key)
+                .arg(self.keys.publications(channel))
                 .exec_async(&mut connection),
         )
         .await;
@@ -325,7 +319,7 @@ impl Fanout {
             debug!(%address, "a channel unsubscription failed");
         }
         if let Some(node) = self.nodes.get(&address)
-            && node.keys.is_empty()
+            && node.channels == 0
             && self.nodes.len() > 1
         {
             // A Cluster master nothing is subscribed on any more.
@@ -349,9 +343,10 @@ impl Fanout {
                     else {
                         return;
                     };
-                    let Some(subscribed) = std::str::from_utf8(key)
+                    let Some((channel, _)) = std::str::from_utf8(key)
                         .ok()
-                        .and_then(|key| self.subscribed.get(key))
+                        .and_then(|key| self.keys.publications_channel(key))
+                        .and_then(|channel| self.subscribed.get_key_value(channel))
                     else {
                         return;
                     };
@@ -359,13 +354,13 @@ impl Fanout {
                         Ok(payload) => {
                             let (position, frame) = split_payload(payload);
                             drop(self.deliveries.send(FeedEvent::Publication(Delivery {
-                                channel: subscribed.channel.clone(),
+                                channel: channel.clone(),
                                 frame: frame.into(),
                                 position,
                             })));
                         }
                         Err(_) => {
-                            warn!(channel = %subscribed.channel, "skipping a publication that is not UTF-8")
+                            warn!(%channel, "skipping a publication that is not UTF-8")
                         }
                     }
                 }
@@ -375,19 +370,29 @@ impl Fanout {
                     let Some(Value::BulkString(key)) = data.first() else {
                         return;
                     };
-                    let Ok(key) = std::str::from_utf8(key) else {
+                    let Some(channel) = std::str::from_utf8(key)
+                        .ok()
+                        .and_then(|key| self.keys.publications_channel(key))
+                    else {
                         return;
                     };
-                    if let Some(subscribed) = self.subscribed.get_mut(key)
+                    let Some(channel) = self
+                        .subscribed
+                        .get_key_value(channel)
+                        .map(|(c, _)| c.clone())
+                    else {
+                        return;
+                    };
+                    if let Some(subscribed) = self.subscribed.get_mut(&channel)
                         && subscribed.node.as_deref() == Some(address)
                     {
-                        info!(channel = %subscribed.channel, "a channel's slot moved; subscribing on its new master");
+                        info!(%channel, "a channel's slot moved; subscribing on its new master");
                         subscribed.node = None;
                         self.routes.remove(&subscribed.bucket);
                         if let Some(node) = self.nodes.get_mut(address) {
-                            node.keys.remove(key);
+                            node.channels = node.channels.saturating_sub(1);
                         }
-                        self.pending.insert(key.to_owned());
+                        self.pending.insert(channel);
                     }
                 }
                 PushKind::Disconnection => {
@@ -402,14 +407,14 @@ impl Fanout {
     /// Forgets a node; what it held waits to be subscribed again, through
     /// the seeds (its master may have changed).
     fn drop_node(&mut self, address: &str) {
-        let Some(node) = self.nodes.remove(address) else {
+        if self.nodes.remove(address).is_none() {
             return;
-        };
-        self.routes.retain(|_, to| to != address);
-        for key in node.keys {
-            if let Some(subscribed) = self.subscribed.get_mut(&key) {
+        }
+        self.routes.retain(|_, to| **to != *address);
+        for (channel, subscribed) in &mut self.subscribed {
+            if subscribed.node.as_deref() == Some(address) {
                 subscribed.node = None;
-                self.pending.insert(key);
+                self.pending.insert(channel.clone());
             }
         }
         self.next_seed += 1;
@@ -417,21 +422,20 @@ impl Fanout {
 
     /// Subscribes again what waits; `true` when nothing is left waiting.
     async fn resubscribe_pending(&mut self) -> bool {
-        let keys: Vec<String> = self.pending.iter().cloned().collect();
-        for key in keys {
-            let Some(subscribed) = self.subscribed.get(&key) else {
-                self.pending.remove(&key);
+        let channels: Vec<Arc<str>> = self.pending.iter().cloned().collect();
+        for channel in channels {
+            if !self.subscribed.contains_key(&channel) {
+                self.pending.remove(&channel);
                 continue;
-            };
-            let (channel, bucket) = (subscribed.channel.clone(), subscribed.bucket);
-            match self.subscribe(&key, channel.clone(), bucket).await {
+            }
+            match self.subscribe(&channel).await {
                 Ok(()) => {
                     debug!(%channel, "channel subscribed again");
                     drop(self.deliveries.send(FeedEvent::Resumed(channel)));
                 }
                 Err(error) => {
                     debug!(%channel, %error, "channel not subscribed again yet");
-                    self.pending.insert(key);
+                    self.pending.insert(channel);
                     return false;
                 }
             }

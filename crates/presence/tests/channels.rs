@@ -149,7 +149,7 @@ async fn channels_in_every_bucket_are_delivered(presence: Presence) {
         }
     }
     for channel in &channels {
-        feed.subscribe(channel).await.unwrap();
+        feed.subscribe(channel.as_str()).await.unwrap();
     }
     for channel in &channels {
         assert_eq!(

@@ -19,7 +19,13 @@ use serde_json::{Value, value::RawValue};
 use tracing::{debug, warn};
 
 use super::{Live, recovery::Subscribed};
-use crate::{cursor::Cursor, frame::OpCode, hooks::Verdict, socket::End};
+use crate::{
+    channels::{Member, Subscriber},
+    cursor::Cursor,
+    frame::OpCode,
+    hooks::Verdict,
+    socket::End,
+};
 
 /// A connection's channels: allocated on its first subscription, or at
 /// connect when its token carries a `channels` claim or the server API
@@ -42,6 +48,9 @@ pub(crate) struct ChannelState {
     /// The server API's subscriptions of the user, read when the connection
     /// registered, joined once the client has been greeted.
     joining: Vec<String>,
+    /// This connection as the instance's channel table holds it, made on
+    /// its first subscription.
+    member: Option<Arc<Member>>,
 }
 
 impl ChannelState {
@@ -62,6 +71,7 @@ impl ChannelState {
             personal: None,
             claim,
             joining: server_subscriptions,
+            member: None,
         }))
     }
 
@@ -173,6 +183,24 @@ impl Live {
 
     pub(super) fn state(&mut self) -> &mut ChannelState {
         self.channels.get_or_insert_with(Box::default)
+    }
+
+    /// This connection as a subscriber of one channel (`cursor` where its
+    /// namespace keeps history).
+    pub(super) fn subscriber(&mut self, cursor: Option<Arc<Cursor>>) -> Subscriber {
+        let (mailbox, connection_id, user_id) = (&self.mailbox, &self.connection_id, &self.user_id);
+        let state = self.channels.get_or_insert_with(Box::default);
+        let member = state.member.get_or_insert_with(|| {
+            Arc::new(Member {
+                mailbox: mailbox.clone(),
+                connection_id: connection_id.clone(),
+                user_id: user_id.clone(),
+            })
+        });
+        Subscriber {
+            member: member.clone(),
+            cursor,
+        }
     }
 
     pub(super) fn is_subscribed(&self, channel: &str) -> bool {

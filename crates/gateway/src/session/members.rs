@@ -18,7 +18,7 @@ use super::{
     Live,
     channels::{Refusal, not_subscribed, unknown_namespace},
 };
-use crate::{channels::Subscriber, cursor::Cursor};
+use crate::cursor::Cursor;
 
 impl Live {
     /// Subscribes this connection to `channel` (checked and authorized
@@ -51,22 +51,20 @@ impl Live {
                 format!("the channel holds {held} subscribers, the most its namespace allows"),
             ));
         }
-        let subscriber = Subscriber {
-            mailbox: self.mailbox.clone(),
-            connection_id: self.connection_id.clone(),
-            user_id: self.user_id.clone(),
-            cursor: cursor.clone(),
-        };
-        if let Err(error) = shared.channels.subscribe(&channel, subscriber).await {
-            if let Err(error) = shared
-                .presence
-                .leave_channel(&channel, &self.connection_id, instance_id)
-                .await
-            {
-                debug!(connection_id = %self.connection_id, %channel, %error, "membership of a failed subscription not removed; the next re-sync removes it");
+        let subscriber = self.subscriber(cursor.clone());
+        let channel = match shared.channels.subscribe(&channel, subscriber).await {
+            Ok(name) => name,
+            Err(error) => {
+                if let Err(error) = shared
+                    .presence
+                    .leave_channel(&channel, &self.connection_id, instance_id)
+                    .await
+                {
+                    debug!(connection_id = %self.connection_id, %channel, %error, "membership of a failed subscription not removed; the next re-sync removes it");
+                }
+                return Err(error.into());
             }
-            return Err(error.into());
-        }
+        };
         let state = self.state();
         if let Some(cursor) = cursor {
             state.cursors.push((channel.clone(), cursor));

@@ -60,15 +60,10 @@ impl Live {
     pub(super) async fn open_personal(&mut self, history: HistoryOptions) -> Result<Release, End> {
         let channel: Arc<str> = pulse_protocol::Channel::personal(&self.user_id).into();
         let cursor = Arc::new(Cursor::recovering());
-        let subscriber = crate::channels::Subscriber {
-            mailbox: self.mailbox.clone(),
-            connection_id: self.connection_id.clone(),
-            user_id: self.user_id.clone(),
-            cursor: Some(cursor.clone()),
-        };
+        let subscriber = self.subscriber(Some(cursor.clone()));
         let shared = Arc::clone(&self.shared);
         let opened = match shared.channels.subscribe(&channel, subscriber).await {
-            Ok(()) => {
+            Ok(_) => {
                 let read = shared.presence.read_stream(&channel, history, None).await;
                 if read.is_err() {
                     shared.channels.unsubscribe(&channel, &self.mailbox);

@@ -2,7 +2,7 @@
 //! address, made on first use, whose pushes a small task forwards to the
 //! fan-out tagged with the connection's generation.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 
 use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, aio::MultiplexedConnection};
 use tokio::{sync::mpsc, time::timeout};
@@ -14,7 +14,7 @@ impl Fanout {
     /// The connection to `address`, made if there is none.
     pub(super) async fn connection(
         &mut self,
-        address: &str,
+        address: &Arc<str>,
     ) -> Result<&MultiplexedConnection, PresenceError> {
         if !self.nodes.contains_key(address) {
             let info = self.info_for(address)?;
@@ -45,7 +45,7 @@ impl Fanout {
             self.generation += 1;
             let generation = self.generation;
             let events = self.events.clone();
-            let owner = address.to_owned();
+            let owner = address.to_string();
             tokio::spawn(async move {
                 while let Some(push) = receiver.recv().await {
                     if events
@@ -58,11 +58,11 @@ impl Fanout {
                 drop(events.send((owner, generation, NodeEvent::Closed)));
             });
             self.nodes.insert(
-                address.to_owned(),
+                address.clone(),
                 Node {
                     generation,
                     connection,
-                    keys: HashSet::new(),
+                    channels: 0,
                 },
             );
         }
