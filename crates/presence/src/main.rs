@@ -7,6 +7,12 @@ use pulse_runtime::runtime::{
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
+/// jemalloc, as in the gateway: every API call allocates and frees its
+/// request, frame and answer across worker threads, where glibc's malloc
+/// spent a tenth of the service's CPU (a profile at 5,000 publishes/s).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let config: Config = parse_or_exit();
