@@ -24,19 +24,18 @@ use std::{
 };
 
 use pulse_presence::{
-    ChannelFeed, Delivery, DeliveryPosition, FeedEvent, MemberRecord, Namespaces, Presence,
-    PresenceError, namespaces::Resolved,
+    ChannelFeed, DeliveryPosition, FeedEvent, MemberRecord, Namespaces, Presence, PresenceError,
+    namespaces::Resolved,
 };
-use pulse_protocol::StreamPosition;
 use tokio::sync::{OnceCell, mpsc};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
 
-use crate::{
-    cursor::{Admit, Cursor},
-    mailbox::{Mailbox, PushError},
-    telemetry::Metrics,
-};
+use crate::{cursor::Cursor, mailbox::Mailbox};
+
+mod fan_out;
+mod holes;
+
+pub(crate) use fan_out::{deliver, overflowed, run_fan_out};
+use holes::{advance, reposition};
 
 /// The subscriptions of this instance.
 #[derive(Debug)]
@@ -277,253 +276,24 @@ impl Channels {
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
-
-    /// Writes one publication to every local subscriber of its channel:
-    /// the list is taken under the table's lock, and written to after it is
-    /// let go, so that subscribing and unsubscribing (on every worker
-    /// thread) never wait for a fan-out to thousands of sockets.
-    fn fan_out(&self, delivery: &Delivery, capacity: usize, metrics: &Metrics) {
-        let subscribers = {
-            let mut table = self.lock();
-            let Some(entry) = table.get_mut(&delivery.channel) else {
-                // Arrived after the last subscriber left.
-                return;
-            };
-            if let Some(position) = &delivery.position
-                && let Some(hole) = advance(&mut entry.last, position)
-            {
-                warn!(channel = %delivery.channel, %hole, "a hole in a channel's live stream; its subscribers recover from history");
-                metrics.stream_holes.increment(1);
-                reposition(
-                    &delivery.channel,
-                    entry.subscribers.as_slice(),
-                    capacity,
-                    metrics,
-                );
-            }
-            entry.subscribers.clone()
-        };
-        let offset = delivery.position.as_ref().map_or(0, |p| p.offset);
-        let mut delivered = 0;
-        for subscriber in subscribers.as_slice() {
-            if let Some(cursor) = &subscriber.cursor
-                && cursor.admit(offset, &delivery.frame, capacity) != Admit::Deliver
-            {
-                continue;
-            }
-            delivered += 1;
-            if deliver(
-                &subscriber.member.mailbox,
-                &delivery.frame,
-                capacity,
-                metrics,
-            ) {
-                warn!(channel = %delivery.channel, "outbound queue full; closing a slow consumer");
-            }
-        }
-        metrics.publications_delivered.increment(delivered);
-    }
-
-    /// A subscriber's read of history found the stream at `top`: later
-    /// deliveries continue from there.
-    pub(crate) fn note_top(&self, channel: &str, top: &StreamPosition) {
-        let mut table = self.lock();
-        if let Some(entry) = table.get_mut(channel) {
-            let newer = match &entry.last {
-                Some(last) => *last.epoch != *top.epoch || last.offset < top.offset,
-                None => true,
-            };
-            if newer {
-                entry.last = Some(DeliveryPosition {
-                    offset: top.offset,
-                    epoch: top.epoch.as_str().into(),
-                });
-            }
-        }
-    }
-
-    /// The feed subscription of `channel` was lost and is live again: when
-    /// the stream moved past what was delivered here (or its epoch
-    /// changed), publications were missed, and the subscribers recover.
-    async fn check_resumed(self: Arc<Self>, channel: Arc<str>, capacity: usize, metrics: Metrics) {
-        let has_history = self.lock().get(&channel).is_some_and(|entry| {
-            entry
-                .subscribers
-                .as_slice()
-                .iter()
-                .any(|s| s.cursor.is_some())
-        });
-        if !has_history {
-            // No offsets: at most once, as documented.
-            return;
-        }
-        // Read from what was delivered here: a stream that holds less than
-        // that lost writes (a failover), and the read starts a new epoch
-        // (see `history.lua`), so nobody takes the new offsets for the old.
-        let last = self
-            .lock()
-            .get(&channel)
-            .and_then(|entry| entry.last.clone());
-        let read = match &last {
-            Some(last) => {
-                let since = StreamPosition {
-                    offset: last.offset,
-                    epoch: last.epoch.to_string(),
-                };
-                let check = pulse_presence::HistoryOptions {
-                    size: 1,
-                    ttl: std::time::Duration::from_secs(1),
-                };
-                self.presence
-                    .read_stream(&channel, check, Some(&since))
-                    .await
-                    .map(|read| read.top)
-            }
-            None => self.presence.stream_top(&channel).await,
-        };
-        let top = match read {
-            Ok(top) => Some(top),
-            Err(error) => {
-                debug!(%channel, %error, "could not read a resumed channel's stream; its subscribers recover");
-                None
-            }
-        };
-        let mut table = self.lock();
-        let Some(entry) = table.get_mut(&channel) else {
-            return;
-        };
-        let missed = match (&top, &entry.last) {
-            (Some(top), Some(last)) => *last.epoch != *top.epoch || last.offset != top.offset,
-            (Some(top), None) => top.offset > 0,
-            (None, _) => true,
-        };
-        if missed {
-            info!(%channel, "publications were made while a channel's subscription was lost; its subscribers recover from history");
-            metrics.stream_holes.increment(1);
-            reposition(&channel, entry.subscribers.as_slice(), capacity, &metrics);
-            if let Some(top) = top {
-                entry.last = Some(DeliveryPosition {
-                    offset: top.offset,
-                    epoch: top.epoch.into(),
-                });
-            }
-        }
-    }
-}
-
-/// Moves a channel's last position to `position`; returns a description of
-/// the hole when `position` does not follow it.
-fn advance(last: &mut Option<DeliveryPosition>, position: &DeliveryPosition) -> Option<String> {
-    let hole = match last.as_ref() {
-        None => None,
-        Some(last) if last.epoch != position.epoch => {
-            Some(format!("epoch {} became {}", last.epoch, position.epoch))
-        }
-        Some(last) if position.offset <= last.offset => return None,
-        Some(last) if position.offset > last.offset + 1 => Some(format!(
-            "offset {} came after {}",
-            position.offset, last.offset
-        )),
-        Some(_) => None,
-    };
-    *last = Some(position.clone());
-    hole
-}
-
-/// Pauses every subscriber of `channel` that has a cursor and tells it to
-/// subscribe again with `since`.
-fn reposition(channel: &Arc<str>, subscribers: &[Subscriber], capacity: usize, metrics: &Metrics) {
-    for subscriber in subscribers {
-        if let Some(cursor) = &subscriber.cursor
-            && cursor.pause()
-        {
-            let pushed = subscriber
-                .member
-                .mailbox
-                .push_reposition(channel.clone(), capacity);
-            overflowed(&subscriber.member.mailbox, pushed, metrics);
-        }
-    }
-}
-
-/// Queues `frame` for one connection; a connection whose queue is full is
-/// closed as a slow consumer (4429), so that it reconnects and recovers
-/// instead of silently missing messages. Returns whether this push closed it.
-pub(crate) fn deliver(
-    mailbox: &Mailbox,
-    frame: &Arc<str>,
-    capacity: usize,
-    metrics: &Metrics,
-) -> bool {
-    overflowed(mailbox, mailbox.push(frame.clone(), capacity), metrics)
-}
-
-/// What follows a push: a full queue closes the connection as a slow
-/// consumer (4429). Returns whether this push closed it.
-pub(crate) fn overflowed(
-    mailbox: &Mailbox,
-    pushed: Result<(), PushError>,
-    metrics: &Metrics,
-) -> bool {
-    match pushed {
-        Ok(()) => false,
-        Err(PushError::Full) => {
-            metrics.queue_overflows.increment(1);
-            mailbox.kick(
-                pulse_protocol::CloseCode::TooMany,
-                pulse_protocol::ErrorCode::SLOW_CONSUMER,
-                "too many messages waiting: the connection does not read fast enough",
-            )
-        }
-        // The session is ending; at most once means it goes without.
-        Err(PushError::Closing) => false,
-    }
-}
-
-/// Writes every publication that arrives to its local subscribers, until
-/// `sessions_over` (through the drain, for the sockets still open).
-pub(crate) async fn run_fan_out(
-    channels: Arc<Channels>,
-    mut deliveries: mpsc::UnboundedReceiver<FeedEvent>,
-    capacity: usize,
-    metrics: Metrics,
-    sessions_over: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            () = sessions_over.cancelled() => return,
-            event = deliveries.recv() => match event {
-                Some(event) => event,
-                None => return,
-            },
-        };
-        match event {
-            FeedEvent::Publication(delivery) => channels.fan_out(&delivery, capacity, &metrics),
-            FeedEvent::Resumed(channel) => {
-                tokio::spawn(
-                    channels
-                        .clone()
-                        .check_resumed(channel, capacity, metrics.clone()),
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
+pub(super) mod tests {
     use pulse_presence::PublishOptions;
     use serde_json::value::RawValue;
 
     use super::*;
+    use crate::telemetry::Metrics;
 
-    fn data(text: &str) -> Box<RawValue> {
+    pub(in crate::channels) fn data(text: &str) -> Box<RawValue> {
         RawValue::from_string(text.to_owned()).unwrap()
     }
 
-    fn subscriber(mailbox: &Arc<Mailbox>, connection_id: &str) -> Subscriber {
+    pub(in crate::channels) fn subscriber(
+        mailbox: &Arc<Mailbox>,
+        connection_id: &str,
+    ) -> Subscriber {
         Subscriber {
             member: Arc::new(Member {
                 mailbox: mailbox.clone(),
@@ -635,37 +405,5 @@ mod tests {
             .await
             .unwrap();
         assert!(Arc::ptr_eq(&first, &second));
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_closes_the_slow_subscriber_only() {
-        let presence = Presence::in_memory();
-        let (channels, mut deliveries) = Channels::new(&presence);
-        let channel: Arc<str> = "room:1".into();
-        let (slow, fine) = (Arc::new(Mailbox::new()), Arc::new(Mailbox::new()));
-        channels
-            .subscribe(&channel, subscriber(&slow, "s"))
-            .await
-            .unwrap();
-        channels
-            .subscribe(&channel, subscriber(&fine, "f"))
-            .await
-            .unwrap();
-        slow.push("x".into(), 1).unwrap();
-        presence
-            .publish("room:1", &data("1"), &PublishOptions::default())
-            .await
-            .unwrap();
-        let Some(FeedEvent::Publication(delivery)) =
-            tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
-                .await
-                .unwrap()
-        else {
-            panic!("a publication");
-        };
-        channels.fan_out(&delivery, 1, &Metrics::new());
-        assert!(slow.is_kicked());
-        assert!(!fine.is_kicked());
-        assert_eq!(fine.len(), 1);
     }
 }

@@ -41,6 +41,7 @@ use crate::{
 };
 
 mod auth;
+mod authorize;
 mod channels;
 mod echo;
 mod members;
