@@ -5,6 +5,7 @@
 pub mod channels_api;
 pub mod pki;
 pub mod served;
+pub mod webhooks;
 
 /// Runs each case against every backend: `memory::<case>` on
 /// `Presence::in_memory()`, `redis::<case>` on Redis and `cluster::<case>` on
