@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, unused_macros)] // Each test binary uses its own subset.
 
 pub mod channels_api;
+pub mod event_log;
 pub mod pki;
 pub mod served;
 pub mod webhooks;
