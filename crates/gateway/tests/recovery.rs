@@ -1,122 +1,25 @@
 //! Recovery on `/ws` with real WebSocket clients, for a namespace with
 //! history: `subscribe` with `since` replays what was missed and goes on
 //! live with no gap and no doubling at the seam (publications keep coming
-//! while clients reconnect to either of two gateways); a gateway whose
-//! Redis subscription is killed while publications flow does not deliver
-//! past the hole but tells its subscribers, who recover every publication.
+//! while clients reconnect to either of two gateways), on channels and on
+//! the personal channel. Recovery while Redis fails under the gateway is in
+//! `recovery_outage.rs`; the helpers both use in `support/recovery.rs`.
 
 mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use pulse_gateway::Settings;
 use pulse_presence::{
-    HistoryOptions, Namespaces, Presence, PublishOptions, RedisOptions,
+    Namespaces, Presence,
     testing::{RedisServer, unique_namespace},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::task::JoinHandle;
 
-use crate::support::*;
-
-const CONFIG: &str = r#"
-[namespaces.feed]
-allow_publish = true
-history_size = 1000
-history_ttl = "10m"
-"#;
-
-const HISTORY: HistoryOptions = HistoryOptions {
-    size: 1000,
-    ttl: Duration::from_secs(600),
+use crate::support::{
+    recovery::{HISTORY, Reader, history_settings, redis_presence, with_history},
+    *,
 };
-
-fn history_settings(instance: &str) -> Settings {
-    let mut settings = settings();
-    settings.instance_id = instance.to_owned();
-    settings.namespaces = Arc::new(Namespaces::parse(CONFIG, "test.toml").unwrap());
-    settings
-}
-
-/// A presence client of `server` under `namespace` (each gateway and the
-/// test's API get their own, as separate processes would).
-fn redis_presence(server: &RedisServer, namespace: &str) -> Presence {
-    Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.to_owned())).unwrap()
-}
-
-fn with_history() -> PublishOptions<'static> {
-    PublishOptions {
-        history: Some(HISTORY),
-        ..PublishOptions::default()
-    }
-}
-
-/// A client's view of one channel: the numbers it got, and its position.
-#[derive(Default)]
-struct Reader {
-    numbers: Vec<u64>,
-    offset: u64,
-    epoch: String,
-}
-
-impl Reader {
-    /// Takes one publication (live or replayed); panics on a doubled or
-    /// missing offset.
-    fn take(&mut self, offset: u64, data: &Value) {
-        assert_eq!(
-            offset,
-            self.offset + 1,
-            "offsets follow each other (got {offset} after {})",
-            self.offset
-        );
-        self.offset = offset;
-        self.numbers.push(data["n"].as_u64().unwrap());
-    }
-
-    /// Subscribes (with `since` after the first time) and takes the answer.
-    async fn subscribe(&mut self, client: &mut Client, id: u64) {
-        let mut request = json!({"type": "subscribe", "id": id, "channel": "feed:1"});
-        if !self.epoch.is_empty() {
-            request["since"] = json!({"offset": self.offset, "epoch": self.epoch});
-        }
-        let answer = support::request(client, request).await;
-        assert_eq!(answer["type"], "subscribed", "{answer}");
-        let epoch = answer["epoch"].as_str().unwrap().to_owned();
-        if self.epoch.is_empty() {
-            self.offset = answer["offset"].as_u64().unwrap();
-        } else {
-            assert_eq!(answer["recovered"], json!(true), "{answer}");
-            assert_eq!(epoch, self.epoch);
-            for publication in answer["publications"].as_array().unwrap() {
-                self.take(
-                    publication["offset"].as_u64().unwrap(),
-                    &publication["data"],
-                );
-            }
-            assert_eq!(answer["offset"].as_u64().unwrap(), self.offset);
-        }
-        self.epoch = epoch;
-    }
-
-    /// Reads until it holds `n` numbers (resubscribing when told to).
-    async fn read_until(&mut self, client: &mut Client, n: usize) {
-        let mut id = 100;
-        while self.numbers.len() < n {
-            let message = next_json(client).await;
-            match message["type"].as_str() {
-                Some("publication") => {
-                    self.take(message["offset"].as_u64().unwrap(), &message["data"]);
-                }
-                Some("unsubscribed") => {
-                    assert_eq!(message["code"], "resubscribe", "{message}");
-                    id += 1;
-                    self.subscribe(client, id).await;
-                }
-                _ => panic!("unexpected {message}"),
-            }
-        }
-    }
-}
 
 fn publisher(presence: Presence, count: u64, pause: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -215,148 +118,6 @@ async fn the_seam_holds_while_publications_keep_coming() {
     for gateway in gateways {
         gateway.stop().await;
     }
-}
-
-/// Publications made only while the gateway's Redis subscription was down
-/// (none after it came back to reveal the hole by its offset): the gateway
-/// checks the stream when it subscribes again, and its subscriber recovers
-/// them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn publications_made_while_the_subscription_was_down_are_recovered() {
-    let server = RedisServer::start().await;
-    let namespace = unique_namespace();
-    let presence = || redis_presence(&server, &namespace);
-    let gateway = Gateway::start_with(history_settings("gw-1"), presence()).await;
-    let mut client = live(&gateway, &token("alice")).await;
-    let mut reader = Reader::default();
-    reader.subscribe(&mut client, 1).await;
-    let api = presence();
-    api.publish("feed:1", &data(&json!({ "n": 1 })), &with_history())
-        .await
-        .unwrap();
-    reader.read_until(&mut client, 1).await;
-
-    let mut admin = admin(&server).await;
-    kill_subscriptions(&mut admin).await;
-    for n in 2..=4 {
-        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
-            .await
-            .unwrap();
-    }
-    let key = format!(
-        "{namespace}:{{b{}}}:pub:feed:1",
-        pulse_presence::bucket_of("feed:1")
-    );
-    eventually("the gateway subscribes again", || {
-        let mut admin = admin.clone();
-        let key = key.clone();
-        async move {
-            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
-                .arg("SHARDNUMSUB")
-                .arg(&key)
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-            counts.first().is_some_and(|(_, n)| *n == 1)
-        }
-    })
-    .await;
-    reader.read_until(&mut client, 4).await;
-    assert_eq!(reader.numbers, [1, 2, 3, 4]);
-    gateway.stop().await;
-}
-
-/// A gateway on `server`, the test's API, and alice's client subscribed to
-/// `feed:1` holding the first `count` publications.
-async fn delivered(
-    server: &RedisServer,
-    namespace: &str,
-    count: u64,
-) -> (Gateway, Presence, Client, Reader) {
-    let gateway =
-        Gateway::start_with(history_settings("gw-1"), redis_presence(server, namespace)).await;
-    let api = redis_presence(server, namespace);
-    let mut client = live(&gateway, &token("alice")).await;
-    let mut reader = Reader::default();
-    reader.subscribe(&mut client, 1).await;
-    for n in 1..=count {
-        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
-            .await
-            .unwrap();
-    }
-    reader.read_until(&mut client, count as usize).await;
-    (gateway, api, client, reader)
-}
-
-async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn kill_subscriptions(admin: &mut redis::aio::MultiplexedConnection) {
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(admin)
-        .await
-        .unwrap();
-    assert!(killed >= 1);
-}
-
-/// The gateway's Redis subscription is killed while publications flow: the
-/// ones made before it subscribes again are not delivered live, and the
-/// gateway does not deliver past that hole; it tells the subscriber, which
-/// recovers every one from history.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_redis_subscription_makes_subscribers_recover() {
-    let server = RedisServer::start().await;
-    let namespace = unique_namespace();
-    let presence = || redis_presence(&server, &namespace);
-    let gateway = Gateway::start_with(history_settings("gw-1"), presence()).await;
-    let mut client = live(&gateway, &token("alice")).await;
-    let mut reader = Reader::default();
-    reader.subscribe(&mut client, 1).await;
-    let api = presence();
-    for n in 1..=5 {
-        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
-            .await
-            .unwrap();
-    }
-    reader.read_until(&mut client, 5).await;
-
-    kill_subscriptions(&mut admin(&server).await).await;
-    // Right after the kill, before the gateway subscribes again.
-    for n in 6..=10 {
-        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
-            .await
-            .unwrap();
-    }
-    // Then more, once the subscription is back (it is: a publication
-    // reaches an instance again).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut n = 11;
-    loop {
-        let published = api
-            .publish("feed:1", &data(&json!({ "n": n })), &with_history())
-            .await
-            .unwrap();
-        n += 1;
-        if published.instances == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never subscribed again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    reader.read_until(&mut client, (n - 1) as usize).await;
-    assert_eq!(reader.numbers, (1..n).collect::<Vec<_>>());
-    gateway.stop().await;
 }
 
 /// With `[personal] history_size`, what `Send` publishes to a user while
@@ -502,108 +263,5 @@ async fn nothing_a_personal_replay_holds_arrives_again_after_it() {
         after.iter().all(|&offset| offset > answered),
         "after the answer (offset {answered}) came {after:?}"
     );
-    gateway.stop().await;
-}
-
-/// Redis restarted without its data while a client was away: it comes
-/// back with its old position and is told (`recovered: false`, a new
-/// epoch), never given a silent gap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn after_redis_restarted_empty_a_client_is_told_it_cannot_recover() {
-    let mut server = RedisServer::spawn_persistent().await;
-    let namespace = unique_namespace();
-    let (gateway, _api, client, reader) = delivered(&server, &namespace, 3).await;
-    drop(client);
-
-    let mut admin = admin(&server).await;
-    let () = redis::cmd("FLUSHALL")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    server.shutdown_saving().await;
-    server.restart().await;
-
-    let mut client = live(&gateway, &token("alice")).await;
-    let since = json!({"offset": reader.offset, "epoch": reader.epoch});
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let answer = loop {
-        let answer = support::request(
-            &mut client,
-            json!({"type": "subscribe", "id": 2, "channel": "feed:1", "since": since}),
-        )
-        .await;
-        // `unavailable` while the gateway reconnects to Redis.
-        if answer["type"] == "subscribed" {
-            break answer;
-        }
-        assert_eq!(answer["code"], "unavailable", "{answer}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Redis never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(answer["recovered"], json!(false), "{answer}");
-    assert_eq!(answer["publications"], json!([]));
-    assert_ne!(answer["epoch"], json!(reader.epoch), "a new epoch");
-    assert_eq!(answer["offset"], json!(0));
-    gateway.stop().await;
-}
-
-/// A failover that lost the last writes: the promoted replica holds fewer
-/// publications than the gateway delivered. When its subscription comes
-/// back the gateway sees the stream behind what it delivered: the history
-/// gets a new epoch and the subscriber, told to resubscribe, hears
-/// `recovered: false` (its position named writes that are gone), instead
-/// of taking the new publications' reused offsets for ones it has.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stream_that_lost_writes_gets_a_new_epoch_and_subscribers_are_told() {
-    let server = RedisServer::start().await;
-    let namespace = unique_namespace();
-    let (gateway, api, mut client, reader) = delivered(&server, &namespace, 5).await;
-
-    // The failover: the subscription drops, and Redis holds 1 to 3 only.
-    let mut admin = admin(&server).await;
-    kill_subscriptions(&mut admin).await;
-    let tag = format!(
-        "{namespace}:{{b{}}}",
-        pulse_presence::channel_bucket("feed:1")
-    );
-    let () = redis::cmd("HSET")
-        .arg(format!("{tag}:meta:feed:1"))
-        .arg("o")
-        .arg(3)
-        .query_async(&mut admin)
-        .await
-        .map(|_: i64| ())
-        .unwrap();
-    let _: i64 = redis::cmd("XDEL")
-        .arg(format!("{tag}:hist:feed:1"))
-        .arg("4-0")
-        .arg("5-0")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-
-    let told = next_json(&mut client).await;
-    assert_eq!(
-        told,
-        json!({"type": "unsubscribed", "channel": "feed:1", "code": "resubscribe"})
-    );
-    let answer = support::request(
-        &mut client,
-        json!({"type": "subscribe", "id": 2, "channel": "feed:1", "since": {"offset": 5, "epoch": reader.epoch}}),
-    )
-    .await;
-    assert_eq!(answer["recovered"], json!(false), "{answer}");
-    assert_ne!(answer["epoch"], json!(reader.epoch), "a new epoch");
-    // What is published next is new, under the new epoch.
-    let published = api
-        .publish("feed:1", &data(&json!({ "n": 6 })), &with_history())
-        .await
-        .unwrap();
-    assert_eq!(published.epoch.as_deref(), answer["epoch"].as_str());
-    let live = next_json(&mut client).await;
-    assert_eq!(live["data"], json!({"n": 6}), "{live}");
     gateway.stop().await;
 }

@@ -1,88 +1,33 @@
-//! The durable event log: reading from a position, snapshots, expiry, last
-//! seen, on every backend; and on Redis, a bus that drops, Redis restarted
-//! with its data or empty; and the same over gRPC (`Watch` with `since`,
-//! `Snapshot`, `GetUser`'s `last_seen`).
+//! The durable event log through the store's API, on every backend:
+//! reading from a position, snapshots, expiry, last seen, channel joins and
+//! leaves. The same over gRPC is in `event_log_grpc.rs`; Redis failing
+//! under it (the bus dropping, Redis restarted with its data or empty) in
+//! `event_log_redis.rs`.
 
 #[macro_use]
 mod support;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     time::Duration,
 };
 
-use futures_util::StreamExt;
-use pulse_presence::{
-    ApiConfig, ConnectionRecord, EventLogOptions, EventTail, MemberRecord, Presence, RedisOptions,
-    TailError, bucket_of,
-    testing::{RedisServer, unique_namespace},
+use pulse_presence::{ConnectionRecord, EventLogOptions, MemberRecord, Presence, TailError};
+use pulse_protocol::{EventKind, PresenceEvent, event::now_ms};
+use support::{
+    DEADLINE,
+    event_log::{LIFECYCLE, next, now_position, per_user, read_until},
+    record, register,
 };
-use pulse_protocol::{
-    EventKind, PresenceEvent,
-    event::{Position, now_ms},
-    proto::presence::v1 as pb,
-    status::reason_of,
-};
-use support::{DEADLINE, bus_ready, record, register, served::Served};
 use tokio::time::timeout;
-use tonic::Code;
 
 every_backend!(
     a_tail_from_a_position_gets_every_later_event_once,
     a_snapshot_then_its_position_make_the_truth_under_churn,
     an_expired_position_is_refused_with_how_many_were_lost,
     last_seen_is_when_the_last_connection_closed,
-    watch_resumes_from_a_position_over_grpc,
     channel_joins_and_leaves_are_on_the_log,
 );
-
-/// One connection's whole life, for its user's only connection.
-const LIFECYCLE: [EventKind; 4] = [
-    EventKind::Connected,
-    EventKind::Online,
-    EventKind::Disconnected,
-    EventKind::Offline,
-];
-
-async fn next(tail: &mut EventTail) -> PresenceEvent {
-    timeout(DEADLINE, tail.next())
-        .await
-        .expect("an event in time")
-        .expect("the tail goes on")
-}
-
-/// Reads `tail` until its position has reached `end` in every bucket.
-async fn read_until(tail: &mut EventTail, end: &Position) -> Vec<PresenceEvent> {
-    let mut events = Vec::new();
-    while end
-        .iter()
-        .any(|(bucket, point)| tail.position().get(bucket).is_none_or(|at| at < point))
-    {
-        events.push(next(tail).await);
-    }
-    events
-}
-
-/// Where every log ends now.
-async fn now_position(presence: &Presence) -> Position {
-    presence
-        .tail_events(presence.log_buckets(), None)
-        .await
-        .unwrap()
-        .position()
-        .clone()
-}
-
-fn per_user(events: &[PresenceEvent]) -> BTreeMap<String, Vec<PresenceEvent>> {
-    let mut users: BTreeMap<String, Vec<PresenceEvent>> = BTreeMap::new();
-    for event in events {
-        users
-            .entry(event.user_id.clone())
-            .or_default()
-            .push(event.clone());
-    }
-    users
-}
 
 async fn a_tail_from_a_position_gets_every_later_event_once(presence: Presence) {
     let all = presence.log_buckets();
@@ -322,246 +267,4 @@ async fn channel_joins_and_leaves_are_on_the_log(presence: Presence) {
     let mut again = presence.tail_events(log, Some(start)).await.unwrap();
     let end = tail.position().clone();
     assert_eq!(shape(&read_until(&mut again, &end).await), wanted);
-}
-
-async fn watch_resumes_from_a_position_over_grpc(presence: Presence) {
-    let served = Served::start(presence.clone(), ApiConfig::open()).await;
-    let mut client = pb::presence_client::PresenceClient::new(served.channel());
-    let watch = |since: &str| pb::WatchRequest {
-        user_ids: vec!["gail".into()],
-        all: false,
-        since: since.to_owned(),
-    };
-    let mut first = client.watch(watch("")).await.unwrap().into_inner();
-    register(&presence, "gail", "c1", "gw-1", 1).await;
-    let connected = timeout(DEADLINE, first.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(connected.kind(), pb::EventKind::Connected);
-    assert!(connected.id.starts_with('b'), "{connected:?}");
-    drop(first);
-
-    // Missed while no Watch was open.
-    presence.unregister("gail", "c1").await.unwrap();
-    let mut resumed = client
-        .watch(watch(&connected.position))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut kinds = Vec::new();
-    for _ in 0..3 {
-        let event = timeout(DEADLINE, resumed.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        kinds.push(event.kind());
-    }
-    assert_eq!(
-        kinds,
-        [
-            pb::EventKind::Online,
-            pb::EventKind::Disconnected,
-            pb::EventKind::Offline
-        ]
-    );
-
-    // GetUser of the offline user says when they left.
-    let user = client
-        .get_user(pb::GetUserRequest {
-            user_id: "gail".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!user.online && user.last_seen.is_some(), "{user:?}");
-
-    // A snapshot's position covers everyone.
-    let mut chunks = client
-        .snapshot(pb::SnapshotRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut position = String::new();
-    while let Some(chunk) = timeout(DEADLINE, chunks.next()).await.unwrap() {
-        position = chunk.unwrap().position;
-    }
-    assert!(position.starts_with("p1."), "{position:?}");
-    register(&presence, "gail", "c2", "gw-1", 3).await;
-    let mut after = client.watch(watch(&position)).await.unwrap().into_inner();
-    let event = timeout(DEADLINE, after.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (event.kind(), event.connection_id.as_str()),
-        (pb::EventKind::Connected, "c2")
-    );
-
-    // Garbage is refused with a reason; the socket of the API stays usable.
-    let status = client.watch(watch("p1.***")).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some("bad_position"));
-    served.shutdown().await;
-}
-
-/// A gRPC Watch from a position whose events were trimmed ends with
-/// `FAILED_PRECONDITION` + `position_expired`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_expired_position_fails_the_watch_with_a_reason() {
-    let presence = Presence::in_memory();
-    presence.set_event_log_options(EventLogOptions {
-        retention: Duration::from_millis(1),
-        last_seen: EventLogOptions::DEFAULT_LAST_SEEN,
-    });
-    let served = Served::start(presence.clone(), ApiConfig::open()).await;
-    let mut client = pb::presence_client::PresenceClient::new(served.channel());
-    let watch = |since: String| pb::WatchRequest {
-        user_ids: vec![],
-        all: true,
-        since,
-    };
-    let mut first = client
-        .watch(watch(String::new()))
-        .await
-        .unwrap()
-        .into_inner();
-    register(&presence, "hal", "c1", "gw-1", 1).await;
-    let event = timeout(DEADLINE, first.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    drop(first);
-    presence.unregister("hal", "c1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    register(&presence, "ida", "c1", "gw-1", 2).await;
-
-    let mut resumed = client
-        .watch(watch(event.position))
-        .await
-        .unwrap()
-        .into_inner();
-    let status = timeout(DEADLINE, resumed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some("position_expired"));
-    served.shutdown().await;
-}
-
-/// Events go on while the bus's Redis connection is killed again and again:
-/// a tail hands out every one exactly once, in each user's order (what the
-/// bus missed it reads from the logs).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_tail_loses_nothing_when_the_bus_drops() {
-    let server = RedisServer::spawn().await;
-    let presence = support::redis_presence(&server).await;
-    let mut tail = presence
-        .tail_events(presence.log_buckets(), None)
-        .await
-        .unwrap();
-    let users: Vec<String> = (0..40).map(|n| format!("flap-{n}")).collect();
-    let writer = {
-        let presence = presence.clone();
-        let users = users.clone();
-        tokio::spawn(async move {
-            for user in &users {
-                let connection = record(user, "c1", "gw-1", 1);
-                support::retry_unavailable(|| presence.register(&connection)).await;
-                support::retry_unavailable(|| presence.unregister(user, "c1")).await;
-            }
-        })
-    };
-    let admin = ::redis::Client::open(server.url()).unwrap();
-    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
-    let mut events = Vec::new();
-    while events.len() < users.len() * 4 {
-        if events.len() % 37 == 5 {
-            let _: ::redis::RedisResult<u64> = ::redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut admin)
-                .await;
-        }
-        events.push(next(&mut tail).await);
-    }
-    writer.await.unwrap();
-    // The bus did drop (and came back) while the events flowed.
-    support::wait_epoch(&presence, 2).await;
-    let ids: HashSet<_> = events.iter().map(|event| event.id).collect();
-    assert_eq!(ids.len(), events.len(), "no event twice");
-    for (user, events) in per_user(&events) {
-        let kinds: Vec<_> = events.iter().map(|event| event.kind).collect();
-        assert_eq!(kinds, LIFECYCLE, "{user}");
-    }
-}
-
-/// Redis shut down with its data and started again: a position from before
-/// resumes with exactly the events after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_position_survives_redis_restarted_with_its_data() {
-    let mut server = RedisServer::spawn_persistent().await;
-    let options = RedisOptions::new(server.url()).with_namespace(unique_namespace());
-    let presence = Presence::redis(options).unwrap();
-    bus_ready(&presence).await;
-    register(&presence, "kim", "c1", "gw-1", 1).await;
-    let position = now_position(&presence).await;
-    server.shutdown_saving().await;
-    server.restart().await;
-    support::retry_unavailable(|| presence.unregister("kim", "c1")).await;
-
-    let mut tail = presence
-        .tail_events(presence.log_buckets(), Some(position))
-        .await
-        .unwrap();
-    let kinds = [next(&mut tail).await.kind, next(&mut tail).await.kind];
-    assert_eq!(kinds, [EventKind::Disconnected, EventKind::Offline]);
-}
-
-/// Redis restarted empty: a tail that was reading, and one that resumes
-/// from a position taken before, are both told the position expired, even
-/// after the new log has grown past the old one's length.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_log_lost_with_redis_expires_the_position_never_a_silent_gap() {
-    let server = RedisServer::spawn().await;
-    let port = server.port().unwrap();
-    let options = RedisOptions::new(server.url()).with_namespace(unique_namespace());
-    let presence = Presence::redis(options).unwrap();
-    bus_ready(&presence).await;
-    let log = BTreeSet::from([bucket_of("lee")]);
-    let mut reading = presence.tail_events(log.clone(), None).await.unwrap();
-    register(&presence, "lee", "c1", "gw-1", 1).await;
-    next(&mut reading).await;
-    next(&mut reading).await;
-    let position = reading.position().clone();
-
-    server.stop().await;
-    let _empty = RedisServer::spawn_on(port).await;
-    // More events than the old log had, in the same log.
-    for n in 0..3 {
-        let connection = record("lee", &format!("new-{n}"), "gw-1", 2);
-        support::retry_unavailable(|| presence.register(&connection)).await;
-    }
-    match timeout(DEADLINE, reading.next())
-        .await
-        .expect("an answer in time")
-    {
-        Err(TailError::Expired { .. }) => {}
-        other => panic!("a silent gap: {other:?}"),
-    }
-    let mut resumed = presence.tail_events(log, Some(position)).await.unwrap();
-    match timeout(DEADLINE, resumed.next())
-        .await
-        .expect("an answer in time")
-    {
-        Err(TailError::Expired { .. }) => {}
-        other => panic!("a silent gap: {other:?}"),
-    }
 }

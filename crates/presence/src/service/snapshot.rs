@@ -5,7 +5,7 @@ use futures_util::{StreamExt, stream};
 use pulse_protocol::{event::Position, proto::presence::v1 as pb};
 use tonic::Status;
 
-use super::{to_status, user_presence};
+use super::{calls::user_presence, to_status};
 use crate::Presence;
 
 /// The most users one chunk carries, so that a chunk stays far below

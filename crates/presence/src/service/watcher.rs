@@ -8,7 +8,7 @@ use pulse_protocol::{proto::presence::v1 as pb, status::status_with_reason};
 use tokio::sync::watch;
 use tonic::{Code, Status};
 
-use super::{ERROR_DOMAIN, WatchStream};
+use super::{ERROR_DOMAIN, calls::WatchStream};
 use crate::{EventTail, TailError, watch_slots::WatchSlot};
 
 /// One `Watch` call: an adaptor over an [`EventTail`], so it needs no task

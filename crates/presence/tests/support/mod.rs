@@ -3,8 +3,10 @@
 #![allow(dead_code, unreachable_pub, unused_macros)] // Each test binary uses its own subset.
 
 pub mod channels_api;
+pub mod event_log;
 pub mod pki;
 pub mod served;
+pub mod webhooks;
 
 /// Runs each case against every backend: `memory::<case>` on
 /// `Presence::in_memory()`, `redis::<case>` on Redis and `cluster::<case>` on
