@@ -59,14 +59,7 @@ ensure_redis
 start_private_redis
 REDIS_PID=$(cat "$REDIS_DIR/redis.pid")
 pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  stop_private_redis
-}
-trap cleanup EXIT INT TERM
+stop_on_exit
 
 # bench NAME ARGS...: A's load generator, its RESULT line into the results.
 bench() {

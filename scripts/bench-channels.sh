@@ -121,12 +121,7 @@ history_ttl = "1h"
 TOML
 
 pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap 'cleanup; stop_private_redis' EXIT
+stop_on_exit
 
 # gateway NAME: a gateway with Redis presence in namespace $NAMESPACE and
 # the channel namespaces above; sets PID and ADDR.

@@ -70,14 +70,7 @@ if [ -z "${REDIS_URL:-}" ]; then
   start_private_redis
 fi
 pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  stop_private_redis
-}
-trap cleanup EXIT INT TERM
+stop_on_exit
 REDIS_PORT=${REDIS_URL##*:}
 REDIS_PORT=${REDIS_PORT%%/*}
 REDIS_PID=$(redis-cli -p "$REDIS_PORT" info server 2>/dev/null | sed -n 's/^process_id:\([0-9]*\).*/\1/p' | tr -d '\r')

@@ -40,6 +40,18 @@ stop() {
   done
 }
 
+# stop_on_exit: when the script ends (or is interrupted), SIGTERM every
+# service in `pids`, wait for them, and stop the private Redis if one was
+# started.
+stop_on_exit() { trap stop_everything EXIT INT TERM; }
+stop_everything() {
+  trap - EXIT INT TERM
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_private_redis
+}
+
 # Other people's builds on this machine skew a run: wait (30 s at most) for
 # the machine to be quiet, under 15 % of a core busy over one second.
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }

@@ -70,14 +70,7 @@ RESULTS=$LOGS/results.txt
 start_private_redis
 REDIS_PID=$(cat "$REDIS_DIR/redis.pid")
 pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  stop_private_redis
-}
-trap cleanup EXIT INT TERM
+stop_on_exit
 
 # gateway NAME ARGS...: a gateway with Redis presence in its own namespace.
 gateway() {
