@@ -28,16 +28,7 @@ use crate::support::{
 async fn publications_made_while_the_subscription_was_down_are_recovered() {
     let server = RedisServer::start().await;
     let namespace = unique_namespace();
-    let presence = || redis_presence(&server, &namespace);
-    let gateway = Gateway::start_with(history_settings("gw-1"), presence()).await;
-    let mut client = live(&gateway, &token("alice")).await;
-    let mut reader = Reader::default();
-    reader.subscribe(&mut client, 1).await;
-    let api = presence();
-    api.publish("feed:1", &data(&json!({ "n": 1 })), &with_history())
-        .await
-        .unwrap();
-    reader.read_until(&mut client, 1).await;
+    let (gateway, api, mut client, mut reader) = delivered(&server, &namespace, 1).await;
 
     let mut admin = admin(&server).await;
     kill_subscriptions(&mut admin).await;
@@ -118,18 +109,7 @@ async fn kill_subscriptions(admin: &mut redis::aio::MultiplexedConnection) {
 async fn a_killed_redis_subscription_makes_subscribers_recover() {
     let server = RedisServer::start().await;
     let namespace = unique_namespace();
-    let presence = || redis_presence(&server, &namespace);
-    let gateway = Gateway::start_with(history_settings("gw-1"), presence()).await;
-    let mut client = live(&gateway, &token("alice")).await;
-    let mut reader = Reader::default();
-    reader.subscribe(&mut client, 1).await;
-    let api = presence();
-    for n in 1..=5 {
-        api.publish("feed:1", &data(&json!({ "n": n })), &with_history())
-            .await
-            .unwrap();
-    }
-    reader.read_until(&mut client, 5).await;
+    let (gateway, api, mut client, mut reader) = delivered(&server, &namespace, 5).await;
 
     kill_subscriptions(&mut admin(&server).await).await;
     // Right after the kill, before the gateway subscribes again.

@@ -114,16 +114,7 @@ pub async fn next_text(client: &mut Client) -> String {
 
 /// The next text message as JSON, skipping pings; panics on anything else.
 pub async fn next_json(client: &mut Client) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), client.next())
-            .await
-            .expect("no message within 10 s")
-        {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
+    serde_json::from_str(&next_text(client).await).unwrap()
 }
 
 /// Reads until the close frame and returns it; panics if the socket ends without one.
