@@ -60,12 +60,24 @@ pub(crate) enum Admit {
 pub(crate) enum Released {
     /// Live; the held frames are queued.
     Live,
-    /// The live stream broke while recovering: the cursor stays paused (the
-    /// instance has queued the reposition that tells the client).
+    /// The live stream broke while recovering: the cursor stays paused, and
+    /// the caller tells the client (after the answer it just queued; the
+    /// instance queued nothing, see [`Cursor::pause`]).
     Paused,
     /// More frames arrived while recovering than the queue holds, or the
     /// queue filled: the connection is a slow consumer.
     Overflowed,
+}
+
+/// What a cursor was doing when [`Cursor::pause`] stopped it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WasPaused {
+    /// Delivering.
+    Live,
+    /// Holding frames while a `subscribe` reads history.
+    Recovering,
+    /// Paused already.
+    Already,
 }
 
 impl Cursor {
@@ -134,11 +146,17 @@ impl Cursor {
         Released::Live
     }
 
-    /// Stops every delivery (a hole in the live stream); whether it was not
-    /// paused already.
-    pub(crate) fn pause(&self) -> bool {
+    /// Stops every delivery (a hole in the live stream); what it was doing.
+    /// Whoever paused a live cursor tells the client; a recovering one is
+    /// told by its [`Cursor::release`] (`Released::Paused`), after the
+    /// answer to the `subscribe` that is reading history.
+    pub(crate) fn pause(&self) -> WasPaused {
         let _held = self.lock();
-        self.state.swap(PAUSED, Ordering::AcqRel) != PAUSED
+        match self.state.swap(PAUSED, Ordering::AcqRel) {
+            PAUSED => WasPaused::Already,
+            RECOVERING => WasPaused::Recovering,
+            _ => WasPaused::Live,
+        }
     }
 
     /// Starts a new recovery (the client subscribed again with `since`).
@@ -186,8 +204,8 @@ mod tests {
         let cursor = Cursor::recovering();
         let mailbox = Mailbox::new();
         assert_eq!(cursor.admit(3, &frame("3"), 16), Admit::Held);
-        assert!(cursor.pause());
-        assert!(!cursor.pause(), "once");
+        assert_eq!(cursor.pause(), WasPaused::Recovering);
+        assert_eq!(cursor.pause(), WasPaused::Already, "once");
         assert_eq!(cursor.release(2, &mailbox, 16), Released::Paused);
         assert!(drain(&mailbox).is_empty(), "nothing past the hole");
         assert_eq!(cursor.admit(9, &frame("9"), 16), Admit::Skip);

@@ -4,6 +4,10 @@
 //! hole but tells its subscribers, who recover every publication; Redis
 //! restarted empty, or a stream that lost its last writes, gives a new
 //! epoch and `recovered: false`, never a silent gap.
+//!
+//! Each test has a `redis-server` of its own (`RedisServer::spawn`, not the
+//! shared `REDIS_URL`): `CLIENT KILL TYPE pubsub` cuts every subscription
+//! on the server, the other tests' gateways' too.
 
 mod support;
 
@@ -26,7 +30,7 @@ use crate::support::{
 /// them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publications_made_while_the_subscription_was_down_are_recovered() {
-    let server = RedisServer::start().await;
+    let server = RedisServer::spawn().await;
     let namespace = unique_namespace();
     let (gateway, api, mut client, mut reader) = delivered(&server, &namespace, 1).await;
 
@@ -107,7 +111,7 @@ async fn kill_subscriptions(admin: &mut redis::aio::MultiplexedConnection) {
 /// recovers every one from history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_redis_subscription_makes_subscribers_recover() {
-    let server = RedisServer::start().await;
+    let server = RedisServer::spawn().await;
     let namespace = unique_namespace();
     let (gateway, api, mut client, mut reader) = delivered(&server, &namespace, 5).await;
 
@@ -195,7 +199,7 @@ async fn after_redis_restarted_empty_a_client_is_told_it_cannot_recover() {
 /// of taking the new publications' reused offsets for ones it has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stream_that_lost_writes_gets_a_new_epoch_and_subscribers_are_told() {
-    let server = RedisServer::start().await;
+    let server = RedisServer::spawn().await;
     let namespace = unique_namespace();
     let (gateway, api, mut client, reader) = delivered(&server, &namespace, 5).await;
 

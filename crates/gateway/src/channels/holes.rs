@@ -10,7 +10,7 @@ use pulse_protocol::StreamPosition;
 use tracing::{debug, info};
 
 use super::{Channels, Subscriber, overflowed};
-use crate::telemetry::Metrics;
+use crate::{cursor::WasPaused, telemetry::Metrics};
 
 impl Channels {
     /// A subscriber's read of history found the stream at `top`: later
@@ -127,8 +127,9 @@ pub(super) fn advance(
     hole
 }
 
-/// Pauses every subscriber of `channel` that has a cursor and tells it to
-/// subscribe again with `since`.
+/// Pauses every subscriber of `channel` that has a cursor and tells the
+/// live ones to subscribe again with `since`; one still reading history is
+/// told after its answer (see [`Cursor::pause`](crate::cursor::Cursor::pause)).
 pub(super) fn reposition(
     channel: &Arc<str>,
     subscribers: &[Subscriber],
@@ -137,7 +138,7 @@ pub(super) fn reposition(
 ) {
     for subscriber in subscribers {
         if let Some(cursor) = &subscriber.cursor
-            && cursor.pause()
+            && cursor.pause() == WasPaused::Live
         {
             let pushed = subscriber
                 .member
@@ -145,5 +146,42 @@ pub(super) fn reposition(
                 .push_reposition(channel.clone(), capacity);
             overflowed(&subscriber.member.mailbox, pushed, metrics);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{channels::tests::subscriber, cursor::Cursor, mailbox::Mailbox};
+
+    /// A hole found while a subscriber's `subscribe` is still reading
+    /// history queues nothing: the news goes after that `subscribed` answer
+    /// (the session queues it when the release finds the cursor paused), so
+    /// a client never hears `unsubscribed` ahead of the answer to its
+    /// request.
+    #[test]
+    fn a_hole_found_while_recovering_is_told_after_the_answer() {
+        let metrics = Metrics::new();
+        let channel: Arc<str> = "feed:1".into();
+        let mailbox = Arc::new(Mailbox::new());
+        let mut recovering = subscriber(&mailbox, "c");
+        let cursor = Arc::new(Cursor::recovering());
+        recovering.cursor = Some(cursor.clone());
+        reposition(&channel, &[recovering], 16, &metrics);
+        assert!(mailbox.is_empty(), "nothing queued ahead of the answer");
+        mailbox.push("subscribed".into(), 16).unwrap();
+        assert_eq!(
+            cursor.release(5, &mailbox, 16),
+            crate::cursor::Released::Paused
+        );
+
+        // A live subscriber is told at once.
+        let live_mailbox = Arc::new(Mailbox::new());
+        let mut live = subscriber(&live_mailbox, "d");
+        let live_cursor = Arc::new(Cursor::recovering());
+        live_cursor.release(5, &live_mailbox, 16);
+        live.cursor = Some(live_cursor);
+        reposition(&channel, &[live], 16, &metrics);
+        assert_eq!(live_mailbox.len(), 1);
     }
 }

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::{Live, channels::Refusal};
 use crate::{
-    cursor::{Cursor, Released},
+    cursor::{Cursor, Released, WasPaused},
     socket::End,
 };
 
@@ -122,7 +122,7 @@ impl Live {
         {
             Ok(subscribed) => Ok(subscribed),
             Err(refusal) => {
-                if cursor.pause() {
+                if cursor.pause() != WasPaused::Already {
                     let capacity = self.shared.settings.outbound_queue;
                     let pushed = self.mailbox.push_reposition(channel, capacity);
                     crate::channels::overflowed(&self.mailbox, pushed, &self.shared.metrics);
@@ -132,22 +132,24 @@ impl Live {
         }
     }
 
-    /// Lets the held live publications after `release`'s position go.
+    /// Lets the held live publications after `release`'s position go; when
+    /// the live stream broke meanwhile, tells the client (after the answer
+    /// queued before this).
     pub(super) fn release(&self, release: &Release) {
         let shared = &self.shared;
         shared.channels.note_top(&release.channel, &release.top);
         let capacity = shared.settings.outbound_queue;
-        if release
+        let pushed = match release
             .cursor
             .release(release.top.offset, &self.mailbox, capacity)
-            == Released::Overflowed
         {
-            crate::channels::overflowed(
-                &self.mailbox,
-                Err(crate::mailbox::PushError::Full),
-                &shared.metrics,
-            );
-        }
+            Released::Live => Ok(()),
+            Released::Paused => self
+                .mailbox
+                .push_reposition(release.channel.clone(), capacity),
+            Released::Overflowed => Err(crate::mailbox::PushError::Full),
+        };
+        crate::channels::overflowed(&self.mailbox, pushed, &shared.metrics);
     }
 
     /// Reads the stream of `channel` (subscribed, its cursor recovering):
