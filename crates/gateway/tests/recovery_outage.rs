@@ -248,3 +248,40 @@ async fn a_stream_that_lost_writes_gets_a_new_epoch_and_subscribers_are_told() {
     assert_eq!(live["data"], json!({"n": 6}), "{live}");
     gateway.stop().await;
 }
+
+/// A `subscribe` with `since` to the personal channel while Redis is away:
+/// the request is refused (`unavailable`) and, since its live stream may
+/// have gone on meanwhile, the connection is told to subscribe again, after
+/// the refusal; the socket stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_personal_recovery_refused_while_redis_is_away_tells_the_client_to_retry() {
+    const PERSONAL: &str = "[personal]\nhistory_size = 100\nhistory_ttl = \"10m\"\n";
+    let mut server = RedisServer::spawn_persistent().await;
+    let namespace = unique_namespace();
+    let mut settings = settings();
+    settings.namespaces =
+        std::sync::Arc::new(pulse_presence::Namespaces::parse(PERSONAL, "test.toml").unwrap());
+    let gateway = Gateway::start_with(settings, redis_presence(&server, &namespace)).await;
+    let mut client = gateway.connect(&format!("?token={}", token("alice"))).await;
+    let connected = next_json(&mut client).await;
+    assert_eq!(connected["channel"], "#alice", "{connected}");
+    let since = json!({"offset": connected["offset"], "epoch": connected["epoch"]});
+
+    server.shutdown_saving().await;
+    let refused = support::request(
+        &mut client,
+        json!({"type": "subscribe", "id": 1, "channel": "#alice", "since": since}),
+    )
+    .await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], 1, "{refused}");
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    let told = next_json(&mut client).await;
+    assert_eq!(
+        told,
+        json!({"type": "unsubscribed", "channel": "#alice", "code": "resubscribe"})
+    );
+    still_open(&mut client).await;
+    server.restart().await;
+    gateway.stop().await;
+}

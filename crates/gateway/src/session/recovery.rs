@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::{Live, channels::Refusal};
 use crate::{
-    cursor::{Cursor, Released, WasPaused},
+    cursor::{Cursor, Released},
     socket::End,
 };
 
@@ -122,11 +122,13 @@ impl Live {
         {
             Ok(subscribed) => Ok(subscribed),
             Err(refusal) => {
-                if cursor.pause() != WasPaused::Already {
-                    let capacity = self.shared.settings.outbound_queue;
-                    let pushed = self.mailbox.push_reposition(channel, capacity);
-                    crate::channels::overflowed(&self.mailbox, pushed, &self.shared.metrics);
-                }
+                // Recovering or paused by a hole found meanwhile: either way
+                // nobody has told the client yet (the fan-out tells only live
+                // cursors).
+                cursor.pause();
+                let capacity = self.shared.settings.outbound_queue;
+                let pushed = self.mailbox.push_reposition(channel, capacity);
+                crate::channels::overflowed(&self.mailbox, pushed, &self.shared.metrics);
                 Err(refusal)
             }
         }
