@@ -304,20 +304,31 @@ pub(super) mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_feed_subscription_per_channel_and_it_ends_with_the_last_subscriber() {
+    /// An in-memory instance's table with connections `a` and `b`
+    /// subscribed to `room:1`, and where its publications arrive.
+    pub(in crate::channels) async fn two_on_room_1() -> (
+        Presence,
+        Channels,
+        mpsc::UnboundedReceiver<FeedEvent>,
+        Arc<Mailbox>,
+        Arc<Mailbox>,
+    ) {
         let presence = Presence::in_memory();
-        let (channels, mut deliveries) = Channels::new(&presence);
+        let (channels, deliveries) = Channels::new(&presence);
         let channel: Arc<str> = "room:1".into();
         let (a, b) = (Arc::new(Mailbox::new()), Arc::new(Mailbox::new()));
-        channels
-            .subscribe(&channel, subscriber(&a, "a"))
-            .await
-            .unwrap();
-        channels
-            .subscribe(&channel, subscriber(&b, "b"))
-            .await
-            .unwrap();
+        for (mailbox, id) in [(&a, "a"), (&b, "b")] {
+            channels
+                .subscribe(&channel, subscriber(mailbox, id))
+                .await
+                .unwrap();
+        }
+        (presence, channels, deliveries, a, b)
+    }
+
+    #[tokio::test]
+    async fn one_feed_subscription_per_channel_and_it_ends_with_the_last_subscriber() {
+        let (presence, channels, mut deliveries, a, b) = two_on_room_1().await;
         assert_eq!(channels.len(), 1);
         assert_eq!(
             presence

@@ -7,17 +7,19 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use pulse_presence::{
-    Namespaces, Presence,
+    Presence,
     testing::{RedisServer, unique_namespace},
 };
 use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::support::{
-    recovery::{HISTORY, Reader, history_settings, redis_presence, with_history},
+    recovery::{
+        HISTORY, Reader, history_settings, personal_history_settings, redis_presence, with_history,
+    },
     *,
 };
 
@@ -126,18 +128,11 @@ async fn the_seam_holds_while_publications_keep_coming() {
 /// publications keep arriving live, once, around the recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_send_made_while_the_user_was_away_is_recovered() {
-    const PERSONAL: &str = "[personal]\nhistory_size = 100\nhistory_ttl = \"10m\"\n";
-    let settings = |instance: &str| {
-        let mut settings = settings();
-        settings.instance_id = instance.to_owned();
-        settings.namespaces = Arc::new(Namespaces::parse(PERSONAL, "test.toml").unwrap());
-        settings
-    };
     let server = RedisServer::start().await;
     let namespace = unique_namespace();
     let presence = || redis_presence(&server, &namespace);
-    let one = Gateway::start_with(settings("gw-1"), presence()).await;
-    let two = Gateway::start_with(settings("gw-2"), presence()).await;
+    let one = Gateway::start_with(personal_history_settings("gw-1"), presence()).await;
+    let two = Gateway::start_with(personal_history_settings("gw-2"), presence()).await;
     let api = presence();
     api.set_personal_history(HISTORY);
 
@@ -209,10 +204,7 @@ async fn a_send_made_while_the_user_was_away_is_recovered() {
 /// replays arrives again after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_a_personal_replay_holds_arrives_again_after_it() {
-    const PERSONAL: &str = "[personal]\nhistory_size = 1000\nhistory_ttl = \"10m\"\n";
-    let mut settings = settings();
-    settings.namespaces = Arc::new(Namespaces::parse(PERSONAL, "test.toml").unwrap());
-    let gateway = Gateway::start(settings).await;
+    let gateway = Gateway::start(personal_history_settings("test-instance")).await;
     let presence = gateway.presence.clone();
     let mut client = gateway.connect(&format!("?token={}", token("alice"))).await;
     let connected = next_json(&mut client).await;

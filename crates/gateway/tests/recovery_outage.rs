@@ -20,7 +20,7 @@ use pulse_presence::{
 use serde_json::json;
 
 use crate::support::{
-    recovery::{Reader, history_settings, redis_presence, with_history},
+    recovery::{Reader, history_settings, personal_history_settings, redis_presence, with_history},
     *,
 };
 
@@ -255,13 +255,13 @@ async fn a_stream_that_lost_writes_gets_a_new_epoch_and_subscribers_are_told() {
 /// the refusal; the socket stays open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_personal_recovery_refused_while_redis_is_away_tells_the_client_to_retry() {
-    const PERSONAL: &str = "[personal]\nhistory_size = 100\nhistory_ttl = \"10m\"\n";
     let mut server = RedisServer::spawn_persistent().await;
     let namespace = unique_namespace();
-    let mut settings = settings();
-    settings.namespaces =
-        std::sync::Arc::new(pulse_presence::Namespaces::parse(PERSONAL, "test.toml").unwrap());
-    let gateway = Gateway::start_with(settings, redis_presence(&server, &namespace)).await;
+    let gateway = Gateway::start_with(
+        personal_history_settings("gw-1"),
+        redis_presence(&server, &namespace),
+    )
+    .await;
     let mut client = gateway.connect(&format!("?token={}", token("alice"))).await;
     let connected = next_json(&mut client).await;
     assert_eq!(connected["channel"], "#alice", "{connected}");

@@ -132,25 +132,14 @@ pub(crate) async fn run_fan_out(
 mod tests {
     use std::time::Duration;
 
-    use pulse_presence::{Presence, PublishOptions};
+    use pulse_presence::PublishOptions;
 
     use super::*;
-    use crate::channels::tests::{data, subscriber};
+    use crate::channels::tests::{data, two_on_room_1};
 
     #[tokio::test]
     async fn a_full_queue_closes_the_slow_subscriber_only() {
-        let presence = Presence::in_memory();
-        let (channels, mut deliveries) = Channels::new(&presence);
-        let channel: Arc<str> = "room:1".into();
-        let (slow, fine) = (Arc::new(Mailbox::new()), Arc::new(Mailbox::new()));
-        channels
-            .subscribe(&channel, subscriber(&slow, "s"))
-            .await
-            .unwrap();
-        channels
-            .subscribe(&channel, subscriber(&fine, "f"))
-            .await
-            .unwrap();
+        let (presence, channels, mut deliveries, slow, fine) = two_on_room_1().await;
         slow.push("x".into(), 1).unwrap();
         presence
             .publish("room:1", &data("1"), &PublishOptions::default())

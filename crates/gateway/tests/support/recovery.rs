@@ -31,6 +31,16 @@ pub fn history_settings(instance: &str) -> Settings {
     settings
 }
 
+/// The tests' settings for `instance` with a personal channel that keeps
+/// history (and no namespace).
+pub fn personal_history_settings(instance: &str) -> Settings {
+    const PERSONAL: &str = "[personal]\nhistory_size = 1000\nhistory_ttl = \"10m\"\n";
+    let mut settings = settings();
+    settings.instance_id = instance.to_owned();
+    settings.namespaces = Arc::new(Namespaces::parse(PERSONAL, "test.toml").unwrap());
+    settings
+}
+
 /// A presence client of `server` under `namespace` (each gateway and the
 /// test's API get their own, as separate processes would).
 pub fn redis_presence(server: &RedisServer, namespace: &str) -> Presence {
