@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{ConnectionInfo, PushInfo, PushKind, RedisError, Value, aio::MultiplexedConnection};
+use redis::ConnectionInfo;
 use tokio::{
     sync::{mpsc, oneshot},
     time::{Instant, MissedTickBehavior, interval, timeout},
@@ -33,8 +33,9 @@ use tracing::{debug, info, warn};
 use crate::{PresenceError, buckets::Keys};
 
 mod nodes;
+mod resp;
 
-use nodes::address_of;
+use nodes::{Answer, Command, Link, address_of};
 
 /// How long connecting or one subscription may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -122,7 +123,7 @@ pub(crate) enum Request {
 struct Node {
     /// Tells this connection's pushes from an earlier one's to the same address.
     generation: u64,
-    connection: MultiplexedConnection,
+    link: Link,
     /// How many channels are subscribed on it.
     channels: usize,
 }
@@ -136,9 +137,18 @@ struct Subscribed {
     node: Option<Arc<str>>,
 }
 
-/// What a node's push forwarder tells the task.
+/// What a node's connection tells the task.
+#[derive(Debug)]
 enum NodeEvent {
-    Push(PushInfo),
+    /// A publication on the sharded channel `key`, its frame split off.
+    Message {
+        key: Box<str>,
+        frame: Arc<str>,
+        position: Option<DeliveryPosition>,
+    },
+    /// The server ended the subscription of `key` unasked: its slot moved.
+    Unsubscribed(Box<str>),
+    /// The connection failed or was closed.
     Closed,
 }
 
@@ -180,7 +190,7 @@ struct Fanout {
     /// Channels to subscribe again (their node was lost or their slot moved).
     pending: HashSet<Arc<str>>,
     generation: u64,
-    events: mpsc::UnboundedSender<(String, u64, NodeEvent)>,
+    events: mpsc::UnboundedSender<(Arc<str>, u64, NodeEvent)>,
     deliveries: mpsc::UnboundedSender<FeedEvent>,
 }
 
@@ -188,7 +198,7 @@ impl Fanout {
     async fn run(
         mut self,
         mut requests: mpsc::UnboundedReceiver<Request>,
-        mut events: mpsc::UnboundedReceiver<(String, u64, NodeEvent)>,
+        mut events: mpsc::UnboundedReceiver<(Arc<str>, u64, NodeEvent)>,
     ) {
         let mut pings = interval(PING_INTERVAL);
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -250,17 +260,14 @@ impl Fanout {
             None => self.seed_address().into(),
         };
         for _ in 0..=MAX_REDIRECTS {
-            let connection = self.connection(&address).await?;
-            let mut connection = connection.clone();
-            let answer = timeout(
-                CONNECT_TIMEOUT,
-                redis::cmd("SSUBSCRIBE")
-                    .arg(&key)
-                    .exec_async(&mut connection),
-            )
-            .await;
-            match answer {
-                Ok(Ok(())) => {
+            let link = self.link(&address).await?;
+            let (done, answer) = oneshot::channel();
+            drop(link.send(Command::Subscribe {
+                key: key.clone(),
+                done,
+            }));
+            match timeout(CONNECT_TIMEOUT, answer).await {
+                Ok(Ok(Answer::Done)) => {
                     self.routes.insert(bucket, address.clone());
                     if let Some(node) = self.nodes.get_mut(&address) {
                         node.channels += 1;
@@ -270,16 +277,20 @@ impl Fanout {
                     }
                     return Ok(());
                 }
-                Ok(Err(error)) => match error.redirect_node() {
-                    Some((to, _slot)) => {
-                        debug!(from = %address, %to, bucket, "channel bucket is on another node");
-                        address = to.into();
-                    }
-                    None => {
-                        self.drop_node(&address);
-                        return Err(unavailable(&error));
-                    }
-                },
+                Ok(Ok(Answer::Redirected(to))) => {
+                    debug!(from = %address, %to, bucket, "channel bucket is on another node");
+                    address = to.into();
+                }
+                Ok(Ok(Answer::Failed(error))) => {
+                    self.drop_node(&address);
+                    return Err(PresenceError::Unavailable(format!("redis: {error}")));
+                }
+                Ok(Err(_)) => {
+                    self.drop_node(&address);
+                    return Err(PresenceError::Unavailable(format!(
+                        "the connection to redis at {address} was lost"
+                    )));
+                }
                 Err(_) => {
                     self.drop_node(&address);
                     return Err(PresenceError::Unavailable(format!(
@@ -305,19 +316,9 @@ impl Fanout {
             return;
         };
         node.channels = node.channels.saturating_sub(1);
-        let mut connection = node.connection.clone();
-        let answer = timeout(
-            CONNECT_TIMEOUT,
-            redis::cmd("SUNSUBSCRIBE")
-                .arg(self.keys.publications(channel))
-                .exec_async(&mut connection),
-        )
-        .await;
-        if !matches!(answer, Ok(Ok(()))) {
-            // Whatever still arrives for it finds no subscriber entry and is
-            // dropped; a broken connection is noticed by its forwarder.
-            debug!(%address, "a channel unsubscription failed");
-        }
+        drop(node.link.send(Command::Unsubscribe {
+            key: self.keys.publications(channel),
+        }));
         if let Some(node) = self.nodes.get(&address)
             && node.channels == 0
             && self.nodes.len() > 1
@@ -336,71 +337,47 @@ impl Fanout {
                 warn!(%address, "channel fan-out lost a redis connection; subscribing its channels again");
                 self.drop_node(address);
             }
-            NodeEvent::Push(PushInfo { kind, data }) => match kind {
-                PushKind::SMessage => {
-                    let (Some(Value::BulkString(key)), Some(Value::BulkString(payload))) =
-                        (data.first(), data.get(1))
-                    else {
-                        return;
-                    };
-                    let Some((channel, _)) = std::str::from_utf8(key)
-                        .ok()
-                        .and_then(|key| self.keys.publications_channel(key))
-                        .and_then(|channel| self.subscribed.get_key_value(channel))
-                    else {
-                        return;
-                    };
-                    match std::str::from_utf8(payload) {
-                        Ok(payload) => {
-                            let (position, frame) = split_payload(payload);
-                            drop(self.deliveries.send(FeedEvent::Publication(Delivery {
-                                channel: channel.clone(),
-                                frame: frame.into(),
-                                position,
-                            })));
-                        }
-                        Err(_) => {
-                            warn!(%channel, "skipping a publication that is not UTF-8")
-                        }
+            NodeEvent::Message {
+                key,
+                frame,
+                position,
+            } => {
+                let Some((channel, _)) = self
+                    .keys
+                    .publications_channel(&key)
+                    .and_then(|channel| self.subscribed.get_key_value(channel))
+                else {
+                    return;
+                };
+                drop(self.deliveries.send(FeedEvent::Publication(Delivery {
+                    channel: channel.clone(),
+                    frame,
+                    position,
+                })));
+            }
+            NodeEvent::Unsubscribed(key) => {
+                // Unasked (our own unsubscriptions removed the entry
+                // first): the slot moved to another master.
+                let Some(channel) = self
+                    .keys
+                    .publications_channel(&key)
+                    .and_then(|channel| self.subscribed.get_key_value(channel))
+                    .map(|(c, _)| c.clone())
+                else {
+                    return;
+                };
+                if let Some(subscribed) = self.subscribed.get_mut(&channel)
+                    && subscribed.node.as_deref() == Some(address)
+                {
+                    info!(%channel, "a channel's slot moved; subscribing on its new master");
+                    subscribed.node = None;
+                    self.routes.remove(&subscribed.bucket);
+                    if let Some(node) = self.nodes.get_mut(address) {
+                        node.channels = node.channels.saturating_sub(1);
                     }
+                    self.pending.insert(channel);
                 }
-                PushKind::SUnsubscribe => {
-                    // Unasked (our own unsubscriptions removed the entry
-                    // first): the slot moved to another master.
-                    let Some(Value::BulkString(key)) = data.first() else {
-                        return;
-                    };
-                    let Some(channel) = std::str::from_utf8(key)
-                        .ok()
-                        .and_then(|key| self.keys.publications_channel(key))
-                    else {
-                        return;
-                    };
-                    let Some(channel) = self
-                        .subscribed
-                        .get_key_value(channel)
-                        .map(|(c, _)| c.clone())
-                    else {
-                        return;
-                    };
-                    if let Some(subscribed) = self.subscribed.get_mut(&channel)
-                        && subscribed.node.as_deref() == Some(address)
-                    {
-                        info!(%channel, "a channel's slot moved; subscribing on its new master");
-                        subscribed.node = None;
-                        self.routes.remove(&subscribed.bucket);
-                        if let Some(node) = self.nodes.get_mut(address) {
-                            node.channels = node.channels.saturating_sub(1);
-                        }
-                        self.pending.insert(channel);
-                    }
-                }
-                PushKind::Disconnection => {
-                    warn!(%address, "channel fan-out lost a redis connection; subscribing its channels again");
-                    self.drop_node(address);
-                }
-                _ => {}
-            },
+            }
         }
     }
 
@@ -445,13 +422,12 @@ impl Fanout {
 
     async fn ping_all(&mut self) {
         let pings = self.nodes.iter().map(|(address, node)| {
-            let mut connection = node.connection.clone();
+            let (done, answer) = oneshot::channel();
+            drop(node.link.send(Command::Ping { done }));
             let address = address.clone();
             async move {
-                let ping = redis::cmd("PING");
-                let answer =
-                    timeout(PING_TIMEOUT, ping.query_async::<Value>(&mut connection)).await;
-                (address, matches!(answer, Ok(Ok(_))))
+                let answer = timeout(PING_TIMEOUT, answer).await;
+                (address, matches!(answer, Ok(Ok(Answer::Done))))
             }
         });
         for (address, alive) in futures_util::future::join_all(pings).await {
@@ -466,10 +442,6 @@ impl Fanout {
         let seed = &self.seeds[self.next_seed % self.seeds.len()];
         address_of(seed)
     }
-}
-
-fn unavailable(error: &RedisError) -> PresenceError {
-    PresenceError::Unavailable(format!("redis: {error}"))
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use pulse_presence::{
-    Delivery, FeedEvent, Presence, PresenceError, PublishOptions, bucket_of, testing::RedisServer,
+    Delivery, FeedEvent, Presence, PresenceError, PublishOptions, RedisOptions, bucket_of,
+    testing::{RedisServer, unique_namespace},
 };
 use serde_json::{Value, json, value::RawValue};
 use support::DEADLINE;
@@ -403,4 +404,52 @@ async fn admission_answers_the_users_server_subscriptions(presence: Presence) {
         presence.admit(&record("bob", "c3"), 0).await.unwrap(),
         admitted(&[])
     );
+}
+
+/// The fan-out's own connections log in as the URL says (`HELLO 3 AUTH`):
+/// an ACL user gets its publications, and a wrong password is an
+/// unavailable feed whose error does not carry the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_logs_in_with_the_user_and_password_of_the_url() {
+    let server = RedisServer::spawn().await;
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    ::redis::cmd("ACL")
+        .arg(&["SETUSER", "fan", "on", ">s3cret-pass", "~*", "&*", "+@all"][..])
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    let port = server.port().unwrap();
+    let url = format!("redis://fan:s3cret-pass@127.0.0.1:{port}");
+    let options = RedisOptions::new(&url).with_namespace(unique_namespace());
+    let presence = Presence::redis(options).unwrap();
+    let (feed, mut deliveries) = presence.channel_feed();
+    feed.subscribe("room:acl").await.unwrap();
+    presence
+        .publish("room:acl", &data(&json!("hi")), &PublishOptions::default())
+        .await
+        .unwrap();
+    assert!(next(&mut deliveries).await.frame.contains("\"hi\""));
+    let clients: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let fanout = clients
+        .lines()
+        .find(|line| line.contains("name=pulse-fanout"))
+        .unwrap_or_else(|| panic!("no fan-out connection in {clients}"));
+    assert!(fanout.contains(" user=fan "), "{fanout}");
+
+    let url = format!("redis://fan:not-the-pass@127.0.0.1:{port}");
+    let options = RedisOptions::new(&url).with_namespace(unique_namespace());
+    let presence = Presence::redis(options).unwrap();
+    let (feed, _deliveries) = presence.channel_feed();
+    match feed.subscribe("room:acl").await {
+        Err(PresenceError::Unavailable(message)) => {
+            assert!(!message.contains("not-the-pass"), "{message}");
+            assert!(message.contains("WRONGPASS"), "{message}");
+        }
+        other => panic!("a wrong password subscribes nothing: {other:?}"),
+    }
 }
