@@ -128,15 +128,6 @@ struct Node {
     channels: usize,
 }
 
-/// A subscribed channel (the map's key is its name, shared with the
-/// process's own table of subscribers: a process may hold a channel per
-/// connection, so this stays a few words).
-struct Subscribed {
-    bucket: u16,
-    /// The node it is subscribed on; `None` while it waits to be subscribed again.
-    node: Option<Arc<str>>,
-}
-
 /// What a node's connection tells the task.
 #[derive(Debug)]
 enum NodeEvent {
@@ -167,7 +158,7 @@ pub(crate) fn spawn(
         next_seed: 0,
         nodes: HashMap::new(),
         routes: HashMap::new(),
-        subscribed: HashMap::new(),
+        subscribed: HashSet::new(),
         pending: HashSet::new(),
         generation: 0,
         events,
@@ -184,9 +175,15 @@ struct Fanout {
     next_seed: usize,
     /// Connections by `host:port`.
     nodes: HashMap<Arc<str>, Node>,
-    /// The master that holds a bucket, as `MOVED` said.
+    /// The master that holds a bucket, as `MOVED` said, and on which the
+    /// bucket's subscribed channels are: every channel here and not
+    /// `pending` is subscribed on its bucket's route (a bucket is one slot,
+    /// so its channels move together).
     routes: HashMap<u16, Arc<str>>,
-    subscribed: HashMap<Arc<str>, Subscribed>,
+    /// The channels held, by name (shared with the process's own table of
+    /// subscribers: a process may hold a channel per connection, so this
+    /// keeps nothing else per channel).
+    subscribed: HashSet<Arc<str>>,
     /// Channels to subscribe again (their node was lost or their slot moved).
     pending: HashSet<Arc<str>>,
     generation: u64,
@@ -252,8 +249,7 @@ impl Fanout {
     async fn subscribe(&mut self, channel: &Arc<str>) -> Result<(), PresenceError> {
         let bucket = crate::buckets::channel_bucket(channel);
         let key = self.keys.publications(channel);
-        self.subscribed
-            .insert(channel.clone(), Subscribed { bucket, node: None });
+        self.subscribed.insert(channel.clone());
         self.pending.remove(channel);
         let mut address = match self.routes.get(&bucket) {
             Some(address) => address.clone(),
@@ -272,13 +268,13 @@ impl Fanout {
                     if let Some(node) = self.nodes.get_mut(&address) {
                         node.channels += 1;
                     }
-                    if let Some(subscribed) = self.subscribed.get_mut(channel) {
-                        subscribed.node = Some(address);
-                    }
                     return Ok(());
                 }
                 Ok(Ok(Answer::Redirected(to))) => {
                     debug!(from = %address, %to, bucket, "channel bucket is on another node");
+                    // The bucket's other channels went with its slot (the
+                    // old master's `sunsubscribe`s may still be queued).
+                    self.bucket_moved(bucket, &address, Some(channel));
                     address = to.into();
                 }
                 Ok(Ok(Answer::Failed(error))) => {
@@ -305,11 +301,15 @@ impl Fanout {
     }
 
     async fn unsubscribe(&mut self, channel: &str) {
-        self.pending.remove(channel);
-        let Some(subscribed) = self.subscribed.remove(channel) else {
+        if !self.subscribed.remove(channel) || self.pending.remove(channel) {
+            // Not held, or held but subscribed nowhere.
             return;
-        };
-        let Some(address) = subscribed.node else {
+        }
+        let Some(address) = self
+            .routes
+            .get(&crate::buckets::channel_bucket(channel))
+            .cloned()
+        else {
             return;
         };
         let Some(node) = self.nodes.get_mut(&address) else {
@@ -342,10 +342,10 @@ impl Fanout {
                 frame,
                 position,
             } => {
-                let Some((channel, _)) = self
+                let Some(channel) = self
                     .keys
                     .publications_channel(&key)
-                    .and_then(|channel| self.subscribed.get_key_value(channel))
+                    .and_then(|channel| self.subscribed.get(channel))
                 else {
                     return;
                 };
@@ -358,26 +358,40 @@ impl Fanout {
             NodeEvent::Unsubscribed(key) => {
                 // Unasked (our own unsubscriptions removed the entry
                 // first): the slot moved to another master.
-                let Some(channel) = self
-                    .keys
-                    .publications_channel(&key)
-                    .and_then(|channel| self.subscribed.get_key_value(channel))
-                    .map(|(c, _)| c.clone())
-                else {
+                let Some(channel) = self.keys.publications_channel(&key) else {
                     return;
                 };
-                if let Some(subscribed) = self.subscribed.get_mut(&channel)
-                    && subscribed.node.as_deref() == Some(address)
+                let bucket = crate::buckets::channel_bucket(channel);
+                if self.subscribed.contains(channel)
+                    && !self.pending.contains(channel)
+                    && self.routes.get(&bucket).is_some_and(|to| **to == *address)
                 {
-                    info!(%channel, "a channel's slot moved; subscribing on its new master");
-                    subscribed.node = None;
-                    self.routes.remove(&subscribed.bucket);
-                    if let Some(node) = self.nodes.get_mut(address) {
-                        node.channels = node.channels.saturating_sub(1);
-                    }
-                    self.pending.insert(channel);
+                    info!(%channel, bucket, "a channel's slot moved; subscribing its bucket on the new master");
+                    self.bucket_moved(bucket, address, None);
                 }
             }
+        }
+    }
+
+    /// `bucket` is no longer served at `address` (its slot moved): when its
+    /// channels were subscribed there, they wait to be subscribed again
+    /// (but `subscribing`, which is on its way to the new master).
+    fn bucket_moved(&mut self, bucket: u16, address: &str, subscribing: Option<&Arc<str>>) {
+        if self.routes.get(&bucket).is_none_or(|to| **to != *address) {
+            return;
+        }
+        self.routes.remove(&bucket);
+        let mut moved = 0;
+        for channel in &self.subscribed {
+            if Some(channel) != subscribing
+                && crate::buckets::channel_bucket(channel) == bucket
+                && self.pending.insert(channel.clone())
+            {
+                moved += 1;
+            }
+        }
+        if let Some(node) = self.nodes.get_mut(address) {
+            node.channels = node.channels.saturating_sub(moved);
         }
     }
 
@@ -387,11 +401,19 @@ impl Fanout {
         if self.nodes.remove(address).is_none() {
             return;
         }
-        self.routes.retain(|_, to| **to != *address);
-        for (channel, subscribed) in &mut self.subscribed {
-            if subscribed.node.as_deref() == Some(address) {
-                subscribed.node = None;
-                self.pending.insert(channel.clone());
+        let mut lost = HashSet::new();
+        self.routes.retain(|bucket, to| {
+            let kept = **to != *address;
+            if !kept {
+                lost.insert(*bucket);
+            }
+            kept
+        });
+        if !lost.is_empty() {
+            for channel in &self.subscribed {
+                if lost.contains(&crate::buckets::channel_bucket(channel)) {
+                    self.pending.insert(channel.clone());
+                }
             }
         }
         self.next_seed += 1;
@@ -401,7 +423,7 @@ impl Fanout {
     async fn resubscribe_pending(&mut self) -> bool {
         let channels: Vec<Arc<str>> = self.pending.iter().cloned().collect();
         for channel in channels {
-            if !self.subscribed.contains_key(&channel) {
+            if !self.subscribed.contains(&channel) {
                 self.pending.remove(&channel);
                 continue;
             }

@@ -298,13 +298,20 @@ async fn a_killed_subscription_comes_back() {
 
 /// A channel's slot moves to another master while a feed holds it: the old
 /// master drops the subscription (`sunsubscribe`), the feed subscribes on
-/// the new one (learnt from `MOVED`), and publications flow again, in order.
+/// the new one (learnt from `MOVED`), and publications flow again, in order;
+/// so do they on another channel of the same bucket (the feed moves a
+/// bucket's channels together).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_channel_follows_its_slot_to_another_master() {
     let cluster = pulse_presence::testing::RedisCluster::spawn().await;
     let presence = support::cluster_presence(&cluster).await;
     let (feed, mut deliveries) = presence.channel_feed();
     feed.subscribe("room:moving").await.unwrap();
+    let neighbour = (0..)
+        .map(|n| format!("room:near-{n}"))
+        .find(|name| bucket_of(name) == bucket_of("room:moving"))
+        .unwrap();
+    feed.subscribe(neighbour.as_str()).await.unwrap();
     presence
         .publish(
             "room:moving",
@@ -371,6 +378,28 @@ async fn a_channel_follows_its_slot_to_another_master() {
             delivery.frame
         );
     }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let published = presence
+            .publish(
+                &neighbour,
+                &data(&json!("near")),
+                &PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+        if published.instances == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bucket's other channel was not subscribed on the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivery = next(&mut deliveries).await;
+    assert_eq!(&*delivery.channel, neighbour.as_str());
+    assert!(delivery.frame.contains("\"near\""), "{}", delivery.frame);
 }
 
 /// A new connection learns its user's server-side subscriptions from its
