@@ -41,7 +41,12 @@
 # publications (plus i % HISTORY_SIZE for channel i, so that the trimmed
 # streams are caught at every point of their cycle) of each size in
 # HISTMEM_SIZES, after gateway A stopped.
-# HISTORY_ONLY=1 runs (k4) and (h1)-(h4) alone and writes only the history
+# (h5) on a private three-master Redis Cluster (HISTORY_CLUSTER=0 skips it):
+# pulse-presence and two gateways with --redis-cluster, the spread run
+# without history then with it, recovery as in (h2), and publish calls as in
+# (h3) with and without history (labels `pulse-cluster`,
+# `pulse-history-cluster`).
+# HISTORY_ONLY=1 runs (k4) and (h1)-(h5) alone and writes only the history
 # block (between <!-- bench:history:start --> and <!-- bench:history:end -->).
 #
 # bench.sh runs it as its step (k) with RESULTS set and SKIP_REPORT=1, to
@@ -80,6 +85,7 @@ HISTMEM_CHANNELS=${HISTMEM_CHANNELS:-200}
 HISTMEM_PER_CHANNEL=${HISTMEM_PER_CHANNEL:-200}
 HISTMEM_SIZES=${HISTMEM_SIZES:-100 1024}
 HISTORY_ONLY=${HISTORY_ONLY:-}
+HISTORY_CLUSTER=${HISTORY_CLUSTER:-1}
 SOURCES=${SOURCES:-8}
 BENCH_THREADS=${BENCH_THREADS:-1}
 CLIENT=${CLIENT:-fws}
@@ -249,6 +255,54 @@ for size in $HISTMEM_SIZES; do
     --channel-prefix "benchhist:mem$size-"
 done
 stop "$PRESENCE_PID"
+
+if [ "$HISTORY_CLUSTER" != 0 ]; then
+  step "(h5) the same on a private three-master Redis Cluster: spread without and with history, recovery, publish calls"
+  start_private_cluster
+  # start_private_cluster set its own EXIT trap; stop the services too.
+  trap 'stop_private_cluster; stop_everything' EXIT INT TERM
+  NAMESPACE=bench-channels-cluster-$$
+  SERVICE_LOG=$GATEWAY_LOG start presence-cluster pulse-presence --redis-url "$REDIS_CLUSTER_URLS" --redis-cluster \
+    --redis-namespace "$NAMESPACE" --metrics-listen 127.0.0.1:0 --http-listen off --api-key "$PULSE_API_KEY" \
+    --config "$CONFIG"
+  PRESENCE_PID=$PID
+  PRESENCE_ADDR=$ADDR
+  cluster_gateway() {
+    SERVICE_LOG=$GATEWAY_LOG start "$1" pulse-gateway --instance-id "$1" \
+      --redis-url "$REDIS_CLUSTER_URLS" --redis-cluster --redis-namespace "$NAMESPACE" --config "$CONFIG" \
+      --jwt-secret "$SECRET"
+  }
+  cluster_gateway bench-channels-cluster-a
+  A_PID=$PID
+  A_ADDR=$ADDR
+  cluster_gateway bench-channels-cluster-b
+  B_PID=$PID
+  B_ADDR=$ADDR
+  watch=(--watch-pid "pulse-presence=$PRESENCE_PID")
+  n=0
+  for file in "$CLUSTER_DIR"/*/redis.pid; do
+    n=$((n + 1))
+    watch+=(--watch-pid "redis-$n=$(cat "$file")")
+  done
+  bench cluster-spread fanout --label pulse-cluster --server "$A_ADDR" --server "$B_ADDR" --server-pid "$A_PID" \
+    --server-pid "$B_PID" --presence "$PRESENCE_ADDR" "${watch[@]}" "${spread[@]}" \
+    --channel-prefix bench:cspread- --source-base 127.0.103.1 --user-prefix pulse-cluster-spread
+  bench cluster-history-spread fanout --label pulse-history-cluster --server "$A_ADDR" --server "$B_ADDR" \
+    --server-pid "$A_PID" --server-pid "$B_PID" --presence "$PRESENCE_ADDR" "${watch[@]}" "${spread[@]}" \
+    --channel-prefix benchhist:cspread- --source-base 127.0.104.1 --user-prefix pulse-history-cluster-spread
+  bench cluster-recover recover --label pulse-cluster --first "$A_ADDR" --second "$B_ADDR" --server-pid "$B_PID" \
+    --presence "$PRESENCE_ADDR" "${watch[@]}" --samples "$RECOVER_SAMPLES" --missed "$RECOVER_MISSED" \
+    --data-bytes "$HISTORY_DATA" --rate "$RECOVER_RATE" --channel-prefix benchhist:crec- \
+    --source-base 127.0.105.1 --user-prefix pulse-cluster-recover
+  stop "$A_PID" "$B_PID"
+  bench_calls cluster-publish-history publish --label pulse-history-cluster --presence "$PRESENCE_ADDR" \
+    "${watch[@]}" "${publish_run[@]}" --channel-prefix benchhist:cpub-
+  bench_calls cluster-publish-plain publish --label pulse-cluster --presence "$PRESENCE_ADDR" "${watch[@]}" \
+    "${publish_run[@]}" --channel-prefix bench:cpub-
+  stop "$PRESENCE_PID"
+  stop_private_cluster
+  stop_on_exit
+fi
 
 if [ -z "$HISTORY_ONLY" ]; then
 step "(k6) gateway memory: $MEM_CONNECTIONS connections, then $MEM_SUBSCRIPTIONS subscriptions each (shared channels, then a channel each)"

@@ -18,6 +18,34 @@ use crate::result::{
 pub const PULSE_HISTORY: &str = "pulse-history";
 /// The label of the floor under a publication with history: Redis alone.
 pub const REDIS_FLOOR: &str = "redis";
+/// The label of the same runs with history on a Redis Cluster.
+pub(super) const PULSE_HISTORY_CLUSTER: &str = "pulse-history-cluster";
+/// The label of the runs without history on a Redis Cluster (their floor),
+/// and of the recovery run there.
+pub(super) const PULSE_CLUSTER: &str = "pulse-cluster";
+
+/// Which runs a table of targets reads.
+struct Labels {
+    history: &'static str,
+    plain: &'static str,
+    /// Redis alone, where it was measured.
+    redis: Option<&'static str>,
+    recover: &'static str,
+}
+
+const ONE_REDIS: Labels = Labels {
+    history: PULSE_HISTORY,
+    plain: PULSE,
+    redis: Some(REDIS_FLOOR),
+    recover: PULSE,
+};
+
+const CLUSTER: Labels = Labels {
+    history: PULSE_HISTORY_CLUSTER,
+    plain: PULSE_CLUSTER,
+    redis: None,
+    recover: PULSE_CLUSTER,
+};
 
 /// Publish call p99, at most (ms).
 const PUBLISH_P99_MS: f64 = 2.0;
@@ -54,9 +82,9 @@ fn spread<'a>(results: &'a [BenchResult], label: &str) -> Option<&'a FanoutResul
     })
 }
 
-fn recover_run(results: &[BenchResult]) -> Option<&RecoverResult> {
+fn recover_run<'a>(results: &'a [BenchResult], label: &str) -> Option<&'a RecoverResult> {
     results.iter().rev().find_map(|result| match result {
-        BenchResult::Recover(run) => Some(run),
+        BenchResult::Recover(run) if run.label == label => Some(run),
         _ => None,
     })
 }
@@ -82,6 +110,13 @@ pub(super) fn render(out: &mut String, results: &[BenchResult]) {
     ) {
         return;
     }
+    floor_table::render(
+        out,
+        "Targets on a three-master Redis Cluster (the same targets)",
+        "with history",
+        &latency_rows(results, &CLUSTER),
+        false,
+    );
     render_publishes(out, results);
     render_spreads(out, results);
     render_recoveries(out, results);
@@ -89,10 +124,40 @@ pub(super) fn render(out: &mut String, results: &[BenchResult]) {
 }
 
 fn rows(results: &[BenchResult]) -> Vec<Row> {
+    let mut rows = latency_rows(results, &ONE_REDIS);
+    for run in memory_runs(results) {
+        rows.push(Row {
+            target: format!(
+                "Redis memory per stored publication beyond its data ≤ {} B ({} B of data; {} kept per channel; the larger of `MEMORY USAGE` and `INFO memory`)",
+                number(MEMORY_OVERHEAD_BYTES),
+                number(run.data_bytes as f64),
+                number(run.stored as f64 / run.channels.max(1) as f64),
+            ),
+            measured: Some(run.overhead()),
+            floor: None,
+            floor_cell: format!("the data itself, {} B", number(run.data_bytes as f64)),
+            unit: " B",
+            limit: MEMORY_OVERHEAD_BYTES,
+            broken: None,
+        });
+    }
+    rows
+}
+
+/// The publish call, delivery and recovery targets, from `labels`' runs.
+fn latency_rows(results: &[BenchResult], labels: &Labels) -> Vec<Row> {
     let mut rows = Vec::new();
-    let history = publish_run(results, PULSE_HISTORY);
-    let plain = publish_run(results, PULSE);
-    let redis = publish_run(results, REDIS_FLOOR);
+    let history = publish_run(results, labels.history);
+    let plain = publish_run(results, labels.plain);
+    let redis = labels.redis.and_then(|label| publish_run(results, label));
+    let without = |p99: Option<f64>| match labels.redis {
+        Some(_) => format!(
+            "{} without history; {} Redis alone (XADD + SPUBLISH, one round trip)",
+            ms(p99),
+            ms(redis.map(|r| r.call.p99_ms))
+        ),
+        None => format!("{} without history", ms(p99)),
+    };
     rows.push(Row {
         target: format!(
             "publish with history, API call (gRPC) to its answer, p99 at {}/s, {} channels, {} B of data: ≤ {} ms",
@@ -103,11 +168,7 @@ fn rows(results: &[BenchResult]) -> Vec<Row> {
         ),
         measured: history.map(|r| r.call.p99_ms),
         floor: plain.map(|r| r.call.p99_ms),
-        floor_cell: format!(
-            "{} without history; {} Redis alone (XADD + SPUBLISH, one round trip)",
-            ms(plain.map(|r| r.call.p99_ms)),
-            ms(redis.map(|r| r.call.p99_ms))
-        ),
+        floor_cell: without(plain.map(|r| r.call.p99_ms)),
         unit: " ms",
         limit: PUBLISH_P99_MS,
         broken: history
@@ -119,8 +180,8 @@ fn rows(results: &[BenchResult]) -> Vec<Row> {
                 )
             }),
     });
-    let spread_history = spread(results, PULSE_HISTORY);
-    let spread_plain = spread(results, PULSE);
+    let spread_history = spread(results, labels.history);
+    let spread_plain = spread(results, labels.plain);
     let spread_words = spread_history.map_or(
         "10,000 channels × 1 subscriber over 2 gateways at 5,000/s".to_owned(),
         |r| {
@@ -170,7 +231,7 @@ fn rows(results: &[BenchResult]) -> Vec<Row> {
         limit: DELIVERY_P99_MS,
         broken: spread_history.and_then(lost),
     });
-    let recover = recover_run(results);
+    let recover = recover_run(results, labels.recover);
     rows.push(Row {
         target: format!(
             "a reconnect to the other gateway that recovers {} missed publications: `subscribe` with `since` → its `subscribed` with them, p99 ≤ {} ms",
@@ -189,22 +250,6 @@ fn rows(results: &[BenchResult]) -> Vec<Row> {
             .filter(|r| r.recovered < r.samples)
             .map(|r| format!("{} of {} recovered", r.recovered, r.samples)),
     });
-    for run in memory_runs(results) {
-        rows.push(Row {
-            target: format!(
-                "Redis memory per stored publication beyond its data ≤ {} B ({} B of data; {} kept per channel; the larger of `MEMORY USAGE` and `INFO memory`)",
-                number(MEMORY_OVERHEAD_BYTES),
-                number(run.data_bytes as f64),
-                number(run.stored as f64 / run.channels.max(1) as f64),
-            ),
-            measured: Some(run.overhead()),
-            floor: None,
-            floor_cell: format!("the data itself, {} B", number(run.data_bytes as f64)),
-            unit: " B",
-            limit: MEMORY_OVERHEAD_BYTES,
-            broken: None,
-        });
-    }
     rows
 }
 
@@ -260,10 +305,15 @@ fn render_publishes(out: &mut String, results: &[BenchResult]) {
 }
 
 fn render_spreads(out: &mut String, results: &[BenchResult]) {
-    let runs: Vec<&FanoutResult> = [spread(results, PULSE), spread(results, PULSE_HISTORY)]
-        .into_iter()
-        .flatten()
-        .collect();
+    let runs: Vec<&FanoutResult> = [
+        spread(results, PULSE),
+        spread(results, PULSE_HISTORY),
+        spread(results, PULSE_CLUSTER),
+        spread(results, PULSE_HISTORY_CLUSTER),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if runs.is_empty() {
         return;
     }

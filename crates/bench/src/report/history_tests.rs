@@ -168,6 +168,53 @@ fn each_history_target_names_its_floor_and_by_how_much_it_is_missed() {
 }
 
 #[test]
+fn the_cluster_runs_get_a_table_of_their_own_and_leave_the_single_redis_targets_alone() {
+    let mut results = results();
+    let text = render_history(&results, &RunInfo::default());
+    assert!(
+        !text.contains("Redis Cluster"),
+        "no cluster runs, no table: {text}"
+    );
+    let mut cluster_recover = recover(990);
+    cluster_recover.label = PULSE_CLUSTER.into();
+    results.extend([
+        BenchResult::Publish(publish(PULSE_HISTORY_CLUSTER, "grpc", 1_800, 10_000)),
+        BenchResult::Publish(publish(PULSE_CLUSTER, "grpc", 1_200, 0)),
+        BenchResult::Fanout(spread(PULSE_CLUSTER, 2_200)),
+        BenchResult::Fanout(spread(PULSE_HISTORY_CLUSTER, 3_300)),
+        BenchResult::Recover(cluster_recover),
+    ]);
+    let text = render_history(&results, &RunInfo::default());
+    let (one, cluster) = text
+        .split_once("### Targets on a three-master Redis Cluster (the same targets)")
+        .expect("a cluster table");
+    // The single-Redis table still reads its own runs.
+    assert!(
+        one.contains("≤ 2 ms | 2.5 ms | 1 ms without history; 0.2 ms Redis alone"),
+        "{one}"
+    );
+    assert!(
+        one.contains("| 4 ms | 1 ms a plain `subscribe` | 4.00× | **PASS** |"),
+        "{one}"
+    );
+    let cluster = cluster.split("###").next().unwrap();
+    assert!(
+        cluster.contains("≤ 2 ms | 1.8 ms | 1.2 ms without history | 1.50× | **PASS** |"),
+        "{cluster}"
+    );
+    assert!(
+        cluster.contains("read p99 ≤ 3 ms | 3.3 ms | 2.2 ms without history | 1.50× | **FAIL**"),
+        "{cluster}"
+    );
+    assert!(cluster.contains("990 of 1000 recovered"), "{cluster}");
+    assert!(!cluster.contains("Redis memory"), "{cluster}");
+    assert!(
+        text.contains("| pulse-history-cluster | 10,000 × 1, 2 |"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_recovery_that_lost_publications_fails_whatever_its_speed() {
     let mut runs = results();
     runs.push(BenchResult::Recover(recover(990)));
