@@ -53,6 +53,21 @@ impl Presence {
         }
     }
 
+    /// Keeps the store's shared Redis connection busy for `seconds`, as a
+    /// burst of other commands would; for tests of what must not wait
+    /// behind it. Does nothing in memory.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Unavailable`] when Redis does not answer.
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn hold_shared_connection(&self, seconds: u64) -> Result<(), PresenceError> {
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(store) => store.hold_shared_connection(seconds).await,
+        }
+    }
+
     /// Reaps every instance whose lease expired; returns each reaped instance
     /// with how many connections it held. Safe to run from several processes
     /// at once: each instance is reaped, and its events published, once.

@@ -54,6 +54,7 @@ mod admission;
 mod channels;
 mod events;
 mod history;
+mod leases;
 mod members;
 mod queries;
 mod webhooks;
@@ -74,14 +75,14 @@ macro_rules! script {
 static REGISTER: LazyLock<Script> = script!("lua/register.lua");
 static UNREGISTER: LazyLock<Script> = script!("lua/unregister.lua");
 static UNREGISTER_INSTANCE: LazyLock<Script> = script!("lua/unregister_instance.lua");
-static RENEW_LEASE: LazyLock<Script> = script!("lua/renew_lease.lua");
-static REAP: LazyLock<Script> = script!("lua/reap.lua");
+pub(super) static RENEW_LEASE: LazyLock<Script> = script!("lua/renew_lease.lua");
+pub(super) static REAP: LazyLock<Script> = script!("lua/reap.lua");
 static ENTER_CHANNEL: LazyLock<Script> = script!("lua/enter_channel.lua");
 static LEAVE_CHANNEL: LazyLock<Script> = script!("lua/leave_channel.lua");
 static CHANNEL_PRESENCE: LazyLock<Script> = script!("lua/channel_presence.lua");
 
 /// How many expired instances one reap call removes at most, per bucket.
-const REAP_BATCH: usize = 64;
+pub(super) const REAP_BATCH: usize = 64;
 /// How many registrations one re-sync pipeline carries.
 const SYNC_BATCH: usize = 500;
 
@@ -90,6 +91,8 @@ const SYNC_BATCH: usize = 500;
 /// needs for its own pub/sub connection (which neither can lend).
 pub(crate) struct RedisStore {
     conn: RedisConn,
+    /// The lease renewals' own connection (`redis_store/leases.rs`).
+    lease_conn: RedisConn,
     subscriber: crate::bus::Nodes,
     keys: Keys,
     lease_ttl_ms: u64,
@@ -101,10 +104,15 @@ impl RedisStore {
             PresenceError::InvalidArgument(format!("{}: {error}", error.flag()))
         })?;
         let conn = RedisConn::new(options)?;
+        let lease_conn = RedisConn::new(&RedisOptions {
+            pool_size: 1,
+            ..options.clone()
+        })?;
         let subscriber = crate::bus::Nodes::new(&options.urls())?;
         let lease_ttl_ms = u64::try_from(options.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         Ok(Self {
             conn,
+            lease_conn,
             subscriber,
             keys: Keys::new(&options.namespace),
             lease_ttl_ms,
@@ -139,7 +147,19 @@ impl RedisStore {
         F: Fn(Handle, u16) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let handle = self.handle().await?;
+        Self::each_bucket_on(&self.conn, operation).await
+    }
+
+    /// [`RedisStore::each_bucket`] on `conn`.
+    async fn each_bucket_on<T, F, Fut>(
+        conn: &RedisConn,
+        operation: F,
+    ) -> Result<Vec<T>, PresenceError>
+    where
+        F: Fn(Handle, u16) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let handle = conn.handle().await?;
         join_all((0..BUCKETS).map(|bucket| operation(handle.clone(), bucket)))
             .await
             .into_iter()
@@ -308,57 +328,6 @@ impl RedisStore {
             })
             .await?;
         Ok(removed.into_iter().sum())
-    }
-
-    /// Renews an instance's lease in every bucket; `false` when some bucket
-    /// held none (see renew_lease.lua): the caller re-syncs.
-    pub(crate) async fn renew_lease(&self, instance_id: &str) -> Result<bool, PresenceError> {
-        let held = self
-            .each_bucket(|mut handle, bucket| {
-                let invocation = {
-                    let mut invocation = RENEW_LEASE.prepare_invoke();
-                    invocation
-                        .key(self.keys.instances(bucket))
-                        .arg(instance_id)
-                        .arg(self.lease_ttl_ms);
-                    invocation
-                };
-                async move { invocation.invoke_async::<i64>(&mut handle).await }
-            })
-            .await?;
-        Ok(held.iter().all(|held| *held == 1))
-    }
-
-    /// Reaps instances whose lease expired, bucket by bucket; returns each
-    /// reaped instance with the connections this call removed.
-    pub(crate) async fn reap(&self) -> Result<Vec<(String, u64)>, PresenceError> {
-        // Each bucket's script returns a flat list of pairs, which decodes as tuples.
-        let per_bucket = self
-            .each_bucket(|mut handle, bucket| {
-                let invocation = {
-                    let mut invocation = REAP.prepare_invoke();
-                    invocation
-                        .key(self.keys.instances(bucket))
-                        .key(self.keys.online(bucket))
-                        .key(self.keys.connections(bucket))
-                        .arg(self.keys.channel())
-                        .arg(self.keys.instance_prefix(bucket))
-                        .arg(self.keys.user_prefix(bucket))
-                        .arg(REAP_BATCH);
-                    invocation
-                };
-                async move {
-                    invocation
-                        .invoke_async::<Vec<(String, u64)>>(&mut handle)
-                        .await
-                }
-            })
-            .await?;
-        let mut reaped: BTreeMap<String, u64> = BTreeMap::new();
-        for (instance_id, removed) in per_bucket.into_iter().flatten() {
-            *reaped.entry(instance_id).or_default() += removed;
-        }
-        Ok(reaped.into_iter().collect())
     }
 
     /// Makes Redis hold exactly an instance's connections: what the index has

@@ -57,6 +57,7 @@ both_targets!(
     graceful_deregistration_gives_up_the_lease,
     a_reaped_lease_is_noticed_whatever_registrations_came_since,
     a_resync_never_brings_back_a_closed_connection,
+    a_renewal_does_not_wait_behind_the_shared_connection,
 );
 
 async fn store(target: &Target, namespace: &str) -> Presence {
@@ -69,6 +70,47 @@ async fn store(target: &Target, namespace: &str) -> Presence {
     let presence = Presence::redis(options).unwrap();
     bus_ready(&presence).await;
     presence
+}
+
+/// A renewal is answered while the store's shared connection is busy (as
+/// with a burst of registrations, or a drain's deregistrations): renewals
+/// have a connection of their own. On the shared one it waited behind the
+/// `BLPOP` (5 s) and failed at its 3 s answer timeout.
+async fn a_renewal_does_not_wait_behind_the_shared_connection(target: Target) {
+    let presence = store(&target, &unique_namespace()).await;
+    assert!(!presence.renew_lease("gw-hold").await.unwrap());
+    let holder = presence.clone();
+    let held = tokio::spawn(async move { holder.hold_shared_connection(5).await });
+    let urls = match &target {
+        Target::Redis(server) => vec![server.url().to_owned()],
+        Target::Cluster(cluster) => cluster.urls().to_vec(),
+    };
+    // Until Redis is blocked on it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    'waiting: loop {
+        for url in &urls {
+            let client = ::redis::Client::open(url.as_str()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            let clients: String = ::redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if clients.contains("cmd=blpop") {
+                break 'waiting;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hold never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        presence.renew_lease("gw-hold").await.unwrap(),
+        "the lease is renewed while the shared connection is busy"
+    );
+    held.abort();
 }
 
 async fn a_lease_is_new_then_held(target: Target) {
