@@ -35,8 +35,9 @@
 # publications of HISTORY_DATA bytes, reconnect to gateway B with `since`,
 # interleaved with as many plain subscribes, RECOVER_RATE/s in all;
 # (h3) publish calls through gRPC at PUBLISH_RATE/s for PUBLISH_DURATION to
-# PUBLISH_CHANNELS channels, with history, without (`bench`), and Redis
-# alone (XADD + SPUBLISH pipelined); (h4) Redis memory per stored
+# PUBLISH_CHANNELS channels, with history, with history and an idempotency
+# key per call (`pulse-history-keyed`), without (`bench`), and Redis alone
+# (XADD + SPUBLISH pipelined); (h4) Redis memory per stored
 # publication: HISTMEM_CHANNELS channels × HISTMEM_PER_CHANNEL
 # publications (plus i % HISTORY_SIZE for channel i, so that the trimmed
 # streams are caught at every point of their cycle) of each size in
@@ -227,7 +228,7 @@ bench subscribe-token subscribe --label pulse --server "$A_ADDR" --server-pid "$
   --channel-prefix benchtok:sub- --source-base 127.0.98.1 --user-prefix pulse-sub-token
 fi
 
-step "(h3) publish calls, $PUBLISH_RATE/s for $PUBLISH_DURATION to $PUBLISH_CHANNELS channels: with history, without, Redis alone"
+step "(h3) publish calls, $PUBLISH_RATE/s for $PUBLISH_DURATION to $PUBLISH_CHANNELS channels: with history, with history and idempotency keys, without, Redis alone"
 # No client flags: these runs open no WebSocket.
 bench_calls() {
   local name=$1
@@ -241,6 +242,8 @@ publish_run=(--rate "$PUBLISH_RATE" --duration "$PUBLISH_DURATION" --channels "$
   --data-bytes "$HISTORY_DATA")
 bench_calls publish-history publish --label pulse-history --presence "$PRESENCE_ADDR" "${watch[@]}" \
   "${publish_run[@]}" --channel-prefix benchhist:pub-
+bench_calls publish-idempotent publish --label pulse-history-keyed --presence "$PRESENCE_ADDR" \
+  "${watch[@]}" "${publish_run[@]}" --channel-prefix benchhist:pubkey- --idempotency-keys
 bench_calls publish-plain publish --label pulse --presence "$PRESENCE_ADDR" "${watch[@]}" \
   "${publish_run[@]}" --channel-prefix bench:pub-
 bench_calls publish-redis publish --label redis --redis-url "$REDIS_URL" --redis-namespace "bench-floor-$$" \

@@ -43,10 +43,21 @@ pub async fn publish_answer(
     channel: String,
     data: String,
 ) -> Result<PublishResponse, String> {
+    publish_answer_once(api, channel, data, None).await
+}
+
+/// [`publish_answer`] with an idempotency key, when there is one.
+pub async fn publish_answer_once(
+    api: &ChannelsApi,
+    channel: String,
+    data: String,
+    idempotency_key: Option<String>,
+) -> Result<PublishResponse, String> {
     api.clone()
         .publish(PublishRequest {
             channel,
             data_json: data,
+            idempotency_key: idempotency_key.unwrap_or_default(),
             ..PublishRequest::default()
         })
         .await

@@ -53,6 +53,10 @@ pub(crate) struct PublishArgs {
     /// A process whose CPU per call to report, as NAME=PID; repeatable.
     #[arg(long = "watch-pid", value_parser = parse_named_pid)]
     watch_pids: Vec<(String, u32)>,
+    /// Every call carries an idempotency key of its own (`pulse-presence`
+    /// only).
+    #[arg(long, conflicts_with = "redis_url")]
+    idempotency_keys: bool,
 }
 
 impl PublishArgs {
@@ -80,6 +84,7 @@ impl PublishArgs {
             duration: self.duration.into(),
             data_bytes: self.data_bytes,
             watch_pids: self.watch_pids,
+            idempotency_keys: self.idempotency_keys,
         })
         .await?;
         Ok(vec![BenchResult::Publish(result)])

@@ -18,7 +18,7 @@ use std::{
 use redis::aio::MultiplexedConnection;
 use tokio::time::{Instant, sleep_until};
 
-use super::{ChannelsApi, history_key, padded_data, publications_key, publish_answer};
+use super::{ChannelsApi, history_key, padded_data, publications_key, publish_answer_once};
 use crate::{
     result::PublishResult,
     scenario::{clock_micros, due, marks::Marks},
@@ -59,6 +59,10 @@ pub struct PublishOptions {
     pub data_bytes: usize,
     /// Processes whose CPU per call to report (`pulse-presence`, Redis).
     pub watch_pids: Vec<(String, u32)>,
+    /// Every call carries an idempotency key of its own (a first call: the
+    /// key is looked up, then stored with the answer), as a service that
+    /// retries would send.
+    pub idempotency_keys: bool,
 }
 
 #[derive(Default)]
@@ -93,10 +97,11 @@ pub async fn run(options: PublishOptions) -> anyhow::Result<PublishResult> {
             seq % options.channels as u64
         );
         let (target, calls, bytes) = (options.target.clone(), calls.clone(), options.data_bytes);
+        let key = options.idempotency_keys.then(|| format!("bench-{seq}"));
         inflight.push(tokio::spawn(async move {
             let data = padded_data(seq, clock_micros(), bytes);
             let called = Instant::now();
-            match call(&target, channel, data).await {
+            match call(&target, channel, data, key).await {
                 Ok(offset) => {
                     calls
                         .samples
@@ -170,9 +175,14 @@ pub async fn run(options: PublishOptions) -> anyhow::Result<PublishResult> {
 }
 
 /// One call; `Ok(true)` when its answer carried an offset.
-async fn call(target: &Target, channel: String, data: String) -> Result<bool, String> {
+async fn call(
+    target: &Target,
+    channel: String,
+    data: String,
+    idempotency_key: Option<String>,
+) -> Result<bool, String> {
     match target {
-        Target::Grpc(api) => publish_answer(api, channel, data)
+        Target::Grpc(api) => publish_answer_once(api, channel, data, idempotency_key)
             .await
             .map(|answer| answer.offset > 0),
         Target::Redis {
