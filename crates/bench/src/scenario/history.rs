@@ -58,7 +58,6 @@ pub async fn publish_answer_once(
             channel,
             data_json: data,
             idempotency_key: idempotency_key.unwrap_or_default(),
-            ..PublishRequest::default()
         })
         .await
         .map(tonic::Response::into_inner)
