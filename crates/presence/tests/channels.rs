@@ -28,6 +28,29 @@ fn data(value: &Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).unwrap()
 }
 
+/// Publishes `text` on `channel` until `instances` processes hold it (a
+/// feed that is still subscribing or letting go counts, or not, for a while).
+async fn publish_until_heard_by(
+    presence: &Presence,
+    channel: &str,
+    text: &str,
+    instances: u64,
+    never: &str,
+) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let published = presence
+            .publish(channel, &data(&json!(text)), &PublishOptions::default())
+            .await
+            .unwrap();
+        if published.instances == instances {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn next(deliveries: &mut UnboundedReceiver<FeedEvent>) -> Delivery {
     support::next_publication(deliveries).await
 }
@@ -116,21 +139,14 @@ async fn every_process_with_subscribers_gets_one_delivery(presence: Presence) {
     assert!(third_deliveries.try_recv().is_err());
     drop(second);
     // A dropped feed stops receiving (its process is gone).
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let published = presence
-            .publish("news", &data(&json!("again")), &PublishOptions::default())
-            .await
-            .unwrap();
-        if published.instances == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the dropped feed still counts"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    publish_until_heard_by(
+        &presence,
+        "news",
+        "again",
+        1,
+        "the dropped feed still counts",
+    )
+    .await;
 }
 
 async fn channels_in_every_bucket_are_delivered(presence: Presence) {
@@ -378,25 +394,14 @@ async fn a_channel_follows_its_slot_to_another_master() {
             delivery.frame
         );
     }
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let published = presence
-            .publish(
-                &neighbour,
-                &data(&json!("near")),
-                &PublishOptions::default(),
-            )
-            .await
-            .unwrap();
-        if published.instances == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bucket's other channel was not subscribed on the new master"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    publish_until_heard_by(
+        &presence,
+        &neighbour,
+        "near",
+        1,
+        "the bucket's other channel was not subscribed on the new master",
+    )
+    .await;
     let delivery = next(&mut deliveries).await;
     assert_eq!(&*delivery.channel, neighbour.as_str());
     assert!(delivery.frame.contains("\"near\""), "{}", delivery.frame);
