@@ -34,6 +34,7 @@ use crate::{PresenceError, buckets::Keys};
 
 mod nodes;
 mod resp;
+mod resubscribe;
 
 use nodes::{Answer, Command, Link, address_of};
 
@@ -274,7 +275,7 @@ impl Fanout {
                     debug!(from = %address, %to, bucket, "channel bucket is on another node");
                     // The bucket's other channels went with its slot (the
                     // old master's `sunsubscribe`s may still be queued).
-                    self.bucket_moved(bucket, &address, Some(channel));
+                    self.bucket_moved(bucket, &address, |c| c == channel);
                     address = to.into();
                 }
                 Ok(Ok(Answer::Failed(error))) => {
@@ -367,7 +368,7 @@ impl Fanout {
                     && self.routes.get(&bucket).is_some_and(|to| **to == *address)
                 {
                     info!(%channel, bucket, "a channel's slot moved; subscribing its bucket on the new master");
-                    self.bucket_moved(bucket, address, None);
+                    self.bucket_moved(bucket, address, |_| false);
                 }
             }
         }
@@ -375,15 +376,20 @@ impl Fanout {
 
     /// `bucket` is no longer served at `address` (its slot moved): when its
     /// channels were subscribed there, they wait to be subscribed again
-    /// (but `subscribing`, which is on its way to the new master).
-    fn bucket_moved(&mut self, bucket: u16, address: &str, subscribing: Option<&Arc<str>>) {
+    /// (but those `subscribing` says are on their way to the new master).
+    fn bucket_moved(
+        &mut self,
+        bucket: u16,
+        address: &str,
+        subscribing: impl Fn(&Arc<str>) -> bool,
+    ) {
         if self.routes.get(&bucket).is_none_or(|to| **to != *address) {
             return;
         }
         self.routes.remove(&bucket);
         let mut moved = 0;
         for channel in &self.subscribed {
-            if Some(channel) != subscribing
+            if !subscribing(channel)
                 && crate::buckets::channel_bucket(channel) == bucket
                 && self.pending.insert(channel.clone())
             {
@@ -417,29 +423,6 @@ impl Fanout {
             }
         }
         self.next_seed += 1;
-    }
-
-    /// Subscribes again what waits; `true` when nothing is left waiting.
-    async fn resubscribe_pending(&mut self) -> bool {
-        let channels: Vec<Arc<str>> = self.pending.iter().cloned().collect();
-        for channel in channels {
-            if !self.subscribed.contains(&channel) {
-                self.pending.remove(&channel);
-                continue;
-            }
-            match self.subscribe(&channel).await {
-                Ok(()) => {
-                    debug!(%channel, "channel subscribed again");
-                    drop(self.deliveries.send(FeedEvent::Resumed(channel)));
-                }
-                Err(error) => {
-                    debug!(%channel, %error, "channel not subscribed again yet");
-                    self.pending.insert(channel);
-                    return false;
-                }
-            }
-        }
-        true
     }
 
     async fn ping_all(&mut self) {

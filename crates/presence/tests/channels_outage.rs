@@ -1,0 +1,82 @@
+//! A channel feed whose Redis connections are all killed while it holds
+//! many channels, on one Redis and on a private three-master Cluster: every
+//! channel is subscribed again (all at once per node, `fanout/resubscribe.rs`),
+//! told once as resumed, and live again.
+
+mod support;
+
+use std::collections::HashSet;
+
+use pulse_presence::{
+    FeedEvent, Presence, PublishOptions, RedisOptions,
+    testing::{RedisCluster, RedisServer, unique_namespace},
+};
+use serde_json::value::RawValue;
+use support::DEADLINE;
+use tokio::time::timeout;
+
+const CHANNELS: usize = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_one_redis_every_channel_comes_back() {
+    let server = RedisServer::spawn().await;
+    let options = RedisOptions::new(server.url()).with_namespace(unique_namespace());
+    every_channel_comes_back(
+        Presence::redis(options).unwrap(),
+        &[server.url().to_owned()],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_every_channel_comes_back() {
+    let cluster = RedisCluster::spawn().await;
+    let options = cluster.options().with_namespace(unique_namespace());
+    every_channel_comes_back(Presence::redis(options).unwrap(), cluster.urls()).await;
+}
+
+async fn every_channel_comes_back(presence: Presence, nodes: &[String]) {
+    let (feed, mut deliveries) = presence.channel_feed();
+    let channels: Vec<String> = (0..CHANNELS).map(|n| format!("room:many-{n}")).collect();
+    for channel in &channels {
+        feed.subscribe(channel.as_str()).await.unwrap();
+    }
+    for url in nodes {
+        let client = ::redis::Client::open(url.as_str()).unwrap();
+        let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+        let _: u64 = ::redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let mut resumed = HashSet::new();
+    while resumed.len() < CHANNELS {
+        let event = timeout(DEADLINE, deliveries.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {CHANNELS} channels came back", resumed.len()))
+            .expect("the feed is open");
+        if let FeedEvent::Resumed(channel) = event {
+            assert!(resumed.insert(channel.to_string()), "{channel} told twice");
+        }
+    }
+    let data = RawValue::from_string("\"live\"".to_owned()).unwrap();
+    for channel in &channels {
+        let published = presence
+            .publish(channel, &data, &PublishOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(published.instances, 1, "{channel} is subscribed again");
+    }
+    let mut delivered = HashSet::new();
+    while delivered.len() < CHANNELS {
+        let delivery = support::next_publication(&mut deliveries).await;
+        assert!(
+            delivered.insert(delivery.channel.to_string()),
+            "{} delivered twice",
+            delivery.channel
+        );
+    }
+}
