@@ -28,13 +28,13 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::{Instant, MissedTickBehavior, interval, timeout},
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{PresenceError, buckets::Keys};
 
+mod batch;
 mod nodes;
 mod resp;
-mod resubscribe;
 
 use nodes::{Answer, Command, Link, address_of};
 
@@ -109,15 +109,13 @@ pub(crate) fn split_payload(payload: &str) -> (Option<DeliveryPosition>, &str) {
     }
 }
 
+/// Where a subscription request's answer goes.
+pub(crate) type Answered = oneshot::Sender<Result<(), PresenceError>>;
+
 /// What the fan-out task is asked to do; channels as clients name them.
 pub(crate) enum Request {
-    Subscribe {
-        channel: Arc<str>,
-        done: oneshot::Sender<Result<(), PresenceError>>,
-    },
-    Unsubscribe {
-        channel: Box<str>,
-    },
+    Subscribe { channel: Arc<str>, done: Answered },
+    Unsubscribe { channel: Box<str> },
 }
 
 /// One master's connection.
@@ -213,11 +211,23 @@ impl Fanout {
                 request = requests.recv() => match request {
                     None => return,
                     Some(Request::Subscribe { channel, done }) => {
-                        let result = self.subscribe(&channel).await;
-                        if result.is_err() {
-                            self.subscribed.remove(&channel);
+                        // With those queued behind it, up to an
+                        // unsubscription (answered after them, in order).
+                        let mut batch = vec![(channel, done)];
+                        let mut after = None;
+                        while let Ok(request) = requests.try_recv() {
+                            match request {
+                                Request::Subscribe { channel, done } => batch.push((channel, done)),
+                                Request::Unsubscribe { channel } => {
+                                    after = Some(channel);
+                                    break;
+                                }
+                            }
                         }
-                        drop(done.send(result));
+                        self.subscribe_requests(batch).await;
+                        if let Some(channel) = after {
+                            self.unsubscribe(&channel).await;
+                        }
                     }
                     Some(Request::Unsubscribe { channel }) => self.unsubscribe(&channel).await,
                 },
@@ -244,61 +254,6 @@ impl Fanout {
                 }
             }
         }
-    }
-
-    /// Subscribes `channel` on the master of its bucket, following `MOVED`.
-    async fn subscribe(&mut self, channel: &Arc<str>) -> Result<(), PresenceError> {
-        let bucket = crate::buckets::channel_bucket(channel);
-        let key = self.keys.publications(channel);
-        self.subscribed.insert(channel.clone());
-        self.pending.remove(channel);
-        let mut address = match self.routes.get(&bucket) {
-            Some(address) => address.clone(),
-            None => self.seed_address().into(),
-        };
-        for _ in 0..=MAX_REDIRECTS {
-            let link = self.link(&address).await?;
-            let (done, answer) = oneshot::channel();
-            drop(link.send(Command::Subscribe {
-                key: key.clone(),
-                done,
-            }));
-            match timeout(CONNECT_TIMEOUT, answer).await {
-                Ok(Ok(Answer::Done)) => {
-                    self.routes.insert(bucket, address.clone());
-                    if let Some(node) = self.nodes.get_mut(&address) {
-                        node.channels += 1;
-                    }
-                    return Ok(());
-                }
-                Ok(Ok(Answer::Redirected(to))) => {
-                    debug!(from = %address, %to, bucket, "channel bucket is on another node");
-                    // The bucket's other channels went with its slot (the
-                    // old master's `sunsubscribe`s may still be queued).
-                    self.bucket_moved(bucket, &address, |c| c == channel);
-                    address = to.into();
-                }
-                Ok(Ok(Answer::Failed(error))) => {
-                    self.drop_node(&address);
-                    return Err(PresenceError::Unavailable(format!("redis: {error}")));
-                }
-                Ok(Err(_)) => {
-                    self.drop_node(&address);
-                    return Err(PresenceError::Unavailable(format!(
-                        "the connection to redis at {address} was lost"
-                    )));
-                }
-                Err(_) => {
-                    self.drop_node(&address);
-                    return Err(PresenceError::Unavailable(format!(
-                        "no answer to a channel subscription within {CONNECT_TIMEOUT:?}"
-                    )));
-                }
-            }
-        }
-        Err(PresenceError::Unavailable(format!(
-            "a channel subscription was still redirected after {MAX_REDIRECTS} tries"
-        )))
     }
 
     async fn unsubscribe(&mut self, channel: &str) {

@@ -1,7 +1,8 @@
-//! A channel feed whose Redis connections are all killed while it holds
-//! many channels, on one Redis and on a private three-master Cluster: every
-//! channel is subscribed again (all at once per node, `fanout/resubscribe.rs`),
-//! told once as resumed, and live again.
+//! A channel feed asked for many channels at once, whose Redis connections
+//! are then all killed, on one Redis and on a private three-master Cluster:
+//! every channel is subscribed (the queued requests together, per node,
+//! `fanout/batch.rs`), subscribed again after the kill, told once as
+//! resumed, and live again.
 
 mod support;
 
@@ -38,9 +39,11 @@ async fn on_a_cluster_every_channel_comes_back() {
 async fn every_channel_comes_back(presence: Presence, nodes: &[String]) {
     let (feed, mut deliveries) = presence.channel_feed();
     let channels: Vec<String> = (0..CHANNELS).map(|n| format!("room:many-{n}")).collect();
-    for channel in &channels {
-        feed.subscribe(channel.as_str()).await.unwrap();
-    }
+    // All at once, as a storm of connects asks (the fan-out answers the
+    // requests queued behind one another together).
+    let subscribed =
+        futures_util::future::join_all(channels.iter().map(|c| feed.subscribe(c.as_str()))).await;
+    assert!(subscribed.iter().all(Result::is_ok), "{subscribed:?}");
     for url in nodes {
         let client = ::redis::Client::open(url.as_str()).unwrap();
         let mut admin = client.get_multiplexed_async_connection().await.unwrap();
