@@ -271,16 +271,7 @@ async fn a_killed_subscription_comes_back() {
         .unwrap();
     next(&mut deliveries).await;
 
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let killed: u64 = ::redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert!(killed >= 1);
+    assert!(support::kill_pubsub(server.url()).await >= 1);
 
     // The feed says the subscription came back (publications made
     // meanwhile were not delivered: the gateway recovers them from history).

@@ -45,15 +45,7 @@ async fn every_channel_comes_back(presence: Presence, nodes: &[String]) {
         futures_util::future::join_all(channels.iter().map(|c| feed.subscribe(c.as_str()))).await;
     assert!(subscribed.iter().all(Result::is_ok), "{subscribed:?}");
     for url in nodes {
-        let client = ::redis::Client::open(url.as_str()).unwrap();
-        let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-        let _: u64 = ::redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        support::kill_pubsub(url).await;
     }
     let mut resumed = HashSet::new();
     while resumed.len() < CHANNELS {

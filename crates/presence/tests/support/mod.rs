@@ -333,3 +333,17 @@ pub async fn next_publication(
         }
     }
 }
+
+/// Kills every pub/sub connection of the Redis at `url` (`CLIENT KILL TYPE
+/// pubsub`); how many it killed.
+pub async fn kill_pubsub(url: &str) -> u64 {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap()
+}
