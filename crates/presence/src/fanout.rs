@@ -279,8 +279,11 @@ impl Fanout {
             && node.channels == 0
             && self.nodes.len() > 1
         {
-            // A Cluster master nothing is subscribed on any more.
-            self.nodes.remove(&address);
+            // A Cluster master nothing is subscribed on any more. Let go of
+            // as a lost one is: should the count ever be short, what its
+            // buckets still hold is subscribed again, not silently dropped
+            // with the connection.
+            self.drop_node(&address);
         }
     }
 

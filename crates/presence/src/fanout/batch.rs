@@ -119,6 +119,9 @@ impl Fanout {
                     sent.push((channel, address.clone(), answer));
                 }
             }
+            // Sent and not yet answered: not counted on any node.
+            let mut unanswered: HashSet<Arc<str>> =
+                sent.iter().map(|(channel, _, _)| channel.clone()).collect();
             let answers = join_all(
                 sent.into_iter()
                     .map(|(channel, address, answer)| async move {
@@ -127,6 +130,7 @@ impl Fanout {
             )
             .await;
             for (channel, address, answer) in answers {
+                unanswered.remove(&channel);
                 let bucket = channel_bucket(&channel);
                 let failure = match answer {
                     // A node dropped while these answers were read holds
@@ -146,8 +150,11 @@ impl Fanout {
                         debug!(from = %address, %to, bucket, "channel bucket is on another node");
                         // The bucket's channels subscribed there went with
                         // the slot (those answered before this one too: a
-                        // node answers in order).
-                        self.bucket_moved(bucket, &address, |c| *c == channel);
+                        // node answers in order). Those still unanswered
+                        // were never counted there; their own `MOVED` comes.
+                        self.bucket_moved(bucket, &address, |c| {
+                            *c == channel || unanswered.contains(c)
+                        });
                         todo.push((channel, Some(to.into())));
                         continue;
                     }
