@@ -44,10 +44,18 @@ start_private_redis() {
 }
 
 stop_private_redis() {
+  local pid waited
   if [ -n "${REDIS_DIR:-}" ] && [ -f "$REDIS_DIR/redis.pid" ]; then
-    kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+    pid=$(cat "$REDIS_DIR/redis.pid")
+    kill "$pid" 2>/dev/null || true
+    # It logs as it exits: removing its directory before then can fail
+    # ("Directory not empty"), which made a green run exit 1.
+    for waited in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
   fi
-  [ -n "${REDIS_DIR:-}" ] && rm -rf "$REDIS_DIR"
+  if [ -n "${REDIS_DIR:-}" ]; then rm -rf "$REDIS_DIR" || true; fi
   return 0
 }
 
