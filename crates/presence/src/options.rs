@@ -54,7 +54,8 @@ impl RedisOptionsError {
 /// Its `Debug` hides the URL's credentials, so options can be logged.
 #[derive(Clone)]
 pub struct RedisOptions {
-    /// A `redis://` (or `rediss://`, `unix://`) URL; with [`cluster`], the
+    /// A `redis://` (or `unix://`) URL (`rediss://` is refused at start:
+    /// this build has no TLS to Redis); with [`cluster`], the
     /// comma-separated URLs of one or more of the Cluster's nodes (seeds:
     /// the rest of the Cluster is discovered from them).
     ///

@@ -35,8 +35,8 @@ impl Fanout {
                     debug!(%channel, "channel subscribed again");
                     drop(self.deliveries.send(FeedEvent::Resumed(channel)));
                 }
-                Err(error) => {
-                    debug!(%channel, %error, "channel not subscribed again yet");
+                Err(reason) => {
+                    debug!(%channel, %reason, "channel not subscribed again yet");
                     self.pending.insert(channel);
                     all_done = false;
                 }
@@ -59,26 +59,26 @@ impl Fanout {
         }
         let mut failed = HashMap::new();
         for (channel, result) in self.subscribe_all(channels).await {
-            if let Err(error) = result {
+            if let Err(reason) = result {
                 self.subscribed.remove(&channel);
-                failed.insert(channel, error.to_string());
+                failed.insert(channel, reason);
             }
         }
         for (channel, done) in requests {
             let result = match failed.get(&channel) {
                 None => Ok(()),
-                Some(error) => Err(PresenceError::Unavailable(error.clone())),
+                Some(reason) => Err(PresenceError::Unavailable(reason.clone())),
             };
             drop(done.send(result));
         }
     }
 
     /// Subscribes each of `channels` on the master of its bucket, following
-    /// `MOVED`; the answer for each.
+    /// `MOVED`; the answer for each, a failure as its reason.
     async fn subscribe_all(
         &mut self,
         channels: Vec<Arc<str>>,
-    ) -> Vec<(Arc<str>, Result<(), PresenceError>)> {
+    ) -> Vec<(Arc<str>, Result<(), String>)> {
         let mut results = Vec::with_capacity(channels.len());
         // With the node a redirection named, for those redirected.
         let mut todo: Vec<(Arc<str>, Option<Arc<str>>)> = channels
@@ -103,10 +103,15 @@ impl Fanout {
                 let link = match self.link(&address).await {
                     Ok(link) => link,
                     Err(error) => {
-                        let error = error.to_string();
-                        results.extend(channels.into_iter().map(|channel| {
-                            (channel, Err(PresenceError::Unavailable(error.clone())))
-                        }));
+                        let reason = match error {
+                            PresenceError::Unavailable(reason) => reason,
+                            other => other.to_string(),
+                        };
+                        results.extend(
+                            channels
+                                .into_iter()
+                                .map(|channel| (channel, Err(reason.clone()))),
+                        );
                         continue;
                     }
                 };
@@ -167,15 +172,15 @@ impl Fanout {
                     }
                 };
                 self.drop_node(&address);
-                results.push((channel, Err(PresenceError::Unavailable(failure))));
+                results.push((channel, Err(failure)));
             }
         }
         results.extend(todo.into_iter().map(|(channel, _)| {
             (
                 channel,
-                Err(PresenceError::Unavailable(format!(
+                Err(format!(
                     "a channel subscription was still redirected after {MAX_REDIRECTS} tries"
-                ))),
+                )),
             )
         }));
         results

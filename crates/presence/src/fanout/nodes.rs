@@ -182,24 +182,18 @@ where
     resp::command(&mut out, &hello);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut buffer = BytesMut::with_capacity(READ_SIZE);
-    loop {
-        let used = match resp::parse(&buffer).map_err(|e| e.to_string())? {
+    let used = loop {
+        match resp::parse(&buffer).map_err(|e| e.to_string())? {
             Some((Frame::Error(error), _)) => {
                 return Err(String::from_utf8_lossy(error).into_owned());
             }
-            Some((_, used)) => used,
-            None => {
-                buffer.reserve(READ_SIZE);
-                match stream.read_buf(&mut buffer).await {
-                    Ok(0) => return Err("closed during the handshake".into()),
-                    Ok(_) => continue,
-                    Err(error) => return Err(error.to_string()),
-                }
-            }
-        };
-        buffer.advance(used);
-        break;
-    }
+            Some((_, used)) => break used,
+            None => read_more(&mut stream, &mut buffer)
+                .await
+                .map_err(|e| format!("during the handshake: {e}"))?,
+        }
+    };
+    buffer.advance(used);
     let (link, commands) = mpsc::unbounded_channel();
     tokio::spawn(drive(stream, buffer, address, generation, commands, events));
     Ok(link)
@@ -234,6 +228,8 @@ async fn drive<S>(
                 while let Ok(command) = commands.try_recv() {
                     queue(command, &mut out, &mut waiting);
                 }
+                // Reads wait meanwhile: a few small commands, which Redis
+                // reads whatever it is sending us.
                 if let Err(error) = stream.write_all(&out).await {
                     debug!(%address, %error, "channel fan-out connection failed to write");
                     break;

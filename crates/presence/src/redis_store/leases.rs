@@ -1,7 +1,7 @@
 //! Leases on a connection of their own. A gateway's store sends everything
 //! on one multiplexed connection (one pipeline, answered in order), so a
 //! renewal sent behind a burst of registrations or of a drain's
-//! deregistrations waited for all of them: with 10,000 sockets closing, each
+//! deregistrations waited for all of them: with 7,858 sockets closing, each
 //! with ten channel memberships, a renewal waited more than its 3 s answer
 //! timeout on a slow machine, and the lease could have expired with every
 //! connection on the instance still open (a false `disconnected` for each).
