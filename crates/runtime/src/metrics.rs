@@ -4,7 +4,7 @@
 //! Libraries only call the `metrics` macros, which do nothing until a binary
 //! installs the recorder here.
 
-use std::{convert::Infallible, net::SocketAddr, sync::OnceLock};
+use std::{convert::Infallible, net::SocketAddr, sync::OnceLock, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,10 +22,20 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// How often the recorder's histogram samples are folded into their
+/// buckets when nothing scrapes `/metrics` (a scrape folds them too).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once; later calls return the same
 /// handle) and returns the handle that renders the exposition text.
+///
+/// A histogram keeps each recorded sample until it is folded into its
+/// buckets, which a render does; a thread of its own folds them every
+/// [`UPKEEP_INTERVAL`], so a process whose `/metrics` nobody scrapes does
+/// not keep a sample per Redis call and per login for ever (8 bytes each:
+/// 1.6 MB per 100,000 subscriptions on a gateway).
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -36,6 +46,18 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 warn!("a metrics recorder was already installed; /metrics shows this one's view");
+            }
+            let upkeep = handle.clone();
+            if let Err(error) = std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                })
+            {
+                warn!(%error, "the metrics upkeep thread did not start; histogram samples are folded only when /metrics is scraped");
             }
             handle
         })
