@@ -49,11 +49,20 @@ pub(crate) struct Channels {
 /// One channel's local subscribers.
 ///
 /// Kept small: an instance may hold a channel per connection (a user's own
-/// document, a ticket), so a channel with one subscriber holds it inline
-/// and a live one holds no cell to wait on.
+/// document, a ticket), so a channel with one subscriber holds it inline,
+/// and what only some channels need for a while (a cell to wait on until
+/// the feed subscription is live, the stream's last position where the
+/// namespace keeps history) is held apart, by those that need it: 24 bytes
+/// beside the name's 16 in the table's slot.
 #[derive(Debug)]
 struct Entry {
     subscribers: Subscribers,
+    more: Option<Box<More>>,
+}
+
+/// What a channel holds beyond its subscribers, when it holds it.
+#[derive(Debug, Default)]
+struct More {
     /// Until the feed subscription is live: the cell the subscribers that
     /// arrived meanwhile wait on. `None` once it is.
     pending: Option<Arc<OnceCell<()>>>,
@@ -61,6 +70,30 @@ struct Entry {
     /// or a subscriber's read of history), where the namespace keeps
     /// history: the next publication must be the one after it.
     last: Option<DeliveryPosition>,
+}
+
+impl Entry {
+    fn pending(&self) -> Option<&Arc<OnceCell<()>>> {
+        self.more.as_ref()?.pending.as_ref()
+    }
+
+    /// The feed subscription is live: nobody waits any more.
+    fn live(&mut self) {
+        if let Some(more) = &mut self.more {
+            more.pending = None;
+            if more.last.is_none() {
+                self.more = None;
+            }
+        }
+    }
+
+    fn last(&self) -> Option<&DeliveryPosition> {
+        self.more.as_ref()?.last.as_ref()
+    }
+
+    fn last_mut(&mut self) -> &mut Option<DeliveryPosition> {
+        &mut self.more.get_or_insert_with(Box::default).last
+    }
 }
 
 /// A channel's local subscribers; a connection appears once. A fan-out in
@@ -169,7 +202,7 @@ impl Channels {
             {
                 Some((name, entry)) => {
                     entry.subscribers.push(subscriber);
-                    (name.clone(), entry.pending.clone())
+                    (name.clone(), entry.pending().cloned())
                 }
                 None => {
                     let pending = Arc::new(OnceCell::new());
@@ -177,8 +210,10 @@ impl Channels {
                         channel.clone(),
                         Entry {
                             subscribers: Subscribers::One(subscriber),
-                            pending: Some(pending.clone()),
-                            last: None,
+                            more: Some(Box::new(More {
+                                pending: Some(pending.clone()),
+                                last: None,
+                            })),
                         },
                     );
                     (channel.clone(), Some(pending))
@@ -198,11 +233,10 @@ impl Channels {
                 match table.get_mut(&channel) {
                     Some(entry) => {
                         if entry
-                            .pending
-                            .as_ref()
+                            .pending()
                             .is_some_and(|cell| Arc::ptr_eq(cell, &pending))
                         {
-                            entry.pending = None;
+                            entry.live();
                         }
                     }
                     // Everyone may have left while the feed subscribed: then
@@ -232,7 +266,7 @@ impl Channels {
             let entry = table.remove(channel).expect("the entry was just found");
             // A subscription still in flight ends it itself once live (it
             // finds the entry gone).
-            if entry.pending.is_none_or(|cell| cell.initialized()) {
+            if entry.pending().is_none_or(|cell| cell.initialized()) {
                 self.feed.unsubscribe(channel);
             }
         }
@@ -383,6 +417,14 @@ pub(super) mod tests {
             0,
             "the feed subscription ended with the last subscriber"
         );
+    }
+
+    /// A channel of its own per connection is common: its slot in the
+    /// table stays at the name and two words.
+    #[test]
+    fn a_table_slot_is_40_bytes() {
+        assert_eq!(size_of::<Subscribers>(), 16);
+        assert_eq!(size_of::<(Arc<str>, Entry)>(), 40);
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl Channels {
                 return;
             };
             if let Some(position) = &delivery.position
-                && let Some(hole) = advance(&mut entry.last, position)
+                && let Some(hole) = advance(entry.last_mut(), position)
             {
                 warn!(channel = %delivery.channel, %hole, "a hole in a channel's live stream; its subscribers recover from history");
                 metrics.stream_holes.increment(1);

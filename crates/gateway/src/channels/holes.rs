@@ -18,12 +18,12 @@ impl Channels {
     pub(crate) fn note_top(&self, channel: &str, top: &StreamPosition) {
         let mut table = self.lock();
         if let Some(entry) = table.get_mut(channel) {
-            let newer = match &entry.last {
+            let newer = match entry.last() {
                 Some(last) => *last.epoch != *top.epoch || last.offset < top.offset,
                 None => true,
             };
             if newer {
-                entry.last = Some(DeliveryPosition {
+                *entry.last_mut() = Some(DeliveryPosition {
                     offset: top.offset,
                     epoch: top.epoch.as_str().into(),
                 });
@@ -57,7 +57,7 @@ impl Channels {
         let last = self
             .lock()
             .get(&channel)
-            .and_then(|entry| entry.last.clone());
+            .and_then(|entry| entry.last().cloned());
         let read = match &last {
             Some(last) => {
                 let since = StreamPosition {
@@ -86,7 +86,7 @@ impl Channels {
         let Some(entry) = table.get_mut(&channel) else {
             return;
         };
-        let missed = match (&top, &entry.last) {
+        let missed = match (&top, entry.last()) {
             (Some(top), Some(last)) => *last.epoch != *top.epoch || last.offset != top.offset,
             (Some(top), None) => top.offset > 0,
             (None, _) => true,
@@ -96,7 +96,7 @@ impl Channels {
             metrics.stream_holes.increment(1);
             reposition(&channel, entry.subscribers.as_slice(), capacity, &metrics);
             if let Some(top) = top {
-                entry.last = Some(DeliveryPosition {
+                *entry.last_mut() = Some(DeliveryPosition {
                     offset: top.offset,
                     epoch: top.epoch.into(),
                 });
