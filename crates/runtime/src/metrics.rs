@@ -33,7 +33,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 ///
 /// A histogram keeps each recorded sample until it is folded into its
 /// buckets, which a render does; a thread of its own folds them every
-/// [`UPKEEP_INTERVAL`], so a process whose `/metrics` nobody scrapes does
+/// five seconds, so a process whose `/metrics` nobody scrapes does
 /// not keep a sample per Redis call and per login for ever (8 bytes each:
 /// 1.6 MB per 100,000 subscriptions on a gateway).
 pub fn install() -> PrometheusHandle {
