@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use pulse_presence::ChannelName;
 use pulse_protocol::{Channel, CloseCode, Command, ErrorCode, channel::publication_frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +72,7 @@ pub(crate) async fn run_commands(
 
 /// Hands a server-side subscription (or its end) to every connection of
 /// the user here; the session carries it out in order with its messages.
-fn server_subscription(shared: &Shared, user_id: &str, channel: Arc<str>, subscribe: bool) {
+fn server_subscription(shared: &Shared, user_id: &str, channel: ChannelName, subscribe: bool) {
     shared.manager.for_each_connection(user_id, |connection| {
         let capacity = shared.settings.outbound_queue;
         let pushed = connection

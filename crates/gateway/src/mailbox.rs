@@ -12,6 +12,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
+use pulse_presence::ChannelName;
 use pulse_protocol::{CloseCode, ErrorCode};
 
 use crate::socket::End;
@@ -42,10 +43,10 @@ pub(crate) enum Delivery {
     Batch(Vec<Arc<str>>),
     /// The server API subscribed the user to this channel (`true`), or
     /// ended that subscription.
-    Subscription(Arc<str>, bool),
+    Subscription(ChannelName, bool),
     /// The live stream of this channel broke (see `cursor.rs`): tell the
     /// client to subscribe again with `since`.
-    Reposition(Arc<str>),
+    Reposition(ChannelName),
     /// Close the connection, telling the client why.
     Kick(End),
 }
@@ -55,8 +56,8 @@ pub(crate) enum Delivery {
 #[derive(Debug)]
 enum Queued {
     Frame(Arc<str>),
-    Subscription(Arc<str>, bool),
-    Reposition(Arc<str>),
+    Subscription(ChannelName, bool),
+    Reposition(ChannelName),
 }
 
 /// The mailbox of one live connection; see the module documentation.
@@ -91,7 +92,7 @@ impl Mailbox {
     /// the same capacity as messages.
     pub(crate) fn push_subscription(
         &self,
-        channel: Arc<str>,
+        channel: ChannelName,
         subscribe: bool,
         capacity: usize,
     ) -> Result<(), PushError> {
@@ -102,7 +103,7 @@ impl Mailbox {
     /// the frames before it (which precede the hole).
     pub(crate) fn push_reposition(
         &self,
-        channel: Arc<str>,
+        channel: ChannelName,
         capacity: usize,
     ) -> Result<(), PushError> {
         self.enqueue(Queued::Reposition(channel), capacity)
@@ -317,7 +318,7 @@ mod tests {
             mailbox.push(message(text), 1000).unwrap();
         }
         mailbox
-            .push_subscription(message("room:1"), true, 1000)
+            .push_subscription("room:1".into(), true, 1000)
             .unwrap();
         mailbox.push(message("4"), 1000).unwrap();
         for _ in 0..MAX_BATCH + 1 {

@@ -27,6 +27,13 @@ use crate::{
     observe,
 };
 
+/// A channel's name as a process holds it: one allocation per channel,
+/// shared by every table that names it (the feed's, a gateway's table of
+/// subscribers, each subscribed connection's list), through a pointer of
+/// one word (`Arc<str>` takes two: 8 bytes more in each of those tables
+/// per channel, for a gateway that holds a channel per connection).
+pub type ChannelName = arcstr::ArcStr;
+
 /// A process's subscriptions to channels' publications.
 #[derive(Debug)]
 pub struct ChannelFeed {
@@ -53,7 +60,7 @@ impl ChannelFeed {
     /// [`PresenceError::Unavailable`] when Redis cannot be reached.
     /// The name is kept as given (a process that holds a channel per
     /// connection shares one allocation of each name).
-    pub async fn subscribe(&self, channel: impl Into<Arc<str>>) -> Result<(), PresenceError> {
+    pub async fn subscribe(&self, channel: impl Into<ChannelName>) -> Result<(), PresenceError> {
         match &self.inner {
             FeedInner::Redis { requests } => {
                 let (done, answer) = oneshot::channel();
@@ -70,7 +77,7 @@ impl ChannelFeed {
                     .lock()
                     .expect("hub lock")
                     .get_mut(id)
-                    .map(|feed| feed.channels.insert(channel.into().to_string()));
+                    .map(|feed| feed.channels.insert(channel.into()));
                 Ok(())
             }
         }
@@ -114,7 +121,7 @@ pub(crate) struct LocalHub {
 #[derive(Debug)]
 struct LocalFeed {
     deliveries: mpsc::UnboundedSender<FeedEvent>,
-    channels: HashSet<String>,
+    channels: HashSet<ChannelName>,
 }
 
 impl LocalHub {
@@ -126,7 +133,7 @@ impl LocalHub {
         position: Option<DeliveryPosition>,
     ) -> u64 {
         let mut reached = 0;
-        let mut shared: Option<(Arc<str>, Arc<str>)> = None;
+        let mut shared: Option<(ChannelName, Arc<str>)> = None;
         for feed in self.feeds.lock().expect("hub lock").values() {
             if feed.channels.contains(channel) {
                 let (channel, frame) = shared.get_or_insert_with(|| (channel.into(), frame.into()));

@@ -30,7 +30,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::{PresenceError, buckets::Keys};
+use crate::{ChannelName, PresenceError, buckets::Keys};
 
 mod batch;
 mod nodes;
@@ -57,7 +57,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The channel, as clients name it.
-    pub channel: Arc<str>,
+    pub channel: ChannelName,
     /// The whole frame (a `publication`, or a `join`/`leave`).
     pub frame: Arc<str>,
     /// The publication's place in the channel's stream, where the namespace
@@ -82,7 +82,7 @@ pub enum FeedEvent {
     /// The channel's subscription was lost (a Redis connection failed, its
     /// slot moved) and is live again: publications made in between were not
     /// delivered, and its subscribers must be told or filled from history.
-    Resumed(Arc<str>),
+    Resumed(ChannelName),
 }
 
 /// The header `publish.lua` puts before a publication with history on the
@@ -114,8 +114,13 @@ pub(crate) type Answered = oneshot::Sender<Result<(), PresenceError>>;
 
 /// What the fan-out task is asked to do; channels as clients name them.
 pub(crate) enum Request {
-    Subscribe { channel: Arc<str>, done: Answered },
-    Unsubscribe { channel: Box<str> },
+    Subscribe {
+        channel: ChannelName,
+        done: Answered,
+    },
+    Unsubscribe {
+        channel: Box<str>,
+    },
 }
 
 /// One master's connection.
@@ -182,9 +187,9 @@ struct Fanout {
     /// The channels held, by name (shared with the process's own table of
     /// subscribers: a process may hold a channel per connection, so this
     /// keeps nothing else per channel).
-    subscribed: HashSet<Arc<str>>,
+    subscribed: HashSet<ChannelName>,
     /// Channels to subscribe again (their node was lost or their slot moved).
-    pending: HashSet<Arc<str>>,
+    pending: HashSet<ChannelName>,
     generation: u64,
     events: mpsc::UnboundedSender<(Arc<str>, u64, NodeEvent)>,
     deliveries: mpsc::UnboundedSender<FeedEvent>,
@@ -339,7 +344,7 @@ impl Fanout {
         &mut self,
         bucket: u16,
         address: &str,
-        subscribing: impl Fn(&Arc<str>) -> bool,
+        subscribing: impl Fn(&ChannelName) -> bool,
     ) {
         if self.routes.get(&bucket).is_none_or(|to| **to != *address) {
             return;

@@ -63,7 +63,8 @@ pub mod webhooks;
 pub use admission::Admission;
 pub use buckets::{BUCKETS, bucket_of, channel_bucket};
 pub use channels::{
-    ChannelFeed, Delivery, DeliveryPosition, FeedEvent, MAX_SERVER_SUBSCRIPTIONS, Published,
+    ChannelFeed, ChannelName, Delivery, DeliveryPosition, FeedEvent, MAX_SERVER_SUBSCRIPTIONS,
+    Published,
 };
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use event_log::{EventLogOptions, EventTail, TailError};

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use pulse_presence::DeliveryPosition;
+use pulse_presence::{ChannelName, DeliveryPosition};
 use pulse_protocol::StreamPosition;
 use tracing::{debug, info};
 
@@ -36,7 +36,7 @@ impl Channels {
     /// changed), publications were missed, and the subscribers recover.
     pub(super) async fn check_resumed(
         self: Arc<Self>,
-        channel: Arc<str>,
+        channel: ChannelName,
         capacity: usize,
         metrics: Metrics,
     ) {
@@ -131,7 +131,7 @@ pub(super) fn advance(
 /// live ones to subscribe again with `since`; one still reading history is
 /// told after its answer (see [`Cursor::pause`](crate::cursor::Cursor::pause)).
 pub(super) fn reposition(
-    channel: &Arc<str>,
+    channel: &ChannelName,
     subscribers: &[Subscriber],
     capacity: usize,
     metrics: &Metrics,
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn a_hole_found_while_recovering_is_told_after_the_answer() {
         let metrics = Metrics::new();
-        let channel: Arc<str> = "feed:1".into();
+        let channel: ChannelName = "feed:1".into();
         let mailbox = Arc::new(Mailbox::new());
         let mut recovering = subscriber(&mailbox, "c");
         let cursor = Arc::new(Cursor::recovering());

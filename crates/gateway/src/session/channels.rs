@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use pulse_presence::{MAX_DATA_BYTES, PresenceError, namespaces::Resolved};
+use pulse_presence::{ChannelName, MAX_DATA_BYTES, PresenceError, namespaces::Resolved};
 use pulse_protocol::{
     Channel, ClientMessage, ErrorCode, RequestId, ServerMessage, StreamPosition, Token,
 };
@@ -32,12 +32,12 @@ use crate::{
 #[derive(Debug, Default)]
 pub(crate) struct ChannelState {
     /// The channels it is subscribed to (the personal channel is not listed).
-    pub(super) subscribed: Vec<Arc<str>>,
+    pub(super) subscribed: Vec<ChannelName>,
     /// The cursors of those whose namespace keeps history.
-    pub(super) cursors: Vec<(Arc<str>, Arc<Cursor>)>,
+    pub(super) cursors: Vec<(ChannelName, Arc<Cursor>)>,
     /// Those whose live stream broke and that the client was told to
     /// subscribe to again (still members, delivered nothing until then).
-    pub(super) positioned: Vec<Arc<str>>,
+    pub(super) positioned: Vec<ChannelName>,
     /// The personal channel's cursor, where personal channels keep history.
     pub(super) personal: Option<Arc<Cursor>>,
     /// The connection token's `channels` claim: exact names and `prefix*`
@@ -74,7 +74,7 @@ impl ChannelState {
     }
 
     /// Takes `channel` off every list; whether the connection held it.
-    pub(super) fn forget(&mut self, channel: &str) -> Option<Arc<str>> {
+    pub(super) fn forget(&mut self, channel: &str) -> Option<ChannelName> {
         let at = self.subscribed.iter().position(|c| **c == *channel)?;
         self.cursors.retain(|(c, _)| **c != *channel);
         self.positioned.retain(|c| **c != *channel);
@@ -212,7 +212,7 @@ impl Live {
             Some(Resolved::Namespace(options)) => options.clone(),
             None => return Err(unknown_namespace(&parsed)),
         };
-        let channel: Arc<str> = channel.into();
+        let channel: ChannelName = channel.into();
         if self
             .channels
             .as_ref()
@@ -251,7 +251,7 @@ impl Live {
     async fn enter(
         &mut self,
         id: Option<RequestId>,
-        channel: Arc<str>,
+        channel: ChannelName,
         options: &pulse_presence::NamespaceOptions,
         max_subscribers: u32,
         since: Option<StreamPosition>,
@@ -300,7 +300,7 @@ impl Live {
 
     /// A subscription the server API made (no authorization: the server
     /// decided), announced with `subscribed` without an `id`.
-    pub(super) async fn server_subscribe(&mut self, channel: Arc<str>) -> Result<(), End> {
+    pub(super) async fn server_subscribe(&mut self, channel: ChannelName) -> Result<(), End> {
         if self.is_subscribed(&channel) {
             return Ok(());
         }

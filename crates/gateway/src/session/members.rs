@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use pulse_presence::{Entered, MemberRecord, NamespaceOptions, namespaces::Resolved};
+use pulse_presence::{ChannelName, Entered, MemberRecord, NamespaceOptions, namespaces::Resolved};
 use pulse_protocol::{Channel, ErrorCode, RequestId, ServerMessage};
 use tracing::debug;
 
@@ -26,7 +26,7 @@ impl Live {
     /// `max_subscribers` (0: no limit), then this instance's feed.
     pub(super) async fn join_channel(
         &mut self,
-        channel: Arc<str>,
+        channel: ChannelName,
         options: &NamespaceOptions,
         max_subscribers: u32,
         cursor: Option<Arc<Cursor>>,
@@ -81,7 +81,7 @@ impl Live {
     /// already): the feed, then the membership, with `leave` for the
     /// user's last. A membership presence could not remove is left to the
     /// next re-sync (after an outage, or every `--resync-interval`).
-    pub(super) async fn leave_channel(&self, channel: &Arc<str>) {
+    pub(super) async fn leave_channel(&self, channel: &ChannelName) {
         let shared = &self.shared;
         let _sync = shared.resync.read().await;
         shared.channels.unsubscribe(channel, &self.mailbox);

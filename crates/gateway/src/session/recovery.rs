@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use pulse_presence::HistoryOptions;
+use pulse_presence::{ChannelName, HistoryOptions};
 use pulse_protocol::{
     ErrorCode, RequestId, ServerMessage, StreamPosition,
     history::{Recovery, subscribed_frame},
@@ -30,7 +30,7 @@ pub(super) struct Subscribed {
 
 /// A recovering cursor to release once the answer is written.
 pub(super) struct Release {
-    channel: Arc<str>,
+    channel: ChannelName,
     cursor: Arc<Cursor>,
     pub(super) top: StreamPosition,
 }
@@ -58,7 +58,7 @@ impl Live {
     /// connection that could not hear its personal channel would miss what
     /// `Send` publishes to it, silently.
     pub(super) async fn open_personal(&mut self, history: HistoryOptions) -> Result<Release, End> {
-        let channel: Arc<str> = pulse_protocol::Channel::personal(&self.user_id).into();
+        let channel: ChannelName = pulse_protocol::Channel::personal(&self.user_id).into();
         let cursor = Arc::new(Cursor::recovering());
         let subscriber = self.subscriber(Some(cursor.clone()));
         let shared = Arc::clone(&self.shared);
@@ -114,7 +114,7 @@ impl Live {
                 since.is_some(),
             ));
         };
-        let channel: Arc<str> = channel.into();
+        let channel: ChannelName = channel.into();
         cursor.recover();
         match self
             .open_stream(Some(id), &channel, history, since, cursor.clone())
@@ -159,7 +159,7 @@ impl Live {
     pub(super) async fn open_stream(
         &self,
         id: Option<RequestId>,
-        channel: &Arc<str>,
+        channel: &ChannelName,
         history: HistoryOptions,
         since: Option<&StreamPosition>,
         cursor: Arc<Cursor>,
@@ -202,7 +202,7 @@ impl Live {
 
     /// The instance found a hole in `channel`'s live stream and paused this
     /// connection's cursor: tell the client to subscribe again with `since`.
-    pub(super) async fn reposition(&mut self, channel: Arc<str>) -> Result<(), End> {
+    pub(super) async fn reposition(&mut self, channel: ChannelName) -> Result<(), End> {
         let Some(state) = self.channels.as_mut() else {
             return Ok(());
         };
@@ -236,7 +236,7 @@ impl Live {
     pub(super) async fn resume(
         &mut self,
         id: RequestId,
-        channel: &Arc<str>,
+        channel: &ChannelName,
         history: Option<HistoryOptions>,
         since: Option<&StreamPosition>,
     ) -> Result<Subscribed, Refusal> {

@@ -17,13 +17,13 @@ use tokio::{sync::oneshot, time::timeout};
 use tracing::debug;
 
 use super::{Answer, Answered, CONNECT_TIMEOUT, Command, Fanout, FeedEvent, MAX_REDIRECTS};
-use crate::{PresenceError, buckets::channel_bucket};
+use crate::{ChannelName, PresenceError, buckets::channel_bucket};
 
 impl Fanout {
     /// Subscribes again what waits; `true` when nothing is left waiting.
     /// Each channel subscribed again is told as [`FeedEvent::Resumed`].
     pub(super) async fn resubscribe_pending(&mut self) -> bool {
-        let waiting: Vec<Arc<str>> = self.pending.drain().collect();
+        let waiting: Vec<ChannelName> = self.pending.drain().collect();
         let channels = waiting
             .into_iter()
             .filter(|channel| self.subscribed.contains(channel))
@@ -47,7 +47,7 @@ impl Fanout {
 
     /// Answers subscription requests: each channel is held from now on,
     /// and let go of again when it could not be subscribed.
-    pub(super) async fn subscribe_requests(&mut self, requests: Vec<(Arc<str>, Answered)>) {
+    pub(super) async fn subscribe_requests(&mut self, requests: Vec<(ChannelName, Answered)>) {
         let mut channels = Vec::with_capacity(requests.len());
         let mut asked = HashSet::with_capacity(requests.len());
         for (channel, _) in &requests {
@@ -77,11 +77,11 @@ impl Fanout {
     /// `MOVED`; the answer for each, a failure as its reason.
     async fn subscribe_all(
         &mut self,
-        channels: Vec<Arc<str>>,
-    ) -> Vec<(Arc<str>, Result<(), String>)> {
+        channels: Vec<ChannelName>,
+    ) -> Vec<(ChannelName, Result<(), String>)> {
         let mut results = Vec::with_capacity(channels.len());
         // With the node a redirection named, for those redirected.
-        let mut todo: Vec<(Arc<str>, Option<Arc<str>>)> = channels
+        let mut todo: Vec<(ChannelName, Option<Arc<str>>)> = channels
             .into_iter()
             .map(|channel| (channel, None))
             .collect();
@@ -89,7 +89,7 @@ impl Fanout {
             if todo.is_empty() {
                 break;
             }
-            let mut by_node: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
+            let mut by_node: HashMap<Arc<str>, Vec<ChannelName>> = HashMap::new();
             for (channel, to) in todo.drain(..) {
                 let address =
                     match to.or_else(|| self.routes.get(&channel_bucket(&channel)).cloned()) {
@@ -125,7 +125,7 @@ impl Fanout {
                 }
             }
             // Sent and not yet answered: not counted on any node.
-            let mut unanswered: HashSet<Arc<str>> =
+            let mut unanswered: HashSet<ChannelName> =
                 sent.iter().map(|(channel, _, _)| channel.clone()).collect();
             let answers = join_all(
                 sent.into_iter()
