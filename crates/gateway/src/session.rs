@@ -392,14 +392,21 @@ impl Live {
         info!(user_id = %self.user_id, connection_id = %self.connection_id, reason = end.reason(), "disconnected");
         shared.metrics.connections.decrement(1.0);
         telemetry::disconnect("live", end.reason(), end.close_code());
-        shared.manager.remove(&self.user_id, &self.connection_id);
-        self.leave_every_channel().await;
-        if let Err(error) = shared
-            .presence
-            .unregister(&self.user_id, &self.connection_id)
-            .await
         {
-            debug!(user_id = %self.user_id, connection_id = %self.connection_id, %error, "presence deregistration failed");
+            // Out of the manager and out of presence as one step for a
+            // re-sync: one that read Redis in between would find the
+            // connection there and not here, and remove it itself, as state
+            // presence lost (a false "out of step" at every mass close).
+            let _sync = shared.resync.read().await;
+            shared.manager.remove(&self.user_id, &self.connection_id);
+            self.leave_every_channel().await;
+            if let Err(error) = shared
+                .presence
+                .unregister(&self.user_id, &self.connection_id)
+                .await
+            {
+                debug!(user_id = %self.user_id, connection_id = %self.connection_id, %error, "presence deregistration failed");
+            }
         }
         self.socket.finish(end, shared.settings.write_timeout).await;
     }

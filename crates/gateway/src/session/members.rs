@@ -95,7 +95,7 @@ impl Live {
     }
 
     /// Ends every subscription of a connection that is closing, the
-    /// memberships at once.
+    /// memberships at once. The caller holds the re-sync's read lock.
     pub(super) async fn leave_every_channel(&self) {
         let Some(state) = &self.channels else {
             return;
@@ -105,7 +105,6 @@ impl Live {
             let personal = Channel::personal(&self.user_id);
             shared.channels.unsubscribe(&personal, &self.mailbox);
         }
-        let _sync = shared.resync.read().await;
         for channel in &state.subscribed {
             shared.channels.unsubscribe(channel, &self.mailbox);
         }
