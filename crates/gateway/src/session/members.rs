@@ -94,8 +94,9 @@ impl Live {
         }
     }
 
-    /// Ends every subscription of a connection that is closing, the
-    /// memberships at once. The caller holds the re-sync's read lock.
+    /// Ends every subscription of a connection that is closing: the feed
+    /// subscriptions at once, then the memberships one by one. The caller
+    /// holds the re-sync's read lock.
     pub(super) async fn leave_every_channel(&self) {
         let Some(state) = &self.channels else {
             return;
@@ -108,16 +109,24 @@ impl Live {
         for channel in &state.subscribed {
             shared.channels.unsubscribe(channel, &self.mailbox);
         }
+        // One membership at a time, in one boxed future: what a close
+        // holds is one removal in flight (a few kilobytes) whatever its
+        // channels, where all at once held a few kilobytes per channel, and
+        // every session closes at once when a load balancer drops every
+        // socket. Boxed so that the session's task does not grow by it.
         let instance_id = shared.settings.instance_id.as_str();
-        let left = futures_util::future::join_all(state.subscribed.iter().map(|channel| {
-            shared
-                .presence
-                .leave_channel(channel, &self.connection_id, instance_id)
-        }))
+        Box::pin(async {
+            for channel in &state.subscribed {
+                if let Err(error) = shared
+                    .presence
+                    .leave_channel(channel, &self.connection_id, instance_id)
+                    .await
+                {
+                    debug!(connection_id = %self.connection_id, %channel, %error, "membership not removed; the next re-sync removes it");
+                }
+            }
+        })
         .await;
-        for error in left.into_iter().filter_map(Result::err) {
-            debug!(connection_id = %self.connection_id, %error, "membership not removed; the next re-sync removes it");
-        }
     }
 
     /// Who is in a channel this connection is subscribed to, across every
