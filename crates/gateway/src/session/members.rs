@@ -114,15 +114,20 @@ impl Live {
         // channels, where all at once held a few kilobytes per channel, and
         // every session closes at once when a load balancer drops every
         // socket. Boxed so that the session's task does not grow by it.
+        // The first failure ends it (Redis is away or slow: the others would
+        // each wait out the same timeout, and the close's handshake after
+        // them); the next re-sync removes what is left.
         let instance_id = shared.settings.instance_id.as_str();
         Box::pin(async {
-            for channel in &state.subscribed {
+            for (done, channel) in state.subscribed.iter().enumerate() {
                 if let Err(error) = shared
                     .presence
                     .leave_channel(channel, &self.connection_id, instance_id)
                     .await
                 {
-                    debug!(connection_id = %self.connection_id, %channel, %error, "membership not removed; the next re-sync removes it");
+                    let left = state.subscribed.len() - done;
+                    debug!(connection_id = %self.connection_id, left, %error, "memberships not removed; the next re-sync removes them");
+                    break;
                 }
             }
         })
