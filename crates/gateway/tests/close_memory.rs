@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::{alloc::System, sync::Arc, time::Duration};
+use std::{alloc::System, sync::Arc};
 
 use pulse_presence::{
     Namespaces, Presence, RedisOptions,
@@ -45,10 +45,16 @@ async fn a_closing_connection_holds_no_more_for_more_channels() {
     // what the close holds for it is held while it is counted.
     let holder = gateway.presence.clone();
     let held = tokio::spawn(async move { holder.hold_shared_connection(2).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the shared connection is held", || async {
+        queued_behind_hold(redis.url()).await.is_some()
+    })
+    .await;
     let region = Region::new(ALLOCATOR);
     alice.close(None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually("a membership's removal waits behind the hold", || async {
+        queued_behind_hold(redis.url()).await.unwrap_or(0) > 0
+    })
+    .await;
     let change = region.change();
     let live = change.bytes_allocated as i64 + change.bytes_reallocated as i64
         - change.bytes_deallocated as i64;

@@ -239,3 +239,24 @@ pub async fn still_open(client: &mut Client) {
         serde_json::json!({"type": "pong", "id": "still-open"})
     );
 }
+
+/// What Redis at `url` reports of a connection blocked in `BLPOP` (as
+/// `Presence::hold_shared_connection` blocks the store's shared one): `None`
+/// while there is none, else the bytes of commands waiting behind it in its
+/// query buffer (sent by the client, read by Redis, not yet run).
+pub async fn queued_behind_hold(url: &str) -> Option<usize> {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    list.lines()
+        .find(|line| line.split(' ').any(|field| field == "cmd=blpop"))
+        .and_then(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("qbuf="))
+                .and_then(|bytes| bytes.parse().ok())
+        })
+}
