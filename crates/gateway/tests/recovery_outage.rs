@@ -218,13 +218,13 @@ async fn a_stream_that_lost_writes_gets_a_new_epoch_and_subscribers_are_told() {
         .await
         .map(|_: i64| ())
         .unwrap();
-    let _: i64 = redis::cmd("XDEL")
-        .arg(format!("{tag}:hist:feed:1"))
-        .arg("4-0")
-        .arg("5-0")
+    let lost: Vec<String> = redis::cmd("RPOP")
+        .arg(format!("{tag}:history:feed:1"))
+        .arg(2)
         .query_async(&mut admin)
         .await
         .unwrap();
+    assert_eq!(lost.len(), 2, "4 and 5 were in the history: {lost:?}");
 
     let told = next_json(&mut client).await;
     assert_eq!(

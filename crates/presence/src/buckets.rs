@@ -138,10 +138,11 @@ impl Keys {
         (!bucket.is_empty() && bucket.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
     }
 
-    /// A channel's history (a stream, entry ids `<offset>-0`), in the
-    /// channel's bucket.
+    /// A channel's history (a list of `<offset> <data>`, oldest first), in
+    /// the channel's bucket. (Earlier versions kept a stream under
+    /// `hist:`: a new name, so that the two layouts never meet in one key.)
     pub(crate) fn history(&self, channel: &str) -> String {
-        format!("{}hist:{channel}", self.bucket(channel_bucket(channel)))
+        format!("{}history:{channel}", self.bucket(channel_bucket(channel)))
     }
 
     /// A channel's stream metadata (`e` the epoch, `o` the last offset).
@@ -222,7 +223,7 @@ mod tests {
                 Some(channel)
             );
         }
-        assert_eq!(keys.publications_channel("ns:{b1}:hist:room:1"), None);
+        assert_eq!(keys.publications_channel("ns:{b1}:history:room:1"), None);
         assert_eq!(keys.publications_channel("other:{b1}:pub:room:1"), None);
         assert_eq!(keys.publications_channel("nsx:{b1}:pub:room:1"), None);
         assert_eq!(keys.publications_channel("ns:{b}:pub:room:1"), None);

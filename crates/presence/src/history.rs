@@ -13,9 +13,14 @@
 //! stream trimmed past a client's position is told by its offsets.
 //!
 //! Redis: `history.lua` and `publish.lua` on the channel's bucket, keys
-//! `hist:<channel>` (a stream, entry ids `<offset>-0`, one field `d` with
-//! the data) and `meta:<channel>` (a hash: `e` the epoch, `o` the last
-//! offset). In memory: `history/memory.rs`.
+//! `history:<channel>` (a list of `<offset> <data>`, oldest first, trimmed
+//! to the last `history_size`; its offsets follow one another up to the
+//! last one) and `meta:<channel>` (a hash: `e` the epoch, `o` the last
+//! offset). A list rather than a stream: a stream trimmed one entry at a
+//! time keeps the trimmed entries in its node until the whole node goes,
+//! and rounds up a node per few large entries, where a list frees what it
+//! trims (BENCHMARKS.md, "Redis memory per stored publication"). In
+//! memory: `history/memory.rs`.
 
 use std::time::Duration;
 

@@ -2,7 +2,9 @@
 //! frame the script builds equal to the one Rust builds, recovery (all the
 //! missed, in order; or `recovered: false` for another epoch, a trimmed
 //! stream, a position past the end), idempotent publication, History
-//! pages, and a Redis restarted empty giving a new epoch.
+//! pages, and a Redis restarted empty giving a new epoch; on Redis, the
+//! history list checked against its offsets, one an earlier version left,
+//! and what a trimmed one holds.
 
 #[macro_use]
 mod support;
@@ -389,4 +391,206 @@ async fn a_redis_restarted_empty_gives_a_new_epoch() {
     assert_eq!(read.top.offset, 0);
     let (offset, new_epoch) = publish(&presence, "room:e", 4).await;
     assert_eq!((offset, new_epoch), (1, read.top.epoch));
+}
+
+async fn redis_with_history() -> (
+    RedisServer,
+    Presence,
+    String,
+    ::redis::aio::MultiplexedConnection,
+) {
+    let server = RedisServer::spawn().await;
+    let namespace = unique_namespace();
+    let presence =
+        Presence::redis(RedisOptions::new(server.url()).with_namespace(namespace.clone())).unwrap();
+    let admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (server, presence, namespace, admin)
+}
+
+fn channel_key(namespace: &str, kind: &str, channel: &str) -> String {
+    format!(
+        "{namespace}:{{b{}}}:{kind}:{channel}",
+        pulse_presence::channel_bucket(channel)
+    )
+}
+
+/// The history list holds its offsets one after another up to the last
+/// one; one that does not (an offset taken without its entry, as a version
+/// that kept history elsewhere would leave during a rolling upgrade) is
+/// never read as if it did: a recovery across the hole says
+/// `recovered: false`, and a page holds only what is there, each under its
+/// own offset.
+#[tokio::test]
+async fn a_history_missing_an_offset_is_not_recovered_across_it() {
+    let (_server, presence, namespace, mut admin) = redis_with_history().await;
+    for n in 1..=4 {
+        publish(&presence, "room:hole", n).await;
+    }
+    let _: i64 = ::redis::cmd("HINCRBY")
+        .arg(channel_key(&namespace, "meta", "room:hole"))
+        .arg("o")
+        .arg(1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let (offset, epoch) = publish(&presence, "room:hole", 6).await;
+    assert_eq!(offset, 6);
+
+    let since = |offset| StreamPosition {
+        offset,
+        epoch: epoch.clone(),
+    };
+    for position in [3, 4] {
+        let recovery = presence
+            .read_stream("room:hole", HISTORY, Some(&since(position)))
+            .await
+            .unwrap()
+            .recovery
+            .unwrap();
+        assert!(!recovery.recovered, "5 is missing, from {position}");
+        assert!(recovery.publications.is_empty());
+    }
+    // After the hole, what is there is whole.
+    let recovery = presence
+        .read_stream("room:hole", HISTORY, Some(&since(5)))
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(recovery.recovered);
+    assert_eq!(numbers(&recovery.publications), [(6, 6)]);
+
+    let page = presence.history("room:hole", 3, 10).await.unwrap();
+    assert_eq!(numbers(&page.publications), [(4, 4), (6, 6)]);
+    let page = presence.history("room:hole", 0, 10).await.unwrap();
+    assert_eq!(
+        numbers(&page.publications),
+        [(1, 1), (2, 2), (3, 3), (4, 4), (6, 6)]
+    );
+}
+
+/// A channel whose history an earlier version kept (a stream under
+/// `hist:`, the epoch and last offset in `meta`): the epoch goes on, what
+/// the stream held is not read (a recovery from before its last offset says
+/// `recovered: false`; one from it recovers nothing missed), and the next
+/// publication takes the next offset.
+#[tokio::test]
+async fn a_history_kept_by_an_earlier_version_is_told_as_lost() {
+    let (_server, presence, namespace, mut admin) = redis_with_history().await;
+    let () = ::redis::cmd("HSET")
+        .arg(channel_key(&namespace, "meta", "room:old"))
+        .arg("e")
+        .arg("oldepoch")
+        .arg("o")
+        .arg(3)
+        .query_async(&mut admin)
+        .await
+        .map(|_: i64| ())
+        .unwrap();
+    for n in 1..=3 {
+        let _: String = ::redis::cmd("XADD")
+            .arg(channel_key(&namespace, "hist", "room:old"))
+            .arg(format!("{n}-0"))
+            .arg("d")
+            .arg(json!({ "n": n }).to_string())
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let since = |offset| StreamPosition {
+        offset,
+        epoch: "oldepoch".into(),
+    };
+    let behind = presence
+        .read_stream("room:old", HISTORY, Some(&since(1)))
+        .await
+        .unwrap();
+    assert!(!behind.recovery.unwrap().recovered);
+    assert_eq!(behind.top, since(3));
+    let current = presence
+        .read_stream("room:old", HISTORY, Some(&since(3)))
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(current.recovered && current.publications.is_empty());
+    assert_eq!(
+        publish(&presence, "room:old", 4).await,
+        (4, "oldepoch".to_owned())
+    );
+    let recovery = presence
+        .read_stream("room:old", HISTORY, Some(&since(3)))
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(recovery.recovered);
+    assert_eq!(numbers(&recovery.publications), [(4, 4)]);
+}
+
+/// What a trimmed history holds in Redis: the publications it keeps, not
+/// the ones trimmed. A stream trimmed one entry at a time kept trimmed
+/// entries in its nodes and rounded a 4 KiB node up per three 1 KiB
+/// entries: about 380 B per kept publication beyond its data, where this
+/// layout takes about 160 at Redis's default list node (BENCHMARKS.md,
+/// "Redis memory per stored publication"). The bound leaves room for the
+/// allocator's rounding of a node, not for a trimmed entry.
+#[tokio::test]
+async fn a_trimmed_history_holds_what_it_keeps() {
+    let (_server, presence, namespace, mut admin) = redis_with_history().await;
+    let kept = HistoryOptions {
+        size: 100,
+        ttl: Duration::from_secs(60),
+    };
+    let options = PublishOptions {
+        history: Some(kept),
+        ..PublishOptions::default()
+    };
+    let padding = "x".repeat(1000);
+    let payload = |n: u64| data(&json!({ "n": n, "p": padding }));
+    let data_bytes = payload(0).get().len() as f64;
+    for n in 1..=250 {
+        presence
+            .publish("room:big", &payload(n), &options)
+            .await
+            .unwrap();
+    }
+    let key = channel_key(&namespace, "history", "room:big");
+    let (len, usage): (u64, u64) = ::redis::pipe()
+        .cmd("LLEN")
+        .arg(&key)
+        .cmd("MEMORY")
+        .arg("USAGE")
+        .arg(&key)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(len, 100);
+    let beyond = usage as f64 / len as f64 - data_bytes;
+    assert!(
+        beyond < 200.0,
+        "{beyond:.0} B per kept publication beyond its {data_bytes} B of data"
+    );
+    let recovery = presence
+        .read_stream(
+            "room:big",
+            kept,
+            Some(&StreamPosition {
+                offset: 150,
+                epoch: presence.stream_top("room:big").await.unwrap().epoch,
+            }),
+        )
+        .await
+        .unwrap()
+        .recovery
+        .unwrap();
+    assert!(recovery.recovered);
+    assert_eq!(recovery.publications.len(), 100);
+    assert_eq!(recovery.publications[0].offset, 151);
 }

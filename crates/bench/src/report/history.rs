@@ -128,10 +128,11 @@ fn rows(results: &[BenchResult]) -> Vec<Row> {
     for run in memory_runs(results) {
         rows.push(Row {
             target: format!(
-                "Redis memory per stored publication beyond its data ≤ {} B ({} B of data; {} kept per channel; the larger of `MEMORY USAGE` and `INFO memory`)",
+                "Redis memory per stored publication beyond its data ≤ {} B ({} B of data; {} kept per channel{}; the larger of `MEMORY USAGE` and `INFO memory`)",
                 number(MEMORY_OVERHEAD_BYTES),
                 number(run.data_bytes as f64),
                 number(run.stored as f64 / run.channels.max(1) as f64),
+                list_node_note(run),
             ),
             measured: Some(run.overhead()),
             floor: None,
@@ -152,7 +153,7 @@ fn latency_rows(results: &[BenchResult], labels: &Labels) -> Vec<Row> {
     let redis = labels.redis.and_then(|label| publish_run(results, label));
     let without = |p99: Option<f64>| match labels.redis {
         Some(_) => format!(
-            "{} without history; {} Redis alone (XADD + SPUBLISH, one round trip)",
+            "{} without history; {} Redis alone (RPUSH + LTRIM + SPUBLISH, one round trip)",
             ms(p99),
             ms(redis.map(|r| r.call.p99_ms))
         ),
@@ -414,21 +415,40 @@ fn render_recoveries(out: &mut String, results: &[BenchResult]) {
     out.push('\n');
 }
 
+/// The run's list node size, when it was read: `; list nodes of 8 KiB
+/// (Redis's default)`.
+fn list_node_note(run: &HistoryMemoryResult) -> String {
+    match (run.list_node, run.list_node_text()) {
+        (Some(DEFAULT_LIST_NODE), Some(text)) => {
+            format!("; list nodes of {text} (Redis's default)")
+        }
+        (Some(setting), Some(text)) => {
+            format!("; list nodes of {text}, `list-max-listpack-size {setting}`")
+        }
+        _ => String::new(),
+    }
+}
+
+/// Redis's default `list-max-listpack-size`: nodes of 8 KiB.
+const DEFAULT_LIST_NODE: i64 = -2;
+
 fn render_memory(out: &mut String, results: &[BenchResult]) {
     let runs = memory_runs(results);
     if runs.is_empty() {
         return;
     }
     out.push_str("### Redis memory per stored publication (`history-memory`)\n\n");
-    out.push_str("| channels × published each (plus `i % stagger`) | kept | data | `MEMORY USAGE`, streams + meta | per publication | `INFO memory` `used_memory` delta | per publication | beyond the data (the larger) |\n");
-    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("| channels × published each (plus `i % stagger`) | list nodes | kept | data | `MEMORY USAGE`, histories + meta | per publication | `INFO memory` `used_memory` delta | per publication | beyond the data (the larger) |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for run in runs {
         let _ = writeln!(
             out,
-            "| {} × {} (+ `i % {}`) | {} | {} B | {} + {} B | {} B | {} B | {} B | {} B |",
+            "| {} × {} (+ `i % {}`) | {} | {} | {} B | {} + {} B | {} B | {} B | {} B | {} B |",
             number(run.channels as f64),
             number(run.per_channel as f64),
             run.stagger,
+            run.list_node_text()
+                .unwrap_or_else(|| "not read".to_owned()),
             number(run.stored as f64),
             number(run.data_bytes as f64),
             number(run.hist_bytes as f64),

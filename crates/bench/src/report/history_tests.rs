@@ -84,7 +84,7 @@ fn recover(recovered: u64) -> RecoverResult {
     }
 }
 
-fn memory(data_bytes: u64, usage: f64, info: f64) -> HistoryMemoryResult {
+fn memory(data_bytes: u64, list_node: Option<i64>, usage: f64, info: f64) -> HistoryMemoryResult {
     HistoryMemoryResult {
         label: PULSE.into(),
         channels: 200,
@@ -92,6 +92,7 @@ fn memory(data_bytes: u64, usage: f64, info: f64) -> HistoryMemoryResult {
         stagger: 100,
         data_bytes,
         stored: 20_000,
+        list_node,
         hist_bytes: 3_000_000,
         meta_bytes: 20_000,
         used_memory_before: 1_000_000,
@@ -109,8 +110,9 @@ fn results() -> Vec<BenchResult> {
         BenchResult::Fanout(spread(PULSE, 2_000)),
         BenchResult::Fanout(spread(PULSE_HISTORY, 2_500)),
         BenchResult::Recover(recover(1_000)),
-        BenchResult::HistoryMemory(memory(100, 150.0, 155.0)),
-        BenchResult::HistoryMemory(memory(1_024, 1_200.0, 1_150.0)),
+        BenchResult::HistoryMemory(memory(100, None, 150.0, 155.0)),
+        BenchResult::HistoryMemory(memory(1_024, Some(-2), 1_200.0, 1_150.0)),
+        BenchResult::HistoryMemory(memory(1_024, Some(-3), 1_100.0, 1_090.0)),
     ]
 }
 
@@ -123,7 +125,7 @@ fn each_history_target_names_its_floor_and_by_how_much_it_is_missed() {
     );
     assert!(
         text.contains(
-            "p99 at 1,000/s, 1,000 channels, 100 B of data: ≤ 2 ms | 2.5 ms | 1 ms without history; 0.2 ms Redis alone (XADD + SPUBLISH, one round trip) | 2.50× | **FAIL** (by 0.5 ms, 1.2× the limit) |"
+            "p99 at 1,000/s, 1,000 channels, 100 B of data: ≤ 2 ms | 2.5 ms | 1 ms without history; 0.2 ms Redis alone (RPUSH + LTRIM + SPUBLISH, one round trip) | 2.50× | **FAIL** (by 0.5 ms, 1.2× the limit) |"
         ),
         "{text}"
     );
@@ -148,8 +150,22 @@ fn each_history_target_names_its_floor_and_by_how_much_it_is_missed() {
     );
     assert!(
         text.contains(
-            "| 176 B | the data itself, 1,024 B | n/a | **FAIL** (by 76 B, 1.8× the limit) |"
+            "(1,024 B of data; 100 kept per channel; list nodes of 8 KiB (Redis's default); the larger of `MEMORY USAGE` and `INFO memory`) | 176 B | the data itself, 1,024 B | n/a | **FAIL** (by 76 B, 1.8× the limit) |"
         ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "(1,024 B of data; 100 kept per channel; list nodes of 16 KiB, `list-max-listpack-size -3`; the larger of `MEMORY USAGE` and `INFO memory`) | 76 B | the data itself, 1,024 B | n/a | **PASS** |"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("| 200 × 200 (+ `i % 100`) | 16 KiB | 20,000 | 1,024 B |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| 200 × 200 (+ `i % 100`) | not read | 20,000 | 100 B |"),
         "{text}"
     );
     assert!(text.contains("### Publish calls (`publish`)"), "{text}");

@@ -16,7 +16,7 @@ pub struct PublishResult {
     /// Which configuration (`pulse-history`, `pulse`, `redis`).
     pub label: String,
     /// What was called: `grpc` (`Channels/Publish` on `pulse-presence`) or
-    /// `redis` (`XADD` with `MAXLEN` and `SPUBLISH`, pipelined: one round
+    /// `redis` (`RPUSH`, `LTRIM` and `SPUBLISH`, pipelined: one round
     /// trip to Redis, the floor under any publication with history).
     pub path: String,
     /// Channels published to, round robin.
@@ -105,9 +105,14 @@ pub struct HistoryMemoryResult {
     pub stagger: u64,
     /// The length of each publication's data, in bytes.
     pub data_bytes: u64,
-    /// Publications kept (the streams' `XLEN`, summed).
+    /// Publications kept (the history lists' `LLEN`, summed).
     pub stored: u64,
-    /// `MEMORY USAGE <key> SAMPLES 0` of the history streams, summed.
+    /// Redis's `list-max-listpack-size` during the run (how large a list's
+    /// node grows: -1 to -5 for 4 to 64 KiB); `None` when Redis would not
+    /// say, or for a run before histories were lists.
+    #[serde(default)]
+    pub list_node: Option<i64>,
+    /// `MEMORY USAGE <key> SAMPLES 0` of the history lists, summed.
     pub hist_bytes: u64,
     /// The same of the channels' `meta` hashes (epoch, last offset).
     pub meta_bytes: u64,
@@ -122,6 +127,15 @@ pub struct HistoryMemoryResult {
 }
 
 impl HistoryMemoryResult {
+    /// The list node size the run had, as `list-max-listpack-size` means
+    /// it: at most so many KiB (-1 to -5) or entries (positive).
+    pub fn list_node_text(&self) -> Option<String> {
+        self.list_node.map(|setting| match setting {
+            -5..=-1 => format!("{} KiB", 4 << (-setting - 1)),
+            entries => format!("{entries} entries"),
+        })
+    }
+
     /// What a stored publication costs beyond its data, the larger of the
     /// two readings, in bytes.
     pub fn overhead(&self) -> f64 {

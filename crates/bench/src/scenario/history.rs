@@ -75,11 +75,11 @@ pub fn padded_data(seq: u64, at_micros: u64, bytes: usize) -> String {
     data
 }
 
-/// The key of `channel`'s history stream under `namespace`:
-/// `<ns>:{b<k>}:hist:<channel>`, `k` the channel's bucket (ARCHITECTURE.md,
+/// The key of `channel`'s history (a list) under `namespace`:
+/// `<ns>:{b<k>}:history:<channel>`, `k` the channel's bucket (ARCHITECTURE.md,
 /// "Redis model").
 pub fn history_key(namespace: &str, channel: &str) -> String {
-    bucket_key(namespace, channel, "hist")
+    bucket_key(namespace, channel, "history")
 }
 
 /// The key of `channel`'s stream metadata (epoch, last offset).
@@ -150,7 +150,7 @@ mod tests {
         let bucket = pulse_presence::channel_bucket("room:a");
         assert_eq!(
             history_key("ns", "room:a"),
-            format!("ns:{{b{bucket}}}:hist:room:a")
+            format!("ns:{{b{bucket}}}:history:room:a")
         );
         assert_eq!(
             meta_key("ns", "room:a"),

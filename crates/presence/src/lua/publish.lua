@@ -1,11 +1,13 @@
 -- Publishes one publication of a namespace with history, in one step on the
--- channel's bucket: the next offset, the entry in the stream, the sharded
+-- channel's bucket: the next offset, the entry in the history, the sharded
 -- publish (so a subscriber that reads the history and then the live stream
 -- sees no gap and no doubling), and the idempotency key when there is one.
 --
--- KEYS[1] P..'hist:'..channel  stream: entry id `<offset>-0`, field d = the data
--- KEYS[2] P..'meta:'..channel  hash: e = epoch, o = the last offset
--- KEYS[3] P..'pub:'..channel   the sharded channel
+-- KEYS[1] P..'history:'..channel  list: `<offset> <data>`, oldest first, the
+--                                  last ARGV[1]; its offsets follow one
+--                                  another up to meta's `o`
+-- KEYS[2] P..'meta:'..channel     hash: e = epoch, o = the last offset
+-- KEYS[3] P..'pub:'..channel      the sharded channel
 -- then, in this order, when asked for:
 --   P..'idem:'..channel..' '..key   (ARGV[10] = '1': an idempotency key)
 --   P..'user:'..user_id             (ARGV[11] = '1': a personal channel, in
@@ -38,13 +40,14 @@ if idem then
 end
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
-  -- A history starts: whatever a stream holds is from a lost one.
+  -- A history starts: whatever the list holds is from a lost one.
   epoch = ARGV[4]
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'e', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], offset .. '-0', 'd', ARGV[7])
+redis.call('RPUSH', KEYS[1], offset .. ' ' .. ARGV[7])
+redis.call('LTRIM', KEYS[1], '-' .. ARGV[1], -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 local frame = ARGV[5] .. offset .. ARGV[6] .. ARGV[7] .. ARGV[8]

@@ -1,4 +1,4 @@
-//! Channel history on Redis: `publish.lua` (the offset, the stream entry
+//! Channel history on Redis: `publish.lua` (the offset, the history entry
 //! and the sharded publish in one step), `publish_once.lua` (an idempotent
 //! publication without history) and `history.lua` (the stream's position,
 //! a recovery, a page), each on the channel's bucket.
@@ -162,7 +162,8 @@ impl RedisStore {
     }
 }
 
-/// `{offset, epoch, status, id, data, id, data, ...}` from `history.lua`.
+/// `{offset, epoch, status, offset, data, offset, data, ...}` from
+/// `history.lua`.
 fn decode_history(
     reply: &[Value],
 ) -> Result<(StreamPosition, i64, Vec<HistoryEntry>), PresenceError> {
@@ -185,14 +186,10 @@ fn decode_history(
     };
     let mut publications = Vec::with_capacity(entries.len() / 2);
     for pair in entries.chunks(2) {
-        let [id, data] = pair else {
+        let [offset, data] = pair else {
             return Err(bad());
         };
-        let id = text(id)?;
-        let offset = id
-            .split_once('-')
-            .and_then(|(offset, _)| offset.parse().ok())
-            .ok_or_else(bad)?;
+        let offset = u64::try_from(int(offset)?).map_err(|_| bad())?;
         let data = RawValue::from_string(text(data)?).map_err(|_| bad())?;
         publications.push(HistoryEntry { offset, data });
     }

@@ -26,13 +26,14 @@ pub(crate) struct PublishArgs {
     /// The API key for `pulse-presence` (`publish`).
     #[arg(long, env = "PULSE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// The floor instead: `XADD` + `SPUBLISH` pipelined on this Redis.
+    /// The floor instead: `RPUSH` + `LTRIM` + `SPUBLISH` pipelined on this
+    /// Redis.
     #[arg(long, conflicts_with = "presence")]
     redis_url: Option<String>,
     /// The floor's key namespace (keys as `pulse-presence` names them).
     #[arg(long, default_value = "bench-floor")]
     redis_namespace: String,
-    /// The floor's `MAXLEN`.
+    /// How many the floor's history lists keep (`LTRIM`).
     #[arg(long, default_value_t = 100)]
     history_size: u32,
     /// Channels are this prefix and a number.

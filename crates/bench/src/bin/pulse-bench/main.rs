@@ -178,7 +178,8 @@ enum Command {
     /// several subscriptions each: bytes per subscription.
     Subscriptions(channels::SubscriptionsArgs),
     /// Publish calls at a fixed rate, each timed to its answer: with
-    /// history, without, or Redis alone (`XADD` + `SPUBLISH`), the floor.
+    /// history, without, or Redis alone (`RPUSH` + `LTRIM` + `SPUBLISH`),
+    /// the floor.
     Publish(history::PublishArgs),
     /// Reconnections to another gateway that recover the publications they
     /// missed with `subscribe` + `since`, beside plain subscribes.

@@ -2,16 +2,16 @@
 //! history. `channels` channels of a namespace with history each get
 //! `per_channel` publications of `data_bytes` bytes of data through the
 //! gRPC API (the real path: `publish.lua`), plus `i % stagger` more for
-//! channel `i`: more than the history keeps, so that every stream has been
+//! channel `i`: more than the history keeps, so that every list has been
 //! trimmed, as a live channel's is, and caught at every point of its
-//! trimming cycle (an exact `MAXLEN` leaves trimmed entries in a stream
-//! node until the whole node goes, so one count alone could flatter or
-//! wrong it). Then,
-//! for every channel, `MEMORY USAGE <key> SAMPLES 0` (every node counted,
-//! not a sample) of its history stream and its `meta` hash, and `XLEN` of
-//! the stream; and `used_memory` of `INFO memory` before and after, which
-//! also counts what no key's usage shows (the keyspace's and the expiry
-//! table's entries).
+//! cycle (a list's last node fills and a new one starts, so one count
+//! alone could flatter or wrong it). Then, for every channel,
+//! `MEMORY USAGE <key> SAMPLES 0` (every node counted, not a sample) of
+//! its history list and its `meta` hash, and `LLEN` of the list; and
+//! `used_memory` of `INFO memory` before and after, which also counts what
+//! no key's usage shows (the keyspace's and the expiry table's entries).
+//! Redis's `list-max-listpack-size` (the node size) is read and kept with
+//! the figures.
 
 use std::{
     sync::{
@@ -74,6 +74,7 @@ pub async fn run(mut options: MemoryOptions) -> anyhow::Result<HistoryMemoryResu
         options.stagger.saturating_sub(1),
         options.data_bytes
     );
+    let list_node = list_node(&mut options.redis).await;
     tokio::time::sleep(SETTLE).await;
     let used_memory_before = used_memory(&mut options.redis).await?;
     fill(&options, &channels).await?;
@@ -97,7 +98,7 @@ pub async fn run(mut options: MemoryOptions) -> anyhow::Result<HistoryMemoryResu
                 .arg(&meta)
                 .arg("SAMPLES")
                 .arg(0)
-                .cmd("XLEN")
+                .cmd("LLEN")
                 .arg(&hist);
         }
         let figures: Vec<Option<u64>> = pipe.query_async(&mut options.redis).await?;
@@ -122,6 +123,7 @@ pub async fn run(mut options: MemoryOptions) -> anyhow::Result<HistoryMemoryResu
         stagger: options.stagger as u64,
         data_bytes: options.data_bytes as u64,
         stored,
+        list_node,
         hist_bytes,
         meta_bytes,
         used_memory_before,
@@ -183,6 +185,18 @@ async fn fill(options: &MemoryOptions, channels: &[String]) -> anyhow::Result<()
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Redis's `list-max-listpack-size`, when it says (a managed Redis may
+/// refuse `CONFIG`).
+async fn list_node(redis: &mut MultiplexedConnection) -> Option<i64> {
+    let reply: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("list-max-listpack-size")
+        .query_async(redis)
+        .await
+        .ok()?;
+    reply.get(1)?.parse().ok()
 }
 
 /// `used_memory` of `INFO memory`.

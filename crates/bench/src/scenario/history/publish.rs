@@ -1,9 +1,9 @@
 //! `publish`: publish calls at a fixed rate, open loop (each call on its
 //! own task), each timed from its start to its answer: `Channels/Publish`
 //! on `pulse-presence` to a namespace with history or without, or, as the
-//! floor under both, Redis alone: the `XADD` (with `MAXLEN`) of the
-//! publication to its channel's stream and the `SPUBLISH` of its frame,
-//! pipelined in one round trip, the two writes a publication with history
+//! floor under both, Redis alone: the `RPUSH` of the publication to its
+//! channel's history list, its `LTRIM` and the `SPUBLISH` of its frame,
+//! pipelined in one round trip, the writes a publication with history
 //! cannot do without.
 
 use std::{
@@ -36,7 +36,7 @@ pub enum Target {
         conn: MultiplexedConnection,
         /// The key namespace.
         namespace: String,
-        /// The streams' `MAXLEN`.
+        /// How many the history lists keep (`LTRIM`).
         history_size: u32,
     },
 }
@@ -193,21 +193,22 @@ async fn call(
             let raw = serde_json::value::RawValue::from_string(data.clone())
                 .map_err(|error| error.to_string())?;
             let frame = pulse_protocol::channel::publication_frame(&channel, None, &raw);
-            let (id, _receivers): (String, u64) = redis::pipe()
-                .cmd("XADD")
-                .arg(history_key(namespace, &channel))
-                .arg("MAXLEN")
-                .arg(*history_size)
-                .arg("*")
-                .arg("d")
+            let key = history_key(namespace, &channel);
+            let (len, (), _receivers): (u64, (), u64) = redis::pipe()
+                .cmd("RPUSH")
+                .arg(&key)
                 .arg(data)
+                .cmd("LTRIM")
+                .arg(&key)
+                .arg(-i64::from(*history_size))
+                .arg(-1)
                 .cmd("SPUBLISH")
                 .arg(publications_key(namespace, &channel))
                 .arg(frame)
                 .query_async(&mut conn.clone())
                 .await
                 .map_err(|error| format!("redis: {error}"))?;
-            Ok(!id.is_empty())
+            Ok(len > 0)
         }
     }
 }
