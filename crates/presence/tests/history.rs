@@ -393,6 +393,20 @@ async fn a_redis_restarted_empty_gives_a_new_epoch() {
     assert_eq!((offset, new_epoch), (1, read.top.epoch));
 }
 
+/// The recovery from `since`.
+async fn recover(
+    presence: &Presence,
+    channel: &str,
+    history: HistoryOptions,
+    since: &StreamPosition,
+) -> pulse_protocol::history::Recovery {
+    let read = presence
+        .read_stream(channel, history, Some(since))
+        .await
+        .unwrap();
+    read.recovery.unwrap()
+}
+
 async fn redis_with_history() -> (
     RedisServer,
     Presence,
@@ -445,22 +459,12 @@ async fn a_history_missing_an_offset_is_not_recovered_across_it() {
         epoch: epoch.clone(),
     };
     for position in [3, 4] {
-        let recovery = presence
-            .read_stream("room:hole", HISTORY, Some(&since(position)))
-            .await
-            .unwrap()
-            .recovery
-            .unwrap();
+        let recovery = recover(&presence, "room:hole", HISTORY, &since(position)).await;
         assert!(!recovery.recovered, "5 is missing, from {position}");
         assert!(recovery.publications.is_empty());
     }
     // After the hole, what is there is whole.
-    let recovery = presence
-        .read_stream("room:hole", HISTORY, Some(&since(5)))
-        .await
-        .unwrap()
-        .recovery
-        .unwrap();
+    let recovery = recover(&presence, "room:hole", HISTORY, &since(5)).await;
     assert!(recovery.recovered);
     assert_eq!(numbers(&recovery.publications), [(6, 6)]);
 
@@ -511,23 +515,13 @@ async fn a_history_kept_by_an_earlier_version_is_told_as_lost() {
         .unwrap();
     assert!(!behind.recovery.unwrap().recovered);
     assert_eq!(behind.top, since(3));
-    let current = presence
-        .read_stream("room:old", HISTORY, Some(&since(3)))
-        .await
-        .unwrap()
-        .recovery
-        .unwrap();
+    let current = recover(&presence, "room:old", HISTORY, &since(3)).await;
     assert!(current.recovered && current.publications.is_empty());
     assert_eq!(
         publish(&presence, "room:old", 4).await,
         (4, "oldepoch".to_owned())
     );
-    let recovery = presence
-        .read_stream("room:old", HISTORY, Some(&since(3)))
-        .await
-        .unwrap()
-        .recovery
-        .unwrap();
+    let recovery = recover(&presence, "room:old", HISTORY, &since(3)).await;
     assert!(recovery.recovered);
     assert_eq!(numbers(&recovery.publications), [(4, 4)]);
 }
@@ -577,19 +571,16 @@ async fn a_trimmed_history_holds_what_it_keeps() {
         beyond < 200.0,
         "{beyond:.0} B per kept publication beyond its {data_bytes} B of data"
     );
-    let recovery = presence
-        .read_stream(
-            "room:big",
-            kept,
-            Some(&StreamPosition {
-                offset: 150,
-                epoch: presence.stream_top("room:big").await.unwrap().epoch,
-            }),
-        )
-        .await
-        .unwrap()
-        .recovery
-        .unwrap();
+    let recovery = recover(
+        &presence,
+        "room:big",
+        kept,
+        &StreamPosition {
+            offset: 150,
+            epoch: presence.stream_top("room:big").await.unwrap().epoch,
+        },
+    )
+    .await;
     assert!(recovery.recovered);
     assert_eq!(recovery.publications.len(), 100);
     assert_eq!(recovery.publications[0].offset, 151);
