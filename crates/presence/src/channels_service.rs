@@ -80,8 +80,12 @@ impl channels_server::Channels for ChannelsService {
             &self.presence,
             &self.namespaces,
             &request.channel,
-            request.after_offset,
-            request.limit,
+            HistoryArgs {
+                after: request.after_offset,
+                before: request.before_offset,
+                limit: request.limit,
+                newest_first: request.newest_first,
+            },
         )
         .await
         .map_err(to_status)?;
@@ -299,22 +303,36 @@ pub(crate) async fn broadcast(
 /// The page size of `History` when the request names none.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
 
+/// A `History` request's range as the wire has it (0: none, for the
+/// offsets and the limit).
+pub(crate) struct HistoryArgs {
+    pub(crate) after: u64,
+    pub(crate) before: u64,
+    pub(crate) limit: u32,
+    pub(crate) newest_first: bool,
+}
+
 /// `History`, over gRPC and HTTP.
 pub(crate) async fn history(
     presence: &Presence,
     namespaces: &Namespaces,
     channel: &str,
-    after: u64,
-    limit: u32,
+    args: HistoryArgs,
 ) -> Result<crate::HistoryPage, crate::PresenceError> {
     // Only a namespace with history has pages.
     namespaces.history_of(channel)?;
-    let limit = if limit == 0 {
+    let limit = if args.limit == 0 {
         DEFAULT_HISTORY_LIMIT
     } else {
-        limit
+        args.limit
     };
-    presence.history(channel, after, limit as usize).await
+    let query = crate::HistoryQuery {
+        after: args.after,
+        before: (args.before > 0).then_some(args.before),
+        limit: limit as usize,
+        newest_first: args.newest_first,
+    };
+    presence.history(channel, &query).await
 }
 
 fn json_data(text: String) -> Result<Box<RawValue>, Status> {

@@ -82,13 +82,58 @@ pub struct StreamRead {
     pub recovery: Option<Recovery>,
 }
 
+/// Which of a channel's kept publications one [`Presence::history`] page
+/// holds: those with an offset above `after` and below `before`, at most
+/// `limit` of them, the oldest (oldest first) or the newest (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only offsets above this one (0: from the oldest kept).
+    pub after: u64,
+    /// Only offsets below this one (`None`: up to the newest).
+    pub before: Option<u64>,
+    /// The most publications returned, 1 to [`MAX_HISTORY_PAGE`].
+    pub limit: usize,
+    /// The newest of the range, newest first, instead of the oldest.
+    pub newest_first: bool,
+}
+
+impl HistoryQuery {
+    /// The oldest `limit` publications after `after`, oldest first: the
+    /// next page asks after the last offset returned.
+    pub fn after(after: u64, limit: usize) -> Self {
+        Self {
+            after,
+            before: None,
+            limit,
+            newest_first: false,
+        }
+    }
+
+    /// The newest `limit` publications below `before` (`None`: the newest
+    /// kept), newest first: the next (older) page asks below the last
+    /// offset returned.
+    pub fn newest(before: Option<u64>, limit: usize) -> Self {
+        Self {
+            after: 0,
+            before,
+            limit,
+            newest_first: true,
+        }
+    }
+
+    /// Whether `offset` is in the range (limit aside).
+    pub(crate) fn holds(&self, offset: u64) -> bool {
+        offset > self.after && self.before.is_none_or(|before| offset < before)
+    }
+}
+
 /// One page of a channel's history (the History API).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryPage {
     /// The last offset and the epoch.
     pub top: StreamTop,
-    /// The publications after the asked offset, oldest first, at most the
-    /// asked limit.
+    /// The publications of the asked range, at most the asked limit: the
+    /// oldest, oldest first, or the newest, newest first.
     pub publications: Vec<HistoryEntry>,
 }
 
@@ -158,10 +203,9 @@ impl Presence {
         }
     }
 
-    /// One page of `channel`'s history: the publications with an offset
-    /// above `after` (0: from the oldest kept), oldest first, at most `limit`
-    /// (1 to [`MAX_HISTORY_PAGE`]); the next page starts after the last
-    /// offset returned.
+    /// One page of `channel`'s history: the kept publications in the
+    /// query's range, at most its limit (1 to [`MAX_HISTORY_PAGE`]), the
+    /// oldest first or the newest first ([`HistoryQuery`]).
     ///
     /// # Errors
     ///
@@ -170,21 +214,19 @@ impl Presence {
     pub async fn history(
         &self,
         channel: &str,
-        after: u64,
-        limit: usize,
+        query: &HistoryQuery,
     ) -> Result<HistoryPage, PresenceError> {
         Channel::parse(channel)
             .map_err(|error| PresenceError::InvalidArgument(format!("channel: {error}")))?;
-        if limit == 0 || limit > MAX_HISTORY_PAGE {
+        if query.limit == 0 || query.limit > MAX_HISTORY_PAGE {
             return Err(PresenceError::InvalidArgument(format!(
-                "limit: 1 to {MAX_HISTORY_PAGE}, got {limit}"
+                "limit: 1 to {MAX_HISTORY_PAGE}, got {}",
+                query.limit
             )));
         }
         match &self.inner.backend {
-            Backend::Memory(_) => Ok(self.inner.local_hub.histories.page(channel, after, limit)),
-            Backend::Redis(store) => {
-                observe("history", store.history_page(channel, after, limit)).await
-            }
+            Backend::Memory(_) => Ok(self.inner.local_hub.histories.page(channel, query)),
+            Backend::Redis(store) => observe("history", store.history_page(channel, query)).await,
         }
     }
 }

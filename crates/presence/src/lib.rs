@@ -68,7 +68,7 @@ pub use channels::{
 };
 pub use commands::{MAX_BLOCK, MAX_DATA_BYTES, MAX_REASON_BYTES};
 pub use event_log::{EventLogOptions, EventTail, TailError};
-pub use history::{HistoryOptions, HistoryPage, PublishOptions, StreamRead};
+pub use history::{HistoryOptions, HistoryPage, HistoryQuery, PublishOptions, StreamRead};
 pub use http_api::run_http;
 pub use leases::run_reaper;
 pub use members::{ChannelPresence, Entered, Left, MAX_LISTED_CHANNELS, MemberRecord};

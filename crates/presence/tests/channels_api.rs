@@ -289,3 +289,166 @@ async fn http_refusals_have_a_status_and_a_code() {
         }
     }
 }
+
+/// `History` over gRPC: pages from the oldest kept on, the newest first and
+/// on back, a range; a read-only key may read; a namespace without history
+/// and a page too large are refused with their reason.
+#[tokio::test]
+async fn grpc_history_pages_both_ways() {
+    let served = Served::start().await;
+    for n in 1..=7 {
+        let answer = served
+            .client(KEY)
+            .publish(pb::PublishRequest {
+                channel: "feed:1".into(),
+                data_json: json!({ "n": n }).to_string(),
+                ..pb::PublishRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.offset, n);
+    }
+    let history = |request: pb::HistoryRequest| {
+        let mut client = served.client(READ_ONLY_KEY);
+        async move {
+            client
+                .history(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let offsets = |page: &pb::HistoryResponse| -> Vec<(u64, String)> {
+        page.publications
+            .iter()
+            .map(|p| (p.offset, p.data_json.clone()))
+            .collect()
+    };
+    let oldest = history(pb::HistoryRequest {
+        channel: "feed:1".into(),
+        limit: 2,
+        ..pb::HistoryRequest::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!((oldest.offset, oldest.epoch.len()), (7, 12));
+    assert_eq!(
+        offsets(&oldest),
+        [(3, r#"{"n":3}"#.to_owned()), (4, r#"{"n":4}"#.to_owned())],
+        "five kept"
+    );
+    let newest = history(pb::HistoryRequest {
+        channel: "feed:1".into(),
+        limit: 2,
+        newest_first: true,
+        ..pb::HistoryRequest::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        offsets(&newest).iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [7, 6]
+    );
+    let older = history(pb::HistoryRequest {
+        channel: "feed:1".into(),
+        limit: 2,
+        newest_first: true,
+        before_offset: 6,
+        ..pb::HistoryRequest::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        offsets(&older).iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [5, 4]
+    );
+    let range = history(pb::HistoryRequest {
+        channel: "feed:1".into(),
+        after_offset: 4,
+        before_offset: 7,
+        ..pb::HistoryRequest::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        offsets(&range).iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [5, 6],
+        "the default limit, 100"
+    );
+
+    for (channel, limit, why) in [
+        ("room:1", 10, "no history in its namespace"),
+        ("feed:1", 1001, "a page of at most 1000"),
+        ("feed:a b", 10, "a bad name"),
+    ] {
+        let status = history(pb::HistoryRequest {
+            channel: channel.into(),
+            limit,
+            ..pb::HistoryRequest::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{why}");
+        assert_eq!(
+            reason_of(&status).as_deref(),
+            Some("invalid_argument"),
+            "{why}"
+        );
+    }
+}
+
+/// `History` over HTTP JSON: the same pages, each publication's data as
+/// JSON.
+#[tokio::test]
+async fn http_history_pages_both_ways() {
+    let served = Served::start().await;
+    for n in 1..=3 {
+        let (status, _) = served
+            .http(
+                "POST",
+                "/api/v1/publish",
+                Some(KEY),
+                &json!({"channel": "feed:2", "data": {"n": n}}).to_string(),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, body) = served
+        .http(
+            "POST",
+            "/api/v1/history",
+            Some(READ_ONLY_KEY),
+            r#"{"channel":"feed:2","newest_first":true,"limit":2}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let epoch = body["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(
+        body,
+        json!({"publications": [{"offset": 3, "data": {"n": 3}}, {"offset": 2, "data": {"n": 2}}],
+               "offset": 3, "epoch": epoch})
+    );
+    let (status, body) = served
+        .http(
+            "POST",
+            "/api/v1/history",
+            Some(READ_ONLY_KEY),
+            r#"{"channel":"feed:2","after_offset":1,"before_offset":3}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["publications"],
+        json!([{"offset": 2, "data": {"n": 2}}])
+    );
+    let (status, body) = served
+        .http(
+            "POST",
+            "/api/v1/history",
+            Some(KEY),
+            r#"{"channel":"feed:2","reverse":true}"#,
+        )
+        .await;
+    assert_eq!(status, 400, "an unknown field: {body}");
+    assert_eq!(body["error"]["code"], "invalid_argument");
+}

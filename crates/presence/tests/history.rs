@@ -12,7 +12,8 @@ mod support;
 use std::time::Duration;
 
 use pulse_presence::{
-    DeliveryPosition, HistoryOptions, Presence, PresenceError, PublishOptions, RedisOptions,
+    DeliveryPosition, HistoryOptions, HistoryQuery, Presence, PresenceError, PublishOptions,
+    RedisOptions,
     testing::{RedisServer, unique_namespace},
 };
 use pulse_protocol::{StreamPosition, channel::publication_frame};
@@ -295,17 +296,55 @@ async fn history_pages_through_what_is_kept(presence: Presence) {
     for n in 1..=7 {
         publish(&presence, "room:pages", n).await;
     }
-    let first = presence.history("room:pages", 0, 2).await.unwrap();
+    let page = |query: HistoryQuery| {
+        let presence = presence.clone();
+        async move { presence.history("room:pages", &query).await.unwrap() }
+    };
+    let first = page(HistoryQuery::after(0, 2)).await;
     assert_eq!(first.top.offset, 7);
     assert_eq!(numbers(&first.publications), [(3, 3), (4, 4)], "five kept");
-    let next = presence.history("room:pages", 4, 10).await.unwrap();
+    let next = page(HistoryQuery::after(4, 10)).await;
     assert_eq!(numbers(&next.publications), [(5, 5), (6, 6), (7, 7)]);
-    let end = presence.history("room:pages", 7, 10).await.unwrap();
+    let end = page(HistoryQuery::after(7, 10)).await;
     assert!(end.publications.is_empty());
     assert!(matches!(
-        presence.history("room:pages", 0, 0).await,
+        presence
+            .history("room:pages", &HistoryQuery::after(0, 0))
+            .await,
         Err(PresenceError::InvalidArgument(_))
     ));
+
+    // The newest first, and on back.
+    let last = page(HistoryQuery::newest(None, 2)).await;
+    assert_eq!(numbers(&last.publications), [(7, 7), (6, 6)]);
+    let older = page(HistoryQuery::newest(Some(6), 2)).await;
+    assert_eq!(numbers(&older.publications), [(5, 5), (4, 4)]);
+    let oldest = page(HistoryQuery::newest(Some(4), 2)).await;
+    assert_eq!(numbers(&oldest.publications), [(3, 3)], "1 and 2 are gone");
+    let none = page(HistoryQuery::newest(Some(3), 2)).await;
+    assert!(none.publications.is_empty());
+    let all = page(HistoryQuery::newest(None, 100)).await;
+    assert_eq!(all.publications.len(), 5);
+
+    // A range: above 3 and below 7, from either end.
+    let range = HistoryQuery {
+        after: 3,
+        before: Some(7),
+        limit: 2,
+        newest_first: false,
+    };
+    assert_eq!(numbers(&page(range).await.publications), [(4, 4), (5, 5)]);
+    let range = HistoryQuery {
+        newest_first: true,
+        ..range
+    };
+    assert_eq!(numbers(&page(range).await.publications), [(6, 6), (5, 5)]);
+    let empty = HistoryQuery {
+        after: 5,
+        before: Some(6),
+        ..range
+    };
+    assert!(page(empty).await.publications.is_empty());
 }
 
 async fn a_personal_history_makes_send_a_publication_with_an_offset(presence: Presence) {
@@ -468,9 +507,24 @@ async fn a_history_missing_an_offset_is_not_recovered_across_it() {
     assert!(recovery.recovered);
     assert_eq!(numbers(&recovery.publications), [(6, 6)]);
 
-    let page = presence.history("room:hole", 3, 10).await.unwrap();
+    let page = presence
+        .history("room:hole", &HistoryQuery::after(3, 10))
+        .await
+        .unwrap();
     assert_eq!(numbers(&page.publications), [(4, 4), (6, 6)]);
-    let page = presence.history("room:hole", 0, 10).await.unwrap();
+    let newest = presence
+        .history("room:hole", &HistoryQuery::newest(None, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(&newest.publications),
+        [(6, 6), (4, 4)],
+        "5 is not kept"
+    );
+    let page = presence
+        .history("room:hole", &HistoryQuery::after(0, 10))
+        .await
+        .unwrap();
     assert_eq!(
         numbers(&page.publications),
         [(1, 1), (2, 2), (3, 3), (4, 4), (6, 6)]

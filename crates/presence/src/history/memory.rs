@@ -15,7 +15,7 @@ use pulse_protocol::{
 };
 use serde_json::value::RawValue;
 
-use super::{HISTORY_META_TTL, HistoryPage, PublishOptions, StreamRead, new_epoch};
+use super::{HISTORY_META_TTL, HistoryPage, HistoryQuery, PublishOptions, StreamRead, new_epoch};
 use crate::{Published, channels::LocalHub, fanout::DeliveryPosition};
 
 /// Every channel's history, and the idempotency keys of recent publications.
@@ -183,22 +183,25 @@ impl Histories {
         }
     }
 
-    pub(crate) fn page(&self, channel: &str, after: u64, limit: usize) -> HistoryPage {
+    pub(crate) fn page(&self, channel: &str, query: &HistoryQuery) -> HistoryPage {
         let now = Instant::now();
         let mut state = self.lock();
         let stream = state.stream(channel, now);
+        let in_range = stream
+            .entries
+            .iter()
+            .filter(|entry| query.holds(entry.offset));
+        let publications = if query.newest_first {
+            in_range.rev().take(query.limit).cloned().collect()
+        } else {
+            in_range.take(query.limit).cloned().collect()
+        };
         HistoryPage {
             top: StreamPosition {
                 offset: stream.top,
                 epoch: stream.epoch.to_string(),
             },
-            publications: stream
-                .entries
-                .iter()
-                .filter(|entry| entry.offset > after)
-                .take(limit)
-                .cloned()
-                .collect(),
+            publications,
         }
     }
 }

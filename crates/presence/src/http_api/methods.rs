@@ -66,7 +66,11 @@ impl Api {
             #[serde(default)]
             after_offset: u64,
             #[serde(default)]
+            before_offset: u64,
+            #[serde(default)]
             limit: u32,
+            #[serde(default)]
+            newest_first: bool,
         }
         #[derive(Serialize)]
         struct One<'a> {
@@ -84,8 +88,12 @@ impl Api {
             &self.presence,
             &self.namespaces,
             &request.channel,
-            request.after_offset,
-            request.limit,
+            crate::channels_service::HistoryArgs {
+                after: request.after_offset,
+                before: request.before_offset,
+                limit: request.limit,
+                newest_first: request.newest_first,
+            },
         )
         .await?;
         Ok(encode(&Answer {

@@ -17,8 +17,8 @@ use super::{RedisStore, unavailable};
 use crate::{
     PresenceError, Published,
     history::{
-        HISTORY_META_TTL, HistoryOptions, HistoryPage, PublishOptions, StreamRead, millis,
-        new_epoch,
+        HISTORY_META_TTL, HistoryOptions, HistoryPage, HistoryQuery, PublishOptions, StreamRead,
+        millis, new_epoch,
     },
 };
 
@@ -108,7 +108,12 @@ impl RedisStore {
             None => ("top", 0, ""),
         };
         let (top, status, publications) = self
-            .history_script(channel, mode, after, epoch, history.size as usize)
+            .history_script(
+                channel,
+                mode,
+                &HistoryQuery::after(after, history.size as usize),
+                epoch,
+            )
             .await?;
         Ok(StreamRead {
             top,
@@ -120,29 +125,29 @@ impl RedisStore {
     }
 
     pub(crate) async fn stream_top(&self, channel: &str) -> Result<StreamPosition, PresenceError> {
-        let (top, _, _) = self.history_script(channel, "top", 0, "", 1).await?;
+        let (top, _, _) = self
+            .history_script(channel, "top", &HistoryQuery::after(0, 1), "")
+            .await?;
         Ok(top)
     }
 
     pub(crate) async fn history_page(
         &self,
         channel: &str,
-        after: u64,
-        limit: usize,
+        query: &HistoryQuery,
     ) -> Result<HistoryPage, PresenceError> {
-        let (top, _, publications) = self
-            .history_script(channel, "page", after, "", limit)
-            .await?;
+        let (top, _, publications) = self.history_script(channel, "page", query, "").await?;
         Ok(HistoryPage { top, publications })
     }
 
+    /// `history.lua` in `mode`: `query.after` is the recovery's position
+    /// there, and the rest of `query` is a page's.
     async fn history_script(
         &self,
         channel: &str,
         mode: &str,
-        after: u64,
+        query: &HistoryQuery,
         epoch: &str,
-        limit: usize,
     ) -> Result<(StreamPosition, i64, Vec<HistoryEntry>), PresenceError> {
         let keys = self.keys();
         let mut handle = self.handle().await?;
@@ -152,9 +157,11 @@ impl RedisStore {
             .arg(millis(HISTORY_META_TTL))
             .arg(new_epoch())
             .arg(mode)
-            .arg(after)
+            .arg(query.after)
             .arg(epoch)
-            .arg(limit.max(1))
+            .arg(query.limit.max(1))
+            .arg(query.before.unwrap_or(0))
+            .arg(if query.newest_first { "1" } else { "0" })
             .invoke_async(&mut handle)
             .await
             .map_err(unavailable)?;

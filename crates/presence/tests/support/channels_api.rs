@@ -30,6 +30,9 @@ allow_publish = true
 [namespaces.doc]
 presence = true
 presence_max_users = 2
+[namespaces.feed]
+history_size = 5
+history_ttl = "1m"
 "#;
 
 /// The API served over gRPC and HTTP, and a feed subscribed to some channels.
