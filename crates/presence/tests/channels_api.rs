@@ -337,44 +337,23 @@ async fn grpc_history_pages_both_ways() {
         [(3, r#"{"n":3}"#.to_owned()), (4, r#"{"n":4}"#.to_owned())],
         "five kept"
     );
-    let newest = history(pb::HistoryRequest {
+    let page = |after_offset, before_offset, limit, newest_first| pb::HistoryRequest {
         channel: "feed:1".into(),
-        limit: 2,
-        newest_first: true,
-        ..pb::HistoryRequest::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        offsets(&newest).iter().map(|(o, _)| *o).collect::<Vec<_>>(),
-        [7, 6]
-    );
-    let older = history(pb::HistoryRequest {
-        channel: "feed:1".into(),
-        limit: 2,
-        newest_first: true,
-        before_offset: 6,
-        ..pb::HistoryRequest::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        offsets(&older).iter().map(|(o, _)| *o).collect::<Vec<_>>(),
-        [5, 4]
-    );
-    let range = history(pb::HistoryRequest {
-        channel: "feed:1".into(),
-        after_offset: 4,
-        before_offset: 7,
-        ..pb::HistoryRequest::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        offsets(&range).iter().map(|(o, _)| *o).collect::<Vec<_>>(),
-        [5, 6],
-        "the default limit, 100"
-    );
+        after_offset,
+        before_offset,
+        limit,
+        newest_first,
+    };
+    for (request, expected, why) in [
+        (page(0, 0, 2, true), [7, 6].as_slice(), "the newest first"),
+        (page(0, 6, 2, true), &[5, 4], "and back from there"),
+        (page(4, 7, 0, false), &[5, 6], "a range, the default limit"),
+        (page(4, 7, 1, true), &[6], "a range from its newest"),
+    ] {
+        let answer = history(request).await.unwrap();
+        let offsets: Vec<u64> = answer.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, expected, "{why}");
+    }
 
     for (channel, limit, why) in [
         ("room:1", 10, "no history in its namespace"),
@@ -413,14 +392,9 @@ async fn http_history_pages_both_ways() {
             .await;
         assert_eq!(status, 200);
     }
-    let (status, body) = served
-        .http(
-            "POST",
-            "/api/v1/history",
-            Some(READ_ONLY_KEY),
-            r#"{"channel":"feed:2","newest_first":true,"limit":2}"#,
-        )
-        .await;
+    let history =
+        |body: &'static str| served.http("POST", "/api/v1/history", Some(READ_ONLY_KEY), body);
+    let (status, body) = history(r#"{"channel":"feed:2","newest_first":true,"limit":2}"#).await;
     assert_eq!(status, 200, "{body}");
     let epoch = body["epoch"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -428,27 +402,14 @@ async fn http_history_pages_both_ways() {
         json!({"publications": [{"offset": 3, "data": {"n": 3}}, {"offset": 2, "data": {"n": 2}}],
                "offset": 3, "epoch": epoch})
     );
-    let (status, body) = served
-        .http(
-            "POST",
-            "/api/v1/history",
-            Some(READ_ONLY_KEY),
-            r#"{"channel":"feed:2","after_offset":1,"before_offset":3}"#,
-        )
-        .await;
+    let (status, body) =
+        history(r#"{"channel":"feed:2","after_offset":1,"before_offset":3}"#).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["publications"],
         json!([{"offset": 2, "data": {"n": 2}}])
     );
-    let (status, body) = served
-        .http(
-            "POST",
-            "/api/v1/history",
-            Some(KEY),
-            r#"{"channel":"feed:2","reverse":true}"#,
-        )
-        .await;
+    let (status, body) = history(r#"{"channel":"feed:2","reverse":true}"#).await;
     assert_eq!(status, 400, "an unknown field: {body}");
     assert_eq!(body["error"]["code"], "invalid_argument");
 }
