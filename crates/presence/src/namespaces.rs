@@ -296,8 +296,8 @@ impl Namespaces {
                     options.history_size
                 ));
             }
-            if options.history_size > 0 && options.history_ttl < Duration::from_secs(1) {
-                return Err(format!("{key}.history_ttl: at least 1s with a history"));
+            if options.history_size > 0 {
+                check_history_ttl(&format!("{key}.history_ttl"), options.history_ttl)?;
             }
             if options.join_leave && !options.presence {
                 return Err(format!(
@@ -321,8 +321,8 @@ impl Namespaces {
                 self.personal.history_size
             ));
         }
-        if self.personal.history_size > 0 && self.personal.history_ttl < Duration::from_secs(1) {
-            return Err("personal.history_ttl: at least 1s with a history".to_owned());
+        if self.personal.history_size > 0 {
+            check_history_ttl("personal.history_ttl", self.personal.history_ttl)?;
         }
         if let Some(hooks) = &self.hooks {
             let https = hooks.authorize_url.starts_with("https://");
@@ -444,5 +444,22 @@ mod humantime_serde_compat {
 }
 
 pub mod env;
+
+/// A history's TTL: at least a second, and at most as long as a channel's
+/// epoch and last offset are kept after its last use
+/// ([`crate::history::HISTORY_META_TTL`], 7 days): past that a quiet channel's
+/// history starts again under a new epoch, whatever it still held.
+fn check_history_ttl(key: &str, ttl: Duration) -> Result<(), String> {
+    if ttl < Duration::from_secs(1) {
+        return Err(format!("{key}: at least 1s with a history"));
+    }
+    if ttl > crate::history::HISTORY_META_TTL {
+        return Err(format!(
+            "{key}: at most 7d (a channel's epoch is kept 7 days after its last publication or read; a longer history could not be told from a new one)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

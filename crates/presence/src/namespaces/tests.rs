@@ -169,6 +169,14 @@ fn a_bad_file_is_one_line_naming_the_key() {
             "namespaces.room.history_size: at most 10000",
         ),
         (
+            "[namespaces.room]\nhistory_size = 10\nhistory_ttl = \"8d\"\n",
+            "namespaces.room.history_ttl: at most 7d",
+        ),
+        (
+            "[personal]\nhistory_size = 10\nhistory_ttl = \"30d\"\n",
+            "personal.history_ttl: at most 7d",
+        ),
+        (
             "[namespaces.room]\njoin_leave = true\n",
             "namespaces.room.join_leave: needs presence",
         ),
