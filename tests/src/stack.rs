@@ -16,6 +16,8 @@ pub struct Stack {
     pub gateways: Vec<Service>,
     /// A gRPC client of `pulse-presence`.
     pub presence: Grpc,
+    /// The Redis key namespace of every service here.
+    pub namespace: String,
 }
 
 impl Stack {
@@ -56,6 +58,7 @@ impl Stack {
             presence_service: presence,
             gateways,
             presence: client,
+            namespace,
         }
     }
 }

@@ -16,6 +16,36 @@ async fn metrics_move_with_traffic() {
         assert_eq!(status, 200, "{body}");
         body
     };
+    // pulse-presence takes events off the bus only while something reads
+    // them: a Watch of everyone, held to the end, once its bus has
+    // subscribed (the gateways do not subscribe to events).
+    let _watch = watch(&mut stack.presence.clone(), &[]).await;
+    let (redis_url, events_channel) = (
+        stack.redis.url().to_owned(),
+        format!("{}:events", stack.namespace),
+    );
+    eventually(
+        "pulse-presence subscribed to the events",
+        Duration::from_secs(10),
+        || {
+            let (redis_url, events_channel) = (redis_url.clone(), events_channel.clone());
+            async move {
+                let mut redis = redis::Client::open(redis_url)
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(&events_channel)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                subscribers == 1
+            }
+        },
+    )
+    .await;
     let before = scrape(gateway).await;
     let mut client = connect(gateway, &format!("?token={}", token("dave"))).await;
     next_json(&mut client).await;
@@ -52,7 +82,8 @@ async fn metrics_move_with_traffic() {
     )
     .await;
 
-    // pulse-presence serves its own on --metrics-listen: the events it saw.
+    // pulse-presence serves its own on --metrics-listen: the events it saw
+    // while the Watch read them.
     let presence_metrics: std::net::SocketAddr = stack
         .presence_service
         .log_field("serving metrics", "metrics_addr")

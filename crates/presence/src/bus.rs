@@ -17,7 +17,7 @@
 //! and the bus reconnects the same way. A seed that fails is skipped for the
 //! next one.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use pulse_protocol::{Command, PresenceEvent};
 use redis::{
@@ -25,12 +25,12 @@ use redis::{
     PushInfo, PushKind, RedisError, Value, aio::MultiplexedConnection,
 };
 use tokio::{
-    sync::{broadcast, mpsc, oneshot, watch},
+    sync::{Notify, broadcast, mpsc, oneshot, watch},
     time::{Instant, MissedTickBehavior, interval_at, sleep, timeout},
 };
 use tracing::{debug, info, warn};
 
-use crate::PresenceError;
+use crate::{EVENTS_IDLE_AFTER, PresenceError};
 
 mod backlog;
 
@@ -97,7 +97,20 @@ pub(crate) struct Forward {
     /// only its commands, and every event of the fleet would cost it a
     /// decode.
     pub(crate) subscribe: bool,
+    /// Subscribe only while `events` has a receiver, when no commands are
+    /// taken ([`crate::RedisOptions::events_on_demand`]).
+    pub(crate) on_demand: bool,
+    /// Notified by `Presence::subscribe`: a consumer came.
+    pub(crate) wanted: Arc<Notify>,
     pub(crate) events: broadcast::Sender<PresenceEvent>,
+}
+
+impl Forward {
+    /// Whether the bus may hold no subscription now: on demand, nobody
+    /// takes events, and no commands are to be taken.
+    fn idle(&self, listener: Option<&CommandListener>) -> bool {
+        self.on_demand && listener.is_none() && self.events.receiver_count() == 0
+    }
 }
 
 /// Spawns the bus task. It runs until `stop` resolves, which happens when
@@ -125,7 +138,13 @@ enum End {
     Lost(String),
     /// The command channel lives on another node now: follow it at once.
     Moved,
+    /// On demand, nobody took events for [`EVENTS_IDLE_AFTER`].
+    Idle,
 }
+
+/// How often an on-demand bus looks for consumers it was not told of (a
+/// receiver made by `resubscribe`), and for the last one gone.
+const CONSUMER_CHECK: Duration = Duration::from_secs(1);
 
 /// Subscribes, forwards, and on any failure resubscribes with exponential
 /// backoff. Logs once when the bus goes down and once when it is back, not
@@ -148,6 +167,10 @@ async fn run(
         // Whatever listener is current now is subscribed with the events,
         // unless commands still wait for room in its queue.
         let listener = commands.borrow_and_update().clone();
+        if events.idle(listener.as_ref()) && backlog.is_empty() {
+            wait_for_consumer(&events, &mut commands).await;
+            continue;
+        }
         backlog.keep_for(listener.as_ref());
         let taking = listener.clone().filter(|_| backlog.is_empty());
         let events_channel = events.subscribe.then_some(channel.as_str());
@@ -179,6 +202,10 @@ async fn run(
                         debug!(%channel, "the command channel is on another node; resubscribing there");
                         continue;
                     }
+                    End::Idle => {
+                        debug!(%channel, "no event consumer for a while; the presence bus unsubscribed");
+                        continue;
+                    }
                     End::Lost(reason) => {
                         warn!(%channel, %reason, "presence bus lost its redis subscription; reconnecting");
                     }
@@ -202,6 +229,26 @@ async fn run(
         }
         sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Waits until something takes events (or a command listener comes).
+async fn wait_for_consumer(
+    events: &Forward,
+    commands: &mut watch::Receiver<Option<CommandListener>>,
+) {
+    while events.events.receiver_count() == 0 {
+        tokio::select! {
+            () = events.wanted.notified() => {}
+            changed = commands.changed() => {
+                if changed.is_err() {
+                    // The owning Presence is going away; the stop signal follows.
+                    std::future::pending::<()>().await;
+                }
+                return;
+            }
+            () = sleep(CONSUMER_CHECK) => {}
+        }
     }
 }
 
@@ -310,8 +357,18 @@ async fn forward(
     let mut pings = interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut paused = listener.is_some() && !backlog.is_empty();
+    let mut consumers = interval_at(Instant::now() + CONSUMER_CHECK, CONSUMER_CHECK);
+    consumers.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut unwanted_since: Option<Instant> = None;
     loop {
         tokio::select! {
+            _ = consumers.tick(), if events.on_demand => {
+                if !events.idle(listener.as_ref()) || !backlog.is_empty() {
+                    unwanted_since = None;
+                } else if unwanted_since.get_or_insert_with(Instant::now).elapsed() >= EVENTS_IDLE_AFTER {
+                    return End::Idle;
+                }
+            }
             Some(permit) = room_for_one(listener.clone()), if !backlog.is_empty() => {
                 backlog.release(permit);
             }

@@ -301,6 +301,9 @@ impl Config {
         }
         let mut options = RedisOptions::new(&self.redis_url).with_namespace(&self.redis_namespace);
         options.cluster = self.redis_cluster;
+        // Events are taken off the bus only while a Watch stream or a
+        // webhook target reads them.
+        options.events_on_demand = true;
         options
             .validate()
             .map_err(|error| format!("{}: {error}", error.flag()))?;

@@ -73,7 +73,9 @@ pub use http_api::run_http;
 pub use leases::run_reaper;
 pub use members::{ChannelPresence, Entered, Left, MAX_LISTED_CHANNELS, MemberRecord};
 pub use namespaces::{Authorize, NamespaceOptions, Namespaces, NamespacesError};
-pub use options::{DEFAULT_LEASE_TTL, MIN_LEASE_TTL, RedisOptions, RedisOptionsError};
+pub use options::{
+    DEFAULT_LEASE_TTL, EVENTS_IDLE_AFTER, MIN_LEASE_TTL, RedisOptions, RedisOptionsError,
+};
 pub use service::{ApiConfig, ApiLimits, run};
 
 use memory::MemoryStore;
@@ -145,6 +147,9 @@ pub struct Presence {
 struct Inner {
     backend: Backend,
     events: broadcast::Sender<PresenceEvent>,
+    /// Tells the bus that a consumer came (Redis; for
+    /// [`RedisOptions::events_on_demand`]).
+    events_wanted: Option<Arc<tokio::sync::Notify>>,
     epoch: watch::Sender<u64>,
     /// Where commands for this process's instance go, once a gateway listens.
     commands: watch::Sender<Option<bus::CommandListener>>,
@@ -192,6 +197,7 @@ impl Presence {
             inner: Arc::new(Inner {
                 backend: Backend::Memory(MemoryStore::new(events.clone())),
                 events,
+                events_wanted: None,
                 epoch,
                 commands: watch::channel(None).0,
                 commands_live: watch::channel(None).0,
@@ -228,11 +234,14 @@ impl Presence {
         let (bus_stop, stopped) = oneshot::channel();
         let (commands, listener) = watch::channel(None);
         let (commands_live, _) = watch::channel(None);
+        let wanted = Arc::new(tokio::sync::Notify::new());
         bus::spawn(
             store.subscriber(),
             store.keys().channel(),
             bus::Forward {
                 subscribe: options.subscribe_events,
+                on_demand: options.events_on_demand,
+                wanted: wanted.clone(),
                 events: events.clone(),
             },
             epoch.clone(),
@@ -244,6 +253,7 @@ impl Presence {
             inner: Arc::new(Inner {
                 backend: Backend::Redis(store),
                 events,
+                events_wanted: Some(wanted),
                 epoch,
                 commands,
                 commands_live,
@@ -374,7 +384,11 @@ impl Presence {
     /// A receiver that falls more than about 16 000 events behind gets
     /// `Lagged` and should re-read the state it cares about.
     pub fn subscribe(&self) -> broadcast::Receiver<PresenceEvent> {
-        self.inner.events.subscribe()
+        let receiver = self.inner.events.subscribe();
+        if let Some(wanted) = &self.inner.events_wanted {
+            wanted.notify_one();
+        }
+        receiver
     }
 
     /// How many times the bus has subscribed to the event channel.

@@ -79,7 +79,21 @@ pub struct RedisOptions {
     /// processes: for a gateway, which needs only its commands and would
     /// otherwise receive (and decode) every event of the fleet.
     pub subscribe_events: bool,
+    /// With `subscribe_events`: subscribe only while something here takes
+    /// events ([`Presence::subscribe`](crate::Presence::subscribe) has a
+    /// live receiver: a `Watch` stream, a webhook target), and let the
+    /// subscription go [`EVENTS_IDLE_AFTER`] after the last one went
+    /// (default false). A consumer that comes while it is down starts with
+    /// the bus not vouching for anything ([`Presence::bus_epoch`](crate::Presence::bus_epoch)
+    /// moves when it is back), so an `EventTail` reads the log until then.
+    /// `pulse-presence` sets it: every connection, join and leave of the
+    /// fleet cost it a push, a wake-up and a decode that nobody read.
+    pub events_on_demand: bool,
 }
+
+/// How long the bus stays subscribed to the events channel after its last
+/// consumer went, with [`RedisOptions::events_on_demand`].
+pub const EVENTS_IDLE_AFTER: Duration = Duration::from_secs(10);
 
 impl RedisOptions {
     /// Options for `url` with the default namespace (`pulse`) and pool size (16).
@@ -91,6 +105,7 @@ impl RedisOptions {
             pool_size: 16,
             lease_ttl: DEFAULT_LEASE_TTL,
             subscribe_events: true,
+            events_on_demand: false,
         }
     }
 
@@ -171,6 +186,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("pool_size", &self.pool_size)
             .field("lease_ttl", &self.lease_ttl)
             .field("subscribe_events", &self.subscribe_events)
+            .field("events_on_demand", &self.events_on_demand)
             .finish()
     }
 }

@@ -226,3 +226,76 @@ async fn a_store_without_events_gets_commands_only() {
         "a store without events received one"
     );
 }
+
+/// Subscribers of `<namespace>:events` on `server`, as Redis counts them.
+async fn event_subscribers(
+    admin: &mut ::redis::aio::MultiplexedConnection,
+    namespace: &str,
+) -> u64 {
+    let reply: (String, u64) = ::redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("{namespace}:events"))
+        .query_async(admin)
+        .await
+        .unwrap();
+    reply.1
+}
+
+/// With `events_on_demand` (what `pulse-presence` runs with), the bus holds
+/// the events channel only while something here takes events: subscribed
+/// when a consumer comes, its events delivered, let go
+/// `EVENTS_IDLE_AFTER` after the last consumer went, and back (a new bus
+/// epoch, so that a tail re-reads the logs) when another comes.
+#[tokio::test]
+async fn an_on_demand_bus_subscribes_while_events_are_taken() {
+    let server = RedisServer::spawn().await;
+    let namespace = unique_namespace();
+    let presence = Presence::redis(RedisOptions {
+        events_on_demand: true,
+        ..RedisOptions::new(server.url()).with_namespace(namespace.clone())
+    })
+    .unwrap();
+    let mut admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (polled, polled_namespace) = (admin.clone(), namespace.clone());
+    let until = move |wanted: u64| {
+        let mut admin = polled.clone();
+        let namespace = polled_namespace.clone();
+        async move {
+            let deadline = Instant::now() + pulse_presence::EVENTS_IDLE_AFTER + DEADLINE;
+            while event_subscribers(&mut admin, &namespace).await != wanted {
+                assert!(
+                    Instant::now() < deadline,
+                    "the events channel never had {wanted} subscriber(s)"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let mut events = Events::new(&presence);
+    wait_epoch(&presence, 1).await;
+    assert_eq!(event_subscribers(&mut admin, &namespace).await, 1);
+    register(&presence, "alice", "c1", "gw-1", 1).await;
+    let event = events.next().await;
+    assert_eq!(
+        (event.kind, event.user_id.as_str()),
+        (EventKind::Connected, "alice")
+    );
+
+    drop(events);
+    until(0).await;
+    assert_eq!(*presence.bus_epoch().borrow(), 1, "let go, not lost");
+
+    let mut events = Events::new(&presence);
+    wait_epoch(&presence, 2).await;
+    register(&presence, "bob", "c2", "gw-1", 2).await;
+    let event = events.next().await;
+    assert_eq!(
+        (event.kind, event.user_id.as_str()),
+        (EventKind::Connected, "bob")
+    );
+}
