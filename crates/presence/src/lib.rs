@@ -383,6 +383,11 @@ impl Presence {
     ///
     /// A receiver that falls more than about 16 000 events behind gets
     /// `Lagged` and should re-read the state it cares about.
+    ///
+    /// With [`RedisOptions::events_on_demand`] the bus may hold no
+    /// subscription when this is called (nobody took events for a while):
+    /// this wakes it, and events flow once [`Presence::bus_epoch`] moves;
+    /// what came before is in the event log ([`EventTail`] reads it).
     pub fn subscribe(&self) -> broadcast::Receiver<PresenceEvent> {
         let receiver = self.inner.events.subscribe();
         if let Some(wanted) = &self.inner.events_wanted {
