@@ -18,7 +18,7 @@ impl RedisStore {
     /// held none (see renew_lease.lua): the caller re-syncs. On the lease
     /// connection, so never behind the store's other commands.
     pub(crate) async fn renew_lease(&self, instance_id: &str) -> Result<bool, PresenceError> {
-        let held = Self::each_bucket_on(&self.lease_conn, |mut handle, bucket| {
+        let held = Self::each_bucket_paced_on(&self.lease_conn, |mut handle, bucket| {
             let invocation = {
                 let mut invocation = RENEW_LEASE.prepare_invoke();
                 invocation
@@ -37,27 +37,26 @@ impl RedisStore {
     /// reaped instance with the connections this call removed.
     pub(crate) async fn reap(&self) -> Result<Vec<(String, u64)>, PresenceError> {
         // Each bucket's script returns a flat list of pairs, which decodes as tuples.
-        let per_bucket = self
-            .each_bucket(|mut handle, bucket| {
-                let invocation = {
-                    let mut invocation = REAP.prepare_invoke();
-                    invocation
-                        .key(self.keys.instances(bucket))
-                        .key(self.keys.online(bucket))
-                        .key(self.keys.connections(bucket))
-                        .arg(self.keys.channel())
-                        .arg(self.keys.instance_prefix(bucket))
-                        .arg(self.keys.user_prefix(bucket))
-                        .arg(REAP_BATCH);
-                    invocation
-                };
-                async move {
-                    invocation
-                        .invoke_async::<Vec<(String, u64)>>(&mut handle)
-                        .await
-                }
-            })
-            .await?;
+        let per_bucket = Self::each_bucket_paced_on(&self.conn, |mut handle, bucket| {
+            let invocation = {
+                let mut invocation = REAP.prepare_invoke();
+                invocation
+                    .key(self.keys.instances(bucket))
+                    .key(self.keys.online(bucket))
+                    .key(self.keys.connections(bucket))
+                    .arg(self.keys.channel())
+                    .arg(self.keys.instance_prefix(bucket))
+                    .arg(self.keys.user_prefix(bucket))
+                    .arg(REAP_BATCH);
+                invocation
+            };
+            async move {
+                invocation
+                    .invoke_async::<Vec<(String, u64)>>(&mut handle)
+                    .await
+            }
+        })
+        .await?;
         let mut reaped: BTreeMap<String, u64> = BTreeMap::new();
         for (instance_id, removed) in per_bucket.into_iter().flatten() {
             *reaped.entry(instance_id).or_default() += removed;

@@ -25,3 +25,46 @@ fn bad_options_are_invalid_arguments() {
         ));
     }
 }
+
+/// A periodic sweep (lease renewals, the reaper, the log trim) puts at most
+/// SWEEP_WAVE buckets' commands in front of Redis at once: sent together,
+/// 128 of them held Redis, and every publication queued behind them on the
+/// same multiplexed connection, for milliseconds each second.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_sends_its_buckets_in_paced_waves() {
+    // The connection is made lazily; the operation below never uses it.
+    let conn = RedisConn::new(&RedisOptions::new("redis://127.0.0.1:1")).expect("valid options");
+    let start = tokio::time::Instant::now();
+    let sent = RedisStore::each_bucket_paced_on(&conn, |_handle, bucket| async move {
+        Ok::<_, redis::RedisError>((bucket, start.elapsed()))
+    })
+    .await
+    .expect("no command fails");
+    assert_eq!(
+        sent.iter().map(|(bucket, _)| *bucket).collect::<Vec<_>>(),
+        (0..BUCKETS).collect::<Vec<_>>(),
+        "every bucket once, in bucket order"
+    );
+    let mut waves: BTreeMap<std::time::Duration, u16> = BTreeMap::new();
+    for (_, at) in &sent {
+        *waves.entry(*at).or_default() += 1;
+    }
+    assert_eq!(
+        waves.len(),
+        usize::from(BUCKETS.div_ceil(SWEEP_WAVE)),
+        "{waves:?}"
+    );
+    assert!(waves.values().all(|sent| *sent <= SWEEP_WAVE), "{waves:?}");
+    let instants: Vec<_> = waves.keys().copied().collect();
+    assert_eq!(
+        instants[0],
+        std::time::Duration::ZERO,
+        "the first wave goes at once"
+    );
+    assert!(
+        instants
+            .windows(2)
+            .all(|pair| pair[1] - pair[0] >= SWEEP_PAUSE),
+        "{instants:?}"
+    );
+}
