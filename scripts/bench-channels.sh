@@ -41,9 +41,9 @@
 # publication: HISTMEM_CHANNELS channels × HISTMEM_PER_CHANNEL
 # publications (plus i % HISTORY_SIZE for channel i, so that the trimmed
 # streams are caught at every point of their cycle) of each size in
-# HISTMEM_SIZES, after gateway A stopped, then the largest size again with
-# `list-max-listpack-size` HISTMEM_NODE (16 KiB list nodes, README's
-# advice for large publications; skipped where Redis refuses CONFIG).
+# HISTMEM_SIZES, after gateway A stopped, then each size again with
+# `list-max-listpack-size` HISTMEM_NODE (32 KiB list nodes, README's
+# advice for publications over 512 B; skipped where Redis refuses CONFIG).
 # (h5) on a private three-master Redis Cluster (HISTORY_CLUSTER=0 skips it):
 # pulse-presence and two gateways with --redis-cluster, the spread run
 # without history then with it, recovery as in (h2), and publish calls as in
@@ -87,7 +87,7 @@ PUBLISH_CHANNELS=${PUBLISH_CHANNELS:-1000}
 HISTMEM_CHANNELS=${HISTMEM_CHANNELS:-200}
 HISTMEM_PER_CHANNEL=${HISTMEM_PER_CHANNEL:-200}
 HISTMEM_SIZES=${HISTMEM_SIZES:-100 1024}
-HISTMEM_NODE=${HISTMEM_NODE:--3}
+HISTMEM_NODE=${HISTMEM_NODE:--4}
 HISTORY_ONLY=${HISTORY_ONLY:-}
 HISTORY_CLUSTER=${HISTORY_CLUSTER:-1}
 SOURCES=${SOURCES:-8}
@@ -263,12 +263,14 @@ history_memory() {
 for size in $HISTMEM_SIZES; do
   history_memory "$size" ""
 done
-# The largest again with the list node README recommends for large
-# publications (the setting read back into the result), then Redis as it was.
+# Each again with the list node README recommends (the setting read back
+# into the result), then Redis as it was.
 node_was=$(redis-cli -u "$REDIS_URL" config get list-max-listpack-size | sed -n 2p)
 if [ -n "$node_was" ] && [ "$node_was" != "$HISTMEM_NODE" ]; then
   redis-cli -u "$REDIS_URL" config set list-max-listpack-size "$HISTMEM_NODE" >/dev/null
-  history_memory "${HISTMEM_SIZES##* }" "node"
+  for size in $HISTMEM_SIZES; do
+    history_memory "$size" "node"
+  done
   redis-cli -u "$REDIS_URL" config set list-max-listpack-size "$node_was" >/dev/null
 fi
 stop "$PRESENCE_PID"
