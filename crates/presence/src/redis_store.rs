@@ -110,6 +110,18 @@ pub(crate) fn sweep_delay(bucket: u16) -> std::time::Duration {
     SWEEP_PAUSE * u32::from(bucket / SWEEP_WAVE)
 }
 
+/// Awaits every bucket's command together; their answers in bucket order,
+/// or the first failure once all have ended.
+async fn join_buckets<T>(
+    per_bucket: impl Iterator<Item = impl Future<Output = RedisResult<T>>>,
+) -> Result<Vec<T>, PresenceError> {
+    join_all(per_bucket)
+        .await
+        .into_iter()
+        .collect::<RedisResult<Vec<T>>>()
+        .map_err(unavailable)
+}
+
 impl RedisStore {
     pub(crate) fn new(options: &RedisOptions) -> Result<Self, PresenceError> {
         options.validate().map_err(|error| {
@@ -172,11 +184,7 @@ impl RedisStore {
         Fut: Future<Output = RedisResult<T>>,
     {
         let handle = conn.handle().await?;
-        join_all((0..BUCKETS).map(|bucket| operation(handle.clone(), bucket)))
-            .await
-            .into_iter()
-            .collect::<RedisResult<Vec<T>>>()
-            .map_err(unavailable)
+        join_buckets((0..BUCKETS).map(|bucket| operation(handle.clone(), bucket))).await
     }
 
     /// [`RedisStore::each_bucket_on`] for a periodic sweep (lease renewals,
@@ -200,7 +208,7 @@ impl RedisStore {
     {
         let handle = conn.handle().await?;
         let operation = &operation;
-        join_all((0..BUCKETS).map(|bucket| {
+        join_buckets((0..BUCKETS).map(|bucket| {
             let handle = handle.clone();
             async move {
                 let delay = sweep_delay(bucket);
@@ -211,9 +219,6 @@ impl RedisStore {
             }
         }))
         .await
-        .into_iter()
-        .collect::<RedisResult<Vec<T>>>()
-        .map_err(unavailable)
     }
 
     /// The register script with its keys and arguments, for one call or a
