@@ -166,7 +166,7 @@ impl RedisStore {
     pub(crate) async fn trim_logs(&self, options: EventLogOptions) -> Result<u64, PresenceError> {
         let retention = u64::try_from(options.retention.as_millis()).unwrap_or(u64::MAX);
         let last_seen = u64::try_from(options.last_seen.as_millis()).unwrap_or(u64::MAX);
-        let trimmed = Self::each_bucket_paced_on(&self.conn, |mut handle, bucket| {
+        let trimmed = Self::each_bucket_answered_on(&self.conn, |mut handle, bucket| {
             let invocation = {
                 let mut invocation = TRIM_LOG.prepare_invoke();
                 invocation

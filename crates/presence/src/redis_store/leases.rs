@@ -37,7 +37,7 @@ impl RedisStore {
     /// reaped instance with the connections this call removed.
     pub(crate) async fn reap(&self) -> Result<Vec<(String, u64)>, PresenceError> {
         // Each bucket's script returns a flat list of pairs, which decodes as tuples.
-        let per_bucket = Self::each_bucket_paced_on(&self.conn, |mut handle, bucket| {
+        let per_bucket = Self::each_bucket_answered_on(&self.conn, |mut handle, bucket| {
             let invocation = {
                 let mut invocation = REAP.prepare_invoke();
                 invocation

@@ -68,3 +68,53 @@ async fn a_sweep_sends_its_buckets_in_paced_waves() {
         "{instants:?}"
     );
 }
+
+/// A sweep whose commands can be heavy (the reaper, the log trim) sends the
+/// next wave only once this one answered: waves sent on a timer alone pile
+/// up in Redis's input when each takes longer than the pause, and Redis runs
+/// the pile in one go. A bucket that does not answer holds the sweep up by
+/// SWEEP_WAIT at most.
+#[tokio::test(start_paused = true)]
+async fn a_heavy_sweep_sends_a_wave_once_the_last_answered() {
+    use std::time::Duration;
+    let conn = RedisConn::new(&RedisOptions::new("redis://127.0.0.1:1")).expect("valid options");
+    let start = tokio::time::Instant::now();
+    // Every command takes 10 ms to answer, longer than the pause.
+    let sent = RedisStore::each_bucket_answered_on(&conn, |_handle, bucket| async move {
+        let sent = start.elapsed();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<_, redis::RedisError>((bucket, sent))
+    })
+    .await
+    .expect("no command fails");
+    assert_eq!(
+        sent.iter().map(|(bucket, _)| *bucket).collect::<Vec<_>>(),
+        (0..BUCKETS).collect::<Vec<_>>()
+    );
+    for (bucket, at) in &sent {
+        let wave = u32::from(*bucket / SWEEP_WAVE);
+        assert_eq!(*at, Duration::from_millis(10) * wave, "bucket {bucket}");
+    }
+
+    // Bucket 0 answers after 10 s (a master that is away): the next wave
+    // goes SWEEP_WAIT after the first, and the rest as they answer.
+    let start = tokio::time::Instant::now();
+    let sent = RedisStore::each_bucket_answered_on(&conn, |_handle, bucket| async move {
+        let sent = start.elapsed();
+        let answer_after = if bucket == 0 { 10_000 } else { 10 };
+        tokio::time::sleep(Duration::from_millis(answer_after)).await;
+        Ok::<_, redis::RedisError>(sent)
+    })
+    .await
+    .expect("no command fails");
+    assert_eq!(sent[usize::from(SWEEP_WAVE)], SWEEP_WAIT);
+    assert_eq!(
+        sent[usize::from(BUCKETS - 1)],
+        SWEEP_WAIT + Duration::from_millis(10) * u32::from(BUCKETS / SWEEP_WAVE - 2)
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(10),
+        "it waits for every answer"
+    );
+}
