@@ -103,11 +103,11 @@ pub(crate) struct RedisStore {
 
 /// How many buckets a periodic sweep sends to Redis at once, and the pause
 /// before the next such wave: 128 buckets go in 32 waves over 62 ms.
-pub(crate) const SWEEP_WAVE: u16 = 4;
-pub(crate) const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+const SWEEP_WAVE: u16 = 4;
+const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// When a sweep sends `bucket`'s command, after the sweep began.
-pub(crate) fn sweep_delay(bucket: u16) -> std::time::Duration {
+fn sweep_delay(bucket: u16) -> std::time::Duration {
     SWEEP_PAUSE * u32::from(bucket / SWEEP_WAVE)
 }
 
@@ -115,7 +115,7 @@ pub(crate) fn sweep_delay(bucket: u16) -> std::time::Duration {
 /// ([`RedisStore::each_bucket_answered_on`]) waits for one wave before it
 /// sends the next anyway (the first goes on running): a Cluster master that
 /// is away delays such a sweep by at most this per wave.
-pub(crate) const SWEEP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const SWEEP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Awaits every bucket's command together; their answers in bucket order,
 /// or the first failure once all have ended.
