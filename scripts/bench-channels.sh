@@ -367,6 +367,6 @@ if [ -z "${SKIP_REPORT:-}" ]; then
     --command "$command" \
     --machine "$(nproc) cores ($cpu, $(uname -m)), $memory, open files $(ulimit -n)" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
-    --setup "commit $commit$dirty; load generator on the same cores: pulse-bench, $BENCH_THREADS tokio worker thread(s), client $CLIENT, $SOURCES source addresses; gateways log at RUST_LOG=$GATEWAY_LOG with LOG_FORMAT=json; Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on loopback; $SAT_WINDOW publications in flight at saturation; history: $HISTORY_SIZE kept per channel, $HISTORY_DATA B of data; machine shared with other people's builds and tests (\"others' CPU\" in the tables)"
+    --setup "commit $commit$dirty; load generator on the same cores: pulse-bench, $BENCH_THREADS tokio worker thread(s) and the publish calls on a thread of their own, client $CLIENT, $SOURCES source addresses; gateways log at RUST_LOG=$GATEWAY_LOG with LOG_FORMAT=json; Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on loopback; $SAT_WINDOW publications in flight at saturation; history: $HISTORY_SIZE kept per channel, $HISTORY_DATA B of data; machine shared with other people's builds and tests (\"others' CPU\" in the tables)"
 fi
 step "done: logs in $LOGS"

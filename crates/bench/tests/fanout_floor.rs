@@ -50,7 +50,7 @@ async fn every_subscriber_reads_every_publication_in_order() {
             subscribe(&mut conn, 1, "room:1", None).await.unwrap();
             conns.push(conn);
         }
-        let publisher = Publisher::floor(server);
+        let publisher = Publisher::floor(server).unwrap();
         // More than one frame waits per socket, so the coalescing writer
         // has batches to write.
         for seq in 0..50 {
@@ -116,7 +116,7 @@ async fn a_small_fanout_run_counts_every_delivery() {
                 max_inflight: 32,
                 user_prefix: "f".into(),
             },
-            publisher: Publisher::floor(server),
+            publisher: Publisher::floor(server).unwrap(),
             channel_prefix: "bench:t-".into(),
             channels: 2,
             subscribers: 10,

@@ -217,9 +217,19 @@ fn digits(text: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// Where publications are made: the gRPC API of `pulse-presence`, or the
-/// floor's `POST /publish`.
+/// floor's `POST /publish`; from a thread and runtime of their own
+/// ([`Publisher::spawn`]), as an application's backend calls from its own
+/// process: on the runtime that reads the subscribers' connections, a call's
+/// answer waited behind whatever frames were ready there, and the call's
+/// figure counted the load generator's own queue.
 #[derive(Clone)]
-pub enum Publisher {
+pub struct Publisher {
+    via: Via,
+    runtime: Arc<OwnRuntime>,
+}
+
+#[derive(Clone)]
+enum Via {
     /// `pulse.channels.v1.Channels/Publish`, on one HTTP/2 connection.
     Grpc(ChannelsClient<InterceptedService<Channel, BearerKey>>),
     /// The floor's trigger, over a pool of HTTP/1.1 keep-alive connections
@@ -230,27 +240,50 @@ pub enum Publisher {
 impl Publisher {
     /// A publisher through `pulse-presence`'s gRPC API.
     pub async fn grpc(presence: SocketAddr, api_key: &str) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(format!("http://{presence}"))?
-            .connect()
-            .await?;
-        Ok(Self::Grpc(ChannelsClient::with_interceptor(
-            channel,
-            bearer(api_key)?,
-        )))
+        let runtime = Arc::new(OwnRuntime::start("pulse-bench-publisher")?);
+        let interceptor = bearer(api_key)?;
+        // Connected on its own runtime, so that the connection's tasks run there.
+        let channel = runtime
+            .handle
+            .spawn(async move {
+                Channel::from_shared(format!("http://{presence}"))?
+                    .connect()
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+            .await??;
+        Ok(Self {
+            via: Via::Grpc(ChannelsClient::with_interceptor(channel, interceptor)),
+            runtime,
+        })
     }
 
     /// A publisher through the floor's `POST /publish`.
-    pub fn floor(server: SocketAddr) -> Self {
-        Self::Floor(Arc::new(FloorClient {
-            server,
-            idle: Mutex::default(),
-        }))
+    pub fn floor(server: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self {
+            via: Via::Floor(Arc::new(FloorClient {
+                server,
+                idle: Mutex::default(),
+            })),
+            runtime: Arc::new(OwnRuntime::start("pulse-bench-publisher")?),
+        })
+    }
+
+    /// Runs `call` (which calls [`Publisher::publish`], and times it) on the
+    /// publisher's own thread.
+    pub fn spawn<F>(&self, call: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.handle.spawn(call)
     }
 
     /// Publishes `data` (JSON) on `channel`; the error is a short reason.
+    /// Called from a task of [`Publisher::spawn`], where its connections live.
     pub async fn publish(&self, channel: String, data: String) -> Result<(), String> {
-        match self {
-            Self::Grpc(client) => client
+        match &self.via {
+            Via::Grpc(client) => client
                 .clone()
                 .publish(PublishRequest {
                     channel,
@@ -260,8 +293,33 @@ impl Publisher {
                 .await
                 .map(|_| ())
                 .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
-            Self::Floor(client) => client.publish(&channel, &data).await,
+            Via::Floor(client) => client.publish(&channel, &data).await,
         }
+    }
+}
+
+/// A single-threaded Tokio runtime on a thread of its own, which runs until
+/// this is dropped.
+struct OwnRuntime {
+    handle: tokio::runtime::Handle,
+    /// Dropped with this, which ends the thread's `block_on`.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl OwnRuntime {
+    fn start(name: &str) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                // Ends when `_stop` is dropped; the runtime's tasks with it.
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Self { handle, _stop: stop })
     }
 }
 
@@ -323,6 +381,63 @@ impl FloorClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A floor's `POST /publish` that answers every request 200, on a
+    /// thread of its own.
+    fn answering_floor() -> SocketAddr {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = BufReader::new(stream.unwrap());
+                'requests: loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if stream.read_line(&mut line).unwrap_or(0) == 0 {
+                            break 'requests;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).unwrap();
+                    stream
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .unwrap();
+                }
+            }
+        });
+        address
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_publish_call_runs_on_its_own_thread_while_the_caller_is_busy() {
+        let publisher = Publisher::floor(answering_floor()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let caller = publisher.clone();
+        let _call = publisher.spawn(async move {
+            let thread = std::thread::current().name().map(str::to_owned);
+            let result = caller.publish("c".to_owned(), "{}".to_owned()).await;
+            done.send((thread, result)).unwrap();
+        });
+        // This blocks the caller's runtime (its only thread): a call that
+        // needed it, to run or to read its answer, would not end.
+        let (thread, result) = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the call ended while the caller's runtime was held");
+        assert_eq!(thread.as_deref(), Some("pulse-bench-publisher"));
+        assert_eq!(result, Ok(()));
+    }
 
     #[test]
     fn stamps_come_from_the_publication_frame() {

@@ -5,7 +5,8 @@
 //! started, so every read is charged to its publication.
 //!
 //! Two phases, each its own result. **Rate**: publications at a fixed rate,
-//! open loop (each call on its own task), measuring the publish call's
+//! open loop (each call on its own task, on the publisher's own thread:
+//! [`Publisher::spawn`]), measuring the publish call's
 //! start to the first and to the last subscriber's read of each.
 //! **Saturation**: a window of publications in flight; the next is made
 //! when one has been read by all its subscribers, so the servers deliver as
@@ -240,7 +241,7 @@ fn publish(
         seq % options.channels as u64
     );
     let (calls, tracker) = (calls.clone(), tracker.clone());
-    tokio::spawn(async move {
+    options.publisher.spawn(async move {
         let called = Instant::now();
         match publisher
             .publish(channel, stamp_data(seq, clock_micros()))

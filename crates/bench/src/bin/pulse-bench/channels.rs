@@ -85,7 +85,7 @@ impl FanoutArgs {
                 })?;
                 Publisher::grpc(presence, key).await?
             }
-            (None, true) => Publisher::floor(self.servers[0]),
+            (None, true) => Publisher::floor(self.servers[0])?,
             (None, false) => anyhow::bail!("publish through --presence ADDR or --floor"),
         };
         let options = fanout::FanoutOptions {
