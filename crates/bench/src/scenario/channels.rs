@@ -319,7 +319,10 @@ impl OwnRuntime {
                 // Ends when `_stop` is dropped; the runtime's tasks with it.
                 let _ = runtime.block_on(stopped);
             })?;
-        Ok(Self { handle, _stop: stop })
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
     }
 }
 
