@@ -21,7 +21,7 @@ use std::{sync::Arc, time::Duration};
 
 use pulse_protocol::{Command, PresenceEvent};
 use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion,
     PushInfo, PushKind, RedisError, Value, aio::MultiplexedConnection,
 };
 use tokio::{
@@ -72,7 +72,7 @@ impl Nodes {
         let seeds = urls
             .iter()
             .map(|url| {
-                let info = url.into_connection_info().map_err(|error| {
+                let info = crate::redis_conn::connection_info(url).map_err(|error| {
                     PresenceError::InvalidArgument(format!("invalid redis url: {error}"))
                 })?;
                 let settings = info

@@ -14,15 +14,24 @@
 //! and a dead Redis must fail fast. Either way an operation borrows a
 //! [`Handle`], a clone of a multiplexed connection, so that it can send many
 //! commands at once (one per bucket) on it.
+//!
+//! Every connection to Redis is opened with `TCP_NODELAY` ([`tcp_settings`]):
+//! redis-rs leaves Nagle's algorithm on unless told, and with it a command
+//! written while an earlier one's bytes were not yet acknowledged waited in
+//! the kernel for that acknowledgement (or for the delayed-ACK timer, when
+//! a command larger than a segment left its tail behind), on a connection
+//! that many callers share.
 
 use std::time::Duration;
 
 use deadpool::{Runtime, managed};
 use redis::{
-    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
+    Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterClientBuilder},
     cluster_async::ClusterConnection,
+    io::tcp::TcpSettings,
 };
 
 use crate::{PresenceError, RedisOptions};
@@ -40,6 +49,30 @@ const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
 const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 500;
 /// The pause before retrying a failed connect to a single Redis.
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
+/// The socket settings of every connection to Redis: `TCP_NODELAY`, so
+/// that what is written goes at once (see the module's notes).
+pub(crate) fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
+/// `url`'s connection settings, with [`tcp_settings`].
+pub(crate) fn connection_info(url: &str) -> RedisResult<ConnectionInfo> {
+    Ok(url.into_connection_info()?.set_tcp_settings(tcp_settings()))
+}
+
+/// The client of a Cluster's command connections: `urls` are its seeds.
+fn cluster_client(urls: Vec<&str>) -> RedisResult<ClusterClient> {
+    ClusterClientBuilder::new(urls)
+        .tcp_settings(tcp_settings())
+        .connection_timeout(POOL_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .overall_response_timeout(Some(RESPONSE_TIMEOUT))
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+        .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+        .build()
+}
 
 /// The connection to one Redis, or a pool of them to a Cluster.
 pub(crate) enum RedisConn {
@@ -65,15 +98,7 @@ impl RedisConn {
             PresenceError::InvalidArgument(format!("redis pool: {error}"))
         };
         if options.cluster {
-            let client = ClusterClientBuilder::new(options.urls())
-                .connection_timeout(POOL_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .overall_response_timeout(Some(RESPONSE_TIMEOUT))
-                .retries(CLUSTER_RETRIES)
-                .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
-                .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
-                .build()
-                .map_err(invalid_url)?;
+            let client = cluster_client(options.urls()).map_err(invalid_url)?;
             let pool = managed::Pool::builder(ClusterManager { client })
                 .max_size(options.pool_size)
                 .wait_timeout(Some(POOL_TIMEOUT))
@@ -84,7 +109,9 @@ impl RedisConn {
                 .map_err(|error| pool_error(&error))?;
             return Ok(Self::Cluster(pool));
         }
-        let client = redis::Client::open(options.url.trim()).map_err(invalid_url)?;
+        let client =
+            redis::Client::open(connection_info(options.url.trim()).map_err(invalid_url)?)
+                .map_err(invalid_url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(POOL_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -174,5 +201,33 @@ impl managed::Manager for ClusterManager {
             .await
             .map(drop)
             .map_err(managed::RecycleError::Backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails with `set_nodelay(true)` taken out of [`tcp_settings`]: redis-rs
+    /// opens its sockets with Nagle's algorithm on by default.
+    #[test]
+    fn every_connection_to_redis_is_opened_with_nodelay() {
+        let info = connection_info("redis://:secret@127.0.0.1:6379/0").unwrap();
+        assert!(info.tcp_settings().nodelay(), "the command connection");
+        let bus = crate::bus::Nodes::new(&["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+            .unwrap();
+        for seed in bus.seeds() {
+            assert!(seed.tcp_settings().nodelay(), "the bus's connection to {seed:?}");
+        }
+        // The Cluster client applies its own settings to every node it
+        // connects to; it shows them only in its Debug form.
+        let cluster = format!(
+            "{:?}",
+            cluster_client(vec!["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]).unwrap()
+        );
+        assert!(
+            cluster.contains("tcp_settings: TcpSettings { nodelay: true"),
+            "the Cluster's command connections: {cluster}"
+        );
     }
 }

@@ -240,7 +240,11 @@ pub(crate) async fn redis_connection(
             .any(|local| host.starts_with(local)),
         "--redis-url: the bench only talks to a Redis on loopback (redis://127.0.0.1:PORT)"
     );
-    Ok(redis::Client::open(url)?
+    // With TCP_NODELAY, as Pulse's own connections (redis-rs leaves Nagle's
+    // algorithm on by default), so that the floor is not held by it either.
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    Ok(redis::Client::open(info)?
         .get_multiplexed_async_connection()
         .await?)
 }
