@@ -21,8 +21,8 @@ use std::{sync::Arc, time::Duration};
 
 use pulse_protocol::{Command, PresenceEvent};
 use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion,
-    PushInfo, PushKind, RedisError, Value, aio::MultiplexedConnection,
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion, PushInfo, PushKind,
+    RedisError, Value, aio::MultiplexedConnection,
 };
 use tokio::{
     sync::{Notify, broadcast, mpsc, oneshot, watch},

@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use deadpool::{Runtime, managed};
 use redis::{
-    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
-    Value,
+    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterClientBuilder},
     cluster_async::ClusterConnection,
@@ -109,9 +108,8 @@ impl RedisConn {
                 .map_err(|error| pool_error(&error))?;
             return Ok(Self::Cluster(pool));
         }
-        let client =
-            redis::Client::open(connection_info(options.url.trim()).map_err(invalid_url)?)
-                .map_err(invalid_url)?;
+        let client = redis::Client::open(connection_info(options.url.trim()).map_err(invalid_url)?)
+            .map_err(invalid_url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(POOL_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -214,10 +212,13 @@ mod tests {
     fn every_connection_to_redis_is_opened_with_nodelay() {
         let info = connection_info("redis://:secret@127.0.0.1:6379/0").unwrap();
         assert!(info.tcp_settings().nodelay(), "the command connection");
-        let bus = crate::bus::Nodes::new(&["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
-            .unwrap();
+        let bus =
+            crate::bus::Nodes::new(&["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]).unwrap();
         for seed in bus.seeds() {
-            assert!(seed.tcp_settings().nodelay(), "the bus's connection to {seed:?}");
+            assert!(
+                seed.tcp_settings().nodelay(),
+                "the bus's connection to {seed:?}"
+            );
         }
         // The Cluster client applies its own settings to every node it
         // connects to; it shows them only in its Debug form.
