@@ -16,10 +16,10 @@
 //! commands at once (one per bucket) on it.
 //!
 //! Every connection to Redis is opened with `TCP_NODELAY` ([`tcp_settings`]):
-//! redis-rs leaves Nagle's algorithm on unless told, and with it a command
-//! written while an earlier one's bytes were not yet acknowledged waited in
-//! the kernel for that acknowledgement (or for the delayed-ACK timer, when
-//! a command larger than a segment left its tail behind), on a connection
+//! redis-rs leaves Nagle's algorithm on unless told, and with it a short
+//! command written while an earlier short one was not yet acknowledged
+//! waited in the kernel until the acknowledgement came (with Redis's answer
+//! to the earlier one, or the receiver's delayed-ACK timer), on a connection
 //! that many callers share.
 
 use std::time::Duration;
