@@ -11,6 +11,11 @@ use pulse_bench::fanout_floor::{self, FloorOptions};
 use pulse_runtime::runtime::{init_tracing, parse_or_exit, shutdown_signal};
 use tracing::info;
 
+/// jemalloc, as in the gateway, so that the floor and Pulse differ in their
+/// code and not in their allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A bare WebSocket fan-out server: the floor Pulse's channels are measured against.
 #[derive(Parser)]
 #[command(name = "pulse-fanout", version, about)]
