@@ -372,9 +372,11 @@ async fn open(gateway: &Service, user: &str) -> Client {
     socket
 }
 
-/// A private `redis-server` replicating `primary`, once it is in sync.
+/// A private `redis-server` replicating `primary`, once it is in sync. In a
+/// directory of its own: a replica keeps the copy it receives in
+/// `dump.rdb` in its working directory, which would be this source tree.
 async fn replica_of(primary: &RedisServer) -> RedisServer {
-    let replica = RedisServer::spawn().await;
+    let replica = RedisServer::spawn_persistent().await;
     let mut connection = connection(replica.url()).await;
     let port = primary.port().expect("a private primary");
     redis::cmd("REPLICAOF")
