@@ -37,10 +37,10 @@
 # (h3) publish calls through gRPC at PUBLISH_RATE/s for PUBLISH_DURATION to
 # PUBLISH_CHANNELS channels, with history, with history and an idempotency
 # key per call (`pulse-history-keyed`), without (`bench`), and Redis alone
-# (XADD + SPUBLISH pipelined); (h4) Redis memory per stored
+# (RPUSH + LTRIM + SPUBLISH pipelined); (h4) Redis memory per stored
 # publication: HISTMEM_CHANNELS channels × HISTMEM_PER_CHANNEL
 # publications (plus i % HISTORY_SIZE for channel i, so that the trimmed
-# streams are caught at every point of their cycle) of each size in
+# lists are caught at every point of their cycle) of each size in
 # HISTMEM_SIZES, after gateway A stopped, then each size again with
 # `list-max-listpack-size` HISTMEM_NODE (32 KiB list nodes, README's
 # advice for publications over 512 B; skipped where Redis refuses CONFIG).
