@@ -111,6 +111,14 @@ fn sweep_delay(bucket: u16) -> std::time::Duration {
     SWEEP_PAUSE * u32::from(bucket / SWEEP_WAVE)
 }
 
+/// The pause between the waves of a re-sync's reads
+/// ([`RedisStore::sync_instance`], [`RedisStore::sync_members`]): none
+/// beyond the last wave's answers. A re-sync holds the gateway's joins,
+/// leaves and admissions while it reads, so it should end as soon as Redis
+/// has answered; waiting for each wave's answers is what keeps it from
+/// holding Redis for long (at most one wave's reads at a time).
+const SYNC_PAUSE: std::time::Duration = std::time::Duration::ZERO;
+
 /// How long a sweep that waits for its waves' answers
 /// ([`RedisStore::each_bucket_answered_on`]) waits for one wave before it
 /// sends the next anyway (the first goes on running): a Cluster master that
@@ -230,17 +238,19 @@ impl RedisStore {
         .await
     }
 
-    /// [`RedisStore::each_bucket_paced_on`] for a sweep whose commands can
-    /// be heavy (the reaper, after an instance with thousands of
-    /// connections died; the event log's trim): the next wave goes once
-    /// this one has answered, [`SWEEP_PAUSE`] after it went at the
-    /// earliest and [`SWEEP_WAIT`] at the latest. Waves sent on a timer
+    /// [`RedisStore::each_bucket_paced_on`] for commands that can be heavy
+    /// (the reaper, after an instance with thousands of connections died;
+    /// the event log's trim, with [`SWEEP_PAUSE`]; a re-sync's reads of an
+    /// instance's connections and memberships, with [`SYNC_PAUSE`]): the
+    /// next wave goes once this one has answered, `pause` after it went at
+    /// the earliest and [`SWEEP_WAIT`] at the latest. Waves sent on a timer
     /// alone pile up in Redis's input for the connection when each takes
     /// longer than the pause, and Redis then runs the pile in one go: a
     /// reap after a `kill -9` of a gateway holding 20,000 connections held
     /// Redis for 210-260 ms that way (PING), 300 ms sent all at once.
     async fn each_bucket_answered_on<T, F, Fut>(
         conn: &RedisConn,
+        pause: std::time::Duration,
         operation: F,
     ) -> Result<Vec<T>, PresenceError>
     where
@@ -265,7 +275,7 @@ impl RedisStore {
                 let answered = wave
                     .clone()
                     .all(|bucket| answers[usize::from(bucket)].is_some());
-                let next_at = sent + if answered { SWEEP_PAUSE } else { SWEEP_WAIT };
+                let next_at = sent + if answered { pause } else { SWEEP_WAIT };
                 tokio::select! {
                     Some((bucket, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                         answers[usize::from(bucket)] = Some(answer);
@@ -471,8 +481,8 @@ impl RedisStore {
             .load_async(&mut handle)
             .await
             .map_err(unavailable)?;
-        let index: HashMap<String, String> = self
-            .each_bucket(|mut handle, bucket| {
+        let index: HashMap<String, String> =
+            Self::each_bucket_answered_on(&self.conn, SYNC_PAUSE, |mut handle, bucket| {
                 let key = self.keys.instance(bucket, instance_id);
                 async move {
                     redis::cmd("HGETALL")

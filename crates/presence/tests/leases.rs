@@ -354,3 +354,171 @@ async fn a_resync_never_brings_back_a_closed_connection(target: Target) {
         .unwrap();
     assert_eq!(again, SyncReport::default());
 }
+
+/// A re-sync reads an instance's connections (`HGETALL`) and memberships
+/// (`HKEYS`) a few buckets at a time, each wave once the last has answered.
+/// Sent at once, the 128 reads of each kind for a gateway holding 15,000
+/// connections with five subscriptions each held Redis for 15 and 33-37 ms
+/// at every re-sync (a PING's wait, by hand), and every command of every
+/// client waited behind them. Here Redis's answers are held back: the first
+/// wave goes, and the rest waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_reads_its_buckets_a_wave_at_a_time() {
+    let server = RedisServer::start().await;
+    let proxy = HoldingProxy::start(server.url()).await;
+    let mut options = RedisOptions::new(proxy.url()).with_namespace(unique_namespace());
+    options.lease_ttl = TTL;
+    let presence = Presence::redis(options).unwrap();
+    bus_ready(&presence).await;
+    // Every connection the store makes is open before the answers stop.
+    presence.count_online().await.unwrap();
+
+    for (command, memberships) in [("HGETALL", false), ("HKEYS", true)] {
+        proxy.hold_answers_from(command);
+        let reading = {
+            let presence = presence.clone();
+            tokio::spawn(async move {
+                if memberships {
+                    presence.sync_members("gw-waves", Vec::new).await
+                } else {
+                    presence.sync_instance("gw-waves", Vec::new).await
+                }
+            })
+        };
+        proxy.wait_for(command, 1).await;
+        // Long enough for a burst to have arrived whole; a wave that
+        // waits for answers sends the next one only after SWEEP_WAIT.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let sent = proxy.count(command);
+        assert!(
+            sent < 128,
+            "{sent} {command} commands sent before the first was answered"
+        );
+        proxy.release_answers();
+        assert_eq!(
+            reading.await.unwrap().unwrap(),
+            SyncReport::default(),
+            "nothing to repair"
+        );
+        assert_eq!(proxy.count(command), 128, "every bucket read once");
+    }
+}
+
+/// A TCP proxy in front of Redis that counts the commands clients send
+/// and can hold Redis's answers back from the first of a given command on
+/// (what a re-sync sends before its reads, it needs answered).
+struct HoldingProxy {
+    addr: std::net::SocketAddr,
+    sent: std::sync::Arc<Mutex<Vec<u8>>>,
+    hold_from: std::sync::Arc<Mutex<Option<(String, usize)>>>,
+    hold: tokio::sync::watch::Sender<bool>,
+}
+
+/// `command` as a client sends it: a RESP bulk string.
+fn resp_bulk(command: &str) -> Vec<u8> {
+    format!("${}\r\n{command}\r\n", command.len()).into_bytes()
+}
+
+fn occurrences(sent: &[u8], needle: &[u8]) -> usize {
+    sent.windows(needle.len())
+        .filter(|window| *window == needle)
+        .count()
+}
+
+impl HoldingProxy {
+    async fn start(redis_url: &str) -> Self {
+        use tokio::{
+            io::{AsyncReadExt, AsyncWriteExt},
+            net::{TcpListener, TcpStream},
+        };
+        let target: std::net::SocketAddr = redis_url
+            .trim_start_matches("redis://")
+            .parse()
+            .expect("a redis://host:port URL");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let hold_from = std::sync::Arc::new(Mutex::new(None::<(String, usize)>));
+        let (hold, _) = tokio::sync::watch::channel(false);
+        let (log, held, armed) = (sent.clone(), hold.clone(), hold_from.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(target).await.unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let (log, armed, holder) = (log.clone(), armed.clone(), held.clone());
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(read @ 1..) = client_read.read(&mut buffer).await {
+                        let arrived = {
+                            let mut log = log.lock().unwrap();
+                            log.extend_from_slice(&buffer[..read]);
+                            armed
+                                .lock()
+                                .unwrap()
+                                .as_ref()
+                                .is_some_and(|(command, before)| {
+                                    occurrences(&log, &resp_bulk(command)) > *before
+                                })
+                        };
+                        // Held before Redis can see the command, so that
+                        // its answer is held too.
+                        if arrived {
+                            holder.send_replace(true);
+                        }
+                        if server_write.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut held = held.subscribe();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(read @ 1..) = server_read.read(&mut buffer).await {
+                        if held.wait_for(|hold| !hold).await.is_err()
+                            || client_write.write_all(&buffer[..read]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            sent,
+            hold_from,
+            hold,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Holds every answer back once a client sends `command` again.
+    fn hold_answers_from(&self, command: &str) {
+        let before = self.count(command);
+        *self.hold_from.lock().unwrap() = Some((command.to_owned(), before));
+    }
+
+    fn release_answers(&self) {
+        *self.hold_from.lock().unwrap() = None;
+        self.hold.send_replace(false);
+    }
+
+    /// How many `command`s clients have sent.
+    fn count(&self, command: &str) -> usize {
+        occurrences(&self.sent.lock().unwrap(), &resp_bulk(command))
+    }
+
+    async fn wait_for(&self, command: &str, at_least: usize) {
+        for _ in 0..1000 {
+            if self.count(command) >= at_least {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no {command} within 10 s");
+    }
+}

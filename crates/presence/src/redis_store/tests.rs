@@ -80,13 +80,14 @@ async fn a_heavy_sweep_sends_a_wave_once_the_last_answered() {
     let conn = RedisConn::new(&RedisOptions::new("redis://127.0.0.1:1")).expect("valid options");
     let start = tokio::time::Instant::now();
     // Every command takes 10 ms to answer, longer than the pause.
-    let sent = RedisStore::each_bucket_answered_on(&conn, |_handle, bucket| async move {
-        let sent = start.elapsed();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok::<_, redis::RedisError>((bucket, sent))
-    })
-    .await
-    .expect("no command fails");
+    let sent =
+        RedisStore::each_bucket_answered_on(&conn, SWEEP_PAUSE, |_handle, bucket| async move {
+            let sent = start.elapsed();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, redis::RedisError>((bucket, sent))
+        })
+        .await
+        .expect("no command fails");
     assert_eq!(
         sent.iter().map(|(bucket, _)| *bucket).collect::<Vec<_>>(),
         (0..BUCKETS).collect::<Vec<_>>()
@@ -96,17 +97,39 @@ async fn a_heavy_sweep_sends_a_wave_once_the_last_answered() {
         assert_eq!(*at, Duration::from_millis(10) * wave, "bucket {bucket}");
     }
 
+    // Answers in 1 ms, quicker than the pause: a sweep waits out the pause,
+    // a re-sync's read goes on at once.
+    for (pause, step) in [
+        (SWEEP_PAUSE, SWEEP_PAUSE),
+        (SYNC_PAUSE, Duration::from_millis(1)),
+    ] {
+        let start = tokio::time::Instant::now();
+        let sent =
+            RedisStore::each_bucket_answered_on(&conn, pause, |_handle, _bucket| async move {
+                let sent = start.elapsed();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok::<_, redis::RedisError>(sent)
+            })
+            .await
+            .expect("no command fails");
+        for (bucket, at) in sent.iter().enumerate() {
+            let wave = u32::try_from(bucket).unwrap() / u32::from(SWEEP_WAVE);
+            assert_eq!(*at, step * wave, "bucket {bucket}, pause {pause:?}");
+        }
+    }
+
     // Bucket 0 answers after 10 s (a master that is away): the next wave
     // goes SWEEP_WAIT after the first, and the rest as they answer.
     let start = tokio::time::Instant::now();
-    let sent = RedisStore::each_bucket_answered_on(&conn, |_handle, bucket| async move {
-        let sent = start.elapsed();
-        let answer_after = if bucket == 0 { 10_000 } else { 10 };
-        tokio::time::sleep(Duration::from_millis(answer_after)).await;
-        Ok::<_, redis::RedisError>(sent)
-    })
-    .await
-    .expect("no command fails");
+    let sent =
+        RedisStore::each_bucket_answered_on(&conn, SWEEP_PAUSE, |_handle, bucket| async move {
+            let sent = start.elapsed();
+            let answer_after = if bucket == 0 { 10_000 } else { 10 };
+            tokio::time::sleep(Duration::from_millis(answer_after)).await;
+            Ok::<_, redis::RedisError>(sent)
+        })
+        .await
+        .expect("no command fails");
     assert_eq!(sent[usize::from(SWEEP_WAVE)], SWEEP_WAIT);
     assert_eq!(
         sent[usize::from(BUCKETS - 1)],
