@@ -58,6 +58,7 @@ both_targets!(
     a_reaped_lease_is_noticed_whatever_registrations_came_since,
     a_resync_never_brings_back_a_closed_connection,
     a_renewal_does_not_wait_behind_the_shared_connection,
+    a_resync_puts_back_an_index_entry_lost_on_its_own,
 );
 
 async fn store(target: &Target, namespace: &str) -> Presence {
@@ -250,6 +251,57 @@ async fn graceful_deregistration_gives_up_the_lease(target: Target) {
         !presence.renew_lease("gw-1").await.unwrap(),
         "the lease went with it"
     );
+}
+
+/// A re-sync puts back an instance's index entry that Redis lost on its own
+/// while the user's hash kept the connection (an evicted key; an atomic
+/// registration never leaves one without the other). The register script
+/// took the connection for registered and changed nothing, so the index
+/// stayed without it, and a purge of the instance (the reaper's, once the
+/// gateway died) left the user online for good.
+async fn a_resync_puts_back_an_index_entry_lost_on_its_own(target: Target) {
+    let namespace = unique_namespace();
+    let presence = store(&target, &namespace).await;
+    presence.renew_lease("gw-1").await.unwrap();
+    register(&presence, "alice", "c1", "gw-1", 1).await;
+    register(&presence, "alice", "c2", "gw-2", 2).await;
+    let index = format!(
+        "{namespace}:{{b{}}}:instance:gw-1",
+        pulse_presence::bucket_of("alice")
+    );
+    let mut lost = 0;
+    for url in urls(&target) {
+        let client = ::redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        // The nodes that do not hold the key answer MOVED.
+        lost += ::redis::cmd("HDEL")
+            .arg(&index)
+            .arg("c1")
+            .query_async::<u64>(&mut connection)
+            .await
+            .unwrap_or(0);
+    }
+    assert_eq!(lost, 1, "the index entry is gone");
+
+    let report = presence
+        .sync_instance("gw-1", || vec![record("alice", "c1", "gw-1", 1)])
+        .await
+        .unwrap();
+    assert_eq!(report.removed, 0);
+    // The gateway goes: its purge finds the connection, and only its own.
+    assert_eq!(presence.unregister_instance("gw-1").await.unwrap(), 1);
+    assert_eq!(
+        presence.user("alice").await.unwrap(),
+        [record("alice", "c2", "gw-2", 2)]
+    );
+}
+
+/// Every node's URL.
+fn urls(target: &Target) -> Vec<String> {
+    match target {
+        Target::Redis(server) => vec![server.url().to_owned()],
+        Target::Cluster(cluster) => cluster.urls().to_vec(),
+    }
 }
 
 /// Reaps until `instance` has lost at least one connection to the reaper.

@@ -12,8 +12,8 @@
 -- ARGV[9] '1' to answer with the user's server-side subscriptions.
 --
 -- Returns 1 when the connection was added, 0 when the user already had it
--- (then nothing changes and nothing is published: registering is
--- idempotent), each as {1 or 0, {channel...}} with ARGV[9] (read in the
+-- (then nothing is published and nothing changes but a lost index entry:
+-- registering is idempotent), each as {1 or 0, {channel...}} with ARGV[9] (read in the
 -- same step, so a server-side Subscribe either is in that list or finds
 -- the connection registered), {-1, held} when the user already holds the limit, and
 -- {-2, ms left, reason} when the user is blocked (then nothing changes
@@ -48,6 +48,13 @@ local function registered(added)
 end
 
 if redis.call('HSETNX', KEYS[1], connection_id, at_ms .. '|' .. instance_id) == 0 then
+  -- Registered already. Its instance's index must hold it too, or a purge
+  -- of the instance (the reaper's, after it died) would leave it behind for
+  -- good: a re-sync puts back an index entry that Redis lost on its own (an
+  -- evicted key), which an atomic registration never leaves behind.
+  if instance_of(redis.call('HGET', KEYS[1], connection_id)) == instance_id then
+    redis.call('HSET', KEYS[2], connection_id, user_id)
+  end
   return registered(0)
 end
 touch_lease(KEYS[5], instance_id, tonumber(ARGV[6]))
