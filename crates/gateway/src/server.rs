@@ -83,6 +83,10 @@ impl Gateway {
         });
         let presence = shared.presence.clone();
         let instance_id = shared.settings.instance_id.clone();
+        tokio::spawn({
+            let presence = presence.clone();
+            async move { presence.warn_if_redis_evicts().await }
+        });
         // A restart with the same instance id must not leave the previous life's
         // connections behind.
         match presence.unregister_instance(&instance_id).await {

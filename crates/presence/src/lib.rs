@@ -375,6 +375,61 @@ impl Presence {
         }
     }
 
+    /// What in Redis's own settings lets it lose Pulse's data without a
+    /// sign: the nodes (the one Redis, or each Cluster master by address)
+    /// whose `maxmemory` is set with a `maxmemory-policy` other than
+    /// `noeviction`, with that policy. Such a Redis drops keys when it is
+    /// full: a user's presence, an instance's index, a channel's history,
+    /// an idempotency key that should have stopped a retried publication.
+    /// With `noeviction` it refuses writes instead, which Pulse reports.
+    /// Empty in memory, and for a node that refuses `CONFIG` (a managed
+    /// Redis may).
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Unavailable`] when Redis cannot be reached.
+    pub async fn evicting_nodes(&self) -> Result<Vec<EvictingNode>, PresenceError> {
+        let Backend::Redis(store) = &self.inner.backend else {
+            return Ok(Vec::new());
+        };
+        Ok(store
+            .memory_settings()
+            .await?
+            .into_iter()
+            .filter_map(|(node, settings)| {
+                let settings = settings?;
+                let limited = settings
+                    .get("maxmemory")
+                    .is_some_and(|bytes| bytes.trim() != "0");
+                let policy = settings.get("maxmemory-policy")?;
+                (limited && policy != "noeviction").then(|| EvictingNode {
+                    node,
+                    policy: policy.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// Logs one warning per node of [`Presence::evicting_nodes`]; the
+    /// binaries call it once at start. Redis away is logged at debug (the
+    /// rest of the start says so).
+    pub async fn warn_if_redis_evicts(&self) {
+        match self.evicting_nodes().await {
+            Ok(nodes) => {
+                for EvictingNode { node, policy } in nodes {
+                    tracing::warn!(
+                        node = node.as_deref().unwrap_or("redis"),
+                        %policy,
+                        "Redis evicts keys when full (maxmemory-policy {policy}): presence, \
+                         histories and idempotency keys can be lost without a sign; set \
+                         maxmemory-policy noeviction"
+                    );
+                }
+            }
+            Err(error) => tracing::debug!(%error, "Redis's memory settings not read"),
+        }
+    }
+
     /// Every event from every instance, including this one's. One user's
     /// events come in the order the backend applied them; on one Redis (and
     /// in memory) all events do. On a Cluster, events of users whose buckets
@@ -408,6 +463,15 @@ impl Presence {
     pub fn bus_epoch(&self) -> watch::Receiver<u64> {
         self.inner.epoch.subscribe()
     }
+}
+
+/// A Redis node that may evict Pulse's keys: [`Presence::evicting_nodes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvictingNode {
+    /// A Cluster master's address; `None` for the one Redis.
+    pub node: Option<String>,
+    /// Its `maxmemory-policy`.
+    pub policy: String,
 }
 
 /// Times one Redis operation and counts its failures: `pulse_presence_redis_seconds{op}`

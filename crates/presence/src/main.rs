@@ -79,6 +79,10 @@ async fn main() {
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
+    tokio::spawn({
+        let presence = presence.clone();
+        async move { presence.warn_if_redis_evicts().await }
+    });
     let reaper = tokio::spawn(pulse_presence::run_reaper(
         presence.clone(),
         config.reap_interval.into(),

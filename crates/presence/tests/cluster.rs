@@ -334,3 +334,31 @@ async fn a_cluster_that_comes_back_empty_is_resynced() {
         ])
     );
 }
+
+/// Every master is asked for its memory settings, and a master that may
+/// evict keys is named by its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_master_that_evicts_keys_is_named() {
+    let cluster = RedisCluster::spawn().await;
+    let presence = Presence::redis(cluster.options()).unwrap();
+    assert_eq!(presence.evicting_nodes().await.unwrap(), Vec::new());
+    let mut nodes = nodes(&cluster).await;
+    let (url, connection) = &mut nodes[1];
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("100mb")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lfu")
+        .query_async(connection)
+        .await
+        .unwrap();
+    let evicting = presence.evicting_nodes().await.unwrap();
+    assert_eq!(evicting.len(), 1, "{evicting:?}");
+    assert_eq!(evicting[0].policy, "allkeys-lfu");
+    let address = evicting[0].node.clone().expect("a master's address");
+    assert!(
+        url.ends_with(&address),
+        "{address} is the master whose settings changed ({url})"
+    );
+}

@@ -299,3 +299,79 @@ async fn an_on_demand_bus_subscribes_while_events_are_taken() {
         (EventKind::Connected, "bob")
     );
 }
+
+/// A Redis that may evict keys when full (`maxmemory` set, a policy other
+/// than `noeviction`) is named, with its policy, so that the binaries warn
+/// at start: an evicted key is presence, history or an idempotency key lost
+/// without a sign. Without a memory limit, or with `noeviction`, nothing.
+#[tokio::test]
+async fn a_redis_that_evicts_keys_is_named() {
+    let server = RedisServer::spawn().await;
+    let presence = presence_at(server.url());
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    for (maxmemory, policy, evicts) in [
+        ("0", "noeviction", false),
+        ("0", "allkeys-lru", false),
+        ("100mb", "noeviction", false),
+        ("100mb", "allkeys-lru", true),
+        ("100mb", "volatile-ttl", true),
+    ] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(maxmemory)
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let nodes = presence.evicting_nodes().await.unwrap();
+        let expected = if evicts {
+            vec![pulse_presence::EvictingNode {
+                node: None,
+                policy: policy.to_owned(),
+            }]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(nodes, expected, "maxmemory {maxmemory}, {policy}");
+    }
+}
+
+/// A Redis that refuses `CONFIG` (as a managed one may) is not taken for
+/// one that evicts, nor for one that is down.
+#[tokio::test]
+async fn a_redis_that_refuses_config_is_not_named() {
+    let server = RedisServer::spawn().await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("100mb")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // A user who may do everything but CONFIG.
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("on")
+        .arg(">app-password")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-config")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = server
+        .url()
+        .replace("redis://", "redis://app:app-password@");
+    let presence = presence_at(&url);
+    assert_eq!(presence.evicting_nodes().await.unwrap(), Vec::new());
+    presence.ping().await.unwrap();
+}

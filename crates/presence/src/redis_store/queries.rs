@@ -105,6 +105,57 @@ impl RedisStore {
             .map(drop)
             .map_err(unavailable)
     }
+
+    /// `CONFIG GET maxmemory*` of the one Redis, or of every master of a
+    /// Cluster (each named by its address): `None` for a node that refused
+    /// the command (a managed Redis may).
+    pub(crate) async fn memory_settings(
+        &self,
+    ) -> Result<Vec<(Option<String>, Option<HashMap<String, String>>)>, PresenceError> {
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+
+        let mut handle = self.handle().await?;
+        let mut command = redis::cmd("CONFIG");
+        command.arg("GET").arg("maxmemory*");
+        let answers: Vec<(Option<String>, Option<redis::Value>)> = match &mut handle {
+            Handle::Single(connection) => match command.query_async(connection).await {
+                Ok(answer) => vec![(None, Some(answer))],
+                Err(error) if matches!(error.kind(), redis::ErrorKind::Server(_)) => {
+                    vec![(None, None)]
+                }
+                Err(error) => return Err(unavailable(error)),
+            },
+            Handle::Cluster(connection) => {
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let redis::Value::Map(answers) = connection
+                    .route_command(command, routing)
+                    .await
+                    .map_err(unavailable)?
+                else {
+                    return Err(PresenceError::Unavailable(
+                        "redis: an unexpected answer to CONFIG GET on every master".to_owned(),
+                    ));
+                };
+                answers
+                    .into_iter()
+                    .map(|(node, answer)| {
+                        let refused = matches!(answer, redis::Value::ServerError(_));
+                        (
+                            redis::from_redis_value::<String>(node).ok(),
+                            (!refused).then_some(answer),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        Ok(answers
+            .into_iter()
+            .map(|(node, answer)| {
+                let settings = answer.and_then(|answer| redis::from_redis_value(answer).ok());
+                (node, settings)
+            })
+            .collect())
+    }
 }
 
 /// Turns a user hash into records, skipping (and reporting) any value that
