@@ -411,22 +411,29 @@ impl Presence {
     }
 
     /// Logs one warning per node of [`Presence::evicting_nodes`]; the
-    /// binaries call it once at start. Redis away is logged at debug (the
-    /// rest of the start says so).
+    /// binaries spawn it at start. While Redis cannot be reached it asks
+    /// again every 5 s (the outage itself is logged by what needs Redis),
+    /// and it ends once Redis has answered.
     pub async fn warn_if_redis_evicts(&self) {
-        match self.evicting_nodes().await {
-            Ok(nodes) => {
-                for EvictingNode { node, policy } in nodes {
-                    tracing::warn!(
-                        node = node.as_deref().unwrap_or("redis"),
-                        %policy,
-                        "Redis evicts keys when full (maxmemory-policy {policy}): presence, \
-                         histories and idempotency keys can be lost without a sign; set \
-                         maxmemory-policy noeviction"
-                    );
+        loop {
+            match self.evicting_nodes().await {
+                Ok(nodes) => {
+                    for EvictingNode { node, policy } in nodes {
+                        tracing::warn!(
+                            node = node.as_deref().unwrap_or("redis"),
+                            %policy,
+                            "Redis evicts keys when full (maxmemory-policy {policy}): presence, \
+                             histories and idempotency keys can be lost without a sign; set \
+                             maxmemory-policy noeviction"
+                        );
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "Redis's memory settings not read; asking again in 5 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 }
             }
-            Err(error) => tracing::debug!(%error, "Redis's memory settings not read"),
         }
     }
 
