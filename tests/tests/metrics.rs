@@ -61,6 +61,17 @@ async fn metrics_move_with_traffic() {
     );
     assert_eq!(metric(&after, "pulse_gateway_connections"), 1.0);
     assert!(metric(&after, "pulse_gateway_messages_in_total") >= 1.0);
+    // Its first lease renewal re-syncs presence (no lease held yet).
+    eventually(
+        "the gateway timed its first re-sync",
+        Duration::from_secs(10),
+        || async move {
+            scrape(gateway)
+                .await
+                .contains("pulse_gateway_resync_seconds_count{reason=\"repair\",outcome=\"ok\"}")
+        },
+    )
+    .await;
     assert!(
         after.contains("pulse_gateway_auth_seconds_bucket"),
         "{after}"

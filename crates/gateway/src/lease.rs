@@ -63,6 +63,9 @@ pub(crate) async fn keep_lease(shared: Arc<Shared>, sessions_over: CancellationT
                 let manager = shared.manager.clone();
                 let own = instance_id.to_owned();
                 let local = move || records(&manager, &own);
+                // From the moment it queues for the lock: joins, leaves and
+                // admissions queued behind it wait from then on.
+                let started = tokio::time::Instant::now();
                 let resync = shared.resync.write().await;
                 let synced = match shared.presence.sync_instance(instance_id, local).await {
                     Ok(report) => {
@@ -76,6 +79,11 @@ pub(crate) async fn keep_lease(shared: Arc<Shared>, sessions_over: CancellationT
                     Err(error) => Err(error),
                 };
                 drop(resync);
+                crate::telemetry::resync(
+                    if periodic { "periodic" } else { "repair" },
+                    synced.is_ok(),
+                    started.elapsed(),
+                );
                 match synced {
                     Ok((report, channels)) => {
                         let repaired = report.registered

@@ -17,6 +17,7 @@
 //! | `pulse_gateway_hook_failures_total` | counter | `reason` (timeout, status): hook calls that refused for want of an answer |
 //! | `pulse_gateway_limit_rejections_total` | counter | `limit` |
 //! | `pulse_gateway_proxy_header_errors_total` | counter | `reason` (missing, malformed, timeout, closed) |
+//! | `pulse_gateway_resync_seconds` | histogram | `reason` (periodic, repair), `outcome` (ok, failed): each re-sync, from queueing for its lock to letting it go |
 //!
 //! Presence (Redis) latency, errors and events are `pulse_presence_*`, recorded
 //! by the presence library.
@@ -62,6 +63,19 @@ pub(crate) fn disconnect(phase: &'static str, reason: &str, close_code: Option<C
         "close_code" => close_code
     )
     .increment(1);
+}
+
+/// Times one re-sync of presence with this instance's connections: from
+/// queueing for the re-sync lock to letting it go, the longest that a join,
+/// a leave or an admission waited for it. `periodic`: every
+/// `--resync-interval`; `repair`: at start, after an outage or a lost lease.
+pub(crate) fn resync(reason: &'static str, ok: bool, took: std::time::Duration) {
+    histogram!(
+        "pulse_gateway_resync_seconds",
+        "reason" => reason,
+        "outcome" => if ok { "ok" } else { "failed" }
+    )
+    .record(took.as_secs_f64());
 }
 
 /// Counts a limit that turned something away.
