@@ -408,7 +408,8 @@ async fn a_resync_never_brings_back_a_closed_connection(target: Target) {
 }
 
 /// A re-sync reads an instance's connections (`HGETALL`) and memberships
-/// (`HKEYS`) a few buckets at a time, each wave once the last has answered.
+/// (`HKEYS`) a wave of buckets at a time, each once the last has answered
+/// (four first; the waves' sizes: `redis_store::tests`).
 /// Sent at once, the 128 reads of each kind for a gateway holding 15,000
 /// connections with five subscriptions each held Redis for 15 and 33-37 ms
 /// at every re-sync (a PING's wait, by hand), and every command of every

@@ -11,7 +11,7 @@ use pulse_protocol::{
 };
 use redis::Script;
 
-use super::{RedisStore, SWEEP_PAUSE, queries::decode_user, unavailable};
+use super::{RedisStore, queries::decode_user, unavailable};
 use crate::{
     PresenceError,
     buckets::bucket_of,
@@ -166,20 +166,19 @@ impl RedisStore {
     pub(crate) async fn trim_logs(&self, options: EventLogOptions) -> Result<u64, PresenceError> {
         let retention = u64::try_from(options.retention.as_millis()).unwrap_or(u64::MAX);
         let last_seen = u64::try_from(options.last_seen.as_millis()).unwrap_or(u64::MAX);
-        let trimmed =
-            Self::each_bucket_answered_on(&self.conn, SWEEP_PAUSE, |mut handle, bucket| {
-                let invocation = {
-                    let mut invocation = TRIM_LOG.prepare_invoke();
-                    invocation
-                        .key(self.keys.events(bucket))
-                        .key(self.keys.seen(bucket))
-                        .arg(retention)
-                        .arg(last_seen);
-                    invocation
-                };
-                async move { invocation.invoke_async::<u64>(&mut handle).await }
-            })
-            .await?;
+        let trimmed = Self::each_bucket_answered_on(&self.conn, |mut handle, bucket| {
+            let invocation = {
+                let mut invocation = TRIM_LOG.prepare_invoke();
+                invocation
+                    .key(self.keys.events(bucket))
+                    .key(self.keys.seen(bucket))
+                    .arg(retention)
+                    .arg(last_seen);
+                invocation
+            };
+            async move { invocation.invoke_async::<u64>(&mut handle).await }
+        })
+        .await?;
         Ok(trimmed.into_iter().sum())
     }
 

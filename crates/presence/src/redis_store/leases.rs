@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{REAP, REAP_BATCH, RENEW_LEASE, RedisStore, SWEEP_PAUSE};
+use super::{REAP, REAP_BATCH, RENEW_LEASE, RedisStore};
 use crate::PresenceError;
 
 impl RedisStore {
@@ -37,27 +37,26 @@ impl RedisStore {
     /// reaped instance with the connections this call removed.
     pub(crate) async fn reap(&self) -> Result<Vec<(String, u64)>, PresenceError> {
         // Each bucket's script returns a flat list of pairs, which decodes as tuples.
-        let per_bucket =
-            Self::each_bucket_answered_on(&self.conn, SWEEP_PAUSE, |mut handle, bucket| {
-                let invocation = {
-                    let mut invocation = REAP.prepare_invoke();
-                    invocation
-                        .key(self.keys.instances(bucket))
-                        .key(self.keys.online(bucket))
-                        .key(self.keys.connections(bucket))
-                        .arg(self.keys.channel())
-                        .arg(self.keys.instance_prefix(bucket))
-                        .arg(self.keys.user_prefix(bucket))
-                        .arg(REAP_BATCH);
-                    invocation
-                };
-                async move {
-                    invocation
-                        .invoke_async::<Vec<(String, u64)>>(&mut handle)
-                        .await
-                }
-            })
-            .await?;
+        let per_bucket = Self::each_bucket_answered_on(&self.conn, |mut handle, bucket| {
+            let invocation = {
+                let mut invocation = REAP.prepare_invoke();
+                invocation
+                    .key(self.keys.instances(bucket))
+                    .key(self.keys.online(bucket))
+                    .key(self.keys.connections(bucket))
+                    .arg(self.keys.channel())
+                    .arg(self.keys.instance_prefix(bucket))
+                    .arg(self.keys.user_prefix(bucket))
+                    .arg(REAP_BATCH);
+                invocation
+            };
+            async move {
+                invocation
+                    .invoke_async::<Vec<(String, u64)>>(&mut handle)
+                    .await
+            }
+        })
+        .await?;
         let mut reaped: BTreeMap<String, u64> = BTreeMap::new();
         for (instance_id, removed) in per_bucket.into_iter().flatten() {
             *reaped.entry(instance_id).or_default() += removed;

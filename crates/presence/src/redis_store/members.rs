@@ -9,7 +9,7 @@ use futures_util::future::try_join_all;
 use pulse_protocol::ChannelMember;
 use redis::Value;
 
-use super::{CHANNEL_PRESENCE, ENTER_CHANNEL, LEAVE_CHANNEL, RedisStore, SYNC_PAUSE, unavailable};
+use super::{CHANNEL_PRESENCE, ENTER_CHANNEL, LEAVE_CHANNEL, RedisStore, unavailable};
 use crate::{ChannelPresence, Entered, Left, MemberRecord, PresenceError, SyncReport, bucket_of};
 
 impl RedisStore {
@@ -181,7 +181,7 @@ impl RedisStore {
         let handle = self.handle().await?;
         // What the store holds for the instance: "<channel> <connection id>".
         let held: HashSet<String> =
-            Self::each_bucket_answered_on(&self.conn, SYNC_PAUSE, |mut handle, bucket| {
+            Self::each_bucket_read_on(&self.conn, Vec::len, |mut handle, bucket| {
                 let key = self.keys.member_index(bucket, instance_id);
                 async move {
                     redis::cmd("HKEYS")
