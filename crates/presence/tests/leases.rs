@@ -82,10 +82,7 @@ async fn a_renewal_does_not_wait_behind_the_shared_connection(target: Target) {
     assert!(!presence.renew_lease("gw-hold").await.unwrap());
     let holder = presence.clone();
     let held = tokio::spawn(async move { holder.hold_shared_connection(5).await });
-    let urls = match &target {
-        Target::Redis(server) => vec![server.url().to_owned()],
-        Target::Cluster(cluster) => cluster.urls().to_vec(),
-    };
+    let urls = urls(&target);
     // Until Redis is blocked on it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     'waiting: loop {
