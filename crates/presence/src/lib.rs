@@ -379,8 +379,9 @@ impl Presence {
     /// sign: the nodes (the one Redis, or each Cluster master by address)
     /// whose `maxmemory` is set with a `maxmemory-policy` other than
     /// `noeviction`, with that policy. Such a Redis drops keys when it is
-    /// full: a user's presence, an instance's index, a channel's history,
-    /// an idempotency key that should have stopped a retried publication.
+    /// full: a user's presence, an instance's index (`allkeys-*`), a
+    /// channel's history, an idempotency key that should have stopped a
+    /// retried publication, a user's block (also `volatile-*`).
     /// With `noeviction` it refuses writes instead, which Pulse reports.
     /// Empty in memory, and for a node that refuses `CONFIG` (a managed
     /// Redis may).
@@ -419,12 +420,18 @@ impl Presence {
             match self.evicting_nodes().await {
                 Ok(nodes) => {
                     for EvictingNode { node, policy } in nodes {
+                        // A `volatile-*` policy evicts only keys with a
+                        // lifetime; presence itself has none.
+                        let lost = if policy.starts_with("volatile-") {
+                            "histories, idempotency keys and user blocks"
+                        } else {
+                            "presence, histories, idempotency keys and user blocks"
+                        };
                         tracing::warn!(
                             node = node.as_deref().unwrap_or("redis"),
                             %policy,
-                            "Redis evicts keys when full (maxmemory-policy {policy}): presence, \
-                             histories and idempotency keys can be lost without a sign; set \
-                             maxmemory-policy noeviction"
+                            "Redis evicts keys when full (maxmemory-policy {policy}): {lost} can \
+                             be lost without a sign; set maxmemory-policy noeviction"
                         );
                     }
                     return;

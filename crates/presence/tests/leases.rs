@@ -436,8 +436,10 @@ async fn a_resync_reads_its_buckets_a_wave_at_a_time() {
             })
         };
         proxy.wait_for(command, 1).await;
-        // Long enough for a burst to have arrived whole; a wave that
-        // waits for answers sends the next one only after SWEEP_WAIT.
+        // Not a synchronisation: with the answers held, the waves stop at
+        // the first (the next waits for its answers, up to the 3 s response
+        // timeout), whenever it is counted. The pause gives a burst of all
+        // 128, as the reads were sent before, the time to arrive whole.
         tokio::time::sleep(Duration::from_millis(30)).await;
         let sent = proxy.count(command);
         assert!(
